@@ -1,0 +1,148 @@
+#include "cli/commands.h"
+
+#include <cstdlib>
+
+#include "common/fs.h"
+#include "common/log.h"
+
+namespace draftalign::cli {
+namespace {
+
+std::string top_help(const std::vector<Command>& commands) {
+  std::string out =
+      "draftalign " DRAFTALIGN_VERSION
+      ": train draft models for speculative decoding, aligned to a chat-tuned target\n\n"
+      "usage: draftalign <command> [--config FILE.yaml] [section.key=value ...]\n"
+      "       draftalign <command> --help     every option of the command, with its default and meaning\n"
+      "       draftalign <command> [--config FILE.yaml] [overrides] --print-config   the resolved config, run nothing\n"
+      "       draftalign --version\n\ncommands:\n";
+  for (const auto& c : commands) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  %-13s %s%s\n", c.name.c_str(), c.summary.c_str(),
+                  c.run ? "" : " (not built yet)");
+    out += line;
+  }
+  out +=
+      "\nOptions come from the YAML file, then from section.key=value overrides (lists as [a, b]); with no\n"
+      "--config the embedded defaults are used (the demo: configs/demo.yaml spells them out).\n"
+      "Exit codes: 0 ok, 1 failed run or bad config/input, 2 bad usage, 3 stage not built yet.\n";
+  return out;
+}
+
+std::string command_help(const Command& c) {
+  config::Config defaults;
+  return str_cat("usage: draftalign ", c.name, " [--config FILE.yaml] [section.key=value ...]\n\n", c.description,
+                 c.run ? "" : "\n\nThis stage is not built yet: it checks its config and exits with code 3.",
+                 "\n\noptions (key = default, then meaning and accepted values):\n",
+                 config::options_help(defaults, c.sections));
+}
+
+bool is_yaml_name(const std::string& a) {
+  auto ends = [&](const std::string& suffix) {
+    return a.size() > suffix.size() && a.compare(a.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return a[0] != '-' && (ends(".yaml") || ends(".yml"));
+}
+
+}  // namespace
+
+Invocation parse_args(const std::vector<std::string>& args) {
+  Invocation inv;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (i == 0 && !a.empty() && a[0] != '-') {
+      inv.command = a;
+    } else if (a == "--help" || a == "-h") {
+      inv.help = true;
+    } else if (a == "--print-config") {
+      inv.print_config = true;
+    } else if (a == "--config" || a == "-c") {
+      if (i + 1 >= args.size()) throw Error(a + " needs a file name");
+      inv.config_file = args[++i];
+    } else if (a.rfind("--config=", 0) == 0 && a.size() > 9) {
+      inv.config_file = a.substr(9);
+    } else if (!a.empty() && a[0] != '-' && a.find('=') != std::string::npos) {
+      inv.overrides.push_back(a);
+    } else if (inv.config_file.empty() && is_yaml_name(a)) {
+      inv.config_file = a;  // `draftalign pipeline configs/demo.yaml`
+    } else {
+      throw Error(str_cat("unexpected argument '", a, "' (options are --config FILE, --help, section.key=value)"));
+    }
+  }
+  return inv;
+}
+
+void init_rank_from_env() {
+  const char* r = std::getenv("RANK");
+  const char* w = std::getenv("WORLD_SIZE");
+  log::set_rank(r ? std::atoi(r) : 0, w ? std::max(1, std::atoi(w)) : 1);
+}
+
+int run_cli(const std::vector<std::string>& args, const std::vector<Command>& commands,
+            const std::function<std::string()>& version_info, std::FILE* out, std::FILE* err) {
+  if (args.empty()) {
+    std::fputs(top_help(commands).c_str(), err);
+    return kUsage;
+  }
+  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::fputs(top_help(commands).c_str(), out);
+    return kOk;
+  }
+  if (args[0] == "--version") {
+    std::fprintf(out, "draftalign %s\n%s", DRAFTALIGN_VERSION, version_info ? version_info().c_str() : "");
+    return kOk;
+  }
+  const Command* cmd = nullptr;
+  for (const auto& c : commands)
+    if (c.name == args[0]) cmd = &c;
+  if (cmd == nullptr) {
+    std::vector<std::string> names;
+    for (const auto& c : commands) names.push_back(c.name);
+    const std::string near = config::closest(args[0], names);
+    std::fprintf(err, "error: unknown command '%s'%s; run draftalign --help\n", args[0].c_str(),
+                 near.empty() ? "" : (" (did you mean '" + near + "'?)").c_str());
+    return kUsage;
+  }
+
+  Invocation inv;
+  try {
+    inv = parse_args(args);
+  } catch (const Error& e) {
+    std::fprintf(err, "error: %s\nusage: draftalign %s [--config FILE.yaml] [section.key=value ...]\n", e.what(),
+                 cmd->name.c_str());
+    return kUsage;
+  }
+  if (inv.help) {
+    std::fputs(command_help(*cmd).c_str(), out);
+    return kOk;
+  }
+
+  try {
+    config::LoadedConfig loaded = config::load_config(inv.config_file, inv.overrides);
+    const std::string from = inv.config_file.empty() ? "the embedded defaults" : inv.config_file;
+    const std::string header = str_cat("resolved config of `draftalign ", cmd->name, "` from ", from);
+    if (inv.print_config) {
+      std::fputs(config::to_yaml(loaded.cfg, header).c_str(), out);
+      return kOk;
+    }
+    if (!cmd->run) {
+      std::fprintf(err,
+                   "error: '%s' is not built yet in draftalign %s; its config (%s) is valid, and nothing was "
+                   "run or written\n",
+                   cmd->name.c_str(), DRAFTALIGN_VERSION, from.c_str());
+      return kNotBuilt;
+    }
+    // Rank 0 prints the resolved config and records it next to the outputs: every artifact says what produced it.
+    if (log::rank() == 0) {
+      const std::string yaml = config::to_yaml(loaded.cfg, header);
+      std::fprintf(out, "%s\n", yaml.c_str());
+      fs::write_file_atomic(std::filesystem::path(loaded.cfg.run.output_dir) / (cmd->name + ".config.yaml"), yaml);
+    }
+    return cmd->run(loaded);
+  } catch (const Error& e) {
+    std::fprintf(err, "error: %s\n", e.what());
+    return kFailed;
+  }
+}
+
+}  // namespace draftalign::cli

@@ -1,0 +1,45 @@
+// commands.h: the `draftalign <command> [--config FILE] [section.key=value ...]` front end.
+// Parsing, help, config loading, printing and recording the resolved config, and error reporting are here, once, for
+// every subcommand; a subcommand itself is a function that takes the loaded config. Exit codes: 0 success,
+// 1 a failed run or a bad config/input file, 2 bad command-line usage, 3 a stage that is not built yet.
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "config/loader.h"
+
+namespace draftalign::cli {
+
+enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kNotBuilt = 3 };
+
+struct Command {
+  std::string name;
+  std::string summary;                // one line, for `draftalign --help`
+  std::string description;            // a paragraph, for `draftalign <name> --help`
+  std::vector<std::string> sections;  // the config sections it reads
+  // The stage; empty = not built yet. Returns an exit code; throws draftalign::Error on failure.
+  std::function<int(const config::LoadedConfig&)> run;
+};
+
+struct Invocation {
+  std::string command;
+  std::string config_file;
+  std::vector<std::string> overrides;
+  bool help = false;
+  bool print_config = false;  // print the resolved config and exit without running
+};
+
+// Parses argv[1..]; throws Error with a usage message on bad arguments.
+Invocation parse_args(const std::vector<std::string>& args);
+
+// The whole front end. `version_info` adds lines to `--version` (LibTorch, CUDA).
+int run_cli(const std::vector<std::string>& args, const std::vector<Command>& commands,
+            const std::function<std::string()>& version_info, std::FILE* out = stdout, std::FILE* err = stderr);
+
+// Reads RANK / WORLD_SIZE (torchrun, srun via the launcher) so only rank 0 prints before the process group exists.
+void init_rank_from_env();
+
+}  // namespace draftalign::cli

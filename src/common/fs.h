@@ -1,0 +1,22 @@
+// fs.h: whole-file reads and atomic writes. A writer never leaves a half-written file under the final name: it writes
+// "<path>.tmp-<pid>", fsyncs, then renames over <path>, so what was there before survives any failure.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace draftalign::fs {
+
+namespace stdfs = std::filesystem;
+
+// Reads a whole file; throws Error naming the path when it cannot.
+std::string read_file(const stdfs::path& path);
+
+// Writes `data` to `path` atomically (temp file + fsync + rename); creates the parent directories.
+void write_file_atomic(const stdfs::path& path, std::string_view data);
+
+// Creates `dir` (and parents); throws Error naming it when it exists as a non-directory or cannot be made.
+void ensure_dir(const stdfs::path& dir);
+
+}  // namespace draftalign::fs

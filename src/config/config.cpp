@@ -1,0 +1,38 @@
+#include "config/config.h"
+
+#include "common/error.h"
+
+namespace draftalign::config {
+namespace {
+
+void check_train(const TrainSection& t, const std::string& at, std::vector<Config::Problem>& out) {
+  if (t.optim.min_lr > t.optim.lr)
+    out.push_back({at + ".optim.min_lr", str_cat("must not exceed ", at, ".optim.lr (", t.optim.lr, ")")});
+  if (t.optim.warmup_steps > t.steps)
+    out.push_back({at + ".optim.warmup_steps", str_cat("must not exceed ", at, ".steps (", t.steps, ")")});
+}
+
+}  // namespace
+
+std::vector<Config::Problem> Config::cross_checks() const {
+  std::vector<Problem> out;
+  const ModelShape& m = pretrain.model;
+  if (m.hidden_size % m.num_heads != 0)
+    out.push_back({"pretrain.model.num_heads", str_cat("must divide pretrain.model.hidden_size (", m.hidden_size,
+                                                       ")")});
+  if (m.num_heads % m.num_kv_heads != 0)
+    out.push_back({"pretrain.model.num_kv_heads", str_cat("must divide pretrain.model.num_heads (", m.num_heads,
+                                                          ")")});
+  if (m.num_heads > 0 && (m.hidden_size / m.num_heads) % 2 != 0)
+    out.push_back({"pretrain.model.num_heads", "hidden_size / num_heads (the head dim) must be even for RoPE"});
+  if (pretrain.train.seq_len > m.max_seq_len)
+    out.push_back({"pretrain.train.seq_len", str_cat("must not exceed pretrain.model.max_seq_len (", m.max_seq_len,
+                                                     ")")});
+  check_train(pretrain.train, "pretrain.train", out);
+  check_train(distill.train, "distill.train", out);
+  if (distill.kd_weight == 0 && distill.ce_weight == 0)
+    out.push_back({"distill.kd_weight", "kd_weight and ce_weight are both 0: nothing to train"});
+  return out;
+}
+
+}  // namespace draftalign::config

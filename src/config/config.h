@@ -1,0 +1,326 @@
+// config.h: the typed configuration of every draftalign stage. One struct per YAML section; each lists its options
+// exactly once in visit() (see schema.h). The defaults are the embedded demo: SmolLM2-135M-Instruct as the target and
+// a small drafter with its vocabulary pretrained on the Debian text corpus. configs/demo.yaml spells them out.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/schema.h"
+
+namespace draftalign::config {
+
+// Where a run writes, how it seeds, which device it uses.
+struct RunSection {
+  std::string output_dir = "runs/demo";
+  int64_t seed = 1234;
+  std::string device = "auto";
+  int64_t threads = 0;
+  int64_t log_every = 10;
+  double progress_interval_s = 10.0;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("output_dir", output_dir, "directory for everything the run writes (resolved config, metrics, artifacts)");
+    s.add("seed", seed, "base random seed; each rank and stage derives its own from it", Bounds::at_least(0));
+    s.add_choice("device", device, "auto = CUDA when available, else CPU", {"auto", "cpu", "cuda"});
+    s.add("threads", threads, "CPU threads for intra-op parallelism; 0 = all cores", Bounds::at_least(0));
+    s.add("log_every", log_every, "steps between metric log lines", Bounds::at_least(1));
+    s.add("progress_interval_s", progress_interval_s,
+          "seconds between plain progress lines when stdout is not a terminal", Bounds::positive());
+  }
+};
+
+// The chat-tuned target model: a Hugging Face directory (config.json, *.safetensors, tokenizer.json/.model).
+struct TargetSection {
+  std::string dir = ".cache/models/SmolLM2-135M-Instruct";
+  std::string dtype = "auto";
+  std::string chat_template = "auto";
+
+  template <class V>
+  void visit(V& s) {
+    s.add("dir", dir, "Hugging Face checkpoint directory of the target (the demo converts it from the GGUF)");
+    s.add_choice("dtype", dtype, "compute dtype; auto = bf16 on CUDA, fp32 on CPU", {"auto", "fp32", "bf16"});
+    s.add_choice("chat_template", chat_template, "auto = from tokenizer_config.json",
+                 {"auto", "chatml", "llama2"});
+  }
+};
+
+// Llama-architecture shape of a drafter trained from scratch.
+struct ModelShape {
+  int64_t vocab_size = 49152;
+  int64_t hidden_size = 256;
+  int64_t intermediate_size = 768;
+  int64_t num_layers = 4;
+  int64_t num_heads = 4;
+  int64_t num_kv_heads = 4;
+  int64_t max_seq_len = 1024;
+  double rope_theta = 100000.0;
+  double rms_norm_eps = 1e-5;
+  bool tie_embeddings = true;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("vocab_size", vocab_size, "vocabulary size; must equal the target's", Bounds::at_least(1));
+    s.add("hidden_size", hidden_size, "model width", Bounds::at_least(1));
+    s.add("intermediate_size", intermediate_size, "SwiGLU MLP width", Bounds::at_least(1));
+    s.add("num_layers", num_layers, "transformer blocks", Bounds::at_least(1));
+    s.add("num_heads", num_heads, "attention heads (hidden_size / num_heads = head dim)", Bounds::at_least(1));
+    s.add("num_kv_heads", num_kv_heads, "key/value heads for grouped-query attention", Bounds::at_least(1));
+    s.add("max_seq_len", max_seq_len, "longest sequence (RoPE positions)", Bounds::at_least(1));
+    s.add("rope_theta", rope_theta, "RoPE base frequency", Bounds::positive());
+    s.add("rms_norm_eps", rms_norm_eps, "RMSNorm epsilon", Bounds::positive());
+    s.add("tie_embeddings", tie_embeddings, "share the input embedding and the output projection");
+  }
+};
+
+struct OptimSection {
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int64_t warmup_steps = 100;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("lr", lr, "peak learning rate (AdamW)", Bounds::positive());
+    s.add("min_lr", min_lr, "learning rate at the end of the cosine decay", Bounds::at_least(0));
+    s.add("warmup_steps", warmup_steps, "linear warm-up steps", Bounds::at_least(0));
+    s.add("weight_decay", weight_decay, "decoupled weight decay (not on norms)", Bounds::at_least(0));
+    s.add("beta1", beta1, "AdamW beta1", Bounds::closed_open(0, 1));
+    s.add("beta2", beta2, "AdamW beta2", Bounds::closed_open(0, 1));
+    s.add("eps", eps, "AdamW epsilon", Bounds::positive());
+    s.add("grad_clip", grad_clip, "clip the global gradient norm to this; 0 = off", Bounds::at_least(0));
+  }
+};
+
+// The training engine shared by pretraining and distillation.
+struct TrainSection {
+  int64_t steps = 2000;
+  int64_t seq_len = 256;
+  int64_t micro_batch_size = 16;
+  int64_t grad_accum = 1;
+  int64_t eval_every = 200;
+  int64_t eval_batches = 8;
+  int64_t save_every = 500;
+  int64_t keep_last = 2;
+  std::string resume = "auto";
+  std::string dtype = "auto";
+  std::string on_nonfinite = "stop";
+  OptimSection optim;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("steps", steps, "optimizer steps", Bounds::at_least(1));
+    s.add("seq_len", seq_len, "tokens per training sequence", Bounds::at_least(2));
+    s.add("micro_batch_size", micro_batch_size, "sequences per rank per forward/backward", Bounds::at_least(1));
+    s.add("grad_accum", grad_accum, "micro-batches per optimizer step", Bounds::at_least(1));
+    s.add("eval_every", eval_every, "steps between validation passes; 0 = only at the end", Bounds::at_least(0));
+    s.add("eval_batches", eval_batches, "validation micro-batches per pass", Bounds::at_least(1));
+    s.add("save_every", save_every, "steps between checkpoints; 0 = only at the end", Bounds::at_least(0));
+    s.add("keep_last", keep_last, "checkpoints kept on disk (older ones are deleted)", Bounds::at_least(1));
+    s.add("resume", resume, "auto = latest checkpoint in the output dir, none = start over, or a checkpoint path");
+    s.add_choice("dtype", dtype, "auto = bf16 autocast with fp32 master weights on CUDA, fp32 on CPU",
+                 {"auto", "fp32", "bf16"});
+    s.add_choice("on_nonfinite", on_nonfinite, "a NaN/Inf loss: stop (naming the last good checkpoint) or skip",
+                 {"stop", "skip"});
+    s.section("optim", optim, "AdamW with linear warm-up and cosine decay");
+  }
+};
+
+// prepare-data: text / JSONL -> tokenized binary shards.
+struct PrepareSection {
+  std::vector<std::string> inputs = {".cache/corpus/debian-text.txt"};
+  std::string output_dir = "runs/demo/shards";
+  std::string tokenizer = "";
+  std::string text_field = "text";
+  double val_fraction = 0.01;
+  int64_t shard_tokens = 16 * 1024 * 1024;
+  int64_t workers = 0;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("inputs", inputs, "text (.txt) or JSONL (.jsonl) files to tokenize");
+    s.add("output_dir", output_dir, "where the shards and their index go");
+    s.add("tokenizer", tokenizer, "tokenizer.json / tokenizer.model; empty = the target's");
+    s.add("text_field", text_field, "JSONL field holding the text");
+    s.add("val_fraction", val_fraction, "fraction of documents held out for validation", Bounds::closed_open(0, 0.5));
+    s.add("shard_tokens", shard_tokens, "tokens per shard", Bounds::at_least(1024));
+    s.add("workers", workers, "tokenizer threads; 0 = all cores", Bounds::at_least(0));
+  }
+};
+
+struct PretrainSection {
+  std::string data_dir = "runs/demo/shards";
+  std::string init_from = "";
+  std::string output_dir = "runs/demo/pretrain";
+  ModelShape model;
+  TrainSection train;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("data_dir", data_dir, "token shards written by prepare-data");
+    s.add("init_from", init_from, "start from this HF checkpoint directory; empty = from scratch (model.*)");
+    s.add("output_dir", output_dir, "checkpoints, metrics and the final HF-format drafter");
+    s.section("model", model, "drafter architecture when training from scratch");
+    s.section("train", train, "training loop");
+  }
+};
+
+// generate: the target answers instruction prompts.
+struct GenerateSection {
+  std::vector<std::string> prompts = {"data/prompts/train.jsonl"};
+  std::string output_dir = "runs/demo/distill-data";
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  int64_t max_new_tokens = 256;
+  std::vector<std::string> stop = {};
+  int64_t responses_per_prompt = 1;
+  int64_t batch_size = 16;
+  int64_t max_prompts = 0;
+  int64_t topk_logprobs = 0;
+  std::string on_bad_record = "error";
+
+  template <class V>
+  void visit(V& s) {
+    s.add("prompts", prompts, "JSONL prompt files (instruction/input, conversations/messages, or turns)");
+    s.add("output_dir", output_dir, "response shards, manifest and a JSONL preview");
+    s.add("temperature", temperature, "sampling temperature; 0 = greedy", Bounds::at_least(0));
+    s.add("top_p", top_p, "nucleus sampling mass", Bounds::open_closed(0, 1));
+    s.add("top_k", top_k, "sample among the k most likely tokens; 0 = off", Bounds::at_least(0));
+    s.add("max_new_tokens", max_new_tokens, "longest response", Bounds::at_least(1));
+    s.add("stop", stop, "stop strings besides the EOS token");
+    s.add("responses_per_prompt", responses_per_prompt, "samples per prompt", Bounds::at_least(1));
+    s.add("batch_size", batch_size, "sequences decoded together (continuous batching)", Bounds::at_least(1));
+    s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));
+    s.add("topk_logprobs", topk_logprobs, "store the target's top-k log-probs per response token; 0 = none",
+          Bounds::at_least(0));
+    s.add_choice("on_bad_record", on_bad_record, "a malformed prompt line: error (with file:line) or skip and count",
+                 {"error", "skip"});
+  }
+};
+
+// distill: knowledge distillation of the drafter against the target's token distributions.
+struct DistillSection {
+  std::string data_dir = "runs/demo/distill-data";
+  std::string student = "runs/demo/pretrain/final";
+  std::string output_dir = "runs/demo/distill";
+  std::string loss = "tvdpp";
+  std::string teacher = "online";
+  double temperature = 1.0;
+  double kd_weight = 1.0;
+  double ce_weight = 0.0;
+  std::string tvdpp_scope = "token";
+  std::string tvdpp_weighting = "q";
+  double val_fraction = 0.05;
+  TrainSection train;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("data_dir", data_dir, "prompt/response shards written by generate");
+    s.add("student", student, "drafter checkpoint to start from (HF directory)");
+    s.add("output_dir", output_dir, "checkpoints, metrics and the distilled drafter (a sub-directory per loss)");
+    s.add_choice("loss", loss, "distillation loss", {"tvdpp", "fkl", "rkl", "tvd", "ce"});
+    s.add_choice("teacher", teacher, "online = run the target; offline = stored top-k log-probs",
+                 {"online", "offline"});
+    s.add("temperature", temperature, "softmax temperature T for both p and q", Bounds::positive());
+    s.add("kd_weight", kd_weight, "weight of the distillation loss", Bounds::at_least(0));
+    s.add("ce_weight", ce_weight, "weight of next-token cross-entropy on the responses", Bounds::at_least(0));
+    s.add_choice("tvdpp_scope", tvdpp_scope, "reward normalisation statistics: per token or over the global batch",
+                 {"token", "batch"});
+    s.add_choice("tvdpp_weighting", tvdpp_weighting, "q = exact policy gradient; uniform = 1/|V| weights",
+                 {"q", "uniform"});
+    s.add("val_fraction", val_fraction, "pairs held out for the alpha / tau validation", Bounds::closed_open(0, 0.5));
+    s.section("train", train, "training loop");
+  }
+};
+
+// evaluate: lossless speculative decoding of target + drafters.
+struct EvaluateSection {
+  std::vector<std::string> drafters = {"runs/demo/pretrain/final"};
+  std::vector<std::string> prompts = {".cache/prompts/mt-bench.jsonl"};
+  std::string report_dir = "runs/demo/report";
+  std::vector<int64_t> gammas = {1, 2, 3, 4, 5, 6};
+  std::vector<double> temperatures = {0.0, 1.0};
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  int64_t max_new_tokens = 128;
+  int64_t max_prompts = 0;
+  int64_t repeats = 3;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("drafters", drafters, "drafter checkpoint directories to compare");
+    s.add("prompts", prompts, "JSONL prompt files (MT-bench mt-en.jsonl or any prompt file)");
+    s.add("report_dir", report_dir, "JSON, Markdown and plots");
+    s.add("gammas", gammas, "draft lengths g to sweep", Bounds::at_least(1));
+    s.add("temperatures", temperatures, "sampling temperatures to sweep; 0 = greedy", Bounds::at_least(0));
+    s.add("top_p", top_p, "nucleus mass, applied to target and drafter alike", Bounds::open_closed(0, 1));
+    s.add("top_k", top_k, "top-k, applied to target and drafter alike; 0 = off", Bounds::at_least(0));
+    s.add("max_new_tokens", max_new_tokens, "tokens generated per prompt", Bounds::at_least(1));
+    s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));
+    s.add("repeats", repeats, "wall-clock runs per setting (the median is reported)", Bounds::at_least(1));
+  }
+};
+
+// export: a training checkpoint -> a Hugging Face directory for transformers / vLLM.
+struct ExportSection {
+  std::string checkpoint = "runs/demo/distill/tvdpp/final";
+  std::string output_dir = "runs/demo/export/drafter";
+  std::string dtype = "bf16";
+
+  template <class V>
+  void visit(V& s) {
+    s.add("checkpoint", checkpoint, "checkpoint directory to export");
+    s.add("output_dir", output_dir, "Hugging Face directory to write");
+    s.add_choice("dtype", dtype, "weight dtype in model.safetensors", {"fp32", "bf16", "fp16"});
+  }
+};
+
+struct PipelineSection {
+  std::vector<std::string> losses = {"tvdpp", "fkl", "tvd"};
+
+  template <class V>
+  void visit(V& s) {
+    s.add_choice("losses", losses, "distillation losses trained and compared by the pipeline",
+                 {"tvdpp", "fkl", "rkl", "tvd", "ce"});
+  }
+};
+
+struct Config {
+  RunSection run;
+  TargetSection target;
+  PrepareSection prepare;
+  PretrainSection pretrain;
+  GenerateSection generate;
+  DistillSection distill;
+  EvaluateSection evaluate;
+  ExportSection export_;
+  PipelineSection pipeline;
+
+  template <class V>
+  void visit(V& s) {
+    s.section("run", run, "output, seed, device, logging");
+    s.section("target", target, "the chat-tuned target model");
+    s.section("prepare", prepare, "prepare-data: corpus -> token shards");
+    s.section("pretrain", pretrain, "pretrain: the drafter on the corpus");
+    s.section("generate", generate, "generate: the target answers instruction prompts");
+    s.section("distill", distill, "distill: the drafter against the target's distributions");
+    s.section("evaluate", evaluate, "evaluate: speculative decoding with each drafter");
+    s.section("export", export_, "export: a checkpoint as a Hugging Face directory");
+    s.section("pipeline", pipeline, "pipeline: all stages in order");
+  }
+
+  // Checks that involve more than one option; returns "" or the message and the key it concerns.
+  struct Problem {
+    std::string key, message;
+  };
+  std::vector<Problem> cross_checks() const;
+};
+
+}  // namespace draftalign::config

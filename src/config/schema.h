@@ -1,0 +1,102 @@
+// schema.h: the one description of every config option. Each config struct lists its fields once, in
+//   template <class V> void visit(V& s) { s.add("lr", lr, "peak learning rate", Bounds::positive()); ... }
+// and that list drives everything else: YAML loading with strict key/type/range checks, `a.b=value` overrides,
+// `--help` (key, default, meaning), and the resolved-config dump written next to every run's outputs.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace draftalign::config {
+
+// A closed or open numeric interval; an option's value (or every element of a list option) must lie in it.
+struct Bounds {
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;
+
+  static Bounds any() { return {}; }
+  static Bounds at_least(double lo) { return {lo}; }
+  static Bounds positive() { return {0.0, std::numeric_limits<double>::infinity(), true, false}; }
+  static Bounds closed(double lo, double hi) { return {lo, hi}; }
+  static Bounds open_closed(double lo, double hi) { return {lo, hi, true, false}; }
+  static Bounds closed_open(double lo, double hi) { return {lo, hi, false, true}; }
+
+  bool contains(double v) const;
+  bool unbounded() const;
+  std::string describe() const;  // "[0, 1]", "(0, inf)", ...
+};
+
+using Target = std::variant<int64_t*, double*, bool*, std::string*, std::vector<int64_t>*, std::vector<double>*,
+                            std::vector<std::string>*>;
+
+struct Field {
+  std::string path;  // dotted, e.g. "pretrain.train.optim.lr"
+  std::string help;
+  Target target;
+  Bounds bounds;
+  std::vector<std::string> choices;  // non-empty: a string (or each string of a list) must be one of these
+
+  std::string expected() const;      // "an integer in [1, inf)", "one of: tvdpp, fkl", ...
+  std::string value_text() const;    // the current value as YAML flow text
+};
+
+struct Section {
+  std::string path;
+  std::string help;
+};
+
+class Schema {
+ public:
+  void add(std::string_view key, int64_t& v, std::string_view help, Bounds b = {});
+  void add(std::string_view key, double& v, std::string_view help, Bounds b = {});
+  void add(std::string_view key, bool& v, std::string_view help);
+  void add(std::string_view key, std::string& v, std::string_view help);
+  void add(std::string_view key, std::vector<int64_t>& v, std::string_view help, Bounds b = {});
+  void add(std::string_view key, std::vector<double>& v, std::string_view help, Bounds b = {});
+  void add(std::string_view key, std::vector<std::string>& v, std::string_view help);
+  // A string, or list of strings, restricted to `choices`.
+  void add_choice(std::string_view key, std::string& v, std::string_view help, std::vector<std::string> choices);
+  void add_choice(std::string_view key, std::vector<std::string>& v, std::string_view help,
+                  std::vector<std::string> choices);
+
+  template <class S>
+  void section(std::string_view key, S& s, std::string_view help) {
+    push(key, help);
+    s.visit(*this);
+    pop();
+  }
+
+  const std::vector<Field>& fields() const { return fields_; }
+  const std::vector<Section>& sections() const { return sections_; }
+  const Field* find(std::string_view path) const;
+  bool is_section(std::string_view path) const;
+  // The keys directly inside `section` ("" = top level), for error messages.
+  std::vector<std::string> children(std::string_view section) const;
+
+ private:
+  void push(std::string_view key, std::string_view help);
+  void pop();
+  Field& add_field(std::string_view key, std::string_view help, Target t);
+
+  std::vector<std::string> prefix_;
+  std::vector<Field> fields_;
+  std::vector<Section> sections_;
+};
+
+// Builds the schema of a config object; the fields point into `cfg`.
+template <class C>
+Schema schema_of(C& cfg) {
+  Schema s;
+  cfg.visit(s);
+  return s;
+}
+
+// The closest candidate to `word` by edit distance, or "" when none is close (for "did you mean ...?").
+std::string closest(std::string_view word, const std::vector<std::string>& candidates);
+
+}  // namespace draftalign::config

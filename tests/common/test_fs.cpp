@@ -1,0 +1,67 @@
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "test_util.h"
+
+namespace draftalign {
+namespace {
+
+using testing::ScratchDir;
+
+TEST(AtomicWrite, CreatesParentsAndLeavesNoTempFile) {
+  ScratchDir dir;
+  const auto target = dir / "a/b/c.txt";
+  fs::write_file_atomic(target, "hello\n");
+  EXPECT_EQ(fs::read_file(target), "hello\n");
+  fs::write_file_atomic(target, "second");
+  EXPECT_EQ(fs::read_file(target), "second");
+  int entries = 0;
+  for (const auto& e : std::filesystem::directory_iterator(target.parent_path())) {
+    (void)e;
+    ++entries;
+  }
+  EXPECT_EQ(entries, 1) << "a temporary file was left behind";
+}
+
+TEST(AtomicWrite, FailureKeepsWhatWasThere) {
+  ScratchDir dir;
+  // The final name is a non-empty directory: the rename must fail and the directory (and its file) survive.
+  const auto target = dir / "out";
+  testing::write_text(target / "keep.txt", "precious");
+  try {
+    fs::write_file_atomic(target, "new");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(target.string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("unchanged"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(testing::read_text(target / "keep.txt"), "precious");
+  int entries = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    (void)e;
+    ++entries;
+  }
+  EXPECT_EQ(entries, 1) << "the temporary file was not removed";
+}
+
+TEST(ReadFile, MissingFileNamesThePath) {
+  ScratchDir dir;
+  try {
+    fs::read_file(dir / "nope.bin");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nope.bin"), std::string::npos) << e.what();
+  }
+}
+
+TEST(EnsureDir, RefusesAFileInTheWay) {
+  ScratchDir dir;
+  testing::write_text(dir / "f", "x");
+  EXPECT_THROW(fs::ensure_dir(dir / "f"), Error);
+  EXPECT_NO_THROW(fs::ensure_dir(dir / "d/e"));
+  EXPECT_TRUE(std::filesystem::is_directory(dir / "d/e"));
+}
+
+}  // namespace
+}  // namespace draftalign

@@ -1,0 +1,233 @@
+#include <gtest/gtest.h>
+
+#include "config/loader.h"
+#include "test_util.h"
+
+namespace draftalign::config {
+namespace {
+
+using testing::ScratchDir;
+using testing::write_text;
+
+// Loads `yaml` from a scratch file and returns the error message (empty when it loads).
+struct Attempt {
+  std::string file, error;
+  LoadedConfig loaded;
+};
+
+Attempt attempt(const ScratchDir& dir, const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  Attempt a;
+  a.file = (dir / "cfg.yaml").string();
+  write_text(a.file, yaml);
+  try {
+    a.loaded = load_config(a.file, overrides);
+  } catch (const Error& e) {
+    a.error = e.what();
+  }
+  return a;
+}
+
+#define EXPECT_HAS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
+
+TEST(ConfigLoad, ValuesAndTheirOrigins) {
+  ScratchDir dir;
+  auto a = attempt(dir,
+                   "run:\n"
+                   "  seed: 7\n"
+                   "pretrain:\n"
+                   "  train:\n"
+                   "    steps: 50\n"
+                   "    optim: {lr: 0.002, min_lr: 0.0, warmup_steps: 10}\n"
+                   "evaluate:\n"
+                   "  gammas: [1, 3]\n"
+                   "  temperatures: [0, 0.7]\n"
+                   "  drafters:\n"
+                   "    - a/b\n"
+                   "    - c\n");
+  ASSERT_EQ(a.error, "");
+  const Config& c = a.loaded.cfg;
+  EXPECT_EQ(c.run.seed, 7);
+  EXPECT_EQ(c.pretrain.train.steps, 50);
+  EXPECT_DOUBLE_EQ(c.pretrain.train.optim.lr, 0.002);
+  EXPECT_EQ(c.evaluate.gammas, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(c.evaluate.temperatures, (std::vector<double>{0.0, 0.7}));
+  EXPECT_EQ(c.evaluate.drafters, (std::vector<std::string>{"a/b", "c"}));
+  EXPECT_EQ(c.run.output_dir, Config().run.output_dir) << "untouched keys keep their defaults";
+  EXPECT_EQ(a.loaded.where("run.seed"), a.file + ":2:3");
+  EXPECT_EQ(a.loaded.where("pretrain.train.optim.lr"), a.file + ":6:13");
+  EXPECT_EQ(a.loaded.where("run.threads"), a.file + ": default");
+}
+
+TEST(ConfigLoad, EmptyFileAndNoFileGiveTheDefaults) {
+  ScratchDir dir;
+  auto a = attempt(dir, "# nothing but a comment\n");
+  ASSERT_EQ(a.error, "");
+  Config defaults;
+  EXPECT_EQ(to_yaml(a.loaded.cfg, ""), to_yaml(defaults, ""));
+  LoadedConfig none = load_config("", {});
+  EXPECT_EQ(to_yaml(none.cfg, ""), to_yaml(defaults, ""));
+}
+
+TEST(ConfigErrors, UnknownKeyNamesFilePlaceKeyAndSuggests) {
+  ScratchDir dir;
+  auto a = attempt(dir, "pretrain:\n  train:\n    optim:\n      lrr: 0.1\n");
+  EXPECT_HAS(a.error, a.file + ":4:7");
+  EXPECT_HAS(a.error, "unknown key 'pretrain.train.optim.lrr'");
+  EXPECT_HAS(a.error, "did you mean 'lr'?");
+  EXPECT_HAS(a.error, "min_lr");  // lists the valid keys
+}
+
+TEST(ConfigErrors, UnknownSection) {
+  ScratchDir dir;
+  auto a = attempt(dir, "run: {seed: 1}\ndistil:\n  loss: fkl\n");
+  EXPECT_HAS(a.error, a.file + ":2:1");
+  EXPECT_HAS(a.error, "unknown key 'distil'");
+  EXPECT_HAS(a.error, "did you mean 'distill'?");
+}
+
+TEST(ConfigErrors, WrongType) {
+  ScratchDir dir;
+  auto a = attempt(dir, "pretrain:\n  train:\n    steps: many\n");
+  EXPECT_HAS(a.error, a.file + ":3:12");
+  EXPECT_HAS(a.error, "key 'pretrain.train.steps'");
+  EXPECT_HAS(a.error, "expected an integer in [1, inf), got 'many'");
+  a = attempt(dir, "pretrain:\n  model:\n    tie_embeddings: 3\n");
+  EXPECT_HAS(a.error, "expected true or false, got '3'");
+  a = attempt(dir, "run:\n  seed: [1, 2]\n");
+  EXPECT_HAS(a.error, "expected an integer in [0, inf), got a list");
+  a = attempt(dir, "run:\n  output_dir: {a: 1}\n");
+  EXPECT_HAS(a.error, "expected a string, got a mapping");
+  a = attempt(dir, "pretrain:\n  train:\n    steps: 1.5\n");
+  EXPECT_HAS(a.error, "expected an integer");
+}
+
+TEST(ConfigErrors, QuotedNumberIsAString) {
+  ScratchDir dir;
+  auto a = attempt(dir, "run:\n  seed: \"12\"\n");
+  EXPECT_HAS(a.error, "key 'run.seed': expected an integer");
+}
+
+TEST(ConfigErrors, OutOfRange) {
+  ScratchDir dir;
+  auto a = attempt(dir, "pretrain:\n  train:\n    optim:\n      lr: -0.5\n");
+  EXPECT_HAS(a.error, a.file + ":4:11");
+  EXPECT_HAS(a.error, "key 'pretrain.train.optim.lr': expected a number in (0, inf), got '-0.5'");
+  a = attempt(dir, "generate:\n  top_p: 1.5\n");
+  EXPECT_HAS(a.error, "expected a number in (0, 1], got '1.5'");
+  a = attempt(dir, "evaluate:\n  gammas: [2, 0, 3]\n");
+  EXPECT_HAS(a.error, a.file + ":2:15");  // the offending element
+  EXPECT_HAS(a.error, "expected a list of integers in [1, inf), got '0'");
+}
+
+TEST(ConfigErrors, ChoiceSuggestsTheNearest) {
+  ScratchDir dir;
+  auto a = attempt(dir, "distill:\n  loss: tvdp\n");
+  EXPECT_HAS(a.error, "key 'distill.loss': expected one of: tvdpp, fkl, rkl, tvd, ce, got 'tvdp'");
+  EXPECT_HAS(a.error, "did you mean 'tvdpp'?");
+  a = attempt(dir, "pipeline:\n  losses: [tvdpp, kl]\n");
+  EXPECT_HAS(a.error, "key 'pipeline.losses'");
+  EXPECT_HAS(a.error, "got 'kl'");
+}
+
+TEST(ConfigErrors, DuplicateKey) {
+  ScratchDir dir;
+  auto a = attempt(dir, "run:\n  seed: 1\n  seed: 2\n");
+  EXPECT_HAS(a.error, a.file + ":3:3");
+  EXPECT_HAS(a.error, "key 'run.seed': appears twice");
+}
+
+TEST(ConfigErrors, SyntaxError) {
+  ScratchDir dir;
+  auto a = attempt(dir, "run:\n  seed: [1, 2\n");
+  EXPECT_HAS(a.error, a.file + ":");
+  EXPECT_HAS(a.error, "YAML syntax error");
+}
+
+TEST(ConfigErrors, SectionMustBeAMapping) {
+  ScratchDir dir;
+  auto a = attempt(dir, "run: 5\n");
+  EXPECT_HAS(a.error, "key 'run': expected a mapping of keys, got '5'");
+  a = attempt(dir, "- a\n- b\n");
+  EXPECT_HAS(a.error, "expected a mapping of sections");
+}
+
+TEST(ConfigErrors, MissingFile) {
+  ScratchDir dir;
+  try {
+    load_config((dir / "absent.yaml").string(), {});
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), (dir / "absent.yaml").string() + ": config file not found");
+  }
+}
+
+TEST(ConfigErrors, CrossCheckNamesTheKeyAndItsPlace) {
+  ScratchDir dir;
+  auto a = attempt(dir, "distill:\n  train:\n    optim:\n      lr: 0.001\n      min_lr: 0.01\n");
+  EXPECT_HAS(a.error, a.file + ":5:7: key 'distill.train.optim.min_lr': must not exceed distill.train.optim.lr");
+  a = attempt(dir, "pretrain:\n  model:\n    hidden_size: 100\n    num_heads: 3\n");
+  EXPECT_HAS(a.error, "key 'pretrain.model.num_heads': must divide pretrain.model.hidden_size (100)");
+}
+
+TEST(ConfigOverrides, AppliedAfterTheFileInOrder) {
+  ScratchDir dir;
+  auto a = attempt(dir, "run: {seed: 1}\n",
+                   {"run.seed=2", "run.seed=3", "evaluate.gammas=[2, 4]", "evaluate.temperatures=0.5",
+                    "pretrain.init_from=", "distill.loss=fkl", "target.dir=/models/llama 2"});
+  ASSERT_EQ(a.error, "");
+  EXPECT_EQ(a.loaded.cfg.run.seed, 3);
+  EXPECT_EQ(a.loaded.cfg.evaluate.gammas, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(a.loaded.cfg.evaluate.temperatures, (std::vector<double>{0.5}));
+  EXPECT_EQ(a.loaded.cfg.pretrain.init_from, "");
+  EXPECT_EQ(a.loaded.cfg.distill.loss, "fkl");
+  EXPECT_EQ(a.loaded.cfg.target.dir, "/models/llama 2");
+  EXPECT_EQ(a.loaded.where("run.seed"), "override 'run.seed=3'");
+}
+
+TEST(ConfigOverrides, Errors) {
+  ScratchDir dir;
+  EXPECT_HAS(attempt(dir, "", {"run.sed=1"}).error, "override 'run.sed=1': unknown key 'run.sed'");
+  EXPECT_HAS(attempt(dir, "", {"run.sed=1"}).error, "did you mean 'seed'?");
+  EXPECT_HAS(attempt(dir, "", {"nosuch.key=1"}).error, "unknown key 'nosuch.key'");
+  EXPECT_HAS(attempt(dir, "", {"run.seed=abc"}).error, "override 'run.seed=abc': key 'run.seed': expected an integer");
+  EXPECT_HAS(attempt(dir, "", {"run=3"}).error, "key 'run': is a section");
+  EXPECT_HAS(attempt(dir, "", {"=3"}).error, "expected section.key=value");
+  EXPECT_HAS(attempt(dir, "", {"evaluate.gammas=[1,"}).error, "value is not valid YAML");
+}
+
+TEST(ConfigDump, RoundTripsEveryValue) {
+  ScratchDir dir;
+  Config c;
+  c.run.seed = 99;
+  c.run.output_dir = "out dir/with \"quotes\"";
+  c.pretrain.train.optim.lr = 3e-4;
+  c.distill.ce_weight = 0.25;
+  c.evaluate.temperatures = {0.0, 0.6, 1.0};
+  c.generate.stop = {"\n\nUser:", "</s>"};
+  c.pretrain.model.tie_embeddings = false;
+  const std::string yaml = to_yaml(c, "test dump");
+  write_text(dir / "dump.yaml", yaml);
+  LoadedConfig back = load_config((dir / "dump.yaml").string(), {});
+  EXPECT_EQ(to_yaml(back.cfg, "test dump"), yaml);
+  EXPECT_EQ(back.cfg.run.output_dir, c.run.output_dir);
+  EXPECT_EQ(back.cfg.generate.stop, c.generate.stop);
+  EXPECT_DOUBLE_EQ(back.cfg.pretrain.train.optim.lr, 3e-4);
+}
+
+TEST(ConfigHelp, ListsEveryOptionOfTheSectionsWithDefaultAndMeaning) {
+  Config c;
+  Schema schema = schema_of(c);
+  const std::string help = options_help(c, {"run", "pretrain"});
+  int listed = 0;
+  for (const Field& f : schema.fields()) {
+    const bool wanted = f.path.rfind("run.", 0) == 0 || f.path.rfind("pretrain.", 0) == 0;
+    const bool shown = help.find("  " + f.path + " = " + f.value_text() + "\n      " + f.help) != std::string::npos;
+    EXPECT_EQ(shown, wanted) << f.path;
+    listed += shown;
+  }
+  EXPECT_GT(listed, 20);
+}
+
+}  // namespace
+}  // namespace draftalign::config

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Fresh-machine setup for draftalign, safe to re-run: it only does what is missing.
+#   1. Debian packages (compilers, yaml-cpp, sentencepiece, GoogleTest, nlohmann-json, PCRE2, zlib, ccache, ...)
+#   2. a project-local Python venv (.venv) with the pinned torch wheel: this is where LibTorch comes from
+#   3. a CMake + Ninja build in build/ (incremental on re-runs; ccache when present)
+# Usage: bash tools/setup.sh            # all three
+#        SKIP_BUILD=1 bash tools/setup.sh   # packages and venv only
+# Environment: DRAFTALIGN_BUILD_DIR (default build), DRAFTALIGN_BUILD_TYPE (default Release),
+#              DRAFTALIGN_JOBS (default: number of cores), DRAFTALIGN_CMAKE_ARGS (extra configure arguments).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+# --- 1. Debian packages ---------------------------------------------------------------------------------------------
+apt_packages=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libyaml-cpp-dev libsentencepiece-dev libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev zlib1g-dev
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+    sudo_cmd=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- 2. Python venv with the pinned torch wheel ---------------------------------------------------------------------
+venv="$root/.venv"
+req="$root/tools/requirements.txt"
+stamp="$venv/.draftalign-requirements.sha256"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  py=${PYTHON:-python3}
+  command -v "$py" >/dev/null || die "python3 not found; install Debian's python3 and python3-venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating venv in .venv with $($py --version 2>&1)"
+    "$py" -m venv "$venv" || die "python3 -m venv failed; on Debian run: apt-get install python3-venv"
+  fi
+  say "installing Python packages from tools/requirements.txt (torch is large: first time takes a few minutes)"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+
+[ "${SKIP_BUILD:-0}" = 1 ] && exit 0
+
+# --- 3. Configure and build -----------------------------------------------------------------------------------------
+build=${DRAFTALIGN_BUILD_DIR:-build}
+prefix=$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+# ccache and precompiled headers: ignore the things a PCH makes look different on every build.
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+if [ ! -f "$build/build.ninja" ]; then
+  say "configuring $build"
+  # shellcheck disable=SC2086
+  cmake -S . -B "$build" -G Ninja \
+    -DCMAKE_BUILD_TYPE="${DRAFTALIGN_BUILD_TYPE:-Release}" \
+    -DCMAKE_PREFIX_PATH="$prefix" \
+    -DPython3_EXECUTABLE="$venv/bin/python" \
+    ${DRAFTALIGN_CMAKE_ARGS:-} >"$root/.cmake-configure.log" 2>&1 \
+    || { cat "$root/.cmake-configure.log" >&2; die "cmake configure failed (log above)"; }
+  grep -E '^-- draftalign' "$root/.cmake-configure.log" || true
+fi
+say "building $build"
+cmake --build "$build" -j "${DRAFTALIGN_JOBS:-$(nproc)}"
