@@ -6,7 +6,10 @@
 # Usage: bash tools/setup.sh            # all three
 #        SKIP_BUILD=1 bash tools/setup.sh   # packages and venv only
 # Environment: DRAFTALIGN_BUILD_DIR (default build), DRAFTALIGN_BUILD_TYPE (default Release),
-#              DRAFTALIGN_JOBS (default: number of cores), DRAFTALIGN_CMAKE_ARGS (extra configure arguments).
+#              DRAFTALIGN_JOBS (default: number of cores), DRAFTALIGN_CMAKE_ARGS (extra configure arguments),
+#              DRAFTALIGN_PYTHON=/path/to/python: build against the torch that interpreter has (a GPU machine's own
+#                PyTorch) instead of creating .venv; SKIP_APT=1: do not install Debian packages (they are already
+#                there, or the configure step is pointed at them with DRAFTALIGN_CMAKE_ARGS).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +27,7 @@ missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ] && [ "${SKIP_APT:-0}" != 1 ]; then
   say "installing Debian packages: ${missing[*]}"
   sudo_cmd=()
   if [ "$(id -u)" -ne 0 ]; then
@@ -41,7 +44,11 @@ venv="$root/.venv"
 req="$root/tools/requirements.txt"
 stamp="$venv/.draftalign-requirements.sha256"
 want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+if [ -n "${DRAFTALIGN_PYTHON:-}" ]; then
+  torch_python=$DRAFTALIGN_PYTHON
+  "$torch_python" -c 'import torch' 2>/dev/null || die "DRAFTALIGN_PYTHON=$torch_python cannot import torch"
+  say "using the torch of $torch_python ($("$torch_python" -c 'import torch; print(torch.__version__)'))"
+elif [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   py=${PYTHON:-python3}
   command -v "$py" >/dev/null || die "python3 not found; install Debian's python3 and python3-venv"
   if [ ! -x "$venv/bin/python" ]; then
@@ -52,12 +59,13 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
 fi
+torch_python=${torch_python:-$venv/bin/python}
 
 [ "${SKIP_BUILD:-0}" = 1 ] && exit 0
 
 # --- 3. Configure and build -----------------------------------------------------------------------------------------
 build=${DRAFTALIGN_BUILD_DIR:-build}
-prefix=$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+prefix=$("$torch_python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
 # ccache and precompiled headers: ignore the things a PCH makes look different on every build.
 export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
@@ -67,7 +75,7 @@ if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja \
     -DCMAKE_BUILD_TYPE="${DRAFTALIGN_BUILD_TYPE:-Release}" \
     -DCMAKE_PREFIX_PATH="$prefix" \
-    -DPython3_EXECUTABLE="$venv/bin/python" \
+    -DPython3_EXECUTABLE="$torch_python" \
     ${DRAFTALIGN_CMAKE_ARGS:-} >"$root/.cmake-configure.log" 2>&1 \
     || { cat "$root/.cmake-configure.log" >&2; die "cmake configure failed (log above)"; }
   grep -E '^-- draftalign' "$root/.cmake-configure.log" || true
