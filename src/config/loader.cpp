@@ -166,12 +166,6 @@ void assign(const Field& f, const YAML::Node& n, const Place& place) {
   std::visit(V{f, n, place}, f.target);
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + v[i];
-  return out;
-}
-
 [[noreturn]] void unknown_key(const Schema& schema, const std::string& section, const std::string& key,
                               const std::string& where) {
   const auto keys = schema.children(section);

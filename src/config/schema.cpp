@@ -53,12 +53,6 @@ std::string list_text(const std::vector<T>& v, F&& one) {
   return out + "]";
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + v[i];
-  return out;
-}
-
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
@@ -189,6 +183,12 @@ std::vector<std::string> Schema::children(std::string_view section) const {
   };
   for (const auto& s : sections_) consider(s.path);
   for (const auto& f : fields_) consider(f.path);
+  return out;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + items[i];
   return out;
 }
 

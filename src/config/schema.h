@@ -96,6 +96,9 @@ Schema schema_of(C& cfg) {
   return s;
 }
 
+// "a, b, c".
+std::string join(const std::vector<std::string>& items);
+
 // The closest candidate to `word` by edit distance, or "" when none is close (for "did you mean ...?").
 std::string closest(std::string_view word, const std::vector<std::string>& candidates);
 

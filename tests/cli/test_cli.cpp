@@ -48,18 +48,8 @@ struct Fixture {
     std::FILE* o = std::tmpfile();
     std::FILE* e = std::tmpfile();
     code = run_cli(args, commands, [] { return std::string("extra\n"); }, o, e);
-    auto slurp = [](std::FILE* f) {
-      std::fflush(f);
-      std::rewind(f);
-      std::string s;
-      char buf[1024];
-      size_t n;
-      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
-      std::fclose(f);
-      return s;
-    };
-    out = slurp(o);
-    err = slurp(e);
+    out = testing::read_and_close(o);
+    err = testing::read_and_close(e);
   }
 };
 

@@ -42,14 +42,7 @@ TEST(RenderProgress, PlainFormHasNoBarAndUnknownTotalNoEta) {
 std::string capture(const std::function<void(std::FILE*)>& body) {
   std::FILE* f = std::tmpfile();
   body(f);
-  std::fflush(f);
-  std::rewind(f);
-  std::string out;
-  char buf[512];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  std::fclose(f);
-  return out;
+  return testing::read_and_close(f);
 }
 
 int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
