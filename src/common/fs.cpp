@@ -27,31 +27,49 @@ void ensure_dir(const stdfs::path& dir) {
            ec ? ec.message() : "exists and is not a directory", ")");
 }
 
-void write_file_atomic(const stdfs::path& path, std::string_view data) {
+AtomicWriter::AtomicWriter(const stdfs::path& path)
+    : path_(path), tmp_(path.string() + ".tmp-" + std::to_string(::getpid())) {
   ensure_dir(path.parent_path());
-  const std::string tmp = path.string() + ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  DA_CHECK(fd >= 0, tmp, ": cannot create (", std::strerror(errno), ")");
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  DA_CHECK(fd_ >= 0, tmp_, ": cannot create (", std::strerror(errno), ")");
+}
+
+AtomicWriter::~AtomicWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicWriter::write(const void* data, size_t bytes) {
+  DA_CHECK(fd_ >= 0, path_.string(), ": write after commit");
+  const char* p = static_cast<const char*>(data);
   size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+  while (done < bytes) {
+    ssize_t n = ::write(fd_, p + done, bytes - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error(str_cat(tmp, ": write failed (", std::strerror(err), "); ", path.string(), " is unchanged"));
-    }
+    DA_CHECK(n > 0, tmp_, ": write failed (", std::strerror(errno), "); ", path_.string(), " is unchanged");
     done += static_cast<size_t>(n);
   }
-  const bool synced = ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    throw Error(str_cat(path.string(), ": cannot finish atomic write (", std::strerror(synced ? errno : err),
+}
+
+void AtomicWriter::commit() {
+  DA_CHECK(fd_ >= 0, path_.string(), ": committed twice");
+  const bool synced = ::fsync(fd_) == 0;
+  ::close(fd_);
+  fd_ = -1;
+  if (!synced || ::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp_.c_str());
+    throw Error(str_cat(path_.string(), ": cannot finish atomic write (", std::strerror(err),
                         "); the previous file is unchanged"));
   }
+}
+
+void write_file_atomic(const stdfs::path& path, std::string_view data) {
+  AtomicWriter w(path);
+  w.write(data.data(), data.size());
+  w.commit();
 }
 
 }  // namespace draftalign::fs

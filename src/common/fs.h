@@ -16,6 +16,24 @@ std::string read_file(const stdfs::path& path);
 // Writes `data` to `path` atomically (temp file + fsync + rename); creates the parent directories.
 void write_file_atomic(const stdfs::path& path, std::string_view data);
 
+// Streams a file to "<path>.tmp-<pid>" and renames it over `path` on commit(); destroyed uncommitted (an exception
+// on the way), it removes the temporary file and leaves `path` as it was. For files too large to build in memory.
+class AtomicWriter {
+ public:
+  explicit AtomicWriter(const stdfs::path& path);
+  ~AtomicWriter();
+  AtomicWriter(const AtomicWriter&) = delete;
+  AtomicWriter& operator=(const AtomicWriter&) = delete;
+
+  void write(const void* data, size_t bytes);
+  void commit();  // fsync + rename
+
+ private:
+  stdfs::path path_;
+  std::string tmp_;
+  int fd_ = -1;
+};
+
 // Creates `dir` (and parents); throws Error naming it when it exists as a non-directory or cannot be made.
 void ensure_dir(const stdfs::path& dir);
 
