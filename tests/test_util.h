@@ -11,6 +11,10 @@
 #include <fstream>
 #include <string>
 
+// EXPECT_HAS(text, part): `part` occurs in `text`; the message shows both.
+#define EXPECT_HAS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
+
 namespace draftalign::testing {
 
 // A fresh directory under the system temp dir, removed when the test ends.

@@ -9,9 +9,6 @@ namespace {
 using testing::run_command;
 using testing::ScratchDir;
 
-#define EXPECT_HAS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
-
 const std::string kBin = DRAFTALIGN_BIN;
 const char* kCommands[] = {"prepare-data", "pretrain", "generate", "distill", "evaluate", "export", "pipeline"};
 

@@ -27,9 +27,6 @@ Attempt attempt(const ScratchDir& dir, const std::string& yaml, const std::vecto
   return a;
 }
 
-#define EXPECT_HAS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
-
 TEST(ConfigLoad, ValuesAndTheirOrigins) {
   ScratchDir dir;
   auto a = attempt(dir,

@@ -38,9 +38,6 @@ std::string open_error(const ScratchDir& dir, const std::string& bytes) {
   return "";
 }
 
-#define EXPECT_HAS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
-
 TEST(Safetensors, ReadsAHandBuiltFile) {
   ScratchDir dir;
   const std::string header =

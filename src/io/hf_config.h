@@ -1,0 +1,45 @@
+// hf_config.h: the Llama-family `config.json` of a Hugging Face checkpoint as a typed struct.
+// Reads both layouts in the wild: transformers 5 (`rope_parameters`, `dtype`) and the classic one of
+// Llama-2-7b-chat-hf / Llama-3 (`rope_theta`, `rope_scaling`, `torch_dtype`). Anything draftalign's model cannot run
+// exactly (another architecture, biases, another activation, an unknown RoPE type) is an Error naming the file and
+// key, never a silently different model.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace draftalign::io {
+
+struct RopeScaling {
+  std::string type = "default";  // "default" (none) or "llama3"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 0;
+};
+
+struct LlamaConfig {
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;  // hidden_size / num_attention_heads unless the file says otherwise
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  std::string dtype = "float32";  // the stored weights' dtype as the file names it
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;  // eos_token_id may be one id or a list
+  int64_t pad_token_id = -1;
+};
+
+// Parses and validates `file` (a config.json).
+LlamaConfig read_hf_config(const std::filesystem::path& file);
+
+}  // namespace draftalign::io
