@@ -13,12 +13,6 @@ const char* kLayout =
     "a Hugging Face checkpoint directory holds config.json and model.safetensors, or model.safetensors.index.json "
     "with its shards";
 
-std::string shape_text(c10::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 }  // namespace
 
 HfCheckpoint HfCheckpoint::open(const std::filesystem::path& dir) {

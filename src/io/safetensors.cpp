@@ -38,12 +38,6 @@ const DtypeInfo* find_dtype(const std::string& name) {
   return nullptr;
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 const char* kHint = " (re-export or re-download the checkpoint)";
 
 }  // namespace
@@ -216,6 +210,12 @@ void save_safetensors(const std::filesystem::path& path,
   w.write(text.data(), text.size());
   for (const auto& c : data) w.write(c.data_ptr(), c.nbytes());
   w.commit();
+}
+
+std::string shape_text(c10::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
 }
 
 void check_tensor_names(const std::string& what, const std::set<std::string>& present,

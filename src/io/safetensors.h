@@ -60,6 +60,9 @@ void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+// "[2, 3]", for messages.
+std::string shape_text(c10::IntArrayRef shape);
+
 // Error naming the file, the missing and the unexpected tensor names, unless `present` equals `expected`.
 void check_tensor_names(const std::string& what, const std::set<std::string>& present,
                         const std::set<std::string>& expected);
