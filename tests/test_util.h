@@ -11,6 +11,8 @@
 #include <fstream>
 #include <string>
 
+#include "common/error.h"
+
 // EXPECT_HAS(text, part): `part` occurs in `text`; the message shows both.
 #define EXPECT_HAS(haystack, needle) \
   EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
@@ -56,6 +58,17 @@ inline std::string read_and_close(std::FILE* f) {
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
   std::fclose(f);
   return out;
+}
+
+// The message of the draftalign::Error that `body` throws, or "" when it throws none.
+template <class F>
+std::string error_of(F&& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 struct CommandResult {

@@ -9,7 +9,8 @@
 #              DRAFTALIGN_JOBS (default: number of cores), DRAFTALIGN_CMAKE_ARGS (extra configure arguments),
 #              DRAFTALIGN_PYTHON=/path/to/python: build against the torch that interpreter has (a GPU machine's own
 #                PyTorch) instead of creating .venv; SKIP_APT=1: do not install Debian packages (they are already
-#                there, or the configure step is pointed at them with DRAFTALIGN_CMAKE_ARGS).
+#                there, or the configure step is pointed at them with DRAFTALIGN_CMAKE_ARGS);
+#              DRAFTALIGN_ASSETS=1: also install tools/requirements-assets.txt (what tools/demo.sh needs).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,25 +42,34 @@ fi
 
 # --- 2. Python venv with the pinned torch wheel ---------------------------------------------------------------------
 venv="$root/.venv"
-req="$root/tools/requirements.txt"
-stamp="$venv/.draftalign-requirements.sha256"
-want=$(sha256sum "$req" | cut -d' ' -f1)
+
+# pip_sync FILE: install a requirements file into .venv unless the same file (by sha256) was installed before.
+pip_sync() {
+  local req=$1 stamp want
+  stamp="$venv/.draftalign-$(basename "$req" .txt).sha256"
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  say "installing Python packages from ${req#"$root"/}"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+}
+
 if [ -n "${DRAFTALIGN_PYTHON:-}" ]; then
   torch_python=$DRAFTALIGN_PYTHON
   "$torch_python" -c 'import torch' 2>/dev/null || die "DRAFTALIGN_PYTHON=$torch_python cannot import torch"
   say "using the torch of $torch_python ($("$torch_python" -c 'import torch; print(torch.__version__)'))"
-elif [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  py=${PYTHON:-python3}
-  command -v "$py" >/dev/null || die "python3 not found; install Debian's python3 and python3-venv"
+else
   if [ ! -x "$venv/bin/python" ]; then
-    say "creating venv in .venv with $($py --version 2>&1)"
+    py=${PYTHON:-python3}
+    command -v "$py" >/dev/null || die "python3 not found; install Debian's python3 and python3-venv"
+    say "creating venv in .venv with $($py --version 2>&1) (torch is large: the first install takes a few minutes)"
     "$py" -m venv "$venv" || die "python3 -m venv failed; on Debian run: apt-get install python3-venv"
   fi
-  say "installing Python packages from tools/requirements.txt (torch is large: first time takes a few minutes)"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
-  echo "$want" > "$stamp"
+  pip_sync "$root/tools/requirements.txt"
+  torch_python=$venv/bin/python
 fi
-torch_python=${torch_python:-$venv/bin/python}
+# The asset tools (transformers, gguf) are only for the main command: tools/demo.sh asks for them.
+[ "${DRAFTALIGN_ASSETS:-0}" = 1 ] && pip_sync "$root/tools/requirements-assets.txt"
 
 [ "${SKIP_BUILD:-0}" = 1 ] && exit 0
 

@@ -1,10 +1,8 @@
 #include "io/hf_checkpoint.h"
 
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/error.h"
-#include "common/fs.h"
 
 namespace draftalign::io {
 namespace {
@@ -27,12 +25,7 @@ HfCheckpoint HfCheckpoint::open(const std::filesystem::path& dir) {
   const auto index = dir / "model.safetensors.index.json";
   if (stdfs::is_regular_file(index)) {
     const std::string file = index.string();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(fs::read_file(index));
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error(str_cat(file, ": not valid JSON at byte ", e.byte));
-    }
+    nlohmann::json j = read_json_file(index);
     DA_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), file,
              ": no \"weight_map\" object");
     std::map<std::string, size_t> shard_index;

@@ -1,7 +1,5 @@
 #include "io/hf_config.h"
 
-#include <nlohmann/json.hpp>
-
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -67,14 +65,18 @@ class Reader {
 
 }  // namespace
 
+json read_json_file(const std::filesystem::path& file) {
+  const std::string text = fs::read_file(file);
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(str_cat(file.string(), ": not valid JSON at byte ", e.byte));
+  }
+}
+
 LlamaConfig read_hf_config(const std::filesystem::path& path) {
   const std::string file = path.string();
-  json j;
-  try {
-    j = json::parse(fs::read_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error(str_cat(file, ": not valid JSON at byte ", e.byte));
-  }
+  const json j = read_json_file(path);
   if (!j.is_object()) throw Error(file + ": not a JSON object");
   Reader r(file, j);
   LlamaConfig c;

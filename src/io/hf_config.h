@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ struct LlamaConfig {
   std::vector<int64_t> eos_token_ids;  // eos_token_id may be one id or a list
   int64_t pad_token_id = -1;
 };
+
+// Reads and parses a JSON file; an Error names the file and the byte where parsing failed.
+nlohmann::json read_json_file(const std::filesystem::path& file);
 
 // Parses and validates `file` (a config.json).
 LlamaConfig read_hf_config(const std::filesystem::path& file);

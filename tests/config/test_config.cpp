@@ -19,11 +19,7 @@ Attempt attempt(const ScratchDir& dir, const std::string& yaml, const std::vecto
   Attempt a;
   a.file = (dir / "cfg.yaml").string();
   write_text(a.file, yaml);
-  try {
-    a.loaded = load_config(a.file, overrides);
-  } catch (const Error& e) {
-    a.error = e.what();
-  }
+  a.error = testing::error_of([&] { a.loaded = load_config(a.file, overrides); });
   return a;
 }
 
@@ -151,12 +147,8 @@ TEST(ConfigErrors, SectionMustBeAMapping) {
 
 TEST(ConfigErrors, MissingFile) {
   ScratchDir dir;
-  try {
-    load_config((dir / "absent.yaml").string(), {});
-    FAIL() << "expected an Error";
-  } catch (const Error& e) {
-    EXPECT_HAS(e.what(), (dir / "absent.yaml").string() + ": config file not found");
-  }
+  EXPECT_HAS(testing::error_of([&] { load_config((dir / "absent.yaml").string(), {}); }),
+             (dir / "absent.yaml").string() + ": config file not found");
 }
 
 TEST(ConfigErrors, CrossCheckNamesTheKeyAndItsPlace) {

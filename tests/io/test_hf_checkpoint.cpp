@@ -64,14 +64,8 @@ TEST(HfCheckpoint, SingleFileAndShardedOpenTheSame) {
   }
 }
 
-std::string open_error(const std::filesystem::path& dir, bool check = true) {
-  try {
-    HfCheckpoint ck = HfCheckpoint::open(dir);
-    if (check) ck.check_llama();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+std::string open_error(const std::filesystem::path& dir) {
+  return testing::error_of([&] { HfCheckpoint::open(dir).check_llama(); });
 }
 
 TEST(HfCheckpointErrors, MissingPieces) {
