@@ -89,4 +89,16 @@ inline CommandResult run_command(const std::string& cmdline) {
   return r;
 }
 
+#ifdef DRAFTALIGN_SOURCE_DIR
+// Where tools/make_goldens.py (run by tools/test.sh) puts the values computed with transformers. A missing part is a
+// failure, not a skip: the parity tests are the point of the suite.
+inline std::filesystem::path golden_path(const std::string& part) {
+  const std::filesystem::path p = std::filesystem::path(DRAFTALIGN_SOURCE_DIR) / ".cache" / "golden" / part;
+  if (!std::filesystem::exists(p))
+    ADD_FAILURE() << p << " is missing: run `bash tools/test.sh` (it prepares the SmolLM2 target and the goldens), or "
+                  << "`.venv/bin/python tools/make_goldens.py`";
+  return p;
+}
+#endif
+
 }  // namespace draftalign::testing

@@ -10,7 +10,7 @@
 #              DRAFTALIGN_PYTHON=/path/to/python: build against the torch that interpreter has (a GPU machine's own
 #                PyTorch) instead of creating .venv; SKIP_APT=1: do not install Debian packages (they are already
 #                there, or the configure step is pointed at them with DRAFTALIGN_CMAKE_ARGS);
-#              DRAFTALIGN_ASSETS=1: also install tools/requirements-assets.txt (what tools/demo.sh needs).
+#              DRAFTALIGN_ASSETS=1: also install tools/requirements-assets.txt (tools/demo.sh and tools/test.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,8 +68,15 @@ else
   pip_sync "$root/tools/requirements.txt"
   torch_python=$venv/bin/python
 fi
-# The asset tools (transformers, gguf) are only for the main command: tools/demo.sh asks for them.
-[ "${DRAFTALIGN_ASSETS:-0}" = 1 ] && pip_sync "$root/tools/requirements-assets.txt"
+# The asset tools (transformers, gguf): tools/demo.sh and tools/test.sh ask for them.
+if [ "${DRAFTALIGN_ASSETS:-0}" = 1 ]; then
+  if [ -n "${DRAFTALIGN_PYTHON:-}" ]; then
+    "$torch_python" -c 'import transformers, gguf, safetensors' 2>/dev/null \
+      || say "warning: $torch_python lacks transformers/gguf/safetensors; tools/requirements-assets.txt lists them"
+  else
+    pip_sync "$root/tools/requirements-assets.txt"
+  fi
+fi
 
 [ "${SKIP_BUILD:-0}" = 1 ] && exit 0
 

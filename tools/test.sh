@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The README test command: set up whatever is missing (Debian packages, .venv with torch, build/), then run every
-# test through ctest. GPU-labelled tests skip themselves without CUDA. Extra arguments go to ctest (e.g. -L cpu).
+# The README test command: set up whatever is missing (Debian packages, .venv with torch and transformers, build/,
+# the SmolLM2 target converted from its GGUF, the golden values transformers computes for the parity tests), then run
+# every test through ctest. GPU-labelled tests skip themselves without CUDA. Extra arguments go to ctest (e.g. -L cpu).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$root/tools/setup.sh"
+DRAFTALIGN_ASSETS=1 bash "$root/tools/setup.sh"
+cd "$root"
+python=${DRAFTALIGN_PYTHON:-$root/.venv/bin/python}
+"$python" tools/prepare_target.py --out .cache/models/SmolLM2-135M-Instruct
+"$python" tools/make_goldens.py --target .cache/models/SmolLM2-135M-Instruct --out .cache/golden
 cd "$root/${DRAFTALIGN_BUILD_DIR:-build}"
 ctest --output-on-failure -j "$(nproc)" "$@"

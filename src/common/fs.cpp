@@ -72,4 +72,34 @@ void write_file_atomic(const stdfs::path& path, std::string_view data) {
   w.commit();
 }
 
+AtomicDir::AtomicDir(const stdfs::path& dir)
+    : dir_(dir), tmp_(dir.string() + ".tmp-" + std::to_string(::getpid())) {
+  ensure_dir(dir.parent_path());
+  std::error_code ec;
+  stdfs::remove_all(tmp_, ec);  // left by a killed run with the same pid
+  ensure_dir(tmp_);
+}
+
+AtomicDir::~AtomicDir() {
+  if (done_) return;
+  std::error_code ec;
+  stdfs::remove_all(tmp_, ec);
+}
+
+void AtomicDir::commit() {
+  DA_CHECK(!done_, dir_.string(), ": committed twice");
+  std::error_code ec;
+  const stdfs::path old = dir_.string() + ".old-" + std::to_string(::getpid());
+  const bool had = stdfs::exists(dir_);
+  if (had) stdfs::rename(dir_, old, ec);
+  DA_CHECK(!ec, dir_.string(), ": cannot move the previous directory aside (", ec.message(), ")");
+  stdfs::rename(tmp_, dir_, ec);
+  if (ec) {
+    if (had) stdfs::rename(old, dir_);
+    throw Error(str_cat(dir_.string(), ": cannot finish writing (", ec.message(), "); the previous one is unchanged"));
+  }
+  done_ = true;
+  if (had) stdfs::remove_all(old, ec);
+}
+
 }  // namespace draftalign::fs

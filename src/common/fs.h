@@ -37,4 +37,22 @@ class AtomicWriter {
 // Creates `dir` (and parents); throws Error naming it when it exists as a non-directory or cannot be made.
 void ensure_dir(const stdfs::path& dir);
 
+// A directory built beside `dir` and swapped into place: files are written under path(); commit() renames it to
+// `dir` (a previous `dir` is replaced only then); destroyed uncommitted, it removes what it wrote. For outputs that
+// are several files (checkpoints, exported models) and must be complete or absent.
+class AtomicDir {
+ public:
+  explicit AtomicDir(const stdfs::path& dir);
+  ~AtomicDir();
+  AtomicDir(const AtomicDir&) = delete;
+  AtomicDir& operator=(const AtomicDir&) = delete;
+
+  const stdfs::path& path() const { return tmp_; }
+  void commit();
+
+ private:
+  stdfs::path dir_, tmp_;
+  bool done_ = false;
+};
+
 }  // namespace draftalign::fs

@@ -46,4 +46,8 @@ nlohmann::json read_json_file(const std::filesystem::path& file);
 // Parses and validates `file` (a config.json).
 LlamaConfig read_hf_config(const std::filesystem::path& file);
 
+// The config.json of an exported checkpoint, in the classic layout (rope_theta, rope_scaling, torch_dtype) that
+// transformers 4 and 5 and vLLM all read. read_hf_config(to_hf_json(c)) == c.
+nlohmann::json to_hf_json(const LlamaConfig& c);
+
 }  // namespace draftalign::io

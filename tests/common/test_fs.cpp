@@ -41,6 +41,32 @@ TEST(AtomicWrite, FailureKeepsWhatWasThere) {
   EXPECT_EQ(entries, 1) << "the temporary file was not removed";
 }
 
+TEST(AtomicDir, CommitReplacesAbandonLeavesThePrevious) {
+  ScratchDir dir;
+  const auto out = dir / "ckpt";
+  {
+    fs::AtomicDir d(out);
+    testing::write_text(d.path() / "a.txt", "first");
+    EXPECT_FALSE(std::filesystem::exists(out)) << "visible before commit";
+    d.commit();
+  }
+  EXPECT_EQ(testing::read_text(out / "a.txt"), "first");
+  {
+    fs::AtomicDir d(out);  // abandoned: an exception on the way
+    testing::write_text(d.path() / "a.txt", "second");
+  }
+  EXPECT_EQ(testing::read_text(out / "a.txt"), "first");
+  {
+    fs::AtomicDir d(out);
+    testing::write_text(d.path() / "b.txt", "third");
+    d.commit();
+  }
+  EXPECT_FALSE(std::filesystem::exists(out / "a.txt")) << "the old directory is replaced, not merged";
+  EXPECT_EQ(testing::read_text(out / "b.txt"), "third");
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()), 1)
+      << "temporary or old directories left behind";
+}
+
 TEST(ReadFile, MissingFileNamesThePath) {
   ScratchDir dir;
   EXPECT_HAS(testing::error_of([&] { fs::read_file(dir / "nope.bin"); }), "nope.bin");

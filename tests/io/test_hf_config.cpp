@@ -73,6 +73,22 @@ TEST(HfConfig, Llama3RopeScalingAndEosList) {
   EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
 }
 
+TEST(HfConfig, WrittenConfigReadsBackTheSame) {
+  ScratchDir dir;
+  for (const char* rope : {"default", "llama3"}) {
+    LlamaConfig c = read_hf_config(DRAFTALIGN_SOURCE_DIR "/data/fixtures/smollm2-135m-instruct/config.json");
+    c.tie_word_embeddings = false;
+    c.head_dim = 80;
+    c.eos_token_ids = {2, 7};
+    if (std::string(rope) == "llama3") c.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+    const LlamaConfig back = parse(dir, to_hf_json(c).dump());
+    EXPECT_EQ(to_hf_json(back), to_hf_json(c)) << rope;
+    EXPECT_EQ(back.head_dim, 80);
+    EXPECT_EQ(back.rope_scaling.type, rope);
+    EXPECT_EQ(back.eos_token_ids, c.eos_token_ids);
+  }
+}
+
 TEST(HfConfigErrors, NameTheFileAndTheKey) {
   ScratchDir dir;
   const std::string file = (dir / "config.json").string();

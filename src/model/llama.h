@@ -1,0 +1,90 @@
+// llama.h: the Llama-architecture decoder every stage runs: the drafter being trained and the target it learns from.
+// RMSNorm, rotary embeddings (rope_theta, Llama-3 rope scaling), grouped-query attention through LibTorch's fused
+// scaled_dot_product_attention, SwiGLU MLP, tied or untied embeddings. Parameter names are the Hugging Face ones
+// ("model.layers.0.self_attn.q_proj.weight", ...), so loading and exporting a checkpoint is a walk over
+// named_parameters(). The numerics follow transformers' LlamaForCausalLM: RMSNorm and RoPE in fp32, then the model dtype.
+//
+// Two forward passes:
+//   forward(tokens, segments)     training: causal over [B, T]; with `segments` (packed documents), a token attends
+//                                 only to earlier tokens of its own document and positions restart at each document.
+//   forward(tokens, cache, n_new) decoding: appends tokens to each row of a KV cache whose rows may hold different
+//                                 lengths (a ragged batch); row b takes only its first n_new[b] tokens.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/hf_config.h"
+
+namespace draftalign::model {
+
+// Per-layer keys and values for a batch of sequences. Row b holds lengths[b] valid positions; positions past it are
+// free (a rejected speculative draft is rolled back by lowering lengths).
+struct KVCache {
+  std::vector<torch::Tensor> k, v;  // per layer [B, kv_heads, capacity, head_dim]
+  torch::Tensor lengths;            // [B] int64, on the cache's device
+
+  int64_t batch() const { return lengths.size(0); }
+  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+};
+
+struct Body;    // model.*: embeddings, layers, final norm (llama.cpp)
+struct Weight;  // a module holding one parameter named "weight" (llama.cpp)
+
+class Llama : public torch::nn::Module {
+ public:
+  // Parameters made with `options` (dtype, device) and, when `initialise`, set as transformers does for a fresh model:
+  // normal(0, 0.02) matrices, unit norm weights. Loading skips the initialisation.
+  explicit Llama(const io::LlamaConfig& config, torch::TensorOptions options = {}, bool initialise = true);
+
+  const io::LlamaConfig& config() const { return config_; }
+  int64_t num_params() const;  // tied embeddings counted once
+
+  // tokens [B, T] int64 -> logits [B, T, vocab]. segments [B, T] (optional): document ids of packed sequences,
+  // non-decreasing along each row.
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& segments = {});
+  // The final hidden states [B, T, hidden] (after the last norm), and the output projection applied to them: losses
+  // that need only some positions project only those.
+  torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& segments = {});
+  torch::Tensor logits(const torch::Tensor& hidden);
+
+  // An empty cache on this model's device and dtype.
+  KVCache new_cache(int64_t batch, int64_t capacity) const;
+  // Appends tokens [B, T] to the cache: row b's first n_new[b] tokens (all T when n_new is undefined) are real, the
+  // rest padding that is written past the row's end and never attended to. Returns logits [B, T, vocab]; rows' logits
+  // past n_new[b] are meaningless.
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {});
+
+ private:
+  torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask,
+                    KVCache* cache);
+
+  io::LlamaConfig config_;
+  std::shared_ptr<Body> body_;
+  std::shared_ptr<Weight> lm_head_;  // null when tied to model.embed_tokens
+  torch::Tensor inv_freq_;  // [head_dim / 2] fp32 RoPE frequencies; not a buffer, so .to(bf16) leaves it fp32
+};
+
+// RoPE inverse frequencies exactly as transformers computes them (fp32), Llama-3 scaling included.
+torch::Tensor rope_inv_freq(const io::LlamaConfig& config);
+
+// Loads an HF checkpoint directory (validated against the Llama layout) onto `device` in `dtype`.
+std::shared_ptr<Llama> load_llama(const std::filesystem::path& dir, torch::Device device = torch::kCPU,
+                                  torch::ScalarType dtype = torch::kFloat32);
+
+// Writes `model` as an HF checkpoint directory that transformers' AutoModelForCausalLM and vLLM open: config.json,
+// generation_config.json, model.safetensors (in `dtype`), and the tokenizer files found in `tokenizer_dir` (may be
+// empty). Written into a temporary sibling and renamed into place: `dir` is complete or untouched.
+void save_llama(const Llama& model, const std::filesystem::path& dir, torch::ScalarType dtype = torch::kFloat32,
+                const std::filesystem::path& tokenizer_dir = {});
+
+// Greedy decoding of a ragged batch with the KV cache: each prompt gets up to max_new tokens, stopping after any of
+// `stop_ids`. Returns the new tokens of each prompt (the stop token included).
+std::vector<std::vector<int64_t>> greedy_decode(Llama& model, const std::vector<std::vector<int64_t>>& prompts,
+                                                int64_t max_new, const std::vector<int64_t>& stop_ids = {});
+
+}  // namespace draftalign::model

@@ -1,0 +1,209 @@
+// The Llama model against transformers: golden logits and greedy tokens from tools/make_goldens.py, the KV cache
+// against the full forward on ragged batches, packed sequences, and the export round trip through transformers.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+#include "io/hf_checkpoint.h"
+#include "io/safetensors.h"
+#include "model/llama.h"
+#include "test_util.h"
+
+namespace draftalign {
+namespace {
+
+using model::Llama;
+using torch::Tensor;
+namespace fsys = std::filesystem;
+
+double max_diff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+struct Tiny {
+  std::shared_ptr<Llama> model;
+  io::SafetensorsFile golden;
+};
+
+Tiny load_tiny(torch::ScalarType dtype = torch::kFloat32) {
+  const fsys::path dir = testing::golden_path("tiny");
+  return {model::load_llama(dir / "model", torch::kCPU, dtype), io::SafetensorsFile::open(dir / "golden.safetensors")};
+}
+
+TEST(Llama, TinyLogitsEqualTransformers) {
+  Tiny t = load_tiny();
+  // The tiny model exercises what SmolLM2 does not: untied lm_head, explicit head_dim, GQA 4:2, Llama-3 rope scaling.
+  EXPECT_FALSE(t.model->config().tie_word_embeddings);
+  EXPECT_EQ(t.model->config().rope_scaling.type, "llama3");
+  torch::NoGradGuard no_grad;
+  Tensor logits = t.model->forward(t.golden.get("tokens"));
+  EXPECT_LT(max_diff(logits, t.golden.get("logits")), 1e-4);
+}
+
+TEST(Llama, PackedDocumentsDoNotSeeEachOther) {
+  Tiny t = load_tiny();
+  torch::NoGradGuard no_grad;
+  Tensor logits = t.model->forward(t.golden.get("packed.tokens"), t.golden.get("packed.segments"));
+  EXPECT_LT(max_diff(logits, t.golden.get("packed.logits")), 1e-4);
+  // Without the segments the later documents see the earlier ones: the same row gives other logits.
+  EXPECT_GT(max_diff(t.model->forward(t.golden.get("packed.tokens")), t.golden.get("packed.logits")), 1e-2);
+}
+
+TEST(Llama, KVCacheOnARaggedBatchEqualsFullForward) {
+  Tiny t = load_tiny();
+  torch::NoGradGuard no_grad;
+  const Tensor tokens = t.golden.get("tokens");  // [2, 24]
+  const Tensor full = t.model->forward(tokens);
+  // Row 0 is fed 5 + 1 + 1 + 17 tokens, row 1 3 + 7 + 1 + 13: different lengths in every call, padding in between.
+  model::KVCache cache = t.model->new_cache(2, 40);
+  const std::vector<std::pair<int64_t, int64_t>> chunks = {{5, 3}, {1, 7}, {1, 1}, {17, 13}};
+  std::vector<int64_t> done = {0, 0};
+  std::vector<Tensor> got0, got1;
+  for (auto [n0, n1] : chunks) {
+    const int64_t T = std::max(n0, n1);
+    Tensor step = torch::zeros({2, T}, torch::kInt64);
+    step[0].narrow(0, 0, n0).copy_(tokens[0].narrow(0, done[0], n0));
+    step[1].narrow(0, 0, n1).copy_(tokens[1].narrow(0, done[1], n1));
+    Tensor logits = t.model->forward(step, cache, torch::tensor({n0, n1}));
+    got0.push_back(logits[0].narrow(0, 0, n0));
+    got1.push_back(logits[1].narrow(0, 0, n1));
+    done[0] += n0;
+    done[1] += n1;
+  }
+  EXPECT_EQ(cache.lengths[0].item<int64_t>(), 24);
+  EXPECT_EQ(cache.lengths[1].item<int64_t>(), 24);
+  EXPECT_LT(max_diff(torch::cat(got0), full[0]), 1e-4);
+  EXPECT_LT(max_diff(torch::cat(got1), full[1]), 1e-4);
+
+  // Rolling back (as after a rejected draft) and feeding other tokens gives the full forward of the new sequence.
+  cache.lengths.fill_(20);
+  Tensor other = torch::tensor({{5, 6, 7}, {8, 9, 10}});
+  Tensor rolled = t.model->forward(other, cache);
+  Tensor expect = t.model->forward(torch::cat({tokens.narrow(1, 0, 20), other}, 1)).narrow(1, 20, 3);
+  EXPECT_LT(max_diff(rolled, expect), 1e-4);
+}
+
+TEST(Llama, CacheOverflowIsAnError) {
+  Tiny t = load_tiny();
+  torch::NoGradGuard no_grad;
+  model::KVCache cache = t.model->new_cache(1, 4);
+  EXPECT_HAS(testing::error_of([&] { t.model->forward(torch::zeros({1, 5}, torch::kInt64), cache); }),
+             "the KV cache holds 4 positions, 5 are needed");
+}
+
+TEST(Llama, Bf16RunsCloseToFp32) {
+  Tiny f32 = load_tiny(), b16 = load_tiny(torch::kBFloat16);
+  torch::NoGradGuard no_grad;
+  const Tensor tokens = f32.golden.get("tokens");
+  Tensor a = f32.model->forward(tokens), b = b16.model->forward(tokens);
+  EXPECT_EQ(b.scalar_type(), torch::kBFloat16);
+  // bf16 keeps 8 bits of mantissa: expect agreement to a few percent of the logits' spread, and the same argmax
+  // almost everywhere.
+  EXPECT_LT(max_diff(a, b), 0.05 * a.abs().max().item<double>());
+  EXPECT_GT((a.argmax(-1) == b.argmax(-1)).to(torch::kFloat32).mean().item<float>(), 0.9f);
+}
+
+// --- The real target --------------------------------------------------------------------------------------------
+
+struct SmolGolden {
+  nlohmann::json prompts;
+  io::SafetensorsFile logits;
+};
+
+SmolGolden smol_golden() {
+  const fsys::path dir = testing::golden_path("smollm2");
+  return {nlohmann::json::parse(fs::read_file(dir / "prompts.json"))["prompts"],
+          io::SafetensorsFile::open(dir / "logits.safetensors")};
+}
+
+std::shared_ptr<Llama> smollm2() {
+  return model::load_llama(fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct");
+}
+
+TEST(Llama, SmolLM2LogitsEqualTransformers) {
+  SmolGolden g = smol_golden();
+  auto m = smollm2();
+  torch::NoGradGuard no_grad;
+  ASSERT_EQ(g.prompts.size(), 3u);
+  for (size_t i = 0; i < g.prompts.size(); ++i) {
+    const std::vector<int64_t> ids = g.prompts[i]["ids"];
+    Tensor logits = m->forward(torch::tensor(ids).unsqueeze(0))[0];
+    const double d = max_diff(logits, g.logits.get(str_cat("logits.", i)));
+    EXPECT_LE(d, 1e-3) << "prompt " << g.prompts[i]["name"];
+    std::cout << "[parity] " << g.prompts[i]["name"].get<std::string>() << ": " << ids.size()
+              << " tokens, max |ours - transformers| = " << d << "\n";
+  }
+}
+
+TEST(Llama, SmolLM2GreedyTokensEqualTransformers) {
+  SmolGolden g = smol_golden();
+  auto m = smollm2();
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& p : g.prompts) prompts.push_back(p["ids"].get<std::vector<int64_t>>());
+  // All three prompts (13, 37 and 68 tokens) in one ragged batch through the KV cache.
+  const auto got = model::greedy_decode(*m, prompts, 64);
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(got[i], g.prompts[i]["greedy"].get<std::vector<int64_t>>()) << "prompt " << g.prompts[i]["name"];
+}
+
+// --- Export ---------------------------------------------------------------------------------------------------------
+
+// Runs tools/check_hf_logits.py: transformers loads `dir` and compares its logits on `golden`'s tokens.
+testing::CommandResult transformers_check(const fsys::path& dir, const fsys::path& golden) {
+  return testing::run_command(str_cat(DRAFTALIGN_TEST_PYTHON, " ", DRAFTALIGN_SOURCE_DIR,
+                                      "/tools/check_hf_logits.py ", dir, " ", golden));
+}
+
+TEST(Llama, ExportRoundTripsThroughTransformers) {
+  testing::ScratchDir tmp;
+  Tiny t = load_tiny();
+  model::save_llama(*t.model, tmp / "export");
+  // Ours reads it back bit for bit...
+  auto back = model::load_llama(tmp / "export");
+  for (const auto& p : t.model->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), back->named_parameters()[p.key()])) << p.key();
+  // ...and transformers gives the golden logits from it.
+  auto r = transformers_check(tmp / "export", testing::golden_path("tiny") / "golden.safetensors");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(Llama, ExportOfATiedBf16DrafterOpensInTransformers) {
+  testing::ScratchDir tmp;
+  io::LlamaConfig c;
+  c.vocab_size = 64, c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 2;
+  c.num_attention_heads = 4, c.num_key_value_heads = 1, c.head_dim = 8, c.max_position_embeddings = 32;
+  c.rms_norm_eps = 1e-5, c.rope_theta = 100000, c.tie_word_embeddings = true;
+  c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
+  torch::manual_seed(3);
+  Llama m(c);
+  model::save_llama(m, tmp / "drafter", torch::kBFloat16);
+  EXPECT_EQ(io::read_hf_config(tmp / "drafter" / "config.json").dtype, "bfloat16");
+  EXPECT_FALSE(io::SafetensorsFile::open(tmp / "drafter" / "model.safetensors").contains("lm_head.weight"));
+  // Our logits from the stored (bf16-rounded) weights, in fp32, are what transformers must reproduce.
+  auto stored = model::load_llama(tmp / "drafter", torch::kCPU, torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  Tensor tokens = torch::randint(0, 64, {2, 10});
+  io::save_safetensors(tmp / "golden.safetensors", {{"tokens", tokens}, {"logits", stored->forward(tokens)}});
+  auto r = transformers_check(tmp / "drafter", tmp / "golden.safetensors");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(Llama, ExportLeavesThePreviousDirectoryOnFailure) {
+  testing::ScratchDir tmp;
+  Tiny t = load_tiny();
+  model::save_llama(*t.model, tmp / "export");
+  const std::string before = testing::read_text(tmp / "export" / "config.json");
+  EXPECT_HAS(testing::error_of([&] { model::save_llama(*t.model, tmp / "export", torch::kInt32); }),
+             "cannot be stored as Int");
+  EXPECT_EQ(testing::read_text(tmp / "export" / "config.json"), before);
+  EXPECT_EQ(std::distance(fsys::directory_iterator(tmp.path()), fsys::directory_iterator()), 1);
+}
+
+TEST(Llama, LoadNamesTheBadCheckpoint) {
+  testing::ScratchDir tmp;
+  EXPECT_HAS(testing::error_of([&] { model::load_llama(tmp / "nowhere"); }), "nowhere");
+}
+
+}  // namespace
+}  // namespace draftalign

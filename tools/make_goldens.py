@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Golden values for the C++ tests, computed with the venv's transformers (the reference implementation).
+
+Writes into OUT (default .cache/golden), each part in a temporary directory renamed into place:
+  smollm2/   prompts.json: for each prompt its text, token ids, and 64 greedy tokens (transformers with its KV cache,
+             never stopping at EOS); logits.safetensors: "logits.<i>" = fp32 logits [T, vocab] of prompt i. Two of the
+             three prompts are chat-templated (apply_chat_template), so prompts.json is also the ChatML golden.
+  tiny/      model/: a random tiny Llama saved by transformers (GQA, untied embeddings, explicit head_dim, Llama-3 rope
+             scaling); golden.safetensors: tokens [2, 24], logits of the whole batch, and the logits of a packed row
+             ("packed.*": three documents in one row, each document's logits computed by transformers on its own).
+  tokenizer/ text.txt: a >= 100k-character text (English, other scripts, emoji, code, numbers, odd whitespace, special
+             tokens); smollm2_ids.json: the SmolLM2 tokenizer.json encoding of it (no special tokens added).
+A stamp (sha256 of this script and the target's files) makes re-runs free.
+
+Usage: python tools/make_goldens.py --target .cache/models/SmolLM2-135M-Instruct [--out .cache/golden]
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GREEDY_TOKENS = 64
+PROMPTS = [
+    {"name": "plain", "text": "The history of the printing press begins in the fifteenth century, when"},
+    {"name": "chat", "messages": [{"role": "user", "content": "What is the capital of France?"}]},
+    {"name": "chat-multi-turn", "messages": [
+        {"role": "system", "content": "You are a terse assistant. Answer in one sentence."},
+        {"role": "user", "content": "Name a prime number larger than 10."},
+        {"role": "assistant", "content": "11 is a prime number larger than 10."},
+        {"role": "user", "content": "And one larger than 100?"}]},
+]
+
+
+def atomic_dir(out, name, build):
+    """Runs build(tmp) and renames tmp to out/name."""
+    os.makedirs(out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=out)
+    try:
+        build(tmp)
+        os.chmod(tmp, 0o755)
+        final = os.path.join(out, name)
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+
+
+def save_tensors(path, tensors):
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+
+
+@torch.no_grad()
+def greedy(model, ids, n):
+    """n greedy tokens with transformers' own KV cache; never stops at EOS."""
+    out = model(torch.tensor([ids]), use_cache=True)
+    past, new = out.past_key_values, []
+    for _ in range(n):
+        t = int(out.logits[0, -1].argmax())
+        new.append(t)
+        out = model(torch.tensor([[t]]), past_key_values=past, use_cache=True)
+        past = out.past_key_values
+    return new
+
+
+@torch.no_grad()
+def smollm2(target, tmp):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(target)
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+    records, logits = [], {}
+    for i, p in enumerate(PROMPTS):
+        if "messages" in p:
+            text = tok.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True)
+        else:
+            text = p["text"]
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        logits[f"logits.{i}"] = model(torch.tensor([ids])).logits[0].float()
+        records.append(dict(p, rendered=text, ids=ids, greedy=greedy(model, ids, GREEDY_TOKENS)))
+    save_tensors(os.path.join(tmp, "logits.safetensors"), logits)
+    with open(os.path.join(tmp, "prompts.json"), "w") as f:
+        json.dump({"greedy_tokens": GREEDY_TOKENS, "prompts": records}, f, indent=1, ensure_ascii=False)
+
+
+@torch.no_grad()
+def tiny(tmp):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                      rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+                      rope_theta=500000.0)
+    model = LlamaForCausalLM(cfg).eval()
+    for p in model.parameters():  # larger weights than the default init, so the layers matter in the logits
+        p.normal_(0, 0.2) if p.dim() == 2 else p.uniform_(0.5, 1.5)
+    model.save_pretrained(os.path.join(tmp, "model"))
+    tokens = torch.randint(0, cfg.vocab_size, (2, 24))
+    lengths = [7, 12, 5]  # the packed row: three documents
+    packed = torch.randint(0, cfg.vocab_size, (1, sum(lengths)))
+    segments = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)]).unsqueeze(0)
+    docs = torch.split(packed, lengths, dim=1)
+    save_tensors(os.path.join(tmp, "golden.safetensors"), {
+        "tokens": tokens, "logits": model(tokens).logits.float(),
+        "packed.tokens": packed, "packed.segments": segments,
+        "packed.logits": torch.cat([model(d).logits.float() for d in docs], dim=1),
+    })
+
+
+def test_text():
+    """A deterministic >= 100k-character text that exercises every branch of a byte-level BPE pre-tokenizer."""
+    rng = random.Random(1234)
+    parts = []
+    for f in sorted(glob.glob("/usr/share/common-licenses/*"))[:6]:  # English prose (every Debian has these)
+        if os.path.isfile(f):
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                parts.append(fh.read()[:12000])
+    for f in sorted(glob.glob(os.path.join(ROOT, "src", "*", "*.cpp")))[:8]:  # code
+        with open(f, encoding="utf-8") as fh:
+            parts.append(fh.read()[:6000])
+    scripts = ["Der schnelle braune Fuchs springt über den faulen Hund.", "Ça coûte 12,50 € — déjà vu ?",
+               "Быстрая коричневая лиса прыгает через ленивую собаку.", "Η γρήγορη καφέ αλεπού.",
+               "敏捷的棕色狐狸跳过了懒狗。", "日本語のテキストとカタカナ、ひらがな。", "한국어 문장도 있습니다.",
+               "مرحبا بالعالم، هذا نص عربي.", "שלום עולם", "नमस्ते दुनिया, यह हिंदी है।", "สวัสดีชาวโลก",
+               "Tiếng Việt có dấu: người, được, những.", "İstanbul'da ağaç ve ışık.", "ᚠᚢᚦᚨᚱᚲ ᛟ"]
+    emoji = ["😀", "🚀", "👩‍💻", "🇫🇷", "❤️", "👍🏽", "🧪", "∑∫√∞", "🎉🎉🎉", "©®™"]
+    spaces = [" ", "  ", "\t", "\n", "\n\n", "\r\n", "   \n", "\u00a0", "\u2003", "\u200b", " \t \n"]
+    words = "the of and to in is you that it he was for on are as with his they I at be this have from".split()
+    specials = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    chunks = []
+    for _ in range(2500):
+        r = rng.random()
+        if r < 0.30:
+            chunks.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 8))))
+        elif r < 0.50:
+            chunks.append(rng.choice(scripts))
+        elif r < 0.60:
+            chunks.append("".join(rng.choice(emoji) for _ in range(rng.randint(1, 3))))
+        elif r < 0.75:
+            chunks.append(rng.choice([str(rng.randint(0, 10 ** rng.randint(1, 12))), f"{rng.uniform(-1e4, 1e4):.4f}",
+                                      f"{rng.randint(1, 31)}/{rng.randint(1, 12)}/20{rng.randint(10, 99)}",
+                                      f"0x{rng.getrandbits(32):08x}", f"{rng.randint(1, 999)}%"]))
+        elif r < 0.78:
+            chunks.append(rng.choice(specials))
+        else:
+            chunks.append(rng.choice(["don't", "I'll", "we've", "she's", "THEY'RE", "it'd", "x+=1;", "a->b", "::",
+                                      "(){}[]", "#include <map>", "def f(x):\n    return x", "¿Qué?", "…", "—"]))
+        chunks.append(rng.choice(spaces))
+    parts.append("".join(chunks))
+    text = "\n\n".join(parts)
+    assert len(text) >= 100_000, len(text)
+    return text
+
+
+def tokenizer(target, tmp):
+    from transformers import AutoTokenizer
+    text = test_text()
+    with open(os.path.join(tmp, "text.txt"), "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    tok = AutoTokenizer.from_pretrained(target)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text, "HF decode(encode(text)) != text"
+    with open(os.path.join(tmp, "smollm2_ids.json"), "w") as f:
+        json.dump({"chars": len(text), "ids": ids}, f)
+
+
+def stamp_of(target):
+    h = hashlib.sha256()
+    with open(os.path.abspath(__file__), "rb") as f:
+        h.update(f.read())
+    for name in sorted(os.listdir(target)):
+        st = os.stat(os.path.join(target, name))
+        h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    for f in sorted(glob.glob(os.path.join(ROOT, "src", "*", "*.cpp")))[:8]:  # part of the test text
+        with open(f, "rb") as fh:
+            h.update(fh.read()[:6000])
+    return h.hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", default=os.path.join(ROOT, ".cache/models/SmolLM2-135M-Instruct"))
+    ap.add_argument("--out", default=os.path.join(ROOT, ".cache/golden"))
+    args = ap.parse_args()
+    if not os.path.isfile(os.path.join(args.target, "config.json")):
+        sys.exit(f"[goldens] error: {args.target} is not a prepared target; run tools/prepare_target.py first")
+    stamp_file = os.path.join(args.out, "stamp")
+    stamp = stamp_of(args.target)
+    if os.path.isfile(stamp_file) and open(stamp_file).read() == stamp:
+        print(f"[goldens] {args.out} is up to date")
+        return
+    torch.set_num_threads(min(4, os.cpu_count() or 1))
+    print(f"[goldens] computing golden values with transformers into {args.out}", flush=True)
+    atomic_dir(args.out, "tiny", tiny)
+    atomic_dir(args.out, "tokenizer", lambda tmp: tokenizer(args.target, tmp))
+    atomic_dir(args.out, "smollm2", lambda tmp: smollm2(args.target, tmp))
+    with open(stamp_file, "w") as f:
+        f.write(stamp)
+
+
+if __name__ == "__main__":
+    main()
