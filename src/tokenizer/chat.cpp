@@ -1,0 +1,110 @@
+#include "tokenizer/chat.h"
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "io/hf_config.h"
+
+namespace draftalign::tok {
+namespace {
+
+// Python's str.strip() for the whitespace a chat message can hold.
+std::string strip(const std::string& s) {
+  const char* ws = " \t\n\r\v\f";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+// The token text of a tokenizer_config.json key ("bos_token": "<s>" or {"content": "<s>", ...}).
+std::string token_text(const nlohmann::json& j, const char* key, const std::string& fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) return (*it)["content"];
+  return fallback;
+}
+
+// SmolLM2's template inserts '<|im_start|>system\n<default><|im_end|>\n' when messages[0] is not a system message.
+std::string default_system_of(const std::string& jinja) {
+  if (jinja.find("!= 'system'") == std::string::npos && jinja.find("!= \"system\"") == std::string::npos) return "";
+  const std::string open = "<|im_start|>system\n";
+  const size_t b = jinja.find(open);
+  if (b == std::string::npos) return "";
+  const size_t e = jinja.find("<|im_end|>", b + open.size());
+  if (e == std::string::npos) return "";
+  const std::string text = jinja.substr(b + open.size(), e - b - open.size());
+  // A literal, not an expression such as ' + message['content'] + '.
+  return text.find('\'') == std::string::npos && text.find("{{") == std::string::npos ? text : "";
+}
+
+}  // namespace
+
+ChatTemplate::ChatTemplate(Format format, std::string bos_text, std::string eos_text, std::string default_system)
+    : format_(format),
+      bos_text_(std::move(bos_text)),
+      eos_text_(std::move(eos_text)),
+      default_system_(std::move(default_system)) {}
+
+ChatTemplate ChatTemplate::from_dir(const std::filesystem::path& dir, const std::string& name) {
+  const std::filesystem::path config = dir / "tokenizer_config.json", jinja_file = dir / "chat_template.jinja";
+  nlohmann::json j = nlohmann::json::object();
+  if (std::filesystem::exists(config)) j = io::read_json_file(config);
+  std::string jinja, source;
+  if (j.contains("chat_template") && j["chat_template"].is_string()) {
+    jinja = j["chat_template"].get<std::string>(), source = config.string();
+  } else if (std::filesystem::exists(jinja_file)) {
+    jinja = fs::read_file(jinja_file), source = jinja_file.string();
+  }
+  Format format;
+  if (name == "chatml") {
+    format = Format::kChatML;
+  } else if (name == "llama2") {
+    format = Format::kLlama2;
+  } else {
+    DA_CHECK(name == "auto", "chat template '", name, "' is unknown (auto, chatml, llama2)");
+    DA_CHECK(!jinja.empty(), dir.string(), ": no chat template in tokenizer_config.json or chat_template.jinja; set ",
+             "target.chat_template to chatml or llama2");
+    if (jinja.find("<|im_start|>") != std::string::npos) format = Format::kChatML;
+    else if (jinja.find("[INST]") != std::string::npos) format = Format::kLlama2;
+    else
+      throw Error(str_cat(source, ": chat template not recognised (draftalign renders ChatML and Llama-2 [INST] "
+                                  "templates); set target.chat_template to chatml or llama2 if it is one of them"));
+  }
+  const std::string bos = token_text(j, "bos_token", format == Format::kLlama2 ? "<s>" : "");
+  const std::string eos = token_text(j, "eos_token", format == Format::kLlama2 ? "</s>" : "<|im_end|>");
+  return ChatTemplate(format, bos, eos, format == Format::kChatML ? default_system_of(jinja) : "");
+}
+
+std::string ChatTemplate::render(const std::vector<Message>& messages, bool add_generation_prompt) const {
+  DA_CHECK(!messages.empty(), "chat template: no messages");
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& r = messages[i].role;
+    DA_CHECK(r == "system" || r == "user" || r == "assistant", "chat template: message ", i, " has role '", r,
+             "' (system, user or assistant)");
+  }
+  std::string out;
+  if (format_ == Format::kChatML) {
+    if (messages[0].role != "system" && !default_system_.empty())
+      out += "<|im_start|>system\n" + default_system_ + "<|im_end|>\n";
+    for (const Message& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+    if (add_generation_prompt) out += "<|im_start|>assistant\n";
+    return out;
+  }
+  // Llama 2 Chat: the system prompt goes inside the first [INST]; turns alternate user / assistant.
+  size_t first = 0;
+  std::string system;
+  if (messages[0].role == "system") system = messages[0].content, first = 1;
+  for (size_t i = first; i < messages.size(); ++i) {
+    const Message& m = messages[i];
+    const bool user_turn = (i - first) % 2 == 0;
+    DA_CHECK((m.role == "user") == user_turn && m.role != "system", "chat template llama2: message ", i,
+             " is '", m.role, "': conversation roles must alternate user/assistant/user/assistant/...");
+    std::string content = m.content;
+    if (i == first && first == 1) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content;
+    if (m.role == "user") out += bos_text_ + "[INST] " + strip(content) + " [/INST]";
+    else out.append(" ").append(strip(content)).append(" ").append(eos_text_);
+  }
+  return out;
+}
+
+}  // namespace draftalign::tok

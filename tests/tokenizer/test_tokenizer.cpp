@@ -1,0 +1,218 @@
+// Tokenizers and chat templates against transformers: the SmolLM2 byte-level BPE on the >= 100k-character text of
+// tools/make_goldens.py, ChatML on its chat prompts, and a SentencePiece model trained here, compared with what
+// transformers (tools/hf_tokenize.py) makes of the same model, text and Llama-2 chat template.
+#include <gtest/gtest.h>
+#include <sentencepiece_trainer.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+#include "test_util.h"
+
+namespace draftalign::tok {
+namespace {
+
+namespace fsys = std::filesystem;
+using nlohmann::json;
+
+const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+
+// Index of the first difference of two id lists, with context, for failure messages.
+std::string first_difference(const std::vector<int64_t>& a, const std::vector<int64_t>& b, const Tokenizer& t) {
+  size_t i = 0;
+  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
+  if (i == a.size() && i == b.size()) return "";
+  auto show = [&](const std::vector<int64_t>& v) {
+    std::string s;
+    for (size_t k = i; k < std::min(v.size(), i + 6); ++k) s += str_cat(v[k], "'", t.piece(v[k]), "' ");
+    return s;
+  };
+  return str_cat("first difference at token ", i, " (sizes ", a.size(), " vs ", b.size(), "): ours ", show(a),
+                 "| reference ", show(b));
+}
+
+std::vector<Message> messages_of(const json& list) {
+  std::vector<Message> out;
+  for (const json& m : list) out.push_back({m["role"], m["content"]});
+  return out;
+}
+
+TEST(BpeTokenizer, SmolLM2EqualsTransformersOnTheLongText) {
+  const fsys::path dir = testing::golden_path("tokenizer");
+  const std::string text = fs::read_file(dir / "text.txt");
+  const std::vector<int64_t> want = json::parse(fs::read_file(dir / "smollm2_ids.json"))["ids"];
+  ASSERT_GE(text.size(), 100000u);
+  auto t = load_tokenizer(kSmolDir);
+  EXPECT_EQ(t->kind(), "byte-level BPE");
+  EXPECT_EQ(t->vocab_size(), 49152);
+  const std::vector<int64_t> got = t->encode(text);
+  EXPECT_EQ(got, want) << first_difference(got, want, *t);
+  EXPECT_EQ(t->decode(got), text);
+  std::cout << "[tokenizer] " << text.size() << " bytes -> " << got.size() << " tokens, equal to transformers\n";
+}
+
+TEST(BpeTokenizer, SpecialTokensFromTokenizerConfig) {
+  auto t = load_tokenizer(kSmolDir);
+  EXPECT_EQ(t->special().bos, 1);
+  EXPECT_EQ(t->special().eos, 2);
+  EXPECT_EQ(t->special().pad, 2);
+  EXPECT_EQ(t->special().unk, 0);
+  EXPECT_EQ(t->special().eos_text, "<|im_end|>");
+  EXPECT_EQ(t->encode("<|im_start|>user"), (std::vector<int64_t>{1, 4093}));
+  EXPECT_EQ(t->id_of("<|im_end|>"), 2);
+  EXPECT_EQ(t->id_of("no such token"), -1);
+}
+
+TEST(ChatTemplate, ChatMLEqualsApplyChatTemplate) {
+  const json prompts = json::parse(fs::read_file(testing::golden_path("smollm2") / "prompts.json"))["prompts"];
+  auto t = load_tokenizer(kSmolDir);
+  const ChatTemplate chat = ChatTemplate::from_dir(kSmolDir);
+  EXPECT_EQ(chat.name(), "chatml");
+  EXPECT_EQ(chat.default_system(), "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  int checked = 0;
+  for (const json& p : prompts) {
+    if (!p.contains("messages")) continue;
+    const std::string text = chat.render(messages_of(p["messages"]));
+    EXPECT_EQ(text, p["rendered"].get<std::string>());
+    EXPECT_EQ(t->encode(text), p["ids"].get<std::vector<int64_t>>());
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
+}
+
+TEST(BpeTokenizerErrors, NameTheFileAndThePlace) {
+  testing::ScratchDir dir;
+  json j = json::parse(fs::read_file(kSmolDir / "tokenizer.json"));
+  auto error_with = [&](const std::function<void(json&)>& edit) {
+    json k = j;
+    edit(k);
+    testing::write_text(dir / "tokenizer.json", k.dump());
+    return testing::error_of([&] { load_bpe(dir / "tokenizer.json"); });
+  };
+  EXPECT_HAS(error_with([](json& k) { k["model"]["type"] = "Unigram"; }), "model.type 'Unigram' is not supported");
+  EXPECT_HAS(error_with([](json& k) { k["model"]["vocab"] = {{"a", 20}, {"b", 21}}; }),
+             "tokens for only 2 of the 256 byte symbols");
+  EXPECT_HAS(error_with([](json& k) { k["model"]["merges"][5] = {"zzzq", "qqqz"}; }), "model.merges[5]");
+  EXPECT_HAS(error_with([](json& k) { k["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
+             "pre-tokenizer type 'Whitespace' is not supported");
+  EXPECT_HAS(error_with([](json& k) { k["normalizer"] = {{"type", "NFKC"}}; }), "normalizer");
+  testing::write_text(dir / "tokenizer.json", "{\"model\": ");
+  EXPECT_HAS(testing::error_of([&] { load_bpe(dir / "tokenizer.json"); }), "tokenizer.json: not valid JSON");
+  EXPECT_HAS(testing::error_of([&] { load_tokenizer(dir / "nowhere"); }), "no tokenizer.json or tokenizer.model");
+}
+
+TEST(BpeTokenizerErrors, InvalidUtf8AndUnknownIds) {
+  auto t = load_tokenizer(kSmolDir);
+  EXPECT_HAS(testing::error_of([&] { t->encode("ok \xC3\x28 bad"); }), "not valid UTF-8 at byte 3");
+  EXPECT_HAS(testing::error_of([&] { t->decode({5, 49152}); }), "token id 49152 is outside the vocabulary");
+  EXPECT_EQ(invalid_utf8_offset("\xF0\x9F\x98\x80 \xE2\x82"), 5);  // an emoji, then a truncated sequence
+  EXPECT_EQ(invalid_utf8_offset("\xED\xA0\x80"), 0);                // a UTF-16 surrogate
+  EXPECT_EQ(invalid_utf8_offset("plain"), -1);
+}
+
+TEST(VocabCompatibility, SameTokenizerPassesADifferenceIsNamed) {
+  testing::ScratchDir dir;
+  auto target = load_tokenizer(kSmolDir);
+  EXPECT_NO_THROW(check_vocab_compatible(*target, *load_tokenizer(kSmolDir)));
+  json j = json::parse(fs::read_file(kSmolDir / "tokenizer.json"));
+  // A drafter whose tokens 500 and 501 are swapped.
+  std::string a = target->piece(500), b = target->piece(501);
+  j["model"]["vocab"][a] = 501;
+  j["model"]["vocab"][b] = 500;
+  testing::write_text(dir / "tokenizer.json", j.dump());
+  testing::write_text(dir / "tokenizer_config.json", fs::read_file(kSmolDir / "tokenizer_config.json"));
+  const std::string e = testing::error_of([&] { check_vocab_compatible(*target, *load_tokenizer(dir.path())); });
+  EXPECT_HAS(e, "differ at token id 500");
+  EXPECT_HAS(e, dir.path().string());
+  // Another EOS.
+  json c = json::parse(fs::read_file(kSmolDir / "tokenizer_config.json"));
+  c["eos_token"] = "<|endoftext|>";
+  testing::write_text(dir / "tokenizer.json", fs::read_file(kSmolDir / "tokenizer.json"));
+  testing::write_text(dir / "tokenizer_config.json", c.dump());
+  EXPECT_HAS(testing::error_of([&] { check_vocab_compatible(*target, *load_tokenizer(dir.path())); }),
+             "different EOS tokens (2 vs 0)");
+}
+
+// --- SentencePiece ---------------------------------------------------------------------------------------------------
+
+// A Llama-2-like SentencePiece model (BPE, byte fallback, no normalisation, dummy prefix) trained on the long text,
+// in a HF directory with the Llama-2 Chat tokenizer_config.json.
+fsys::path train_sentencepiece(const testing::ScratchDir& dir) {
+  const fsys::path text = testing::golden_path("tokenizer") / "text.txt";
+  const auto status = sentencepiece::SentencePieceTrainer::Train(str_cat(
+      "--input=", text.string(), " --model_prefix=", (dir / "tokenizer").string(),
+      " --model_type=bpe --vocab_size=1500 --byte_fallback=true --normalization_rule_name=identity",
+      " --remove_extra_whitespaces=false --add_dummy_prefix=true --split_digits=true --character_coverage=0.9995",
+      " --max_sentence_length=100000 --num_threads=1 --minloglevel=2",
+      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --unk_piece=<unk> --bos_piece=<s> --eos_piece=</s>"));
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  fsys::copy_file(fsys::path(DRAFTALIGN_SOURCE_DIR) / "data/fixtures/llama2-chat/tokenizer_config.json",
+                  dir / "tokenizer_config.json");
+  return dir.path();
+}
+
+TEST(SentencePieceTokenizer, EqualsTransformersWithLlama2ChatTemplate) {
+  testing::ScratchDir dir;
+  const fsys::path model_dir = train_sentencepiece(dir);
+  const json chats = json::array({
+      json::array({{{"role", "user"}, {"content", "What is the capital of France?"}}}),
+      json::array({{{"role", "system"}, {"content", "Answer briefly."}},
+                   {{"role", "user"}, {"content", "  Name a prime above 10. "}},
+                   {{"role", "assistant"}, {"content", "11 is prime."}},
+                   {{"role", "user"}, {"content", "And above 100?"}}}),
+  });
+  testing::write_text(dir / "chats.json", chats.dump());
+  const fsys::path text_file = testing::golden_path("tokenizer") / "text.txt";
+  auto r = testing::run_command(str_cat(DRAFTALIGN_TEST_PYTHON, " ", DRAFTALIGN_SOURCE_DIR, "/tools/hf_tokenize.py ",
+                                        model_dir, " ", text_file, " ", dir / "chats.json", " ", dir / "hf.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json hf = json::parse(fs::read_file(dir / "hf.json"));
+
+  auto t = load_tokenizer(model_dir);
+  EXPECT_EQ(t->kind(), "SentencePiece");
+  EXPECT_EQ(t->vocab_size(), 1500);
+  EXPECT_EQ(t->special().bos, 1);
+  EXPECT_EQ(t->special().eos_text, "</s>");
+  const std::string text = fs::read_file(text_file);
+  const std::vector<int64_t> got = t->encode(text), want = hf["ids"];
+  EXPECT_EQ(got, want) << first_difference(got, want, *t);
+  EXPECT_EQ(t->decode(got), text);
+
+  const ChatTemplate chat = ChatTemplate::from_dir(model_dir);
+  EXPECT_EQ(chat.name(), "llama2");
+  for (size_t i = 0; i < chats.size(); ++i) {
+    const std::string rendered = chat.render(messages_of(chats[i]));
+    EXPECT_EQ(rendered, hf["chats"][i]["text"].get<std::string>());
+    const std::vector<int64_t> ids = t->encode(rendered), hf_ids = hf["chats"][i]["ids"];
+    EXPECT_EQ(ids, hf_ids) << first_difference(ids, hf_ids, *t);
+    EXPECT_EQ(ids.front(), 1) << "the rendered <s> is the BOS id";
+  }
+  std::cout << "[tokenizer] SentencePiece: " << text.size() << " bytes -> " << got.size()
+            << " tokens, equal to transformers\n";
+}
+
+TEST(ChatTemplate, Llama2RolesMustAlternate) {
+  const ChatTemplate chat(ChatTemplate::Format::kLlama2, "<s>", "</s>");
+  EXPECT_HAS(testing::error_of([&] { chat.render({{"user", "a"}, {"user", "b"}}); }), "must alternate");
+  EXPECT_HAS(testing::error_of([&] { chat.render({{"tool", "a"}}); }), "message 0 has role 'tool'");
+  EXPECT_EQ(chat.render({{"user", "hi"}, {"assistant", "hello"}, {"user", "bye"}}),
+            "<s>[INST] hi [/INST] hello </s><s>[INST] bye [/INST]");
+}
+
+TEST(ChatTemplate, UnknownTemplateAsksForTheYamlKey) {
+  testing::ScratchDir dir;
+  testing::write_text(dir / "tokenizer_config.json", R"({"chat_template": "{{ messages[0]['content'] }}"})");
+  EXPECT_HAS(testing::error_of([&] { ChatTemplate::from_dir(dir.path()); }), "set target.chat_template");
+  EXPECT_EQ(ChatTemplate::from_dir(dir.path(), "llama2").name(), "llama2");
+}
+
+TEST(SentencePieceTokenizer, NotAModelIsNamed) {
+  testing::ScratchDir dir;
+  testing::write_text(dir / "tokenizer.model", "garbage");
+  EXPECT_HAS(testing::error_of([&] { load_tokenizer(dir.path()); }), "tokenizer.model: not a SentencePiece model");
+}
+
+}  // namespace
+}  // namespace draftalign::tok
