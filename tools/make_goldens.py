@@ -2,7 +2,7 @@
 """Golden values for the C++ tests, computed with the venv's transformers (the reference implementation).
 
 Writes into OUT (default .cache/golden), each part in a temporary directory renamed into place:
-  smollm2/   prompts.json: for each prompt its text, token ids, and 64 greedy tokens (transformers with its KV cache,
+  smollm2/   prompts.json: the parameter count, and for each prompt its text, token ids, and 64 greedy tokens (transformers with its KV cache,
              never stopping at EOS); logits.safetensors: "logits.<i>" = fp32 logits [T, vocab] of prompt i. Two of the
              three prompts are chat-templated (apply_chat_template), so prompts.json is also the ChatML golden.
   tiny/      model/: a random tiny Llama saved by transformers (GQA, untied embeddings, explicit head_dim, Llama-3 rope
@@ -92,7 +92,8 @@ def smollm2(target, tmp):
         records.append(dict(p, rendered=text, ids=ids, greedy=greedy(model, ids, GREEDY_TOKENS)))
     save_tensors(os.path.join(tmp, "logits.safetensors"), logits)
     with open(os.path.join(tmp, "prompts.json"), "w") as f:
-        json.dump({"greedy_tokens": GREEDY_TOKENS, "prompts": records}, f, indent=1, ensure_ascii=False)
+        json.dump({"greedy_tokens": GREEDY_TOKENS, "num_params": sum(p.numel() for p in model.parameters()),
+                   "prompts": records}, f, indent=1, ensure_ascii=False)
 
 
 @torch.no_grad()

@@ -16,17 +16,17 @@ void check_train(const TrainSection& t, const std::string& at, std::vector<Confi
 
 std::vector<Config::Problem> Config::cross_checks() const {
   std::vector<Problem> out;
-  const ModelShape& m = pretrain.model;
-  if (m.hidden_size % m.num_heads != 0)
+  const io::LlamaConfig& m = pretrain.model.llama;
+  if (m.hidden_size % m.num_attention_heads != 0)
     out.push_back({"pretrain.model.num_heads", str_cat("must divide pretrain.model.hidden_size (", m.hidden_size,
                                                        ")")});
-  if (m.num_heads % m.num_kv_heads != 0)
-    out.push_back({"pretrain.model.num_kv_heads", str_cat("must divide pretrain.model.num_heads (", m.num_heads,
+  if (m.num_attention_heads % m.num_key_value_heads != 0)
+    out.push_back({"pretrain.model.num_kv_heads", str_cat("must divide pretrain.model.num_heads (", m.num_attention_heads,
                                                           ")")});
-  if (m.num_heads > 0 && (m.hidden_size / m.num_heads) % 2 != 0)
+  if (m.num_attention_heads > 0 && (m.hidden_size / m.num_attention_heads) % 2 != 0)
     out.push_back({"pretrain.model.num_heads", "hidden_size / num_heads (the head dim) must be even for RoPE"});
-  if (pretrain.train.seq_len > m.max_seq_len)
-    out.push_back({"pretrain.train.seq_len", str_cat("must not exceed pretrain.model.max_seq_len (", m.max_seq_len,
+  if (pretrain.train.seq_len > m.max_position_embeddings)
+    out.push_back({"pretrain.train.seq_len", str_cat("must not exceed pretrain.model.max_seq_len (", m.max_position_embeddings,
                                                      ")")});
   check_train(pretrain.train, "pretrain.train", out);
   check_train(distill.train, "distill.train", out);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/schema.h"
+#include "io/hf_config.h"
 
 namespace draftalign::config {
 
@@ -47,31 +48,42 @@ struct TargetSection {
   }
 };
 
-// Llama-architecture shape of a drafter trained from scratch.
+// Llama-architecture shape of a drafter trained from scratch. The values live in an io::LlamaConfig (the struct
+// config.json is read into), so the YAML, the model and the exported checkpoint cannot drift apart.
 struct ModelShape {
-  int64_t vocab_size = 49152;
-  int64_t hidden_size = 256;
-  int64_t intermediate_size = 768;
-  int64_t num_layers = 4;
-  int64_t num_heads = 4;
-  int64_t num_kv_heads = 4;
-  int64_t max_seq_len = 1024;
-  double rope_theta = 100000.0;
-  double rms_norm_eps = 1e-5;
-  bool tie_embeddings = true;
+  io::LlamaConfig llama = demo_drafter();
+
+  // ~16M parameters with SmolLM2's 49152-token vocabulary (12% of the 135M target; 4/5 of them are the embedding).
+  static io::LlamaConfig demo_drafter() {
+    io::LlamaConfig c;
+    c.vocab_size = 49152, c.hidden_size = 256, c.intermediate_size = 768, c.num_hidden_layers = 4;
+    c.num_attention_heads = 4, c.num_key_value_heads = 4, c.max_position_embeddings = 1024;
+    c.rope_theta = 100000.0, c.rms_norm_eps = 1e-5, c.tie_word_embeddings = true;
+    return c;
+  }
+
+  // The drafter's config: the YAML values with head_dim = hidden_size / num_heads. Token ids (bos, eos, pad) are the
+  // target tokenizer's, set by the stage that pairs them.
+  io::LlamaConfig hf_config() const {
+    io::LlamaConfig c = llama;
+    c.head_dim = c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0;
+    return c;
+  }
 
   template <class V>
   void visit(V& s) {
-    s.add("vocab_size", vocab_size, "vocabulary size; must equal the target's", Bounds::at_least(1));
-    s.add("hidden_size", hidden_size, "model width", Bounds::at_least(1));
-    s.add("intermediate_size", intermediate_size, "SwiGLU MLP width", Bounds::at_least(1));
-    s.add("num_layers", num_layers, "transformer blocks", Bounds::at_least(1));
-    s.add("num_heads", num_heads, "attention heads (hidden_size / num_heads = head dim)", Bounds::at_least(1));
-    s.add("num_kv_heads", num_kv_heads, "key/value heads for grouped-query attention", Bounds::at_least(1));
-    s.add("max_seq_len", max_seq_len, "longest sequence (RoPE positions)", Bounds::at_least(1));
-    s.add("rope_theta", rope_theta, "RoPE base frequency", Bounds::positive());
-    s.add("rms_norm_eps", rms_norm_eps, "RMSNorm epsilon", Bounds::positive());
-    s.add("tie_embeddings", tie_embeddings, "share the input embedding and the output projection");
+    s.add("vocab_size", llama.vocab_size, "vocabulary size; must equal the target's", Bounds::at_least(1));
+    s.add("hidden_size", llama.hidden_size, "model width", Bounds::at_least(1));
+    s.add("intermediate_size", llama.intermediate_size, "SwiGLU MLP width", Bounds::at_least(1));
+    s.add("num_layers", llama.num_hidden_layers, "transformer blocks", Bounds::at_least(1));
+    s.add("num_heads", llama.num_attention_heads, "attention heads (hidden_size / num_heads = head dim)",
+          Bounds::at_least(1));
+    s.add("num_kv_heads", llama.num_key_value_heads, "key/value heads for grouped-query attention",
+          Bounds::at_least(1));
+    s.add("max_seq_len", llama.max_position_embeddings, "longest sequence (RoPE positions)", Bounds::at_least(1));
+    s.add("rope_theta", llama.rope_theta, "RoPE base frequency", Bounds::positive());
+    s.add("rms_norm_eps", llama.rms_norm_eps, "RMSNorm epsilon", Bounds::positive());
+    s.add("tie_embeddings", llama.tie_word_embeddings, "share the input embedding and the output projection");
   }
 };
 

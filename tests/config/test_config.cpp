@@ -194,7 +194,7 @@ TEST(ConfigDump, RoundTripsEveryValue) {
   c.distill.ce_weight = 0.25;
   c.evaluate.temperatures = {0.0, 0.6, 1.0};
   c.generate.stop = {"\n\nUser:", "</s>"};
-  c.pretrain.model.tie_embeddings = false;
+  c.pretrain.model.llama.tie_word_embeddings = false;
   const std::string yaml = to_yaml(c, "test dump");
   write_text(dir / "dump.yaml", yaml);
   LoadedConfig back = load_config((dir / "dump.yaml").string(), {});

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
+#include "config/loader.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
@@ -203,6 +204,40 @@ TEST(Llama, ExportLeavesThePreviousDirectoryOnFailure) {
 TEST(Llama, LoadNamesTheBadCheckpoint) {
   testing::ScratchDir tmp;
   EXPECT_HAS(testing::error_of([&] { model::load_llama(tmp / "nowhere"); }), "nowhere");
+}
+
+// --- Drafter shapes (configs/drafter-*.yaml) ----------------------------------------------------------------------
+
+int64_t params_of(const io::LlamaConfig& c) {
+  return Llama(c, torch::TensorOptions().device(torch::kMeta), /*initialise=*/false).num_params();
+}
+
+TEST(DrafterShapes, ShippedConfigsHaveThePaperAndSmolLM2Sizes) {
+  auto shape = [](const std::string& file) {
+    return config::load_config(str_cat(DRAFTALIGN_SOURCE_DIR, "/configs/", file), {}).cfg.pretrain.model.hf_config();
+  };
+  // The paper's drafter: 4 x 1024, MLP 2816, 8 heads, 32000 tokens, untied: "115M".
+  const io::LlamaConfig paper = shape("drafter-llama2-115m.yaml");
+  EXPECT_FALSE(paper.tie_word_embeddings);
+  EXPECT_EQ(paper.vocab_size, 32000);
+  const int64_t n = params_of(paper);
+  EXPECT_GT(n, 110'000'000);
+  EXPECT_LT(n, 120'000'000);
+
+  const io::LlamaConfig target =
+      io::read_hf_config(DRAFTALIGN_SOURCE_DIR "/data/fixtures/smollm2-135m-instruct/config.json");
+  const int64_t target_params = params_of(target);
+  const auto golden = nlohmann::json::parse(fs::read_file(testing::golden_path("smollm2") / "prompts.json"));
+  EXPECT_EQ(target_params, golden["num_params"].get<int64_t>()) << "transformers counts otherwise";
+  for (const char* f : {"drafter-smollm2-7m.yaml", "drafter-smollm2-13m.yaml"}) {
+    const io::LlamaConfig d = shape(f);
+    EXPECT_EQ(d.vocab_size, target.vocab_size) << f;
+    const double ratio = static_cast<double>(params_of(d)) / static_cast<double>(target_params);
+    EXPECT_GT(ratio, 0.02) << f;
+    EXPECT_LE(ratio, 0.10) << f;
+    std::cout << "[shapes] " << f << ": " << params_of(d) << " parameters, " << 100 * ratio << "% of SmolLM2-135M\n";
+  }
+  std::cout << "[shapes] drafter-llama2-115m.yaml: " << n << " parameters\n";
 }
 
 }  // namespace
