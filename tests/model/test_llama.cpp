@@ -201,6 +201,27 @@ TEST(Llama, ExportLeavesThePreviousDirectoryOnFailure) {
   EXPECT_EQ(std::distance(fsys::directory_iterator(tmp.path()), fsys::directory_iterator()), 1);
 }
 
+TEST(Llama, LoadsAShardedCheckpoint) {
+  // The Llama-2-7b-chat-hf layout: model-0000i-of-00002.safetensors and model.safetensors.index.json.
+  testing::ScratchDir tmp;
+  Tiny t = load_tiny();
+  std::vector<std::pair<std::string, Tensor>> a, b;
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (const auto& p : t.model->named_parameters()) {
+    const bool first = p.key().find("layers.2.") == std::string::npos && p.key() != "lm_head.weight";
+    (first ? a : b).emplace_back(p.key(), p.value().to(torch::kBFloat16));
+    weight_map[p.key()] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  io::save_safetensors(tmp / "model-00001-of-00002.safetensors", a);
+  io::save_safetensors(tmp / "model-00002-of-00002.safetensors", b);
+  testing::write_text(tmp / "model.safetensors.index.json", nlohmann::json({{"weight_map", weight_map}}).dump());
+  fsys::copy_file(testing::golden_path("tiny") / "model" / "config.json", tmp / "config.json");
+  auto sharded = model::load_llama(tmp.path());
+  for (const auto& p : t.model->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value().to(torch::kBFloat16).to(torch::kFloat32), sharded->named_parameters()[p.key()]))
+        << p.key();
+}
+
 TEST(Llama, LoadNamesTheBadCheckpoint) {
   testing::ScratchDir tmp;
   EXPECT_HAS(testing::error_of([&] { model::load_llama(tmp / "nowhere"); }), "nowhere");
