@@ -20,14 +20,14 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
+
+from atomic_dir import build_dir  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GREEDY_TOKENS = 64
@@ -40,22 +40,6 @@ PROMPTS = [
         {"role": "assistant", "content": "11 is a prime number larger than 10."},
         {"role": "user", "content": "And one larger than 100?"}]},
 ]
-
-
-def atomic_dir(out, name, build):
-    """Runs build(tmp) and renames tmp to out/name."""
-    os.makedirs(out, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=out)
-    try:
-        build(tmp)
-        os.chmod(tmp, 0o755)
-        final = os.path.join(out, name)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
 
 
 def save_tensors(path, tensors):
@@ -206,9 +190,9 @@ def main():
         return
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     print(f"[goldens] computing golden values with transformers into {args.out}", flush=True)
-    atomic_dir(args.out, "tiny", tiny)
-    atomic_dir(args.out, "tokenizer", lambda tmp: tokenizer(args.target, tmp))
-    atomic_dir(args.out, "smollm2", lambda tmp: smollm2(args.target, tmp))
+    build_dir(os.path.join(args.out, "tiny"), tiny)
+    build_dir(os.path.join(args.out, "tokenizer"), lambda tmp: tokenizer(args.target, tmp))
+    build_dir(os.path.join(args.out, "smollm2"), lambda tmp: smollm2(args.target, tmp))
     with open(stamp_file, "w") as f:
         f.write(stamp)
 

