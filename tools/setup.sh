@@ -23,6 +23,8 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libyaml-cpp-dev libsentencepiece-dev libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev zlib1g-dev
+  # the demo corpus (tools/make_corpus.py): dictionary, WordNet glosses, the KJV Bible, fortune cookies
+  dict-gcide wordnet-base bible-kjv bible-kjv-text fortunes fortunes-min
 )
 missing=()
 for p in "${apt_packages[@]}"; do

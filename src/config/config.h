@@ -146,7 +146,7 @@ struct TrainSection {
 
 // prepare-data: text / JSONL -> tokenized binary shards.
 struct PrepareSection {
-  std::vector<std::string> inputs = {".cache/corpus/debian-text.txt"};
+  std::vector<std::string> inputs = {".cache/corpus/debian-text.jsonl"};
   std::string output_dir = "runs/demo/shards";
   std::string tokenizer = "";
   std::string text_field = "text";
