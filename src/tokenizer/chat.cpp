@@ -3,6 +3,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "io/hf_config.h"
+#include "tokenizer/internal.h"
 
 namespace draftalign::tok {
 namespace {
@@ -13,15 +14,6 @@ std::string strip(const std::string& s) {
   const size_t b = s.find_first_not_of(ws);
   if (b == std::string::npos) return "";
   return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
-
-// The token text of a tokenizer_config.json key ("bos_token": "<s>" or {"content": "<s>", ...}).
-std::string token_text(const nlohmann::json& j, const char* key, const std::string& fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) return (*it)["content"];
-  return fallback;
 }
 
 // SmolLM2's template inserts '<|im_start|>system\n<default><|im_end|>\n' when messages[0] is not a system message.
@@ -70,8 +62,9 @@ ChatTemplate ChatTemplate::from_dir(const std::filesystem::path& dir, const std:
       throw Error(str_cat(source, ": chat template not recognised (draftalign renders ChatML and Llama-2 [INST] "
                                   "templates); set target.chat_template to chatml or llama2 if it is one of them"));
   }
-  const std::string bos = token_text(j, "bos_token", format == Format::kLlama2 ? "<s>" : "");
-  const std::string eos = token_text(j, "eos_token", format == Format::kLlama2 ? "</s>" : "<|im_end|>");
+  const std::string bos = special_token_text(j, "bos_token", config).value_or(format == Format::kLlama2 ? "<s>" : "");
+  const std::string eos =
+      special_token_text(j, "eos_token", config).value_or(format == Format::kLlama2 ? "</s>" : "<|im_end|>");
   return ChatTemplate(format, bos, eos, format == Format::kChatML ? default_system_of(jinja) : "");
 }
 

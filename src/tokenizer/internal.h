@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +38,10 @@ class AddedTokenSplitter {
   std::vector<AddedToken> tokens_;  // longest first
   bool first_byte_[256] = {};       // bytes some token starts with: the scan skips the others
 };
+
+// The token string of a tokenizer_config.json key ("bos_token": "<s>" or {"content": "<s>", ...}); nullopt when the
+// key is absent or null; an Error naming `file` and the key for any other value.
+std::optional<std::string> special_token_text(const nlohmann::json& config, const char* key, const std::filesystem::path& file);
 
 // Fills `t`'s special tokens from tokenizer_config.json in `dir` (when present): a token given there that the
 // vocabulary lacks is an Error naming the file and key.

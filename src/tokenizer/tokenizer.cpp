@@ -89,20 +89,25 @@ std::vector<Segment> AddedTokenSplitter::split(std::string_view text) const {
   return out;
 }
 
+std::optional<std::string> special_token_text(const nlohmann::json& j, const char* key,
+                                              const std::filesystem::path& file) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+    return (*it)["content"].get<std::string>();
+  throw Error(str_cat(file.string(), ": key '", key, "': expected a token string, got ", it->dump()));
+}
+
 void read_special_tokens(const std::filesystem::path& dir, const Tokenizer& t, SpecialTokens& out) {
   const std::filesystem::path file = dir / "tokenizer_config.json";
   if (!std::filesystem::exists(file)) return;
   const nlohmann::json j = io::read_json_file(file);
   DA_CHECK(j.is_object(), file.string(), ": not a JSON object");
   auto lookup = [&](const char* key, int64_t& id, std::string* text) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return;
-    std::string content;
-    if (it->is_string()) content = it->get<std::string>();
-    else if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
-      content = (*it)["content"].get<std::string>();
-    else
-      throw Error(str_cat(file.string(), ": key '", key, "': expected a token string, got ", it->dump()));
+    const std::optional<std::string> given = special_token_text(j, key, file);
+    if (!given) return;
+    const std::string& content = *given;
     id = t.id_of(content);
     DA_CHECK(id >= 0, file.string(), ": key '", key, "': token '", content, "' is not in the vocabulary of ",
              t.file().string());
