@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "common/device.h"
+#include "data/prepare.h"
 
 using draftalign::cli::Command;
 
@@ -12,9 +13,14 @@ int main(int argc, char** argv) {
   draftalign::cli::init_rank_from_env();
   const std::vector<Command> commands = {
       {"prepare-data", "tokenize a text/JSONL corpus into binary shards",
-       "Tokenizes text (.txt) or JSONL files with the target's tokenizer into binary token shards (magic, version,\n"
-       "count, checksum) with an index and a held-out validation split.",
-       {"run", "target", "prepare"}, nullptr},
+       "Tokenizes text (.txt, documents separated by blank lines) or JSONL files with the target's tokenizer into\n"
+       "binary token shards (magic, version, count, checksum) with index.json and a held-out validation split.\n"
+       "Deterministic whatever the number of workers; an up-to-date dataset is left as it is.",
+       {"run", "target", "prepare"},
+       [](const draftalign::config::LoadedConfig& l) {
+         draftalign::data::prepare_data(l.cfg);
+         return 0;
+       }},
       {"pretrain", "pretrain the drafter on token shards (data parallel)",
        "Trains a Llama-architecture drafter with next-token cross-entropy on the shards of prepare-data.\n"
        "Data parallel over c10d (NCCL on GPU, Gloo on CPU) when launched with torchrun or srun.",

@@ -158,7 +158,7 @@ struct PrepareSection {
   void visit(V& s) {
     s.add("inputs", inputs, "text (.txt) or JSONL (.jsonl) files to tokenize");
     s.add("output_dir", output_dir, "where the shards and their index go");
-    s.add("tokenizer", tokenizer, "tokenizer.json / tokenizer.model; empty = the target's");
+    s.add("tokenizer", tokenizer, "directory with tokenizer.json or tokenizer.model (and tokenizer_config.json); empty = the target's");
     s.add("text_field", text_field, "JSONL field holding the text");
     s.add("val_fraction", val_fraction, "fraction of documents held out for validation", Bounds::closed_open(0, 0.5));
     s.add("shard_tokens", shard_tokens, "tokens per shard", Bounds::at_least(1024));

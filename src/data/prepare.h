@@ -1,0 +1,29 @@
+// prepare.h: `draftalign prepare-data`: text and JSONL files -> a tokenized dataset directory (see shards.h).
+//   *.jsonl  one JSON object per line; the document is the string under prepare.text_field.
+//   *.txt    documents separated by blank lines.
+// Every document gets the end-of-document token appended. Document k (counting over all inputs in order) goes to the
+// validation split when it falls on the val_fraction grid, so the split and the shards do not depend on the number of
+// tokenizer threads. The directory is built beside output_dir and swapped in when complete; an up-to-date dataset
+// (same inputs, sizes, tokenizer and options) is left as it is.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "config/config.h"
+#include "data/shards.h"
+
+namespace draftalign::data {
+
+struct PrepareResult {
+  DatasetIndex index;
+  int64_t skipped_empty = 0;  // documents with no text
+  bool up_to_date = false;    // nothing was written
+};
+
+// The tokenizer directory of a config: prepare.tokenizer, or the target's directory when that is empty.
+std::string tokenizer_dir(const config::Config& cfg);
+
+PrepareResult prepare_data(const config::Config& cfg);
+
+}  // namespace draftalign::data

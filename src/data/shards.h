@@ -1,0 +1,109 @@
+// shards.h: tokenized corpora on disk, as written by `draftalign prepare-data` and read by pretraining.
+//
+// A shard is one file of token ids, documents back to back, each ending with the end-of-document token:
+//   offset  0  magic    "DATOKENS"                       8 bytes
+//          8  version  1                                 u32
+//         12  dtype    bytes per token: 2 (u16) or 4     u32
+//         16  tokens   number of tokens                  u64
+//         24  docs     number of documents               u64
+//         32  checksum fnv1a64 of the token bytes        u64
+//         40  reserved zero                              24 bytes
+//         64  tokens   little-endian ids
+// A dataset directory holds the shards of each split ("train", "val") and index.json, which lists them with their
+// token counts and checksums and records the tokenizer, vocabulary size and end-of-document id they were made with.
+// Readers check everything (magic, version, size, checksum, ids < vocab) and name the file and the field on a mismatch.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace draftalign::data {
+
+namespace stdfs = std::filesystem;
+
+inline constexpr char kShardMagic[8] = {'D', 'A', 'T', 'O', 'K', 'E', 'N', 'S'};
+inline constexpr uint32_t kShardVersion = 1;
+inline constexpr size_t kShardHeaderBytes = 64;
+
+// 64-bit FNV-1a over bytes, processed 8 bytes at a time (fast enough to verify a shard on every open).
+uint64_t checksum(const void* data, size_t bytes);
+
+struct ShardInfo {
+  std::string file;  // relative to the dataset directory
+  int64_t tokens = 0;
+  int64_t docs = 0;
+  uint64_t checksum = 0;
+};
+
+struct DatasetIndex {
+  int64_t vocab_size = 0;
+  int64_t eos_id = -1;            // ends every document
+  int64_t token_bytes = 2;        // 2 or 4
+  std::string tokenizer;          // the tokenizer file it was made with
+  std::string source;             // fingerprint of the inputs and options (prepare-data skips an up-to-date dataset)
+  std::map<std::string, std::vector<ShardInfo>> splits;  // "train", "val" -> shards in order
+  int64_t tokens(const std::string& split) const;
+  int64_t docs(const std::string& split) const;
+};
+
+// Writes one split's shards into `dir`, cutting a new shard every `shard_tokens` tokens at a document boundary.
+class ShardWriter {
+ public:
+  ShardWriter(stdfs::path dir, std::string split, int64_t token_bytes, int64_t shard_tokens);
+  ~ShardWriter();
+  void add_document(const std::vector<int64_t>& ids);  // ids must already end with the end-of-document token
+  std::vector<ShardInfo> finish();                      // closes the last shard
+
+ private:
+  void flush();
+  stdfs::path dir_;
+  std::string split_;
+  int64_t token_bytes_, shard_tokens_;
+  std::vector<uint8_t> buffer_;  // the current shard's token bytes
+  int64_t docs_ = 0;
+  std::vector<ShardInfo> done_;
+};
+
+void write_index(const stdfs::path& dir, const DatasetIndex& index);
+// Reads and checks index.json; errors name the file and the key.
+DatasetIndex read_index(const stdfs::path& dir);
+
+// A shard mapped read-only and checked against its header and index entry.
+class Shard {
+ public:
+  Shard(const stdfs::path& path, const ShardInfo& expected, int64_t token_bytes, int64_t vocab_size);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  int64_t size() const { return tokens_; }
+  int64_t at(int64_t i) const {
+    return token_bytes_ == 2 ? static_cast<const uint16_t*>(data_)[i] : static_cast<const uint32_t*>(data_)[i];
+  }
+
+ private:
+  void* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  const void* data_ = nullptr;
+  int64_t tokens_ = 0, token_bytes_ = 2;
+};
+
+// One split as a single token stream: the shards in order, concatenated.
+class TokenStream {
+ public:
+  TokenStream(const stdfs::path& dir, const DatasetIndex& index, const std::string& split);
+  int64_t size() const { return total_; }
+  // Copies tokens [start, start + n) into out (int64).
+  void read(int64_t start, int64_t n, int64_t* out) const;
+
+ private:
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<int64_t> starts_;  // first stream position of each shard
+  int64_t total_ = 0;
+};
+
+}  // namespace draftalign::data
