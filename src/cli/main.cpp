@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "common/device.h"
 #include "data/prepare.h"
+#include "trainers/pretrain.h"
 
 using draftalign::cli::Command;
 
@@ -24,7 +25,8 @@ int main(int argc, char** argv) {
       {"pretrain", "pretrain the drafter on token shards (data parallel)",
        "Trains a Llama-architecture drafter with next-token cross-entropy on the shards of prepare-data.\n"
        "Data parallel over c10d (NCCL on GPU, Gloo on CPU) when launched with torchrun or srun.",
-       {"run", "pretrain"}, nullptr},
+       {"run", "pretrain"},
+       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::pretrain(l.cfg); }},
       {"generate", "the target answers instruction prompts (distillation data)",
        "Batched KV-cache sampling from the target on instruction prompts; writes prompt/response shards, a\n"
        "manifest and a JSONL preview.",

@@ -20,6 +20,7 @@ struct RunSection {
   int64_t threads = 0;
   int64_t log_every = 10;
   double progress_interval_s = 10.0;
+  double dist_timeout_s = 300.0;
 
   template <class V>
   void visit(V& s) {
@@ -30,6 +31,9 @@ struct RunSection {
     s.add("log_every", log_every, "steps between metric log lines", Bounds::at_least(1));
     s.add("progress_interval_s", progress_interval_s,
           "seconds between plain progress lines when stdout is not a terminal", Bounds::positive());
+    s.add("dist_timeout_s", dist_timeout_s,
+          "data parallel: seconds a collective (or the rendezvous) may wait for the other ranks before failing",
+          Bounds::positive());
   }
 };
 
@@ -120,6 +124,7 @@ struct TrainSection {
   int64_t eval_batches = 8;
   int64_t save_every = 500;
   int64_t keep_last = 2;
+  double bucket_mb = 25.0;
   std::string resume = "auto";
   std::string dtype = "auto";
   std::string on_nonfinite = "stop";
@@ -132,9 +137,10 @@ struct TrainSection {
     s.add("micro_batch_size", micro_batch_size, "sequences per rank per forward/backward", Bounds::at_least(1));
     s.add("grad_accum", grad_accum, "micro-batches per optimizer step", Bounds::at_least(1));
     s.add("eval_every", eval_every, "steps between validation passes; 0 = only at the end", Bounds::at_least(0));
-    s.add("eval_batches", eval_batches, "validation micro-batches per pass", Bounds::at_least(1));
+    s.add("eval_batches", eval_batches, "validation micro-batches per pass, all ranks together", Bounds::at_least(1));
     s.add("save_every", save_every, "steps between checkpoints; 0 = only at the end", Bounds::at_least(0));
     s.add("keep_last", keep_last, "checkpoints kept on disk (older ones are deleted)", Bounds::at_least(1));
+    s.add("bucket_mb", bucket_mb, "data parallel: MB of gradients per all-reduce bucket", Bounds::positive());
     s.add("resume", resume, "auto = latest checkpoint in the output dir, none = start over, or a checkpoint path");
     s.add_choice("dtype", dtype, "auto = bf16 autocast with fp32 master weights on CUDA, fp32 on CPU",
                  {"auto", "fp32", "bf16"});
@@ -170,6 +176,7 @@ struct PretrainSection {
   std::string data_dir = "runs/demo/shards";
   std::string init_from = "";
   std::string output_dir = "runs/demo/pretrain";
+  bool document_mask = true;
   ModelShape model;
   TrainSection train;
 
@@ -178,6 +185,8 @@ struct PretrainSection {
     s.add("data_dir", data_dir, "token shards written by prepare-data");
     s.add("init_from", init_from, "start from this HF checkpoint directory; empty = from scratch (model.*)");
     s.add("output_dir", output_dir, "checkpoints, metrics and the final HF-format drafter");
+    s.add("document_mask", document_mask,
+          "packed sequences: attend only within each document, positions restarting at each one");
     s.section("model", model, "drafter architecture when training from scratch");
     s.section("train", train, "training loop");
   }

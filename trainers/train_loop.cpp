@@ -1,0 +1,258 @@
+#include "trainers/train_loop.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <thread>
+
+#include "common/device.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "data/shards.h"
+#include "io/hf_config.h"
+
+namespace draftalign::train {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kStateFile = "trainer_state.json";
+constexpr const char* kCheckpointFiles[] = {"model.safetensors", "optimizer.pt", "rng.pt"};
+
+std::string hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string file_checksum(const stdfs::path& p) {
+  const std::string bytes = fs::read_file(p);
+  return hex(data::checksum(bytes.data(), bytes.size()));
+}
+
+// This rank's generator states: the CPU one, and the CUDA one of the current device when training on CUDA.
+std::vector<torch::Tensor> generator_states(torch::Device device) {
+  std::vector<torch::Tensor> out = {at::detail::getDefaultCPUGenerator().get_state()};
+  if (device.is_cuda()) out.push_back(at::globalContext().defaultGenerator(device).get_state());
+  return out;
+}
+
+}  // namespace
+
+Runtime make_runtime(const config::RunSection& run, const config::TrainSection& train) {
+  const DistEnv env = dist_env_from_environment();
+  log::set_rank(env.rank, env.world);
+  Runtime rt;
+  const std::string dev = resolve_device(run.device);
+  rt.device = dev == "cuda" ? torch::Device(torch::kCUDA, env.local_rank) : torch::Device(torch::kCPU);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = run.threads > 0 ? static_cast<int>(run.threads) : std::max(1, cores / env.local_world);
+  torch::set_num_threads(threads);
+  rt.bf16_autocast = rt.device.is_cuda() && train.dtype != "fp32";
+  DA_CHECK(!(train.dtype == "bf16" && !rt.device.is_cuda()),
+           "train.dtype = bf16 needs a CUDA device (bf16 autocast); use auto or fp32 on CPU");
+  rt.dist = std::make_unique<Dist>(env, rt.device, std::chrono::milliseconds(
+                                                       static_cast<int64_t>(run.dist_timeout_s * 1000)));
+  log::info("runtime: ", rt.device.str(), ", ", threads, " CPU threads per rank, ",
+            rt.bf16_autocast ? "bf16 autocast" : "fp32", ", world size ", env.world);
+  return rt;
+}
+
+AutocastGuard::AutocastGuard(bool on) : on_(on) {
+  if (!on_) return;
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!on_) return;
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+}
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(model::Llama& model, const config::OptimSection& o) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : model.parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  auto options = [&](double wd) {
+    auto opt = std::make_unique<torch::optim::AdamWOptions>(o.lr);
+    opt->betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd);
+    return opt;
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, options(o.weight_decay));
+  groups.emplace_back(no_decay, options(0.0));
+  return std::make_unique<torch::optim::AdamW>(std::move(groups), torch::optim::AdamWOptions(o.lr));
+}
+
+double lr_at(int64_t step, const config::TrainSection& t) {
+  const auto& o = t.optim;
+  if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+  const int64_t span = std::max<int64_t>(1, t.steps - o.warmup_steps);
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / static_cast<double>(span));
+  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%07lld", static_cast<long long>(step));
+  return output_dir / "checkpoints" / name;
+}
+
+namespace {
+
+std::vector<std::pair<int64_t, stdfs::path>> list_checkpoints(const stdfs::path& output_dir) {
+  std::vector<std::pair<int64_t, stdfs::path>> out;
+  const stdfs::path root = output_dir / "checkpoints";
+  if (!stdfs::is_directory(root)) return out;
+  for (const auto& e : stdfs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() != 12 || name.rfind("step-", 0) != 0 || !stdfs::exists(e.path() / kStateFile)) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    out.emplace_back(std::stoll(name.substr(5)), e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir) {
+  auto all = list_checkpoints(output_dir);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const std::string& resume) {
+  if (resume == "none") return std::nullopt;
+  if (resume == "auto") return latest_checkpoint(output_dir);
+  DA_CHECK(stdfs::exists(stdfs::path(resume) / kStateFile), "train.resume: ", resume,
+           " is not a checkpoint directory (no ", kStateFile, "); use auto, none or a checkpoints/step-N path");
+  return stdfs::path(resume);
+}
+
+void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, torch::optim::Optimizer& opt,
+                     const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last) {
+  // Every rank's generator states, gathered to all (rank 0 writes them).
+  std::vector<torch::Tensor> rng;
+  for (const torch::Tensor& s : generator_states(dist.device()))
+    for (const torch::Tensor& r : dist.all_gather(s.to(dist.device()), "generator-state gather"))
+      rng.push_back(r.cpu());
+  if (dist.rank() != 0) return;
+
+  const stdfs::path dir = checkpoint_dir(output_dir, state.step);
+  fs::AtomicDir tmp(dir);
+  model::save_llama(model, tmp.path(), torch::kFloat32, tokenizer_dir);  // replaces the empty temporary directory
+  torch::save(opt, (tmp.path() / "optimizer.pt").string());
+  torch::save(rng, (tmp.path() / "rng.pt").string());
+  json j = {{"format", "draftalign-checkpoint"}, {"version", 1},       {"step", state.step},
+            {"consumed", state.consumed},        {"tokens", state.tokens}, {"skipped", state.skipped},
+            {"world_size", dist.world()},        {"extra", state.extra}};
+  for (const char* f : kCheckpointFiles) j["checksums"][f] = file_checksum(tmp.path() / f);
+  fs::write_file_atomic(tmp.path() / kStateFile, j.dump(2) + "\n");
+  tmp.commit();
+
+  auto all = list_checkpoints(output_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) stdfs::remove_all(all[i].second);
+}
+
+TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, torch::optim::Optimizer& opt, Dist& dist) {
+  const stdfs::path state_file = dir / kStateFile;
+  json j;
+  try {
+    j = json::parse(fs::read_file(state_file));
+  } catch (const json::exception& e) {
+    throw Error(str_cat(state_file.string(), ": not valid JSON (", e.what(), ")"));
+  }
+  DA_CHECK(j.is_object() && j.value("format", "") == "draftalign-checkpoint" && j.value("version", 0) == 1,
+           state_file.string(), ": not a draftalign checkpoint state (format/version)");
+  for (const char* f : kCheckpointFiles) {
+    const stdfs::path p = dir / f;
+    DA_CHECK(stdfs::exists(p), p.string(), ": missing from the checkpoint");
+    const std::string want = j["checksums"].value(f, "");
+    DA_CHECK(file_checksum(p) == want, p.string(), ": checksum does not match ", state_file.string(),
+             " (the file is damaged; resume from an older checkpoint with train.resume=<dir>)");
+  }
+  TrainerState s;
+  try {
+    s.step = j.at("step").get<int64_t>();
+    s.consumed = j.at("consumed").get<int64_t>();
+    s.tokens = j.at("tokens").get<int64_t>();
+    s.skipped = j.at("skipped").get<int64_t>();
+    s.extra = j.value("extra", json::object());
+  } catch (const json::exception& e) {
+    throw Error(str_cat(state_file.string(), ": ", e.what()));
+  }
+
+  // The checkpoint's architecture must be the one configured.
+  const io::LlamaConfig have = io::read_hf_config(dir / "config.json");
+  const io::LlamaConfig& want = model.config();
+  auto same = [&](const char* key, auto a, auto b) {
+    DA_CHECK(a == b, (dir / "config.json").string(), ": ", key, " is ", a, " but the configured model has ", b,
+             " (resume with the config the checkpoint was trained with, or train.resume=none)");
+  };
+  same("vocab_size", have.vocab_size, want.vocab_size);
+  same("hidden_size", have.hidden_size, want.hidden_size);
+  same("intermediate_size", have.intermediate_size, want.intermediate_size);
+  same("num_hidden_layers", have.num_hidden_layers, want.num_hidden_layers);
+  same("num_attention_heads", have.num_attention_heads, want.num_attention_heads);
+  same("num_key_value_heads", have.num_key_value_heads, want.num_key_value_heads);
+  same("tie_word_embeddings", have.tie_word_embeddings, want.tie_word_embeddings);
+
+  auto loaded = model::load_llama(dir, torch::kCPU, torch::kFloat32);
+  {
+    torch::NoGradGuard no_grad;
+    auto dst = model.named_parameters();
+    for (const auto& kv : loaded->named_parameters()) dst[kv.key()].copy_(kv.value());
+  }
+  try {
+    torch::load(opt, (dir / "optimizer.pt").string());
+  } catch (const c10::Error& e) {
+    throw Error(str_cat((dir / "optimizer.pt").string(), ": cannot load the optimizer state (",
+                        std::string(e.what_without_backtrace()).substr(0, 200), ")"));
+  }
+  std::vector<torch::Tensor> rng;
+  try {
+    torch::load(rng, (dir / "rng.pt").string());
+  } catch (const c10::Error& e) {
+    throw Error(str_cat((dir / "rng.pt").string(), ": cannot load the generator states (",
+                        std::string(e.what_without_backtrace()).substr(0, 200), ")"));
+  }
+  const int64_t per_rank = dist.device().is_cuda() ? 2 : 1;
+  const int64_t saved_world = j.value("world_size", 0);
+  if (saved_world == dist.world() && static_cast<int64_t>(rng.size()) == per_rank * saved_world) {
+    at::Generator cpu = at::detail::getDefaultCPUGenerator();
+    cpu.set_state(rng[dist.rank()]);
+    if (per_rank == 2) {
+      at::Generator cuda = at::globalContext().defaultGenerator(dist.device());
+      cuda.set_state(rng[saved_world + dist.rank()]);
+    }
+  } else {
+    log::warn("checkpoint ", dir.string(), " was written by ", saved_world, " ranks (", rng.size(),
+              " generator states); generators are not restored");
+  }
+  return s;
+}
+
+void truncate_metrics(const stdfs::path& file, int64_t step) {
+  if (!stdfs::exists(file)) return;
+  std::ifstream in(file);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) continue;  // a line cut short by a kill
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step)
+      continue;
+    kept += line + "\n";
+  }
+  fs::write_file_atomic(file, kept);
+}
+
+}  // namespace draftalign::train

@@ -1,0 +1,88 @@
+// train_loop.h: the pieces every training recipe (pretrain.cpp, distill.cpp) shares, as free functions:
+// the runtime (device, threads, process group, autocast), AdamW with decay / no-decay groups, the warm-up + cosine
+// learning rate, and checkpoints.
+//
+// A checkpoint is a directory <output_dir>/checkpoints/step-NNNNNNN/:
+//   config.json, model.safetensors (fp32 master weights), tokenizer files   a Hugging Face directory
+//   optimizer.pt                                                             AdamW state (torch::save)
+//   rng.pt                                                                   every rank's generator state
+//   trainer_state.json                                                       step, data cursor, counters, checksums
+// It is built beside its final name and renamed into place, so a directory with that name is complete; resume checks
+// each file against the checksums in trainer_state.json and names the file that does not match.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config/config.h"
+#include "model/llama.h"
+#include "train/dist.h"
+
+namespace draftalign::train {
+
+namespace stdfs = std::filesystem;
+
+// Device, threads, process group and mixed precision of one training process.
+struct Runtime {
+  torch::Device device = torch::kCPU;
+  bool bf16_autocast = false;  // CUDA + train.dtype auto/bf16: bf16 autocast over fp32 master weights
+  std::unique_ptr<Dist> dist;
+
+  bool is_main() const { return dist->rank() == 0; }
+};
+
+// Reads the launcher environment, picks the device (cuda:LOCAL_RANK under torchrun), sets the CPU threads (run.threads,
+// or the cores divided among the local ranks) and joins the process group.
+Runtime make_runtime(const config::RunSection& run, const config::TrainSection& train);
+
+// Autocast to bf16 on CUDA for the forward pass when `on`; a no-op otherwise.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool on);
+  ~AutocastGuard();
+
+ private:
+  bool on_;
+};
+
+// AdamW over the model's parameters: weight decay on matrices, none on norm weights (1-D).
+std::unique_ptr<torch::optim::AdamW> make_adamw(model::Llama& model, const config::OptimSection& o);
+
+// Linear warm-up to optim.lr over warmup_steps, then cosine decay to optim.min_lr at `steps`.
+double lr_at(int64_t step, const config::TrainSection& t);
+void set_lr(torch::optim::Optimizer& opt, double lr);
+
+struct TrainerState {
+  int64_t step = 0;          // optimizer steps done
+  int64_t consumed = 0;      // training sequences consumed (the data cursor, independent of the world size)
+  int64_t tokens = 0;        // training tokens consumed
+  int64_t skipped = 0;       // steps skipped for a non-finite loss (train.on_nonfinite = skip)
+  nlohmann::json extra;      // recipe-specific fields
+};
+
+stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step);
+// The newest complete checkpoint under <output_dir>/checkpoints, if any.
+std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir);
+// The checkpoint train.resume asks for: auto = latest_checkpoint, none = nothing, else that path (which must exist).
+std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const std::string& resume);
+
+// Writes a checkpoint (rank 0 writes; every rank must call it: the generator states are gathered) and deletes all
+// but the newest `keep_last`.
+void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, torch::optim::Optimizer& opt,
+                     const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last);
+
+// Loads a checkpoint into `model` (whose config must match the checkpoint's) and `opt`, restores this rank's
+// generator and returns the trainer state. Errors name the file.
+TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, torch::optim::Optimizer& opt, Dist& dist);
+
+// Keeps the records of a metrics JSONL file whose "step" is at most `step` (a resumed run redoes the later ones).
+void truncate_metrics(const stdfs::path& file, int64_t step);
+
+}  // namespace draftalign::train
