@@ -17,6 +17,9 @@
 #define EXPECT_HAS(haystack, needle) \
   EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
 
+#define ASSERT_HAS(haystack, needle) \
+  ASSERT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
+
 namespace draftalign::testing {
 
 // A fresh directory under the system temp dir, removed when the test ends.

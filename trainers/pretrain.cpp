@@ -218,12 +218,12 @@ int pretrain(const config::Config& cfg) {
     if (finite) {
       opt->step();
     } else if (t.on_nonfinite == "stop") {
-      throw Error(str_cat("pretrain: non-finite loss (", loss, ", gradient norm ", grad_norm, ") at step ", step + 1,
+      throw Error(str_cat("pretrain: non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm, ") at step ", step + 1,
                           "; ", checkpoint_note(), ". Lower pretrain.train.optim.lr, or set ",
                           "pretrain.train.on_nonfinite=skip to skip such steps"));
     } else {
       ++state.skipped;
-      log::warn("pretrain: step ", step + 1, " skipped: non-finite loss (", loss, ", gradient norm ", grad_norm,
+      log::warn("pretrain: step ", step + 1, " skipped: non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm,
                 "); ", state.skipped, " skipped so far");
     }
     opt->zero_grad(true);

@@ -1,0 +1,248 @@
+// `draftalign pretrain` end to end on a tiny drafter with SmolLM2's vocabulary, run as the real binary: the loss
+// falls; a run killed with SIGKILL and restarted ends bitwise equal to an uninterrupted one; damaged checkpoints and
+// non-finite losses give clear errors; and (label multiprocess) two Gloo ranks equal one process over the same global
+// batch, and a rank that dies makes the other fail fast instead of hanging.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "data/prepare.h"
+#include "model/llama.h"
+#include "test_util.h"
+
+namespace draftalign::train {
+namespace {
+
+namespace fsys = std::filesystem;
+using nlohmann::json;
+using testing::run_command;
+using testing::ScratchDir;
+
+const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+
+// A small dataset of English-like sentences with SmolLM2's tokenizer.
+fsys::path make_dataset(const ScratchDir& d) {
+  const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "house", "red", "big"};
+  std::string lines;
+  for (int i = 0; i < 400; ++i) {
+    std::string text;
+    for (int w = 0; w < 20 + i % 30; ++w) text += str_cat(words[(i * 7 + w * w) % 13], w % 9 == 8 ? ". " : " ");
+    lines += json({{"text", text}}).dump() + "\n";
+  }
+  testing::write_text(d / "corpus.jsonl", lines);
+  config::Config cfg;
+  cfg.target.dir = kSmolDir.string();
+  cfg.prepare.inputs = {(d / "corpus.jsonl").string()};
+  cfg.prepare.output_dir = (d / "shards").string();
+  cfg.prepare.val_fraction = 0.05;
+  data::prepare_data(cfg);
+  return d / "shards";
+}
+
+// The command line of a tiny pretraining run (1 CPU thread: bitwise reproducible).
+std::string pretrain_cmd(const fsys::path& shards, const fsys::path& out, const std::string& extra = "") {
+  return str_cat(DRAFTALIGN_BIN, " pretrain run.threads=1 run.log_every=1 run.output_dir=", out.string(),
+                 " pretrain.data_dir=", shards.string(), " pretrain.output_dir=", out.string(),
+                 " pretrain.model.hidden_size=32 pretrain.model.intermediate_size=64 pretrain.model.num_layers=2",
+                 " pretrain.model.num_heads=4 pretrain.model.num_kv_heads=2 pretrain.train.seq_len=32",
+                 " pretrain.train.micro_batch_size=4 pretrain.train.steps=12 pretrain.train.eval_every=6",
+                 " pretrain.train.eval_batches=2 pretrain.train.save_every=3 pretrain.train.keep_last=2",
+                 " pretrain.train.optim.lr=0.01 pretrain.train.optim.min_lr=0.001 pretrain.train.optim.warmup_steps=2 ",
+                 extra);
+}
+
+// The metrics records without the wall-clock fields.
+std::vector<json> metrics_of(const fsys::path& out) {
+  std::vector<json> records;
+  std::ifstream in(out / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line);
+    j.erase("time");
+    j.erase("tokens_per_s");
+    records.push_back(j);
+  }
+  return records;
+}
+
+std::vector<double> losses_of(const std::vector<json>& records) {
+  std::vector<double> out;
+  for (const auto& r : records)
+    if (r.contains("loss")) out.push_back(r["loss"].get<double>());
+  return out;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST(Pretrain, LossFallsAndKeepsTheLastCheckpoints) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  auto r = run_command(pretrain_cmd(shards, d / "run", "pretrain.train.steps=40 pretrain.train.save_every=10"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto records = metrics_of(d / "run");
+  const auto losses = losses_of(records);
+  ASSERT_EQ(losses.size(), 40u);
+  EXPECT_NEAR(losses.front(), std::log(49152.0), 0.3) << "a fresh model predicts about uniformly";
+  EXPECT_LT(losses.back(), losses.front() - 3.0) << r.output;
+  std::vector<double> val;
+  for (const auto& j : records)
+    if (j.contains("val_loss")) val.push_back(j["val_loss"].get<double>());
+  ASSERT_GE(val.size(), 2u);
+  EXPECT_LT(val.back(), val.front());
+
+  std::vector<std::string> kept;
+  for (const auto& e : fsys::directory_iterator(d / "run" / "checkpoints")) kept.push_back(e.path().filename());
+  std::sort(kept.begin(), kept.end());
+  EXPECT_EQ(kept, (std::vector<std::string>{"step-0000030", "step-0000040"}));
+  auto final_model = model::load_llama(d / "run" / "final");
+  EXPECT_EQ(final_model->config().hidden_size, 32);
+  EXPECT_TRUE(fsys::exists(d / "run" / "final" / "tokenizer.json"));
+}
+
+TEST(Pretrain, SigkillThenResumeIsBitwiseEqualToAnUninterruptedRun) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  auto r = run_command(pretrain_cmd(shards, d / "whole"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  const fsys::path out = d / "killed";
+  r = run_command(str_cat("timeout 120 bash -c '", pretrain_cmd(shards, out), " > ", (d / "log").string(),
+                          " 2>&1 & pid=$!; while [ ! -d ", (out / "checkpoints/step-0000006").string(),
+                          " ]; do sleep 0.02; done; kill -9 $pid; wait $pid; echo killed=$?'"));
+  ASSERT_HAS(r.output, "killed=137");
+  ASSERT_FALSE(fsys::exists(out / "final")) << "the run was killed before it finished";
+  r = run_command(pretrain_cmd(shards, out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "resumed from");
+
+  EXPECT_EQ(metrics_of(out), metrics_of(d / "whole"));
+  EXPECT_TRUE(testing::read_text(out / "final/model.safetensors") ==
+              testing::read_text(d / "whole/final/model.safetensors"))
+      << "final weights differ";  // (optimizer.pt files hold tensor addresses as keys: not comparable as bytes)
+}
+
+TEST(Pretrain, DamagedCheckpointAndDataAreNamed) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  const fsys::path out = d / "run";
+  auto r = run_command(pretrain_cmd(shards, out, "pretrain.train.steps=6"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fsys::path ckpt = out / "checkpoints/step-0000006";
+  const std::string more = "pretrain.train.steps=9";
+
+  const std::string weights = testing::read_text(ckpt / "model.safetensors");
+  std::string flipped = weights;
+  flipped[flipped.size() - 7] ^= 0x10;
+  testing::write_text(ckpt / "model.safetensors", flipped);
+  r = run_command(pretrain_cmd(shards, out, more));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, (ckpt / "model.safetensors").string() + ": checksum does not match");
+  testing::write_text(ckpt / "model.safetensors", weights);
+
+  testing::write_text(ckpt / "trainer_state.json", "{\"step\": ");
+  r = run_command(pretrain_cmd(shards, out, more));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, (ckpt / "trainer_state.json").string() + ": not valid JSON");
+
+  r = run_command(pretrain_cmd(shards, out, more + " pretrain.train.resume=" + (out / "nowhere").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, "is not a checkpoint directory");
+
+  // A different architecture than the checkpoint's.
+  r = run_command(pretrain_cmd(shards, out, more + " pretrain.train.resume=" +
+                                               (out / "checkpoints/step-0000003").string() +
+                                               " pretrain.model.intermediate_size=96"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, "intermediate_size is 64 but the configured model has 96");
+
+  const fsys::path shard = shards / "train-00000.bin";
+  std::string bytes = testing::read_text(shard);
+  bytes[100] ^= 0x01;
+  testing::write_text(shard, bytes);
+  r = run_command(pretrain_cmd(shards, d / "other"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, shard.string() + ": corrupt token shard: checksum mismatch");
+}
+
+TEST(Pretrain, NonFiniteLossStopsNamingTheCheckpointOrIsSkipped) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  const std::string blow_up = "pretrain.train.optim.lr=1e30 pretrain.train.save_every=1 pretrain.train.steps=4";
+  auto r = run_command(pretrain_cmd(shards, d / "stop", blow_up));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, "non-finite loss or gradient");
+  EXPECT_HAS(r.output, "at step 2; the last good checkpoint is " + (d / "stop/checkpoints/step-0000001").string());
+
+  r = run_command(pretrain_cmd(shards, d / "skip", blow_up + " pretrain.train.on_nonfinite=skip"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto records = metrics_of(d / "skip");
+  int64_t skipped = -1;
+  for (const auto& j : records)
+    if (j.contains("skipped")) skipped = j["skipped"];
+  EXPECT_EQ(skipped, 3);
+  EXPECT_HAS(r.output, "3 skipped so far");
+}
+
+// Two ranks (2 sequences each, 2 accumulation steps, small buckets so there are several) against one process with
+// 4 accumulation steps: the same 8 sequences per step.
+TEST(MultiprocessPretrain, TwoGlooRanksEqualOneProcessOverTheSameGlobalBatch) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  auto r = run_command(pretrain_cmd(shards, d / "one", "pretrain.train.micro_batch_size=2 pretrain.train.grad_accum=4"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string two = pretrain_cmd(shards, d / "two",
+                                       "pretrain.train.micro_batch_size=2 pretrain.train.grad_accum=2 "
+                                       "pretrain.train.bucket_mb=0.01 run.dist_timeout_s=60");
+  const std::string env = str_cat("MASTER_ADDR=127.0.0.1 MASTER_PORT=", free_port(), " WORLD_SIZE=2");
+  r = run_command(str_cat("timeout 300 bash -c '", env, " RANK=1 LOCAL_RANK=1 ", two, " > ", (d / "rank1.log").string(),
+                          " 2>&1 & ", env, " RANK=0 LOCAL_RANK=0 ", two, "; rc0=$?; wait $!; echo rc=$rc0,$?'"));
+  ASSERT_HAS(r.output, "rc=0,0");
+  EXPECT_HAS(r.output, "Gloo backend");
+  EXPECT_HAS(r.output, "gradient buckets");
+
+  const auto a = metrics_of(d / "one"), b = metrics_of(d / "two");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    for (const char* key : {"loss", "val_loss", "grad_norm"})
+      if (a[i].contains(key)) EXPECT_NEAR(a[i][key].get<double>(), b[i][key].get<double>(), 1e-4) << key << " " << i;
+  auto ma = model::load_llama(d / "one/final"), mb = model::load_llama(d / "two/final");
+  auto pb = mb->named_parameters();
+  for (const auto& kv : ma->named_parameters())
+    EXPECT_LT((kv.value() - pb[kv.key()]).abs().max().item<double>(), 1e-4) << kv.key();
+}
+
+TEST(MultiprocessPretrain, ADeadRankMakesTheOtherFailFast) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  const std::string cmd = pretrain_cmd(shards, d / "run", "pretrain.train.steps=100000 run.dist_timeout_s=60");
+  const std::string env = str_cat("MASTER_ADDR=127.0.0.1 MASTER_PORT=", free_port(), " WORLD_SIZE=2");
+  const auto start = std::chrono::steady_clock::now();
+  auto r = run_command(str_cat(
+      "timeout 120 bash -c '", env, " RANK=1 LOCAL_RANK=1 ", cmd, " > /dev/null 2>&1 & victim=$!; ", env,
+      " RANK=0 LOCAL_RANK=0 ", cmd, " > ", (d / "rank0.log").string(), " 2>&1 & survivor=$!; ",
+      "while [ ! -d ", (d / "run/checkpoints/step-0000003").string(), " ]; do sleep 0.05; done; kill -9 $victim; ",
+      "wait $survivor; echo survivor=$?'"));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_HAS(r.output, "survivor=1");
+  EXPECT_LT(secs, 90.0);
+  const std::string log = testing::read_text(d / "rank0.log");
+  EXPECT_HAS(log, "error: data-parallel");
+  EXPECT_HAS(log, "failed on rank 0");
+}
+
+}  // namespace
+}  // namespace draftalign::train
