@@ -54,8 +54,8 @@ int main(int argc, char** argv) {
     torch::manual_seed(0);
     model::Llama model(c, torch::TensorOptions().device(device));
     model.train();
-    auto opt = train::make_adamw(model, cfg.pretrain.train.optim);
     const std::vector<torch::Tensor> params = model.parameters();
+    train::AdamW opt(params, cfg.pretrain.train.optim);
     auto sync = [&] {
 #if DRAFTALIGN_WITH_CUDA
       if (cuda) torch::cuda::synchronize();
@@ -82,8 +82,8 @@ int main(int argc, char** argv) {
       sync();
       const auto t2 = clock::now();
       torch::nn::utils::clip_grad_norm_(params, 1.0);
-      opt->step();
-      opt->zero_grad(true);
+      opt.step();
+      opt.zero_grad();
       sync();
       if (s >= warmup) {
         times.push_back(since(t0));

@@ -3,7 +3,7 @@
 
 For each drafter shape, one optimizer step (forward, cross-entropy, backward, clip, AdamW) on random tokens is timed
 in build/bench/bench_pretrain and in the same model built with transformers' LlamaForCausalLM (sdpa attention) and
-torch.optim.AdamW, from the same venv's torch, on the same device, with the same threads, batch and sequence length.
+torch.optim.AdamW (its default, and fused=True), from the same venv's torch, on the same device, with the same threads, batch and sequence length.
 MFU is against the device's measured matmul throughput (fp32 on CPU, bf16 on CUDA), measured here in the same run.
 
 Usage: .venv/bin/python bench/pretrain_vs_eager.py [--device cpu|cuda] [--steps N] [--json out.json]
@@ -56,7 +56,7 @@ def flops_per_token(cfg, seq):
     return 6 * matmul_params + 6 * layers * seq * q
 
 
-def eager(cfg, device, batch, seq, steps, warmup):
+def eager(cfg, device, batch, seq, steps, warmup, fused=False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -65,7 +65,7 @@ def eager(cfg, device, batch, seq, steps, warmup):
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8, fused=fused or None)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times, fwd, bwd, upd = [], [], [], []
@@ -94,7 +94,8 @@ def eager(cfg, device, batch, seq, steps, warmup):
     step_s = statistics.median(times)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"impl": "PyTorch eager (transformers LlamaForCausalLM)", "step_s": step_s,
+    return {"impl": "PyTorch eager (transformers LlamaForCausalLM)" + (", fused AdamW" if fused else ""),
+            "step_s": step_s,
             "forward_s": statistics.median(fwd), "backward_s": statistics.median(bwd),
             "optimizer_s": statistics.median(upd),
             "tokens_per_s": batch * seq / step_s, "peak_bytes": peak,
@@ -118,7 +119,8 @@ def main():
     if args.eager_worker:  # one eager measurement in a fresh process, so its peak memory is its own
         job = json.load(open(args.eager_worker))
         torch.set_num_threads(os.cpu_count())
-        print(json.dumps(eager(job["cfg"], job["device"], job["batch"], job["seq"], job["steps"], job["warmup"])))
+        print(json.dumps(eager(job["cfg"], job["device"], job["batch"], job["seq"], job["steps"], job["warmup"],
+                               job["fused"])))
         return 0
     gpu = args.device == "cuda"
     batch = args.batch or (8 if gpu else 2)
@@ -133,7 +135,7 @@ def main():
           f"batch {batch} x seq {seq}, median of {steps} steps after {warmup} warm-up; torch {torch.__version__}")
     results = []
     for name, config in SHAPES:
-        ours_runs, eager_runs = [], []
+        ours_runs, eager_runs, fused_runs = [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.rounds):
                 out = os.path.join(tmp, "r.json")
@@ -145,36 +147,42 @@ def main():
                 ours_runs.append(json.load(open(out)))
                 cfg = {k: v for k, v in ours_runs[-1]["hf_config"].items()
                        if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
-                job = os.path.join(tmp, "job.json")
-                json.dump({"cfg": cfg, "device": args.device, "batch": batch, "seq": seq, "steps": steps,
-                           "warmup": warmup}, open(job, "w"))
-                worker = subprocess.run([sys.executable, os.path.abspath(__file__), "--eager-worker", job],
-                                        check=True, capture_output=True, text=True)
-                eager_runs.append(json.loads(worker.stdout.strip().splitlines()[-1]))
+                for fused, runs in ((False, eager_runs), (True, fused_runs)):
+                    job = os.path.join(tmp, "job.json")
+                    json.dump({"cfg": cfg, "device": args.device, "batch": batch, "seq": seq, "steps": steps,
+                               "warmup": warmup, "fused": fused}, open(job, "w"))
+                    worker = subprocess.run([sys.executable, os.path.abspath(__file__), "--eager-worker", job],
+                                            check=True, capture_output=True, text=True)
+                    runs.append(json.loads(worker.stdout.strip().splitlines()[-1]))
         ours = min(ours_runs, key=lambda r: r["step_s"])
         ref = min(eager_runs, key=lambda r: r["step_s"])
+        ref_fused = min(fused_runs, key=lambda r: r["step_s"])
         ours.pop("hf_config")
         fpt = flops_per_token(cfg, seq)
-        for r in (ours, ref):
+        for r in (ours, ref, ref_fused):
             r["mfu"] = r["tokens_per_s"] * fpt / peak
         results.append({"shape": name, "config": config or "(embedded demo)", "flops_per_token": fpt,
-                        "ours": ours, "eager": ref})
+                        "ours": ours, "eager": ref, "eager_fused": ref_fused})
 
     print()
-    print("| shape | params | draftalign step (fwd / bwd / opt) | eager step (fwd / bwd / opt) |")
-    print("|---|---|---|---|")
+    print("step time, median (forward / backward / clip + optimizer):")
+    print()
+    print("| shape | params | draftalign | eager, default AdamW | eager, fused AdamW |")
+    print("|---|---|---|---|---|")
     split = lambda r: (f"{r['step_s']:.3f} s ({r['forward_s']:.3f} / {r['backward_s']:.3f} / "
                        f"{r['optimizer_s']:.3f})")
     for r in results:
-        print(f"| {r['shape']} | {r['ours']['params'] / 1e6:.1f}M | {split(r['ours'])} | {split(r['eager'])} |")
+        print(f"| {r['shape']} | {r['ours']['params'] / 1e6:.1f}M | {split(r['ours'])} | {split(r['eager'])} | "
+              f"{split(r['eager_fused'])} |")
     print()
-    print("| shape | params | draftalign tok/s | eager tok/s | ratio | draftalign MFU | eager MFU | "
-          "draftalign peak mem | eager peak mem |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| shape | draftalign tok/s | eager tok/s (default / fused AdamW) | draftalign / eager | draftalign MFU | "
+          "eager MFU (default / fused) | draftalign peak mem | eager peak mem |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        o, e = r["ours"], r["eager"]
-        print(f"| {r['shape']} | {o['params'] / 1e6:.1f}M | {o['tokens_per_s']:.0f} | {e['tokens_per_s']:.0f} | "
-              f"{o['tokens_per_s'] / e['tokens_per_s']:.2f}x | {100 * o['mfu']:.1f}% | {100 * e['mfu']:.1f}% | "
+        o, e, f = r["ours"], r["eager"], r["eager_fused"]
+        print(f"| {r['shape']} | {o['tokens_per_s']:.0f} | {e['tokens_per_s']:.0f} / {f['tokens_per_s']:.0f} | "
+              f"{o['tokens_per_s'] / e['tokens_per_s']:.2f}x / {o['tokens_per_s'] / f['tokens_per_s']:.2f}x | "
+              f"{100 * o['mfu']:.1f}% | {100 * e['mfu']:.1f}% / {100 * f['mfu']:.1f}% | "
               f"{o['peak_bytes'] / 2**30:.2f} GiB | {e['peak_bytes'] / 2**30:.2f} GiB |")
     if args.json:
         with open(args.json, "w") as f:

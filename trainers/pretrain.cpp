@@ -151,7 +151,8 @@ int pretrain(const config::Config& cfg) {
   DA_CHECK(t.seq_len <= model->config().max_position_embeddings, "pretrain.train.seq_len (", t.seq_len,
            ") exceeds the model's max_position_embeddings (", model->config().max_position_embeddings, ")");
   model->train();
-  auto opt = make_adamw(*model, t.optim);
+  std::vector<Tensor> params = model->parameters();
+  AdamW opt(params, t.optim);
   TrainerState state;
   std::optional<stdfs::path> resume = resume_checkpoint(out, t.resume);
   {
@@ -163,7 +164,7 @@ int pretrain(const config::Config& cfg) {
                "/checkpoints (is output_dir on a shared file system?)");
   }
   if (resume) {
-    state = load_checkpoint(*resume, *model, *opt, dist);
+    state = load_checkpoint(*resume, *model, opt, dist);
     log::info("pretrain: resumed from ", resume->string(), " at step ", state.step);
   }
   if (dist.rank() == 0) {
@@ -177,7 +178,6 @@ int pretrain(const config::Config& cfg) {
       dist.rank() == 0 ? std::make_unique<MetricsLog>(out / "metrics.jsonl") : std::make_unique<MetricsLog>();
   MetricsLog& metrics = *metrics_file;
 
-  std::vector<Tensor> params = model->parameters();
   GradSync sync(dist, params, static_cast<int64_t>(t.bucket_mb * (1 << 20)));
   const int64_t world = dist.world(), mbs = t.micro_batch_size;
   const int64_t global_batch = mbs * world * t.grad_accum;
@@ -198,7 +198,7 @@ int pretrain(const config::Config& cfg) {
   Tensor rows = torch::empty({mbs, t.seq_len + 1}, torch::kInt64);
   for (int64_t step = state.step; step < t.steps; ++step) {
     const double lr = lr_at(step, t);
-    set_lr(*opt, lr);
+    opt.set_lr(lr);
     Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
     for (int64_t m = 0; m < t.grad_accum; ++m) {
       for (int64_t b = 0; b < mbs; ++b)
@@ -216,7 +216,7 @@ int pretrain(const config::Config& cfg) {
         params, t.optim.grad_clip > 0 ? t.optim.grad_clip : std::numeric_limits<double>::infinity());
     const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
     if (finite) {
-      opt->step();
+      opt.step();
     } else if (t.on_nonfinite == "stop") {
       throw Error(str_cat("pretrain: non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm, ") at step ", step + 1,
                           "; ", checkpoint_note(), ". Lower pretrain.train.optim.lr, or set ",
@@ -226,7 +226,7 @@ int pretrain(const config::Config& cfg) {
       log::warn("pretrain: step ", step + 1, " skipped: non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm,
                 "); ", state.skipped, " skipped so far");
     }
-    opt->zero_grad(true);
+    opt.zero_grad();
     state.step = step + 1;
     state.consumed += global_batch;
     state.tokens += global_batch * t.seq_len;
@@ -248,7 +248,7 @@ int pretrain(const config::Config& cfg) {
       log::info("pretrain: step ", state.step, " validation loss ", vl, " (perplexity ", std::exp(vl), ")");
     }
     if ((t.save_every > 0 && state.step % t.save_every == 0) || last)
-      save_checkpoint(out, *model, *opt, state, dist, tokenizer_dir, t.keep_last);
+      save_checkpoint(out, *model, opt, state, dist, tokenizer_dir, t.keep_last);
     progress.update(state.step, str_cat("loss ", loss, " lr ", lr));
   }
   progress.finish();

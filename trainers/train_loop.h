@@ -4,7 +4,7 @@
 //
 // A checkpoint is a directory <output_dir>/checkpoints/step-NNNNNNN/:
 //   config.json, model.safetensors (fp32 master weights), tokenizer files   a Hugging Face directory
-//   optimizer.pt                                                             AdamW state (torch::save)
+//   optimizer.pt                                                             AdamW state (tensors, torch::save)
 //   rng.pt                                                                   every rank's generator state
 //   trainer_state.json                                                       step, data cursor, counters, checksums
 // It is built beside its final name and renamed into place, so a directory with that name is complete; resume checks
@@ -52,12 +52,35 @@ class AutocastGuard {
   bool on_;
 };
 
-// AdamW over the model's parameters: weight decay on matrices, none on norm weights (1-D).
-std::unique_ptr<torch::optim::AdamW> make_adamw(model::Llama& model, const config::OptimSection& o);
+// AdamW (decoupled weight decay, as torch.optim.AdamW) over a model's parameters, stepped by ATen's fused multi-tensor
+// kernel (_fused_adamw_: one pass over each parameter, CPU and CUDA) instead of a dozen element-wise ops per parameter.
+// Weight decay on matrices, none on norm weights (1-D). Its state is plain tensors in parameter order, saved and loaded
+// as such: a resumed run continues bit for bit.
+class AdamW {
+ public:
+  AdamW(const std::vector<torch::Tensor>& params, const config::OptimSection& o);
+
+  void set_lr(double lr) { lr_ = lr; }
+  double lr() const { return lr_; }
+  // One update of every parameter that has a gradient.
+  void step();
+  void zero_grad();  // gradients set to undefined (freed)
+
+  void save(const stdfs::path& file) const;
+  // Errors name the file when it is unreadable or does not fit these parameters.
+  void load(const stdfs::path& file);
+
+ private:
+  struct Group {
+    double weight_decay = 0;
+    std::vector<torch::Tensor> params, exp_avg, exp_avg_sq, steps;  // steps: fp32 scalars, as the kernel wants
+  };
+  Group groups_[2];  // [0] with weight decay, [1] without
+  double lr_, beta1_, beta2_, eps_;
+};
 
 // Linear warm-up to optim.lr over warmup_steps, then cosine decay to optim.min_lr at `steps`.
 double lr_at(int64_t step, const config::TrainSection& t);
-void set_lr(torch::optim::Optimizer& opt, double lr);
 
 struct TrainerState {
   int64_t step = 0;          // optimizer steps done
@@ -75,12 +98,12 @@ std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, cons
 
 // Writes a checkpoint (rank 0 writes; every rank must call it: the generator states are gathered) and deletes all
 // but the newest `keep_last`.
-void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, torch::optim::Optimizer& opt,
+void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, const AdamW& opt,
                      const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last);
 
 // Loads a checkpoint into `model` (whose config must match the checkpoint's) and `opt`, restores this rank's
 // generator and returns the trainer state. Errors name the file.
-TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, torch::optim::Optimizer& opt, Dist& dist);
+TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW& opt, Dist& dist);
 
 // Keeps the records of a metrics JSONL file whose "step" is at most `step` (a resumed run redoes the later ones).
 void truncate_metrics(const stdfs::path& file, int64_t step);

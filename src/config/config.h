@@ -173,12 +173,20 @@ struct PrepareSection {
 };
 
 struct PretrainSection {
+  // The demo's budget: about 10 minutes on 2 CPU cores (250 steps x 2048 tokens at ~750 tokens/s).
+  static TrainSection demo_train() {
+    TrainSection t;
+    t.steps = 250, t.seq_len = 256, t.micro_batch_size = 8, t.eval_every = 50, t.eval_batches = 4;
+    t.save_every = 50, t.optim.lr = 2e-3, t.optim.min_lr = 2e-4, t.optim.warmup_steps = 25;
+    return t;
+  }
+
   std::string data_dir = "runs/demo/shards";
   std::string init_from = "";
   std::string output_dir = "runs/demo/pretrain";
   bool document_mask = true;
   ModelShape model;
-  TrainSection train;
+  TrainSection train = demo_train();
 
   template <class V>
   void visit(V& s) {
