@@ -202,7 +202,7 @@ struct PretrainSection {
 
 // generate: the target answers instruction prompts.
 struct GenerateSection {
-  std::vector<std::string> prompts = {"data/prompts/train.jsonl"};
+  std::vector<std::string> prompts = {".cache/prompts/train.jsonl"};
   std::string output_dir = "runs/demo/distill-data";
   double temperature = 1.0;
   double top_p = 1.0;

@@ -166,6 +166,13 @@ TEST(Pretrain, LossFallsAndKeepsTheLastCheckpoints) {
   auto final_model = model::load_llama(d / "run" / "final");
   EXPECT_EQ(final_model->config().hidden_size, 32);
   EXPECT_TRUE(fsys::exists(d / "run" / "final" / "tokenizer.json"));
+
+  // pretrain.init_from continues from those weights: its first loss is the trained model's, not a fresh one's.
+  r = run_command(pretrain_cmd(shards, d / "more", "pretrain.train.steps=2 pretrain.init_from=" +
+                                                       (d / "run" / "final").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "starting from");
+  EXPECT_LT(losses_of(metrics_of(d / "more")).front(), losses.front() - 3.0);
 }
 
 TEST(Pretrain, SigkillThenResumeIsBitwiseEqualToAnUninterruptedRun) {

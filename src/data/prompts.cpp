@@ -1,0 +1,125 @@
+#include "data/prompts.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace draftalign::data {
+namespace {
+
+using json = nlohmann::json;
+
+std::string string_field(const json& j, const char* key, const std::string& where) {
+  DA_CHECK(j[key].is_string(), where, ": \"", key, "\" must be a string");
+  return j[key].get<std::string>();
+}
+
+// A message list from ShareGPT ("from"/"value") or chat ("role"/"content") entries.
+std::vector<tok::Message> messages_of(const json& list, const char* key, const std::string& where) {
+  DA_CHECK(list.is_array() && !list.empty(), where, ": \"", key, "\" must be a non-empty list");
+  std::vector<tok::Message> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& m = list[i];
+    const std::string at = str_cat(where, ": ", key, "[", i, "]");
+    DA_CHECK(m.is_object(), at, " must be an object");
+    std::string role, content;
+    if (m.contains("from")) {
+      const std::string from = string_field(m, "from", at);
+      if (from == "human" || from == "user") role = "user";
+      else if (from == "gpt" || from == "assistant" || from == "chatgpt" || from == "bing") role = "assistant";
+      else if (from == "system") role = "system";
+      else throw Error(str_cat(at, ": unknown speaker \"", from, "\" (expected system, human or gpt)"));
+      DA_CHECK(m.contains("value"), at, ": has \"from\" but no \"value\"");
+      content = string_field(m, "value", at);
+    } else {
+      DA_CHECK(m.contains("role") && m.contains("content"), at, ": needs \"role\" and \"content\" (or \"from\" and "
+               "\"value\")");
+      role = string_field(m, "role", at);
+      DA_CHECK(role == "system" || role == "user" || role == "assistant", at, ": unknown role \"", role, "\"");
+      content = string_field(m, "content", at);
+    }
+    out.push_back({role, content});
+  }
+  // The target answers the last user turn: drop what follows it.
+  while (!out.empty() && out.back().role != "user") out.pop_back();
+  DA_CHECK(!out.empty(), where, ": \"", key, "\" has no user turn");
+  return out;
+}
+
+Prompt parse(const std::string& line, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::exception& e) {
+    throw Error(str_cat(where, ": not valid JSON (", std::string(e.what()).substr(0, 160), ")"));
+  }
+  DA_CHECK(j.is_object(), where, ": a prompt record must be a JSON object");
+  Prompt p;
+  if (j.contains("instruction")) {
+    std::string text = string_field(j, "instruction", where);
+    if (j.contains("input") && !j["input"].is_null()) {
+      const std::string input = string_field(j, "input", where);
+      if (!input.empty()) text += "\n\n" + input;
+    }
+    p.messages.push_back({"user", text});
+  } else if (j.contains("conversations")) {
+    p.messages = messages_of(j["conversations"], "conversations", where);
+  } else if (j.contains("messages")) {
+    p.messages = messages_of(j["messages"], "messages", where);
+  } else if (j.contains("turns")) {
+    DA_CHECK(j["turns"].is_array() && !j["turns"].empty() && j["turns"][0].is_string(), where,
+             ": \"turns\" must be a non-empty list of strings");
+    p.messages.push_back({"user", j["turns"][0].get<std::string>()});
+  } else if (j.contains("prompt")) {
+    p.messages.push_back({"user", string_field(j, "prompt", where)});
+  } else {
+    throw Error(str_cat(where, ": no prompt (expected one of \"instruction\", \"conversations\", \"messages\", "
+                               "\"turns\", \"prompt\")"));
+  }
+  if (j.contains("system") && p.messages.front().role != "system")
+    p.messages.insert(p.messages.begin(), {"system", string_field(j, "system", where)});
+  DA_CHECK(!p.messages.back().content.empty(), where, ": the prompt is empty");
+  for (const char* key : {"id", "question_id"}) {
+    if (!j.contains(key)) continue;
+    p.id = j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+    break;
+  }
+  if (p.id.empty()) p.id = where;
+  return p;
+}
+
+}  // namespace
+
+PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts) {
+  PromptSet set;
+  DA_CHECK(!files.empty(), "no prompt files given");
+  for (const std::string& file : files) {
+    DA_CHECK(std::filesystem::is_regular_file(file), file, ": prompt file not found");
+    std::ifstream in(file, std::ios::binary);
+    std::string line;
+    int64_t line_no = 0;
+    while (std::getline(in, line)) {
+      ++line_no;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = str_cat(file, ":", line_no);
+      try {
+        Prompt p = parse(line, where);
+        p.index = static_cast<int64_t>(set.prompts.size());
+        set.prompts.push_back(std::move(p));
+      } catch (const Error& e) {
+        if (!skip_bad) throw;
+        if (set.skipped++ == 0) set.first_skip_reason = e.what();
+      }
+      if (max_prompts > 0 && static_cast<int64_t>(set.prompts.size()) >= max_prompts) return set;
+    }
+  }
+  DA_CHECK(!set.prompts.empty(), "the prompt files (", files.front(), files.size() > 1 ? ", ..." : "",
+           ") hold no prompt", set.skipped ? str_cat(" (", set.skipped, " bad lines skipped; the first: ",
+                                                     set.first_skip_reason, ")") : std::string());
+  return set;
+}
+
+}  // namespace draftalign::data

@@ -1,0 +1,36 @@
+// prompts.h: instruction-prompt files for `generate` (training prompts) and `evaluate` (MT-bench and the like).
+// One JSON object per line, in any of the shapes public instruction sets use:
+//   {"instruction": "...", "input": "..."}                        Alpaca / Dolly (input optional, appended)
+//   {"conversations": [{"from": "human", "value": "..."}, ...]}   ShareGPT (from: system/human/gpt, or role/content)
+//   {"messages": [{"role": "user", "content": "..."}, ...]}       OpenAI / HF chat
+//   {"turns": ["...", "..."]}                                     MT-bench (the first turn is the prompt)
+//   {"prompt": "..."}                                             a bare prompt
+// An optional "system" string adds a system message. A conversation is cut after its last user turn: the target
+// answers that. Blank lines are skipped; a malformed line is an Error naming file:line, or is skipped and counted
+// when `skip_bad` (generate.on_bad_record = skip).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tokenizer/chat.h"
+
+namespace draftalign::data {
+
+struct Prompt {
+  int64_t index = 0;  // position among all prompts loaded (its stable id within a run)
+  std::string id;     // the record's "id" / "question_id" when it has one, else "file:line"
+  std::vector<tok::Message> messages;
+};
+
+struct PromptSet {
+  std::vector<Prompt> prompts;
+  int64_t skipped = 0;            // malformed lines skipped (skip_bad)
+  std::string first_skip_reason;  // "file:line: why" of the first one
+};
+
+// `max_prompts` > 0 keeps only the first that many.
+PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts = 0);
+
+}  // namespace draftalign::data
