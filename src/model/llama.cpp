@@ -221,10 +221,14 @@ Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new)
   DA_CHECK(tokens.dim() == 2 && tokens.size(0) == cache.batch(), "Llama: tokens ", io::shape_text(tokens.sizes()),
            " do not match a cache of ", cache.batch(), " rows");
   const int64_t T = tokens.size(1);
-  Tensor positions = cache.lengths.unsqueeze(1) + torch::arange(T, cache.lengths.options()).unsqueeze(0);
-  const int64_t used = cache.lengths.max().item<int64_t>() + T;
+  const Tensor n_real = n_new.defined() ? n_new.to(cache.lengths.options()) : torch::full_like(cache.lengths, T);
+  // Only real tokens need room: padding past a row's n_new is written at clamped positions (beyond the row's end,
+  // never attended), so a long prefill of one row fits next to rows that are nearly full.
+  const int64_t used = (cache.lengths + n_real).max().item<int64_t>();
   DA_CHECK(used <= cache.capacity(), "Llama: the KV cache holds ", cache.capacity(), " positions, ", used,
            " are needed");
+  Tensor positions = (cache.lengths.unsqueeze(1) + torch::arange(T, cache.lengths.options()).unsqueeze(0))
+                         .clamp_max(cache.capacity() - 1);
   DA_CHECK(used <= config_.max_position_embeddings, "Llama: position ", used - 1,
            " is past max_position_embeddings (", config_.max_position_embeddings, ")");
   // Query i of row b sits at positions[b, i] and sees every key at or before it: the row's cached prefix and the new
@@ -232,7 +236,7 @@ Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new)
   Tensor keys = torch::arange(used, positions.options());
   Tensor mask = (keys.view({1, 1, 1, used}) <= positions.view({positions.size(0), 1, T, 1}));
   Tensor h = run(tokens, positions, mask, &cache);
-  cache.lengths += n_new.defined() ? n_new.to(cache.lengths.options()) : torch::full_like(cache.lengths, T);
+  cache.lengths += n_real;
   return logits(h);
 }
 

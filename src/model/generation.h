@@ -1,0 +1,71 @@
+// generation.h: batched sampling from a Llama with the KV cache and continuous batching.
+//
+// A fixed number of slots decode together. A slot whose sequence finishes (an end token, a stop string, the length
+// limit) is refilled with the next request at once: its cache row is reset and the new prompt is prefilled in one
+// forward pass next to the other rows' single decode tokens, so the batch stays full until the queue runs dry.
+//
+// Sampling is reproducible per request, whatever the batch it runs in: every request carries its own seed, and each
+// token is drawn by inverse-CDF sampling of the (temperature, top-k, top-p filtered) distribution with one uniform
+// number from that request's own generator. Only the uniforms cross from the host; the distributions stay on the
+// device. temperature 0 is greedy (argmax).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace draftalign::tok {
+class Tokenizer;
+}
+
+namespace draftalign::model {
+
+struct SamplingParams {
+  double temperature = 1.0;  // 0 = greedy
+  double top_p = 1.0;
+  int64_t top_k = 0;  // 0 = off
+  int64_t max_new_tokens = 256;
+  std::vector<int64_t> stop_ids;         // end tokens (kept in the response)
+  std::vector<std::string> stop_strings;  // the response ends with the token that completes one (needs a tokenizer)
+};
+
+struct Request {
+  int64_t id = 0;
+  std::vector<int64_t> prompt;
+  uint64_t seed = 0;
+};
+
+struct Completion {
+  int64_t id = 0;
+  std::vector<int64_t> tokens;  // the response
+  std::string finish;           // "eos", "stop" or "length"
+  torch::Tensor topk_ids;       // [tokens, k] int64, the target's k most likely tokens at each step (k > 0)
+  torch::Tensor topk_logprobs;  // [tokens, k] fp32, their log-probabilities at temperature 1
+};
+
+// The next-token distribution's filters, batched: logits [B, V] -> probabilities [B, V] (fp32).
+torch::Tensor sampling_probs(const torch::Tensor& logits, double temperature, double top_p, int64_t top_k);
+
+class Generator {
+ public:
+  // `tokenizer` is needed only for stop strings. `topk_logprobs` > 0 records that many log-probabilities per token.
+  Generator(Llama& model, SamplingParams params, int64_t batch_size, int64_t topk_logprobs = 0,
+            const tok::Tokenizer* tokenizer = nullptr);
+
+  // Runs every request to completion; returns completions in request order. `on_token(n)` reports n more tokens.
+  std::vector<Completion> run(const std::vector<Request>& requests,
+                              const std::function<void(int64_t)>& on_token = {});
+
+ private:
+  Llama& model_;
+  SamplingParams params_;
+  int64_t batch_size_, topk_;
+  const tok::Tokenizer* tokenizer_;
+};
+
+}  // namespace draftalign::model

@@ -1,0 +1,129 @@
+// Batched sampling with continuous batching: greedy output equals the model's own one-sequence greedy decoding for
+// every request of a ragged, refilled batch (SmolLM2); the sampling filters equal hand-computed distributions; a
+// request's samples do not depend on the batch it runs in; sampled first tokens follow the model's distribution.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "model/generation.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+#include "test_util.h"
+
+namespace draftalign::model {
+namespace {
+
+namespace fsys = std::filesystem;
+using torch::Tensor;
+
+const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+
+TEST(Sampling, FiltersEqualHandComputedDistributions) {
+  const Tensor logits = torch::tensor({0.0, std::log(2.0), std::log(3.0), std::log(4.0)}).unsqueeze(0);
+  auto close = [](const Tensor& a, std::vector<double> want) {
+    return torch::allclose(a.squeeze(0).to(torch::kFloat64), torch::tensor(want, torch::kFloat64), 1e-6, 1e-6);
+  };
+  EXPECT_TRUE(close(sampling_probs(logits, 1.0, 1.0, 0), {0.1, 0.2, 0.3, 0.4}));
+  EXPECT_TRUE(close(sampling_probs(logits, 0.5, 1.0, 0), {1 / 30.0, 4 / 30.0, 9 / 30.0, 16 / 30.0}));
+  EXPECT_TRUE(close(sampling_probs(logits, 1.0, 1.0, 2), {0, 0, 3 / 7.0, 4 / 7.0}));
+  EXPECT_TRUE(close(sampling_probs(logits, 1.0, 0.5, 0), {0, 0, 3 / 7.0, 4 / 7.0}));  // 0.4 < 0.5: 0.3 joins
+  EXPECT_TRUE(close(sampling_probs(logits, 1.0, 0.3, 0), {0, 0, 0, 1}));
+  EXPECT_TRUE(close(sampling_probs(logits, 1.0, 0.8, 3), {0, 2 / 9.0, 3 / 9.0, 4 / 9.0}));  // top-k, then top-p
+}
+
+TEST(Generator, GreedyEqualsSingleSequenceGreedyForEveryRowOfARefilledBatch) {
+  auto model = load_llama(kSmolDir);
+  auto tokenizer = tok::load_tokenizer(kSmolDir);
+  const auto chat = tok::ChatTemplate::from_dir(kSmolDir);
+  const std::vector<std::string> questions = {"What is the capital of France?", "Say hi.",
+                                              "Name three colours of the rainbow, separated by commas.",
+                                              "What is 2 + 2?"};
+  std::vector<Request> requests;
+  for (size_t i = 0; i < questions.size(); ++i)
+    requests.push_back({static_cast<int64_t>(i), tokenizer->encode(chat.render({{"user", questions[i]}})), 0});
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_new_tokens = 12;
+  p.stop_ids = {tokenizer->special().eos};
+  Generator gen(*model, p, /*batch_size=*/2);
+  int64_t reported = 0;
+  const auto out = gen.run(requests, [&](int64_t n) { reported += n; });
+  ASSERT_EQ(out.size(), requests.size());
+  int64_t total = 0;
+  std::set<size_t> lengths;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto want = greedy_decode(*model, {requests[i].prompt}, p.max_new_tokens, p.stop_ids)[0];
+    EXPECT_EQ(out[i].tokens, want) << "request " << i << ": " << tokenizer->decode(out[i].tokens) << " vs "
+                                   << tokenizer->decode(want);
+    EXPECT_EQ(out[i].finish, want.back() == p.stop_ids[0] ? "eos" : "length");
+    EXPECT_EQ(out[i].id, static_cast<int64_t>(i));
+    total += static_cast<int64_t>(out[i].tokens.size());
+    lengths.insert(out[i].tokens.size());
+  }
+  EXPECT_EQ(reported, total);
+  EXPECT_GT(lengths.size(), 1u) << "the prompts should finish at different times (a refilled batch)";
+}
+
+// A small random model with peaked distributions (a scaled final norm), on the CPU.
+std::shared_ptr<Llama> peaked_model() {
+  io::LlamaConfig c;
+  c.vocab_size = 32, c.hidden_size = 32, c.intermediate_size = 64, c.num_hidden_layers = 2;
+  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 8, c.max_position_embeddings = 64;
+  c.rms_norm_eps = 1e-5, c.rope_theta = 10000, c.tie_word_embeddings = false;  // tied, it copies its input
+  torch::manual_seed(11);
+  auto m = std::make_shared<Llama>(c);
+  torch::NoGradGuard no_grad;
+  for (auto& kv : m->named_parameters())
+    if (kv.key() == "model.norm.weight") kv.value().mul_(60.0);  // logits 60x sharper
+  return m;
+}
+
+TEST(Generator, SamplesOfARequestDoNotDependOnItsBatchAndStopsAreApplied) {
+  auto model = peaked_model();
+  std::vector<Request> requests;
+  for (int64_t i = 0; i < 9; ++i) requests.push_back({i, {1 + i % 5, 2, 3 + i % 3, 4}, 1000 + static_cast<uint64_t>(i)});
+  SamplingParams p;
+  p.temperature = 1.0, p.top_p = 0.95, p.top_k = 20, p.max_new_tokens = 12, p.stop_ids = {7};
+  const auto alone = Generator(*model, p, 1, 4).run(requests);
+  const auto batched = Generator(*model, p, 4, 4).run(requests);
+  std::vector<Request> reversed(requests.rbegin(), requests.rend());
+  const auto other_order = Generator(*model, p, 3, 4).run(reversed);
+  std::set<std::vector<int64_t>> distinct;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(batched[i].tokens, alone[i].tokens) << "request " << i;
+    EXPECT_EQ(other_order[requests.size() - 1 - i].tokens, alone[i].tokens) << "request " << i;
+    EXPECT_TRUE(torch::equal(batched[i].topk_ids, alone[i].topk_ids));
+    ASSERT_EQ(alone[i].topk_logprobs.sizes(), (c10::IntArrayRef{static_cast<int64_t>(alone[i].tokens.size()), 4}));
+    EXPECT_LE(alone[i].topk_logprobs.max().item<double>(), 0.0);
+    distinct.insert(alone[i].tokens);
+  }
+
+  EXPECT_GT(distinct.size(), 3u) << "different seeds should give different samples";
+  std::set<std::string> finishes;
+  for (const auto& c : alone) finishes.insert(c.finish);
+  EXPECT_EQ(finishes, (std::set<std::string>{"eos", "length"}));
+  for (const auto& c : alone)
+    if (c.finish == "eos") EXPECT_EQ(c.tokens.back(), 7);
+}
+
+TEST(Generator, FirstTokensFollowTheModelsDistribution) {
+  auto model = peaked_model();
+  const std::vector<int64_t> prompt = {5, 9, 2};
+  torch::NoGradGuard no_grad;
+  const Tensor probs = torch::softmax(model->forward(torch::tensor(prompt).unsqueeze(0)).select(1, 2), -1)
+                           .squeeze(0).to(torch::kFloat64);
+  const int64_t n = 4000;
+  std::vector<Request> requests;
+  for (int64_t i = 0; i < n; ++i) requests.push_back({i, prompt, static_cast<uint64_t>(i) * 7919 + 1});
+  SamplingParams p;
+  p.max_new_tokens = 1;
+  const auto out = Generator(*model, p, 64).run(requests);
+  Tensor counts = torch::zeros({32}, torch::kFloat64);
+  for (const auto& c : out) counts[c.tokens[0]] += 1;
+  const double tvd = 0.5 * (counts / static_cast<double>(n) - probs).abs().sum().item<double>();
+  EXPECT_LT(tvd, 0.05) << "empirical " << counts / static_cast<double>(n) << " vs model " << probs;
+  EXPECT_GT(probs.max().item<double>(), 0.2) << "a peaked distribution makes the test sharp";
+}
+
+}  // namespace
+}  // namespace draftalign::model
