@@ -142,6 +142,10 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
   } catch (const Error& e) {
     std::fprintf(err, "error: %s\n", e.what());
     return kFailed;
+  } catch (const std::exception& e) {
+    // Not one of ours (LibTorch, JSON, the standard library): still one line and a failed exit, not an abort.
+    std::fprintf(err, "error: internal error in '%s': %s\n", cmd->name.c_str(), e.what());
+    return kFailed;
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "common/device.h"
+#include "data/generate.h"
 #include "data/prepare.h"
 #include "trainers/pretrain.h"
 
@@ -28,9 +29,14 @@ int main(int argc, char** argv) {
        {"run", "pretrain"},
        [](const draftalign::config::LoadedConfig& l) { return draftalign::train::pretrain(l.cfg); }},
       {"generate", "the target answers instruction prompts (distillation data)",
-       "Batched KV-cache sampling from the target on instruction prompts; writes prompt/response shards, a\n"
-       "manifest and a JSONL preview.",
-       {"run", "target", "generate"}, nullptr},
+       "Batched KV-cache sampling (continuous batching) from the target on instruction prompts; writes\n"
+       "prompt/response shards, a manifest and a JSONL preview. Resumable: a restarted run does only the shards\n"
+       "that are missing. Ranks (torchrun/srun) or generate.shard=i/n processes take disjoint shards.",
+       {"run", "target", "generate"},
+       [](const draftalign::config::LoadedConfig& l) {
+         draftalign::data::generate(l.cfg);
+         return 0;
+       }},
       {"distill", "finetune the drafter on the target's distributions (TVD++, FKL, RKL, TVD)",
        "Knowledge distillation of the pretrained drafter against the target's token distributions on the\n"
        "generated responses, with TVD++ (fused CUDA kernel on GPU) or a baseline loss.",

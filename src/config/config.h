@@ -213,6 +213,8 @@ struct GenerateSection {
   int64_t batch_size = 16;
   int64_t max_prompts = 0;
   int64_t topk_logprobs = 0;
+  int64_t shard_size = 256;
+  std::string shard = "";
   std::string on_bad_record = "error";
 
   template <class V>
@@ -229,6 +231,9 @@ struct GenerateSection {
     s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));
     s.add("topk_logprobs", topk_logprobs, "store the target's top-k log-probs per response token; 0 = none",
           Bounds::at_least(0));
+    s.add("shard_size", shard_size, "requests per output shard (the unit a killed run redoes)", Bounds::at_least(1));
+    s.add("shard", shard, "i/n: this process takes every n-th shard from i (independent processes); "
+                          "empty = RANK/WORLD_SIZE of the launcher");
     s.add_choice("on_bad_record", on_bad_record, "a malformed prompt line: error (with file:line) or skip and count",
                  {"error", "skip"});
   }

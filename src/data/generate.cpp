@@ -1,0 +1,274 @@
+#include "data/generate.h"
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/device.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "data/prompts.h"
+#include "data/shards.h"
+#include "io/safetensors.h"
+#include "model/generation.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+#include "train/dist.h"
+
+namespace draftalign::data {
+namespace {
+
+using json = nlohmann::json;
+using torch::Tensor;
+
+struct Planned {
+  model::Request request;
+  int64_t prompt_index = 0;
+  std::string prompt_id, prompt_text;
+};
+
+std::string hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// splitmix64: a request's seed from the run seed and its id.
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+std::pair<int, int> shard_spec(const config::GenerateSection& g) {
+  if (g.shard.empty()) {
+    const train::DistEnv env = train::dist_env_from_environment();
+    return {env.rank, env.world};
+  }
+  int i = -1, n = 0;
+  char tail = 0;
+  DA_CHECK(std::sscanf(g.shard.c_str(), "%d/%d%c", &i, &n, &tail) == 2 && n >= 1 && i >= 0 && i < n,
+           "generate.shard: '", g.shard, "' is not i/n with 0 <= i < n (e.g. 0/4)");
+  return {i, n};
+}
+
+std::string shard_name(int64_t k) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "shard-%05lld", static_cast<long long>(k));
+  return buf;
+}
+
+// What the records depend on: a directory made with other settings is not resumed.
+std::string plan_fingerprint(const config::Config& cfg, int64_t requests) {
+  const auto& g = cfg.generate;
+  std::string s = str_cat("seed=", cfg.run.seed, " target=", stdfs::absolute(cfg.target.dir).string(),
+                          " template=", cfg.target.chat_template, " dtype=", cfg.target.dtype, " T=", g.temperature,
+                          " p=", g.top_p, " k=", g.top_k, " new=", g.max_new_tokens, " R=", g.responses_per_prompt,
+                          " max=", g.max_prompts, " shard=", g.shard_size, " topk=", g.topk_logprobs,
+                          " requests=", requests);
+  for (const auto& x : g.stop) s += " stop=" + x;
+  for (const auto& f : g.prompts) s += str_cat(" ", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
+  const std::string cfg_json = fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
+  s += " target_config=" + hex(checksum(cfg_json.data(), cfg_json.size()));
+  return hex(checksum(s.data(), s.size()));
+}
+
+bool shard_is_complete(const stdfs::path& file, const std::string& plan) {
+  if (!stdfs::exists(file)) return false;
+  try {
+    const auto f = io::SafetensorsFile::open(file);
+    auto it = f.metadata().find("plan");
+    return it != f.metadata().end() && it->second == plan;
+  } catch (const Error& e) {
+    log::warn("generate: redoing ", file.string(), ": ", e.what());
+    return false;
+  }
+}
+
+void write_shard(const stdfs::path& dir, int64_t k, const std::string& plan, const std::vector<Planned>& planned,
+                 const std::vector<model::Completion>& out, const tok::Tokenizer& tokenizer, int64_t topk) {
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> mask, finish;
+  std::vector<int64_t> offsets = {0}, ids, prompt_index, seeds;
+  std::vector<int32_t> prompt_lens;
+  std::vector<Tensor> topk_ids, topk_lp;
+  std::string preview;
+  for (size_t i = 0; i < planned.size(); ++i) {
+    const auto& p = planned[i];
+    const auto& c = out[i];
+    for (int64_t t : p.request.prompt) tokens.push_back(static_cast<int32_t>(t)), mask.push_back(0);
+    for (int64_t t : c.tokens) tokens.push_back(static_cast<int32_t>(t)), mask.push_back(1);
+    offsets.push_back(static_cast<int64_t>(tokens.size()));
+    prompt_lens.push_back(static_cast<int32_t>(p.request.prompt.size()));
+    ids.push_back(p.request.id);
+    prompt_index.push_back(p.prompt_index);
+    seeds.push_back(static_cast<int64_t>(p.request.seed));
+    finish.push_back(c.finish == "eos" ? 0 : c.finish == "stop" ? 1 : 2);
+    if (topk > 0) topk_ids.push_back(c.topk_ids.to(torch::kInt32)), topk_lp.push_back(c.topk_logprobs);
+    preview += json({{"request_id", p.request.id}, {"prompt_id", p.prompt_id}, {"prompt", p.prompt_text},
+                     {"response", tokenizer.decode(c.tokens)}, {"finish", c.finish},
+                     {"prompt_tokens", p.request.prompt.size()}, {"response_tokens", c.tokens.size()}})
+                   .dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // a cut UTF-8 sequence -> U+FFFD
+  }
+  auto t = [](auto& v, torch::ScalarType type) {
+    return torch::from_blob(v.data(), {static_cast<int64_t>(v.size())}, type).clone();
+  };
+  std::vector<std::pair<std::string, Tensor>> tensors = {
+      {"tokens", t(tokens, torch::kInt32)},         {"offsets", t(offsets, torch::kInt64)},
+      {"prompt_lens", t(prompt_lens, torch::kInt32)}, {"loss_mask", t(mask, torch::kUInt8)},
+      {"request_ids", t(ids, torch::kInt64)},       {"prompt_index", t(prompt_index, torch::kInt64)},
+      {"seeds", t(seeds, torch::kInt64)},           {"finish", t(finish, torch::kUInt8)}};
+  if (topk > 0) {
+    tensors.push_back({"topk_ids", torch::cat(topk_ids)});
+    tensors.push_back({"topk_logprobs", torch::cat(topk_lp)});
+  }
+  // The preview first: a shard file that exists always has its preview.
+  fs::write_file_atomic(dir / (shard_name(k) + ".preview.jsonl"), preview);
+  io::save_safetensors(dir / (shard_name(k) + ".safetensors"), tensors,
+                       {{"format", "draftalign-generate"}, {"version", "1"}, {"plan", plan},
+                        {"shard", std::to_string(k)}});
+}
+
+// Writes manifest.json and preview.jsonl when every shard is there; returns whether it did.
+bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, int64_t skipped, GenerateSummary& sum) {
+  json list = json::array();
+  int64_t records = 0, tokens = 0, response_tokens = 0;
+  int64_t finishes[3] = {0, 0, 0};
+  std::string preview;
+  for (int64_t k = 0; k < shards; ++k) {
+    const stdfs::path file = dir / (shard_name(k) + ".safetensors");
+    if (!shard_is_complete(file, plan)) return false;
+    const auto f = io::SafetensorsFile::open(file);
+    const Tensor fin = f.get("finish"), mask = f.get("loss_mask");
+    for (int64_t i = 0; i < fin.size(0); ++i) ++finishes[fin[i].item<uint8_t>()];
+    const int64_t n = fin.size(0), t = mask.size(0), r = mask.sum().item<int64_t>();
+    const std::string bytes = fs::read_file(file);
+    list.push_back({{"file", file.filename().string()}, {"records", n}, {"tokens", t}, {"response_tokens", r},
+                    {"checksum", hex(checksum(bytes.data(), bytes.size()))}});
+    records += n, tokens += t, response_tokens += r;
+    preview += fs::read_file(dir / (shard_name(k) + ".preview.jsonl"));
+  }
+  json m = {{"format", "draftalign-generate"}, {"version", 1}, {"plan", plan}, {"shards", list},
+            {"records", records}, {"tokens", tokens}, {"response_tokens", response_tokens},
+            {"skipped_prompts", skipped},
+            {"finish", {{"eos", finishes[0]}, {"stop", finishes[1]}, {"length", finishes[2]}}}};
+  fs::write_file_atomic(dir / "preview.jsonl", preview);
+  fs::write_file_atomic(dir / "manifest.json", m.dump(2) + "\n");
+  sum.records = records;
+  sum.response_tokens = response_tokens;
+  return true;
+}
+
+}  // namespace
+
+GenerateSummary generate(const config::Config& cfg) {
+  const auto& g = cfg.generate;
+  const auto [part, parts] = shard_spec(g);
+  const stdfs::path out = g.output_dir;
+  GenerateSummary sum;
+
+  // Prompts -> requests.
+  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
+  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  const io::LlamaConfig target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
+  const PromptSet prompts = load_prompts(g.prompts, g.on_bad_record == "skip", g.max_prompts);
+  if (prompts.skipped > 0)
+    log::warn("generate: skipped ", prompts.skipped, " malformed prompt lines (the first: ", prompts.first_skip_reason,
+              ")");
+  std::vector<Planned> planned;
+  int64_t too_long = 0;
+  for (const Prompt& p : prompts.prompts) {
+    const std::string text = chat.render(p.messages);
+    std::vector<int64_t> ids = tokenizer->encode(text);
+    if (static_cast<int64_t>(ids.size()) + g.max_new_tokens > target_cfg.max_position_embeddings) {
+      ++too_long;
+      continue;
+    }
+    for (int64_t r = 0; r < g.responses_per_prompt; ++r) {
+      Planned x;
+      x.request.id = p.index * g.responses_per_prompt + r;
+      x.request.prompt = ids;
+      x.request.seed = mix(mix(static_cast<uint64_t>(cfg.run.seed)) ^ static_cast<uint64_t>(x.request.id));
+      x.prompt_index = p.index;
+      x.prompt_id = p.id;
+      x.prompt_text = p.messages.back().content;
+      planned.push_back(std::move(x));
+    }
+  }
+  if (too_long > 0)
+    log::warn("generate: skipped ", too_long, " prompts longer than the target's ",
+              target_cfg.max_position_embeddings, " positions minus generate.max_new_tokens");
+  DA_CHECK(!planned.empty(), "generate: no prompt left to answer");
+  sum.skipped_prompts = prompts.skipped + too_long;
+  const int64_t n = static_cast<int64_t>(planned.size());
+  sum.shards = (n + g.shard_size - 1) / g.shard_size;
+  const std::string plan = plan_fingerprint(cfg, n);
+
+  fs::ensure_dir(out);
+  const stdfs::path plan_file = out / "plan.json";
+  if (stdfs::exists(plan_file)) {
+    const json old = json::parse(fs::read_file(plan_file), nullptr, false);
+    DA_CHECK(!old.is_discarded() && old.value("plan", "") == plan, out.string(),
+             " holds a generation made with other settings or prompts (", plan_file.string(),
+             "); use another generate.output_dir or delete it");
+  } else {
+    fs::write_file_atomic(plan_file, json({{"plan", plan}, {"requests", n}, {"shards", sum.shards}}).dump(2) + "\n");
+  }
+
+  std::vector<int64_t> mine;
+  for (int64_t k = part; k < sum.shards; k += parts)
+    if (!shard_is_complete(out / (shard_name(k) + ".safetensors"), plan)) mine.push_back(k);
+  log::info("generate: ", n, " requests (", prompts.prompts.size(), " prompts x ", g.responses_per_prompt, ") in ",
+            sum.shards, " shards; this process (", part, "/", parts, ") has ", mine.size(), " left");
+
+  if (!mine.empty()) {
+    const std::string dev = resolve_device(cfg.run.device);
+    const torch::Device device = dev == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    if (cfg.run.threads > 0) torch::set_num_threads(static_cast<int>(cfg.run.threads));
+    const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && device.is_cuda());
+    auto target = model::load_llama(cfg.target.dir, device, bf16 ? torch::kBFloat16 : torch::kFloat32);
+    target->eval();
+    model::SamplingParams sp;
+    sp.temperature = g.temperature, sp.top_p = g.top_p, sp.top_k = g.top_k, sp.max_new_tokens = g.max_new_tokens;
+    sp.stop_strings = g.stop;
+    if (tokenizer->special().eos >= 0) sp.stop_ids.push_back(tokenizer->special().eos);
+    for (int64_t id : target_cfg.eos_token_ids)
+      if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), id) == sp.stop_ids.end()) sp.stop_ids.push_back(id);
+    model::Generator gen(*target, sp, g.batch_size, g.topk_logprobs, tokenizer.get());
+    log::Progress progress("generate", static_cast<int64_t>(mine.size()), "shard", stdout, -1,
+                           cfg.run.progress_interval_s);
+    const auto start = std::chrono::steady_clock::now();
+    int64_t tokens = 0;
+    for (size_t s = 0; s < mine.size(); ++s) {
+      const int64_t k = mine[s];
+      const int64_t lo = k * g.shard_size, hi = std::min(n, lo + g.shard_size);
+      std::vector<Planned> part_plan(planned.begin() + lo, planned.begin() + hi);
+      std::vector<model::Request> requests;
+      for (const auto& p : part_plan) requests.push_back(p.request);
+      const auto completions = gen.run(requests, [&](int64_t t) {
+        tokens += t;
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        progress.update(static_cast<int64_t>(s), str_cat(tokens, " tokens, ", static_cast<int64_t>(tokens / secs),
+                                                         " tok/s"));
+      });
+      write_shard(out, k, plan, part_plan, completions, *tokenizer, g.topk_logprobs);
+      ++sum.shards_done_here;
+      progress.update(static_cast<int64_t>(s + 1));
+    }
+    progress.finish(str_cat(tokens, " tokens"));
+  }
+  sum.complete = finalize(out, plan, sum.shards, sum.skipped_prompts, sum);
+  if (sum.complete)
+    log::info("generate: complete: ", sum.records, " records, ", sum.response_tokens, " response tokens; ",
+              (out / "manifest.json").string(), ", ", (out / "preview.jsonl").string());
+  else
+    log::info("generate: this process's shards are done; manifest.json is written when every shard exists (the last "
+              "process to finish writes it, or re-run generate)");
+  return sum;
+}
+
+}  // namespace draftalign::data

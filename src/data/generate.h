@@ -1,0 +1,35 @@
+// generate.h: `draftalign generate`, stage 2: the target answers instruction prompts; its answers are the drafter's
+// distillation data.
+//
+// The requests (each prompt x generate.responses_per_prompt, in prompt order, each with its own seed derived from
+// run.seed) are cut into shards of generate.shard_size. A process takes every n-th shard starting at i: i/n from
+// generate.shard, else RANK/WORLD_SIZE of torchrun or srun. A shard is decoded with continuous batching and written
+// atomically to <output_dir>/shard-NNNNN.safetensors (+ a .preview.jsonl with the decoded text), so a killed run
+// restarts with the shards it has not finished: no request is lost or done twice, and with fixed seeds the records
+// are the same as an uninterrupted run's. When every shard exists, the process that finishes last writes
+// manifest.json (counts, checksums, finish reasons) and preview.jsonl; re-running generate on a complete directory
+// only rewrites those (the merge step).
+//
+// A shard holds, for its n records (prompt + response tokens back to back):
+//   tokens int32 [T], offsets int64 [n+1], prompt_lens int32 [n], loss_mask uint8 [T] (1 = response token),
+//   request_ids int64 [n], prompt_index int64 [n], seeds int64 [n], finish uint8 [n] (0 eos, 1 stop, 2 length),
+//   and with generate.topk_logprobs = k > 0: topk_ids int32 [R, k], topk_logprobs fp32 [R, k] per response token.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace draftalign::data {
+
+struct GenerateSummary {
+  int64_t shards = 0, shards_done_here = 0, records = 0, skipped_prompts = 0, response_tokens = 0;
+  bool complete = false;  // every shard exists and manifest.json is written
+};
+
+GenerateSummary generate(const config::Config& cfg);
+
+}  // namespace draftalign::data

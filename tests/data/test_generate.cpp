@@ -1,0 +1,126 @@
+// `draftalign generate` end to end, as the real binary, on a tiny random target that uses SmolLM2's tokenizer and chat
+// template: SIGKILL during generation then restart gives byte-identical shards and manifest to an uninterrupted run;
+// two independent processes (generate.shard=i/n) together give the same; every request appears exactly once; bad
+// prompt lines and a changed plan are clear errors.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "model/llama.h"
+#include "test_util.h"
+
+namespace draftalign::data {
+namespace {
+
+namespace fsys = std::filesystem;
+using nlohmann::json;
+using testing::run_command;
+using testing::ScratchDir;
+
+const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+
+fsys::path make_target(const ScratchDir& d) {
+  io::LlamaConfig c;
+  c.vocab_size = 49152, c.hidden_size = 32, c.intermediate_size = 64, c.num_hidden_layers = 2;
+  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 8, c.max_position_embeddings = 256;
+  c.rms_norm_eps = 1e-5, c.rope_theta = 10000, c.tie_word_embeddings = false;
+  c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
+  torch::manual_seed(5);
+  model::Llama m(c);
+  {
+    torch::NoGradGuard no_grad;
+    m.named_parameters()["model.norm.weight"].mul_(30.0);  // peaked enough to end some answers early
+    m.named_parameters()["lm_head.weight"].select(0, 2).mul_(2.0);
+  }
+  model::save_llama(m, d / "target", torch::kFloat32, kSmolDir);
+  std::string prompts;
+  for (int i = 0; i < 20; ++i) prompts += json({{"instruction", str_cat("Tell me about thing number ", i, ".")}}).dump() + "\n";
+  testing::write_text(d / "prompts.jsonl", prompts);
+  return d / "target";
+}
+
+std::string generate_cmd(const ScratchDir& d, const fsys::path& out, const std::string& extra = "") {
+  return str_cat(DRAFTALIGN_BIN, " generate run.threads=1 run.output_dir=", out.string(), " target.dir=",
+                 (d / "target").string(), " generate.prompts=[", (d / "prompts.jsonl").string(), "] generate.output_dir=",
+                 out.string(), " generate.shard_size=2 generate.batch_size=2 generate.max_new_tokens=24",
+                 " generate.topk_logprobs=3 ", extra);
+}
+
+// Every shard file's bytes and the manifest of a finished output directory.
+std::map<std::string, std::string> contents(const fsys::path& out) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : fsys::directory_iterator(out)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("shard-", 0) == 0 || name == "manifest.json" || name == "preview.jsonl")
+      m[name] = testing::read_text(e.path());
+  }
+  return m;
+}
+
+TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
+  ScratchDir d;
+  make_target(d);
+  auto r = run_command(generate_cmd(d, d / "whole"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto whole = contents(d / "whole");
+  ASSERT_EQ(whole.size(), 2u + 2 * 10) << "10 shards of 2 requests with their previews, the manifest and preview";
+  const json manifest = json::parse(whole.at("manifest.json"));
+  EXPECT_EQ(manifest["records"], 20);
+  EXPECT_GT(manifest["finish"]["eos"].get<int>(), 0);
+  EXPECT_GT(manifest["finish"]["length"].get<int>(), 0);
+
+  std::multiset<int64_t> ids;
+  for (int k = 0; k < 10; ++k) {
+    const auto f = io::SafetensorsFile::open(d / "whole" / str_cat("shard-0000", k, ".safetensors"));
+    const auto req = f.get("request_ids");
+    for (int64_t i = 0; i < req.size(0); ++i) ids.insert(req[i].item<int64_t>());
+    const auto offsets = f.get("offsets"), mask = f.get("loss_mask"), plen = f.get("prompt_lens");
+    EXPECT_EQ(offsets[-1].item<int64_t>(), mask.size(0));
+    EXPECT_EQ(f.get("topk_logprobs").size(0), mask.sum().item<int64_t>()) << "one top-k row per response token";
+    EXPECT_EQ(mask.narrow(0, 0, plen[0].item<int>()).sum().item<int64_t>(), 0) << "no loss on the prompt";
+  }
+  std::multiset<int64_t> want;
+  for (int64_t i = 0; i < 20; ++i) want.insert(i);
+  EXPECT_EQ(ids, want) << "every request exactly once";
+
+  const fsys::path out = d / "killed";
+  r = run_command(str_cat("timeout 120 bash -c '", generate_cmd(d, out), " > ", (d / "log").string(),
+                          " 2>&1 & pid=$!; while [ ! -f ", (out / "shard-00001.safetensors").string(),
+                          " ]; do sleep 0.01; done; kill -9 $pid; wait $pid; echo killed=$?'"));
+  ASSERT_HAS(r.output, "killed=137");
+  EXPECT_FALSE(fsys::exists(out / "manifest.json"));
+  r = run_command(generate_cmd(d, out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(contents(out), whole);
+
+  const fsys::path split = d / "split";
+  r = run_command(generate_cmd(d, split, "generate.shard=1/2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "manifest.json is written when every shard exists");
+  r = run_command(generate_cmd(d, split, "generate.shard=0/2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(contents(split), whole);
+
+  r = run_command(generate_cmd(d, out, "generate.temperature=0.5"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, "made with other settings");
+}
+
+TEST(Generate, BadPromptLinesAreNamedOrSkipped) {
+  ScratchDir d;
+  make_target(d);
+  testing::write_text(d / "prompts.jsonl", "{\"instruction\": \"Hi\"}\n{\"instruction\": 3}\n{\"prompt\": \"Yo\"}\n");
+  auto r = run_command(generate_cmd(d, d / "a"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, (d / "prompts.jsonl").string() + ":2: \"instruction\" must be a string");
+  r = run_command(generate_cmd(d, d / "b", "generate.on_bad_record=skip"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "skipped 1 malformed prompt lines");
+  EXPECT_EQ(json::parse(testing::read_text(d / "b/manifest.json"))["records"], 2);
+}
+
+}  // namespace
+}  // namespace draftalign::data
