@@ -93,6 +93,10 @@ inline CommandResult run_command(const std::string& cmdline) {
 }
 
 #ifdef DRAFTALIGN_SOURCE_DIR
+// The real target, converted from its GGUF by tools/prepare_target.py (run by tools/test.sh).
+inline const std::filesystem::path kSmolDir =
+    std::filesystem::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+
 // Where tools/make_goldens.py (run by tools/test.sh) puts the values computed with transformers. A missing part is a
 // failure, not a skip: the parity tests are the point of the suite.
 inline std::filesystem::path golden_path(const std::string& part) {

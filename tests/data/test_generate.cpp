@@ -20,7 +20,7 @@ using nlohmann::json;
 using testing::run_command;
 using testing::ScratchDir;
 
-const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+using testing::kSmolDir;
 
 fsys::path make_target(const ScratchDir& d) {
   io::LlamaConfig c;

@@ -18,7 +18,7 @@ namespace fsys = std::filesystem;
 using testing::ScratchDir;
 using testing::error_of;
 
-const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+using testing::kSmolDir;
 
 // 300 JSONL documents of varied length (one empty, skipped) and a text file of 3 paragraphs.
 std::vector<std::string> write_inputs(const ScratchDir& d, std::string& jsonl, std::string& txt) {

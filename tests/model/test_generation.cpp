@@ -16,7 +16,7 @@ namespace {
 namespace fsys = std::filesystem;
 using torch::Tensor;
 
-const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+using testing::kSmolDir;
 
 TEST(Sampling, FiltersEqualHandComputedDistributions) {
   const Tensor logits = torch::tensor({0.0, std::log(2.0), std::log(3.0), std::log(4.0)}).unsqueeze(0);

@@ -17,7 +17,7 @@ namespace {
 namespace fsys = std::filesystem;
 using nlohmann::json;
 
-const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+using testing::kSmolDir;
 
 // Index of the first difference of two id lists, with context, for failure messages.
 std::string first_difference(const std::vector<int64_t>& a, const std::vector<int64_t>& b, const Tokenizer& t) {

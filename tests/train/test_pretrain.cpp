@@ -23,7 +23,7 @@ using nlohmann::json;
 using testing::run_command;
 using testing::ScratchDir;
 
-const fsys::path kSmolDir = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/models/SmolLM2-135M-Instruct";
+using testing::kSmolDir;
 
 // A small dataset of English-like sentences with SmolLM2's tokenizer.
 fsys::path make_dataset(const ScratchDir& d) {
