@@ -93,9 +93,26 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
     return kOk;
   }
   const Command* cmd = nullptr;
-  for (const auto& c : commands)
-    if (c.name == args[0]) cmd = &c;
+  auto find = [&](const std::string& name) {
+    for (const auto& c : commands)
+      if (c.name == name) return &c;
+    return static_cast<const Command*>(nullptr);
+  };
+  std::vector<std::string> argv = args;
+  // Two-word commands: `draftalign data show ...`.
+  if (argv.size() > 1 && find(argv[0] + " " + argv[1]) != nullptr) {
+    argv[0] += " " + argv[1];
+    argv.erase(argv.begin() + 1);
+  }
+  cmd = find(argv[0]);
   if (cmd == nullptr) {
+    std::vector<std::string> subcommands;
+    for (const auto& c : commands)
+      if (c.name.rfind(argv[0] + " ", 0) == 0) subcommands.push_back(c.name);
+    if (!subcommands.empty()) {
+      std::fprintf(err, "error: '%s' needs a subcommand: %s\n", argv[0].c_str(), config::join(subcommands).c_str());
+      return kUsage;
+    }
     std::vector<std::string> names;
     for (const auto& c : commands) names.push_back(c.name);
     const std::string near = config::closest(args[0], names);
@@ -106,7 +123,7 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
 
   Invocation inv;
   try {
-    inv = parse_args(args);
+    inv = parse_args(argv);
   } catch (const Error& e) {
     std::fprintf(err, "error: %s\nusage: draftalign %s [--config FILE.yaml] [section.key=value ...]\n", e.what(),
                  cmd->name.c_str());
@@ -133,7 +150,7 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
       return kNotBuilt;
     }
     // Rank 0 prints the resolved config and records it next to the outputs: every artifact says what produced it.
-    if (log::rank() == 0) {
+    if (log::rank() == 0 && cmd->records_config) {
       const std::string yaml = config::to_yaml(loaded.cfg, header);
       std::fprintf(out, "%s\n", yaml.c_str());
       fs::write_file_atomic(std::filesystem::path(loaded.cfg.run.output_dir) / (cmd->name + ".config.yaml"), yaml);

@@ -16,12 +16,15 @@ namespace draftalign::cli {
 enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kNotBuilt = 3 };
 
 struct Command {
-  std::string name;
+  std::string name;  // one word, or two for a tool with subcommands ("data show")
   std::string summary;                // one line, for `draftalign --help`
   std::string description;            // a paragraph, for `draftalign <name> --help`
   std::vector<std::string> sections;  // the config sections it reads
   // The stage; empty = not built yet. Returns an exit code; throws draftalign::Error on failure.
   std::function<int(const config::LoadedConfig&)> run;
+  // A stage prints its resolved config and records it in <run.output_dir>/<name>.config.yaml; a read-only tool
+  // (`data show`) does neither.
+  bool records_config = true;
 };
 
 struct Invocation {

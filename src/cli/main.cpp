@@ -1,5 +1,6 @@
 // main.cpp: the `draftalign` binary: the command table, each stage bound to the function that runs it.
 // The stages live in trainers/ and evaluators/; this file only says which command runs which and what it reads.
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,28 @@ int main(int argc, char** argv) {
          draftalign::data::generate(l.cfg);
          return 0;
        }},
+      {"data stats", "counts, finish reasons and length histograms of generated data",
+       "Reads the shards of a generate output directory (data.dir, default generate.output_dir), complete or not,\n"
+       "and prints record and token counts, finish reasons, and prompt and response length histograms.",
+       {"generate", "data"},
+       [](const draftalign::config::LoadedConfig& l) {
+         const auto& c = l.cfg;
+         std::fputs(draftalign::data::dataset_stats(c.data.dir.empty() ? c.generate.output_dir : c.data.dir,
+                                                    c.data.bins).c_str(), stdout);
+         return 0;
+       },
+       false},
+      {"data show", "print generated records, decoded",
+       "Prints data.samples records from data.first of a generate output directory (data.dir, default\n"
+       "generate.output_dir): the prompt as the target saw it (chat template included) and its response.",
+       {"target", "generate", "data"},
+       [](const draftalign::config::LoadedConfig& l) {
+         const auto& c = l.cfg;
+         std::fputs(draftalign::data::dataset_show(c.data.dir.empty() ? c.generate.output_dir : c.data.dir,
+                                                   c.target.dir, c.data.first, c.data.samples).c_str(), stdout);
+         return 0;
+       },
+       false},
       {"distill", "finetune the drafter on the target's distributions (TVD++, FKL, RKL, TVD)",
        "Knowledge distillation of the pretrained drafter against the target's token distributions on the\n"
        "generated responses, with TVD++ (fused CUDA kernel on GPU) or a baseline loss.",

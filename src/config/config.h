@@ -316,6 +316,22 @@ struct ExportSection {
   }
 };
 
+// data show / data stats: look into a generated dataset.
+struct DataSection {
+  std::string dir = "";
+  int64_t samples = 3;
+  int64_t first = 0;
+  int64_t bins = 8;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("dir", dir, "the generate output directory to look into; empty = generate.output_dir");
+    s.add("samples", samples, "data show: records to print", Bounds::at_least(1));
+    s.add("first", first, "data show: index of the first record printed", Bounds::at_least(0));
+    s.add("bins", bins, "data stats: histogram bins", Bounds::at_least(1));
+  }
+};
+
 struct PipelineSection {
   std::vector<std::string> losses = {"tvdpp", "fkl", "tvd"};
 
@@ -335,6 +351,7 @@ struct Config {
   DistillSection distill;
   EvaluateSection evaluate;
   ExportSection export_;
+  DataSection data;
   PipelineSection pipeline;
 
   template <class V>
@@ -347,6 +364,7 @@ struct Config {
     s.section("distill", distill, "distill: the drafter against the target's distributions");
     s.section("evaluate", evaluate, "evaluate: speculative decoding with each drafter");
     s.section("export", export_, "export: a checkpoint as a Hugging Face directory");
+    s.section("data", data, "data show / data stats: look into a generated dataset");
     s.section("pipeline", pipeline, "pipeline: all stages in order");
   }
 

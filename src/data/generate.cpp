@@ -272,3 +272,135 @@ GenerateSummary generate(const config::Config& cfg) {
 }
 
 }  // namespace draftalign::data
+
+// --- data show / data stats -------------------------------------------------------------------------------------------
+
+namespace draftalign::data {
+namespace {
+
+struct Record {
+  std::string shard;
+  int64_t request = 0, prompt_index = 0, prompt_len = 0, response_len = 0;
+  int finish = 0;
+  std::vector<int64_t> tokens;  // filled for `show` only
+};
+
+std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
+  DA_CHECK(stdfs::is_directory(dir), dir.string(), ": not a directory (data.dir or generate.output_dir)");
+  std::vector<stdfs::path> files;
+  for (const auto& e : stdfs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("shard-", 0) == 0 && e.path().extension() == ".safetensors") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  DA_CHECK(!files.empty(), dir.string(), ": no shard-*.safetensors (is it a `draftalign generate` output directory?)");
+  return files;
+}
+
+std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens) {
+  std::vector<Record> out;
+  for (const auto& file : shard_files(dir)) {
+    const auto f = io::SafetensorsFile::open(file);
+    for (const char* name : {"tokens", "offsets", "prompt_lens", "request_ids", "prompt_index", "finish"})
+      DA_CHECK(f.contains(name), file.string(), ": no tensor '", name, "' (not a generate shard)");
+    const Tensor offsets = f.get("offsets"), plen = f.get("prompt_lens"), req = f.get("request_ids"),
+                 pidx = f.get("prompt_index"), fin = f.get("finish"), tokens = f.get("tokens");
+    const int64_t n = req.size(0);
+    DA_CHECK(offsets.size(0) == n + 1 && plen.size(0) == n && fin.size(0) == n && pidx.size(0) == n &&
+                 offsets[n].item<int64_t>() == tokens.size(0),
+             file.string(), ": inconsistent record counts or offsets");
+    for (int64_t i = 0; i < n; ++i) {
+      Record r;
+      r.shard = file.filename().string();
+      r.request = req[i].item<int64_t>();
+      r.prompt_index = pidx[i].item<int64_t>();
+      const int64_t lo = offsets[i].item<int64_t>(), hi = offsets[i + 1].item<int64_t>();
+      r.prompt_len = plen[i].item<int32_t>();
+      r.response_len = hi - lo - r.prompt_len;
+      DA_CHECK(lo <= hi && r.response_len >= 0, file.string(), ": record ", i, " has bad offsets");
+      r.finish = fin[i].item<uint8_t>();
+      DA_CHECK(r.finish <= 2, file.string(), ": record ", i, " has finish code ", r.finish);
+      if (with_tokens) {
+        const Tensor t = tokens.narrow(0, lo, hi - lo).to(torch::kInt64).contiguous();
+        r.tokens.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+      }
+      out.push_back(std::move(r));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Record& a, const Record& b) { return a.request < b.request; });
+  return out;
+}
+
+std::string histogram(const char* title, std::vector<int64_t> v, int64_t bins) {
+  std::sort(v.begin(), v.end());
+  double mean = 0;
+  for (int64_t x : v) mean += static_cast<double>(x) / static_cast<double>(v.size());
+  std::string out = str_cat(title, ": min ", v.front(), ", median ", v[v.size() / 2], ", mean ",
+                            static_cast<int64_t>(std::llround(mean)), ", max ", v.back(), "\n");
+  const int64_t lo = v.front(), width = std::max<int64_t>(1, (v.back() - lo + bins) / bins);
+  bins = std::min(bins, (v.back() - lo) / width + 1);  // no empty bins past the largest value
+  std::vector<int64_t> count(static_cast<size_t>(bins), 0);
+  for (int64_t x : v) ++count[static_cast<size_t>(std::min(bins - 1, (x - lo) / width))];
+  const int64_t most = *std::max_element(count.begin(), count.end());
+  for (int64_t b = 0; b < bins; ++b) {
+    char line[96];
+    std::snprintf(line, sizeof line, "  [%5lld, %5lld) %-40s %lld\n", static_cast<long long>(lo + b * width),
+                  static_cast<long long>(lo + (b + 1) * width),
+                  std::string(static_cast<size_t>(40 * count[b] / std::max<int64_t>(1, most)), '#').c_str(),
+                  static_cast<long long>(count[b]));
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
+  const auto records = read_records(dir, false);
+  const auto files = shard_files(dir);
+  int64_t expected = -1;
+  if (stdfs::exists(dir / "plan.json")) {
+    const json plan = json::parse(fs::read_file(dir / "plan.json"), nullptr, false);
+    if (plan.is_object() && plan.contains("shards") && plan["shards"].is_number_integer()) expected = plan["shards"];
+  }
+  int64_t finish[3] = {0, 0, 0}, prompt_tokens = 0, response_tokens = 0;
+  std::vector<int64_t> plens, rlens;
+  for (const auto& r : records) {
+    ++finish[r.finish];
+    prompt_tokens += r.prompt_len, response_tokens += r.response_len;
+    plens.push_back(r.prompt_len), rlens.push_back(r.response_len);
+  }
+  const double n = static_cast<double>(records.size());
+  auto pct = [&](int64_t k) { return str_cat(k, " (", std::llround(1000.0 * k / n) / 10.0, "%)"); };
+  std::string out = str_cat("dataset ", dir.string(), ": ", records.size(), " records in ", files.size(), " shards",
+                            expected < 0                                       ? std::string()
+                            : expected == static_cast<int64_t>(files.size()) ? " (complete)"
+                                                                               : str_cat(" (", expected, " planned)"),
+                            "\ntokens: ", prompt_tokens, " prompt, ", response_tokens, " response (the loss mask)\n",
+                            "finish: eos ", pct(finish[0]), ", stop ", pct(finish[1]), ", length ", pct(finish[2]),
+                            "\n");
+  out += histogram("prompt tokens", plens, bins);
+  out += histogram("response tokens", rlens, bins);
+  return out;
+}
+
+std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_dir, int64_t first, int64_t samples) {
+  const auto records = read_records(dir, true);
+  const auto tokenizer = tok::load_tokenizer(tokenizer_dir);
+  DA_CHECK(first < static_cast<int64_t>(records.size()), "data.first = ", first, " but ", dir.string(), " holds ",
+           records.size(), " records");
+  const char* finish[] = {"eos", "stop", "length"};
+  std::string out;
+  for (int64_t i = first; i < std::min<int64_t>(first + samples, records.size()); ++i) {
+    const Record& r = records[static_cast<size_t>(i)];
+    const std::vector<int64_t> prompt(r.tokens.begin(), r.tokens.begin() + r.prompt_len);
+    const std::vector<int64_t> response(r.tokens.begin() + r.prompt_len, r.tokens.end());
+    out += str_cat("=== record ", i, ": request ", r.request, ", prompt ", r.prompt_index, ", ", r.shard, ", finish ",
+                   finish[r.finish], ", ", r.prompt_len, " prompt + ", r.response_len, " response tokens\n",
+                   "--- prompt (as the target saw it)\n", tokenizer->decode(prompt), "\n--- response\n",
+                   tokenizer->decode(response), "\n");
+  }
+  return out;
+}
+
+}  // namespace draftalign::data

@@ -25,11 +25,19 @@
 
 namespace draftalign::data {
 
+namespace stdfs = std::filesystem;
+
 struct GenerateSummary {
   int64_t shards = 0, shards_done_here = 0, records = 0, skipped_prompts = 0, response_tokens = 0;
   bool complete = false;  // every shard exists and manifest.json is written
 };
 
 GenerateSummary generate(const config::Config& cfg);
+
+// `data stats`: counts, finish reasons, prompt and response length histograms of a generate output directory
+// (complete or not). `data show`: records [first, first + samples) decoded with the target's tokenizer. Both read
+// the shards through the checked safetensors reader; errors name the file.
+std::string dataset_stats(const stdfs::path& dir, int64_t bins);
+std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_dir, int64_t first, int64_t samples);
 
 }  // namespace draftalign::data

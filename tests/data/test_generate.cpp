@@ -104,6 +104,26 @@ TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(contents(split), whole);
 
+  // data stats / data show read what generate wrote.
+  r = run_command(str_cat(DRAFTALIGN_BIN, " data stats data.dir=", (d / "whole").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "20 records in 10 shards (complete)");
+  EXPECT_HAS(r.output, str_cat(manifest["response_tokens"].get<int64_t>(), " response (the loss mask)"));
+  EXPECT_HAS(r.output, str_cat("finish: eos ", manifest["finish"]["eos"].get<int64_t>(), " ("));
+  EXPECT_HAS(r.output, "response tokens: min ");
+  r = run_command(str_cat(DRAFTALIGN_BIN, " data show data.samples=2 data.first=7 data.dir=", (d / "whole").string(),
+                          " target.dir=", (d / "target").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "=== record 7: request 7");
+  EXPECT_HAS(r.output, "<|im_start|>user\nTell me about thing number 8.<|im_end|>");
+  EXPECT_EQ(r.output.find("=== record 9"), std::string::npos);
+  r = run_command(str_cat(DRAFTALIGN_BIN, " data stats data.dir=", d.path().string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, "no shard-*.safetensors");
+  r = run_command(str_cat(DRAFTALIGN_BIN, " data"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_HAS(r.output, "'data' needs a subcommand: data stats, data show");
+
   r = run_command(generate_cmd(d, out, "generate.temperature=0.5"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_HAS(r.output, "made with other settings");
