@@ -59,6 +59,9 @@ Invocation parse_args(const std::vector<std::string>& args) {
     } else if (a == "--config" || a == "-c") {
       if (i + 1 >= args.size()) throw Error(a + " needs a file name");
       inv.config_file = args[++i];
+    } else if (a == "--shard") {  // generate's independent processes: --shard i/n
+      if (i + 1 >= args.size()) throw Error("--shard needs i/n (e.g. --shard 0/4)");
+      inv.overrides.push_back("generate.shard=" + args[++i]);
     } else if (a.rfind("--config=", 0) == 0 && a.size() > 9) {
       inv.config_file = a.substr(9);
     } else if (!a.empty() && a[0] != '-' && a.find('=') != std::string::npos) {

@@ -209,6 +209,7 @@ struct GenerateSection {
   int64_t top_k = 0;
   int64_t max_new_tokens = 256;
   std::vector<std::string> stop = {};
+  std::vector<int64_t> stop_ids = {};
   int64_t responses_per_prompt = 1;
   int64_t batch_size = 16;
   int64_t max_prompts = 0;
@@ -226,6 +227,7 @@ struct GenerateSection {
     s.add("top_k", top_k, "sample among the k most likely tokens; 0 = off", Bounds::at_least(0));
     s.add("max_new_tokens", max_new_tokens, "longest response", Bounds::at_least(1));
     s.add("stop", stop, "stop strings besides the EOS token");
+    s.add("stop_ids", stop_ids, "token ids that end a response besides the EOS token", Bounds::at_least(0));
     s.add("responses_per_prompt", responses_per_prompt, "samples per prompt", Bounds::at_least(1));
     s.add("batch_size", batch_size, "sequences decoded together (continuous batching)", Bounds::at_least(1));
     s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));

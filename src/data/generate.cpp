@@ -71,6 +71,7 @@ std::string plan_fingerprint(const config::Config& cfg, int64_t requests) {
                           " max=", g.max_prompts, " shard=", g.shard_size, " topk=", g.topk_logprobs,
                           " requests=", requests);
   for (const auto& x : g.stop) s += " stop=" + x;
+  for (int64_t x : g.stop_ids) s += str_cat(" stop_id=", x);
   for (const auto& f : g.prompts) s += str_cat(" ", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
   const std::string cfg_json = fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
   s += " target_config=" + hex(checksum(cfg_json.data(), cfg_json.size()));
@@ -236,6 +237,11 @@ GenerateSummary generate(const config::Config& cfg) {
     sp.temperature = g.temperature, sp.top_p = g.top_p, sp.top_k = g.top_k, sp.max_new_tokens = g.max_new_tokens;
     sp.stop_strings = g.stop;
     if (tokenizer->special().eos >= 0) sp.stop_ids.push_back(tokenizer->special().eos);
+    for (int64_t id : g.stop_ids) {
+      DA_CHECK(id < target_cfg.vocab_size, "generate.stop_ids: ", id, " is outside the target's vocabulary (",
+               target_cfg.vocab_size, ")");
+      sp.stop_ids.push_back(id);
+    }
     for (int64_t id : target_cfg.eos_token_ids)
       if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), id) == sp.stop_ids.end()) sp.stop_ids.push_back(id);
     model::Generator gen(*target, sp, g.batch_size, g.topk_logprobs, tokenizer.get());

@@ -20,6 +20,7 @@ TEST(ParseArgs, ConfigOverridesAndHelp) {
   EXPECT_FALSE(a.help);
   EXPECT_EQ(parse_args({"pipeline", "configs/demo.yaml"}).config_file, "configs/demo.yaml");
   EXPECT_EQ(parse_args({"pipeline", "--config=a.yml"}).config_file, "a.yml");
+  EXPECT_EQ(parse_args({"generate", "--shard", "1/4"}).overrides, (std::vector<std::string>{"generate.shard=1/4"}));
   EXPECT_TRUE(parse_args({"evaluate", "-h"}).help);
   EXPECT_THROW(parse_args({"pretrain", "--config"}), Error);
   EXPECT_THROW(parse_args({"pretrain", "--verbose"}), Error);

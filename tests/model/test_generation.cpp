@@ -61,6 +61,16 @@ TEST(Generator, GreedyEqualsSingleSequenceGreedyForEveryRowOfARefilledBatch) {
     lengths.insert(out[i].tokens.size());
   }
   EXPECT_EQ(reported, total);
+
+  // A stop string ends the response with the token that completes it.
+  const std::vector<int64_t>& full = out[0].tokens;
+  ASSERT_GE(full.size(), 4u);
+  p.stop_strings = {tokenizer->decode({full.begin() + 1, full.begin() + 3})};
+  const auto stopped = Generator(*model, p, 2, 0, tokenizer.get()).run({requests[0]})[0];
+  EXPECT_EQ(stopped.finish, "stop");
+  ASSERT_LE(stopped.tokens.size(), 3u);
+  EXPECT_TRUE(std::equal(stopped.tokens.begin(), stopped.tokens.end(), full.begin()));
+  EXPECT_HAS(tokenizer->decode(stopped.tokens), p.stop_strings[0]);
   EXPECT_GT(lengths.size(), 1u) << "the prompts should finish at different times (a refilled batch)";
 }
 
