@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_args.h"
 #include "common/device.h"
 #include "common/fs.h"
 #include "data/prompts.h"
@@ -22,20 +23,10 @@ using namespace draftalign;
 int main(int argc, char** argv) {
   std::string model_dir, prompts_file, device_name = "cpu", out;
   int64_t n = 16, batch = 16, max_new = 32;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--model") model_dir = v;
-    else if (a == "--prompts") prompts_file = v;
-    else if (a == "--n") n = std::stoll(v);
-    else if (a == "--batch") batch = std::stoll(v);
-    else if (a == "--max-new") max_new = std::stoll(v);
-    else if (a == "--device") device_name = v;
-    else if (a == "--out") out = v;
-    else {
-      std::fprintf(stderr, "bench_generate: unknown option %s\n", a.c_str());
-      return 2;
-    }
-  }
+  if (!bench::parse_options(argc, argv, {{"--model", &model_dir}, {"--prompts", &prompts_file}, {"--n", &n},
+                                          {"--batch", &batch}, {"--max-new", &max_new}, {"--device", &device_name},
+                                          {"--out", &out}}))
+    return 2;
   try {
     const bool cuda = resolve_device(device_name) == "cuda";
     const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
@@ -67,11 +58,7 @@ int main(int argc, char** argv) {
                               {"dtype", cuda ? "bf16" : "fp32"}, {"threads", torch::get_num_threads()},
                               {"n", requests.size()}, {"batch", batch}, {"max_new", max_new}, {"tokens", tokens},
                               {"seconds", secs}, {"tokens_per_s", tokens / secs}, {"responses", responses}};
-    const std::string text = j.dump() + "\n";
-    if (out.empty())
-      std::fputs(text.c_str(), stdout);
-    else
-      fs::write_file_atomic(out, text);
+    bench::write_result(j, out);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

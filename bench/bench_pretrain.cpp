@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_args.h"
 #include "common/device.h"
 #include "common/fs.h"
 #include "config/loader.h"
@@ -31,20 +32,10 @@ using namespace draftalign;
 int main(int argc, char** argv) {
   std::string config_file, device_name = "cpu", out;
   int64_t batch = 4, seq = 256, steps = 5, warmup = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--config") config_file = v;
-    else if (a == "--batch") batch = std::stoll(v);
-    else if (a == "--seq") seq = std::stoll(v);
-    else if (a == "--steps") steps = std::stoll(v);
-    else if (a == "--warmup") warmup = std::stoll(v);
-    else if (a == "--device") device_name = v;
-    else if (a == "--out") out = v;
-    else {
-      std::fprintf(stderr, "bench_pretrain: unknown option %s\n", a.c_str());
-      return 2;
-    }
-  }
+  if (!bench::parse_options(argc, argv, {{"--config", &config_file}, {"--batch", &batch}, {"--seq", &seq},
+                                          {"--steps", &steps}, {"--warmup", &warmup}, {"--device", &device_name},
+                                          {"--out", &out}}))
+    return 2;
   try {
     const config::Config cfg = config::load_config(config_file, {}).cfg;
     const torch::Device device = resolve_device(device_name) == "cuda" ? torch::Device(torch::kCUDA, 0)
@@ -118,11 +109,7 @@ int main(int argc, char** argv) {
                         {"peak_bytes", peak},
                         {"peak_kind", cuda ? "CUDA allocated" : "process max RSS"},
                         {"hf_config", io::to_hf_json(c)}};
-    const std::string text = j.dump(2) + "\n";
-    if (out.empty())
-      std::fputs(text.c_str(), stdout);
-    else
-      fs::write_file_atomic(out, text);
+    bench::write_result(j, out);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
