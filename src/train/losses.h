@@ -1,0 +1,40 @@
+// losses.h: the distillation losses of stage 3, in plain LibTorch (the reference every faster path is tested against).
+// Rows are the masked response positions, already selected: student and teacher logits are [N, V]. With temperature T,
+// p = softmax(teacher / T) (no gradient), q = softmax(student / T), and every loss is the mean over the N rows of
+//   fkl    sum_x p log(p / q)
+//   rkl    sum_x q log(q / p)
+//   tvd    1/2 sum_x |p - q|
+//   tvdpp  a surrogate whose gradient is the policy gradient of the reward r(x) = 1[p(x) > q(x)], normalised to
+//          r~ = (r - mean r) / (std r + eps) over each row's vocabulary (scope token) or over all N x V entries (scope
+//          batch), weighted by
+//            q        -sum_x sg[q(x) r~(x)] log q(x): gradient wrt student logit z_j = -(q_j / T)(r~_j - sum_x q_x r~_x)
+//            uniform  -(1/V) sum_x r~(x) log q(x)
+//          (the gradient of TVD itself is -(q_j / T)(r_j - sum_x q_x r_x): REINFORCE with reward 1[p > q]).
+// The value of tvdpp is the surrogate's, which is not a distance: log tvd and the acceptance statistics to follow it.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace draftalign::train {
+
+struct KdOptions {
+  std::string loss = "tvdpp";         // fkl, rkl, tvd, tvdpp
+  double temperature = 1.0;
+  std::string tvdpp_scope = "token";  // token, batch
+  std::string tvdpp_weighting = "q";  // q, uniform
+  double eps = 1e-6;                  // in the reward normalisation
+};
+
+// The loss (a scalar, differentiable in `student`), averaged over rows. Any float dtype; computed in fp32 at least.
+torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o);
+
+// Per-row expected acceptance of speculative sampling with the drafter q for the target p: alpha = sum_x min(p, q)
+// = 1 - TVD(p, q), at temperature T. [N], no gradient.
+torch::Tensor acceptance(const torch::Tensor& student, const torch::Tensor& teacher, double temperature);
+
+// The expected number of tokens per target call with draft length g at acceptance alpha: (1 - alpha^(g+1)) / (1 - alpha).
+double expected_tokens_per_call(double alpha, int64_t gamma);
+
+}  // namespace draftalign::train
