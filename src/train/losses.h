@@ -30,6 +30,13 @@ struct KdOptions {
 // The loss (a scalar, differentiable in `student`), averaged over rows. Any float dtype; computed in fp32 at least.
 torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o);
 
+// TVD and TVD++ through one pass that yields the loss and d loss / d student at once (the closed forms above), entering
+// autograd as a torch::autograd::Function: backward only scales the stored gradient. This is the interface of the
+// fused CUDA kernel (issue 6, not written yet); on every device today it runs the closed forms in LibTorch, which the
+// tests hold equal to kd_loss's autograd. `alpha_sum` (optional) receives sum over rows of sum_x min(p, q).
+torch::Tensor kd_loss_fused(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o,
+                            torch::Tensor* alpha_sum = nullptr);
+
 // Per-row expected acceptance of speculative sampling with the drafter q for the target p: alpha = sum_x min(p, q)
 // = 1 - TVD(p, q), at temperature T. [N], no gradient.
 torch::Tensor acceptance(const torch::Tensor& student, const torch::Tensor& teacher, double temperature);

@@ -131,3 +131,40 @@ TEST(KdLoss, AcceptanceIsOneMinusTvdAndTokensPerCallFollow) {
 
 }  // namespace
 }  // namespace draftalign::train
+
+namespace draftalign::train {
+namespace {
+
+// The one-pass path (the interface of the fused kernel) against kd_loss's autograd, every option, fp64 and fp32.
+TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
+  const Case c = random_case(7, 17, 5);
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-6;
+    for (const char* loss : {"tvd", "tvdpp"}) {
+      for (const char* scope : {"token", "batch"}) {
+        for (const char* weighting : {"q", "uniform"}) {
+          KdOptions o;
+          o.loss = loss, o.temperature = 1.7, o.tvdpp_scope = scope, o.tvdpp_weighting = weighting;
+          const Tensor s0 = c.student.to(dtype), t0 = c.teacher.to(dtype);
+          Tensor a = s0.clone().set_requires_grad(true), b = s0.clone().set_requires_grad(true);
+          const Tensor ref = kd_loss(a, t0, o);
+          (ref * 3.0).backward();
+          Tensor alpha_sum;
+          const Tensor fused = kd_loss_fused(b, t0, o, &alpha_sum);
+          (fused * 3.0).backward();
+          const std::string what = str_cat(loss, " ", scope, " ", weighting, " ", dtype);
+          EXPECT_NEAR(fused.item<double>(), ref.item<double>(), tol) << what;
+          EXPECT_LT(max_abs(b.grad() - a.grad()), tol) << what;
+          EXPECT_EQ(b.grad().scalar_type(), dtype);
+          EXPECT_NEAR(alpha_sum.item<double>(), acceptance(s0, t0, 1.7).sum().item<double>(), tol) << what;
+        }
+      }
+    }
+  }
+  KdOptions fkl;
+  fkl.loss = "fkl";
+  EXPECT_HAS(testing::error_of([&] { kd_loss_fused(c.student, c.teacher, fkl); }), "only tvd and tvdpp are fused");
+}
+
+}  // namespace
+}  // namespace draftalign::train
