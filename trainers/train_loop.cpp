@@ -22,16 +22,7 @@ using json = nlohmann::json;
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kCheckpointFiles[] = {"model.safetensors", "optimizer.pt", "rng.pt"};
 
-std::string hex(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-std::string file_checksum(const stdfs::path& p) {
-  const std::string bytes = fs::read_file(p);
-  return hex(data::checksum(bytes.data(), bytes.size()));
-}
+std::string file_checksum(const stdfs::path& p) { return data::checksum_hex(fs::read_file(p)); }
 
 // This rank's generator states: the CPU one, and the CUDA one of the current device when training on CUDA.
 std::vector<torch::Tensor> generator_states(torch::Device device) {

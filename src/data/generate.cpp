@@ -30,12 +30,6 @@ struct Planned {
   std::string prompt_id, prompt_text;
 };
 
-std::string hex(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 // splitmix64: a request's seed from the run seed and its id.
 uint64_t mix(uint64_t x) {
   x += 0x9E3779B97F4A7C15ULL;
@@ -74,8 +68,8 @@ std::string plan_fingerprint(const config::Config& cfg, int64_t requests) {
   for (int64_t x : g.stop_ids) s += str_cat(" stop_id=", x);
   for (const auto& f : g.prompts) s += str_cat(" ", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
   const std::string cfg_json = fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
-  s += " target_config=" + hex(checksum(cfg_json.data(), cfg_json.size()));
-  return hex(checksum(s.data(), s.size()));
+  s += " target_config=" + checksum_hex(cfg_json);
+  return checksum_hex(s);
 }
 
 bool shard_is_complete(const stdfs::path& file, const std::string& plan) {
@@ -149,7 +143,7 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
     const int64_t n = fin.size(0), t = mask.size(0), r = mask.sum().item<int64_t>();
     const std::string bytes = fs::read_file(file);
     list.push_back({{"file", file.filename().string()}, {"records", n}, {"tokens", t}, {"response_tokens", r},
-                    {"checksum", hex(checksum(bytes.data(), bytes.size()))}});
+                    {"checksum", checksum_hex(bytes)}});
     records += n, tokens += t, response_tokens += r;
     preview += fs::read_file(dir / (shard_name(k) + ".preview.jsonl"));
   }

@@ -105,9 +105,7 @@ std::string fingerprint(const config::PrepareSection& p, const tok::Tokenizer& t
     s += str_cat(" ", stdfs::absolute(in).string(), ":", stdfs::file_size(in), ":",
                  stdfs::last_write_time(in).time_since_epoch().count());
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(checksum(s.data(), s.size())));
-  return hex;
+  return checksum_hex(s);
 }
 
 // Validation documents: every `period`-th one (0 = none).

@@ -23,13 +23,15 @@ void put_u64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 uint32_t get_u32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
 uint64_t get_u64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
 
-std::string hex(uint64_t v) {
+}  // namespace
+
+std::string checksum_hex(uint64_t value) {
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(value));
   return buf;
 }
 
-}  // namespace
+std::string checksum_hex(std::string_view bytes) { return checksum_hex(checksum(bytes.data(), bytes.size())); }
 
 uint64_t checksum(const void* data, size_t bytes) {
   const auto* p = static_cast<const uint8_t*>(data);
@@ -121,7 +123,7 @@ void write_index(const stdfs::path& dir, const DatasetIndex& index) {
   for (const auto& [split, shards] : index.splits) {
     json list = json::array();
     for (const auto& s : shards)
-      list.push_back({{"file", s.file}, {"tokens", s.tokens}, {"docs", s.docs}, {"checksum", hex(s.checksum)}});
+      list.push_back({{"file", s.file}, {"tokens", s.tokens}, {"docs", s.docs}, {"checksum", checksum_hex(s.checksum)}});
     j["splits"][split] = {{"tokens", index.tokens(split)}, {"docs", index.docs(split)}, {"shards", list}};
   }
   fs::write_file_atomic(dir / "index.json", j.dump(2) + "\n");
@@ -219,8 +221,8 @@ Shard::Shard(const stdfs::path& path, const ShardInfo& expected, int64_t token_b
   data_ = h + kShardHeaderBytes;
   const uint64_t sum = checksum(data_, want - kShardHeaderBytes);
   if (sum != get_u64(h + 32) || sum != expected.checksum)
-    fail(str_cat("checksum mismatch (contents ", hex(sum), ", header ", hex(get_u64(h + 32)), ", index.json ",
-                 hex(expected.checksum), ")"));
+    fail(str_cat("checksum mismatch (contents ", checksum_hex(sum), ", header ", checksum_hex(get_u64(h + 32)),
+                 ", index.json ", checksum_hex(expected.checksum), ")"));
   for (int64_t i = 0; i < tokens_; ++i)
     if (at(i) >= vocab_size) fail(str_cat("token ", i, " is id ", at(i), ", outside the vocabulary of ", vocab_size));
 }

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace draftalign::data {
@@ -31,6 +32,9 @@ inline constexpr size_t kShardHeaderBytes = 64;
 
 // 64-bit FNV-1a over bytes, processed 8 bytes at a time (fast enough to verify a shard on every open).
 uint64_t checksum(const void* data, size_t bytes);
+// A checksum as the 16 hex digits index.json, manifests and checkpoint states store; of `bytes`, or a given value.
+std::string checksum_hex(uint64_t value);
+std::string checksum_hex(std::string_view bytes);
 
 struct ShardInfo {
   std::string file;  // relative to the dataset directory
