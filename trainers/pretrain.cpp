@@ -157,8 +157,7 @@ int pretrain(const config::Config& cfg) {
   std::optional<stdfs::path> resume = resume_checkpoint(out, t.resume);
   {
     // Every rank must resume from the same step.
-    Tensor step = torch::tensor({static_cast<int64_t>(resume ? std::stoll(resume->filename().string().substr(5)) : -1)})
-                      .to(rt.device);
+    Tensor step = torch::tensor({resume ? checkpoint_step(*resume) : int64_t{-1}}).to(rt.device);
     for (const Tensor& s : dist.all_gather(step, "resume-step gather"))
       DA_CHECK(s.item<int64_t>() == step.item<int64_t>(), "ranks see different checkpoints in ", out.string(),
                "/checkpoints (is output_dir on a shared file system?)");

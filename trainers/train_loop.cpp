@@ -147,6 +147,15 @@ stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step) {
   return output_dir / "checkpoints" / name;
 }
 
+int64_t checkpoint_step(const stdfs::path& dir) {
+  std::string name = dir.filename().string();
+  if (name.empty()) name = dir.parent_path().filename().string();  // "…/step-0000500/"
+  if (name.size() != 12 || name.rfind("step-", 0) != 0 ||
+      name.find_first_not_of("0123456789", 5) != std::string::npos)
+    return -1;
+  return std::stoll(name.substr(5));
+}
+
 namespace {
 
 std::vector<std::pair<int64_t, stdfs::path>> list_checkpoints(const stdfs::path& output_dir) {
@@ -154,10 +163,8 @@ std::vector<std::pair<int64_t, stdfs::path>> list_checkpoints(const stdfs::path&
   const stdfs::path root = output_dir / "checkpoints";
   if (!stdfs::is_directory(root)) return out;
   for (const auto& e : stdfs::directory_iterator(root)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() != 12 || name.rfind("step-", 0) != 0 || !stdfs::exists(e.path() / kStateFile)) continue;
-    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
-    out.emplace_back(std::stoll(name.substr(5)), e.path());
+    const int64_t step = checkpoint_step(e.path());
+    if (step >= 0 && stdfs::exists(e.path() / kStateFile)) out.emplace_back(step, e.path());
   }
   std::sort(out.begin(), out.end());
   return out;

@@ -91,6 +91,8 @@ struct TrainerState {
 };
 
 stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step);
+// The step of a checkpoint directory named as checkpoint_dir names them ("step-0000500" -> 500), or -1.
+int64_t checkpoint_step(const stdfs::path& dir);
 // The newest complete checkpoint under <output_dir>/checkpoints, if any.
 std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir);
 // The checkpoint train.resume asks for: auto = latest_checkpoint, none = nothing, else that path (which must exist).
