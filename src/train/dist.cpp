@@ -37,6 +37,16 @@ int env_int(const char* name, int fallback, int lo) {
                       "\n(another rank died, hung past run.dist_timeout_s, or the ranks disagree on the config)"));
 }
 
+// Starts a collective; a failure to start it is reported like a failure while waiting for it.
+template <class F>
+c10::intrusive_ptr<c10d::Work> start_collective(const char* what, int rank, F&& start) {
+  try {
+    return start();
+  } catch (const std::exception& e) {
+    collective_failed(what, rank, e.what());
+  }
+}
+
 }  // namespace
 
 DistEnv dist_env_from_environment() {
@@ -124,11 +134,7 @@ void Dist::wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
 c10::intrusive_ptr<c10d::Work> Dist::all_reduce_sum_async(torch::Tensor& t) {
   if (env_.world == 1) return {};
   std::vector<torch::Tensor> ts = {t};
-  try {
-    return backend_->allreduce(ts);
-  } catch (const std::exception& e) {
-    collective_failed("all-reduce", env_.rank, e.what());
-  }
+  return start_collective("all-reduce", env_.rank, [&] { return backend_->allreduce(ts); });
 }
 
 void Dist::all_reduce_sum(torch::Tensor& t, const char* what) {
@@ -141,26 +147,14 @@ std::vector<torch::Tensor> Dist::all_gather(const torch::Tensor& t, const char* 
   std::vector<std::vector<torch::Tensor>> out(1);
   for (int r = 0; r < env_.world; ++r) out[0].push_back(torch::empty_like(t));
   std::vector<torch::Tensor> in = {t.contiguous()};
-  try {
-    wait(backend_->allgather(out, in), what);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    collective_failed(what, env_.rank, e.what());
-  }
+  wait(start_collective(what, env_.rank, [&] { return backend_->allgather(out, in); }), what);
   return out[0];
 }
 
 void Dist::broadcast(torch::Tensor& t, const char* what) {
   if (env_.world == 1) return;
   std::vector<torch::Tensor> ts = {t};
-  try {
-    wait(backend_->broadcast(ts), what);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    collective_failed(what, env_.rank, e.what());
-  }
+  wait(start_collective(what, env_.rank, [&] { return backend_->broadcast(ts); }), what);
 }
 
 void Dist::barrier(const char* what) {
