@@ -1,9 +1,8 @@
 #include "cli/commands.h"
 
-#include <cstdlib>
-
 #include "common/fs.h"
 #include "common/log.h"
+#include "train/launch_env.h"
 
 namespace draftalign::cli {
 namespace {
@@ -76,9 +75,12 @@ Invocation parse_args(const std::vector<std::string>& args) {
 }
 
 void init_rank_from_env() {
-  const char* r = std::getenv("RANK");
-  const char* w = std::getenv("WORLD_SIZE");
-  log::set_rank(r ? std::atoi(r) : 0, w ? std::max(1, std::atoi(w)) : 1);
+  try {
+    const train::DistEnv env = train::dist_env_from_environment();
+    log::set_rank(env.rank, env.world);
+  } catch (const Error&) {
+    // A malformed variable: stay rank 0 of 1 here; the stage that joins the process group reports it.
+  }
 }
 
 int run_cli(const std::vector<std::string>& args, const std::vector<Command>& commands,

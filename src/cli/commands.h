@@ -42,7 +42,8 @@ Invocation parse_args(const std::vector<std::string>& args);
 int run_cli(const std::vector<std::string>& args, const std::vector<Command>& commands,
             const std::function<std::string()>& version_info, std::FILE* out = stdout, std::FILE* err = stderr);
 
-// Reads RANK / WORLD_SIZE (torchrun, srun via the launcher) so only rank 0 prints before the process group exists.
+// Reads the launcher's environment (torchrun or srun, train/launch_env.h) so only rank 0 prints before the process
+// group exists.
 void init_rank_from_env();
 
 }  // namespace draftalign::cli

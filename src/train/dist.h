@@ -18,22 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "train/launch_env.h"
+
 namespace c10d {
 class Backend;
 class Work;
 }  // namespace c10d
 
 namespace draftalign::train {
-
-struct DistEnv {
-  int rank = 0, world = 1, local_rank = 0, local_world = 1;
-  std::string master_addr = "127.0.0.1";
-  int master_port = 29500;
-  bool agent_store = false;  // torchrun's agent hosts the TCPStore; every rank is a client
-};
-
-// Reads the launcher's environment; a single process when none is set. Malformed values are Errors naming the variable.
-DistEnv dist_env_from_environment();
 
 class Dist {
  public:
