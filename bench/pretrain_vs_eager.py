@@ -123,8 +123,8 @@ def main():
                                job["fused"])))
         return 0
     gpu = args.device == "cuda"
-    batch = args.batch or (8 if gpu else 2)
-    seq = args.seq or (2048 if gpu else 256)
+    batch = args.batch or (16 if gpu else 2)
+    seq = args.seq or (1024 if gpu else 256)  # the demo drafter holds 1024 positions
     steps = args.steps or (10 if gpu else 4)
     warmup = args.warmup or (3 if gpu else 1)
     torch.set_num_threads(os.cpu_count())

@@ -3,6 +3,13 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "kernels/tvd_launch.h"
+
+#if DRAFTALIGN_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+#endif
 
 namespace draftalign::train {
 
@@ -45,45 +52,162 @@ Tensor kd_loss(const Tensor& student, const Tensor& teacher, const KdOptions& o)
 
 namespace {
 
-// Loss (scalar), gradient wrt the student logits [N, V], and sum of alpha, from the closed forms.
-struct Fused {
-  Tensor loss, grad, alpha_sum;
-};
+// The fused path. Both devices go through the same algebra: per-row statistics (kernels/tvd_launch.h's columns),
+// the loss from the statistics, and a gradient that is affine in q r, q and r with per-row coefficients. On CUDA the
+// kernel computes the statistics and the gradient without any [N, V] intermediate; elsewhere LibTorch does, which keeps
+// this algebra under test on every machine.
+using kernels::TvdStat;
 
-Fused fused_forward(const Tensor& student, const Tensor& teacher, const KdOptions& o) {
+Tensor stat(const Tensor& stats, TvdStat col) { return stats.select(1, col); }
+
+// mean(r) per row ([N]) for scope token, or over all rows and vocabulary entries (a [1] broadcast) for scope batch.
+Tensor reward_mean(const Tensor& stats, const KdOptions& o, int64_t vocab) {
+  const Tensor count = stat(stats, kernels::kCount);
+  if (o.tvdpp_scope == "batch") return (count.sum() / static_cast<double>(count.numel() * vocab)).reshape({1});
+  return count / static_cast<double>(vocab);
+}
+
+Tensor reward_sd(const Tensor& mu, double eps) { return (mu - mu * mu).clamp_min(0).sqrt() + eps; }
+
+Tensor loss_from_stats(const Tensor& stats, const KdOptions& o, int64_t vocab) {
+  if (o.loss == "tvd") return (1.0 - stat(stats, kernels::kAlpha)).mean();
+  const Tensor mu = reward_mean(stats, o, vocab), sd = reward_sd(mu, o.eps);
+  if (o.tvdpp_weighting == "q")
+    return (-(stat(stats, kernels::kSumQRLq) - mu * stat(stats, kernels::kSumQLq)) / sd).mean();
+  // sum_x (r - mu) lq from the sums centred on c: sum r (lq - c) - mu sum (lq - c) + c (k - mu V).
+  const Tensor centred = stat(stats, kernels::kSumRLq) - mu * stat(stats, kernels::kSumLq) +
+                         stat(stats, kernels::kLqMean) * (stat(stats, kernels::kCount) - mu * static_cast<double>(vocab));
+  return (-centred / (sd * static_cast<double>(vocab))).mean();
+}
+
+// The statistics and the gradient in LibTorch (CPU, float64, or a CUDA build without the kernel).
+void stats_and_grad_reference(const Tensor& student, const Tensor& teacher, const KdOptions& o, Tensor& stats,
+                              Tensor& grad) {
+  const auto type = student.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  const int64_t n = student.size(0), v = student.size(1);
+  const Tensor u = student.to(type) / o.temperature, w = teacher.to(type) / o.temperature;
+  const Tensor max_s = std::get<0>(u.max(-1, true)), max_t = std::get<0>(w.max(-1, true));
+  const Tensor lse_s = (u - max_s).exp().sum(-1, true).log(), lse_t = (w - max_t).exp().sum(-1, true).log();
+  const Tensor lq = u - max_s - lse_s, q = lq.exp(), p = (w - max_t - lse_t).exp();
+  const Tensor r = (p > q).to(type);
+  stats = torch::zeros({n, kernels::kTvdStats}, student.options().dtype(type));
+  stats.select(1, kernels::kMaxS).copy_(max_s.squeeze(1));
+  stats.select(1, kernels::kLseS).copy_(lse_s.squeeze(1));
+  stats.select(1, kernels::kMaxT).copy_(max_t.squeeze(1));
+  stats.select(1, kernels::kLseT).copy_(lse_t.squeeze(1));
+  stats.select(1, kernels::kCount).copy_(r.sum(-1));
+  stats.select(1, kernels::kSumQR).copy_((q * r).sum(-1));
+  stats.select(1, kernels::kAlpha).copy_(torch::minimum(p, q).sum(-1));
+  stats.select(1, kernels::kSumQLq).copy_((q * lq).sum(-1));
+  stats.select(1, kernels::kSumQRLq).copy_((q * r * lq).sum(-1));
+  const Tensor lq_mean = lq.mean(-1, true);
+  stats.select(1, kernels::kSumRLq).copy_((r * (lq - lq_mean)).sum(-1));
+  stats.select(1, kernels::kSumLq).copy_((lq - lq_mean).sum(-1));
+  stats.select(1, kernels::kLqMean).copy_(lq_mean.squeeze(1));
+  // grad = ca q r + cb q + cc r + cd (kernels/tvd.cu's row_coef).
+  const double s = 1.0 / (o.temperature * static_cast<double>(n));
+  const Tensor count = stat(stats, kernels::kCount).unsqueeze(1), sum_qr = stat(stats, kernels::kSumQR).unsqueeze(1);
+  if (o.loss == "tvd") {
+    grad = -s * q * (r - sum_qr);
+  } else {
+    const Tensor mu = reward_mean(stats, o, v).unsqueeze(-1), sd = reward_sd(mu, o.eps);
+    if (o.tvdpp_weighting == "q") {
+      grad = -(s / sd) * q * (r - sum_qr);
+    } else {
+      const Tensor c = s / (sd * static_cast<double>(v));
+      grad = -c * (r - mu - q * (count - static_cast<double>(v) * mu));
+    }
+  }
+}
+
+#if DRAFTALIGN_WITH_CUDA
+kernels::TvdDtype tvd_dtype(const Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16 ? kernels::TvdDtype::kBFloat16 : kernels::TvdDtype::kFloat32;
+}
+
+bool kernel_takes(const Tensor& student, const Tensor& teacher) {
+  auto ok = [](const Tensor& t) { return t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16; };
+  return student.is_cuda() && teacher.device() == student.device() && ok(student) && ok(teacher);
+}
+
+void stats_and_grad_cuda(const Tensor& student, const Tensor& teacher, const KdOptions& o, bool allow_row_cache,
+                         Tensor& stats, Tensor& grad) {
+  const c10::cuda::CUDAGuard guard(student.device());
+  const Tensor s = student.stride(1) == 1 ? student : student.contiguous();
+  const Tensor t = teacher.stride(1) == 1 ? teacher : teacher.contiguous();
+  stats = torch::empty({s.size(0), kernels::kTvdStats}, s.options().dtype(torch::kFloat32));
+  kernels::TvdArgs a;
+  a.student = s.data_ptr(), a.teacher = t.data_ptr(), a.grad = grad.data_ptr(), a.stats = stats.data_ptr<float>();
+  a.rows = s.size(0), a.vocab = s.size(1);
+  a.student_stride = s.stride(0), a.teacher_stride = t.stride(0), a.grad_stride = grad.stride(0);
+  a.student_dtype = tvd_dtype(s), a.teacher_dtype = tvd_dtype(t);
+  a.loss = o.loss == "tvd"                ? kernels::TvdLoss::kTvd
+           : o.tvdpp_weighting == "q"     ? kernels::TvdLoss::kTvdppQ
+                                          : kernels::TvdLoss::kTvdppUniform;
+  a.batch_scope = o.loss == "tvdpp" && o.tvdpp_scope == "batch";
+  a.inv_temperature = static_cast<float>(1.0 / o.temperature);
+  a.eps = static_cast<float>(o.eps);
+  a.grad_scale = static_cast<float>(1.0 / static_cast<double>(a.rows));
+  a.allow_cache = allow_row_cache;
+  void* stream = c10::cuda::getCurrentCUDAStream(s.get_device()).stream();
+  auto check = [](int rc) {
+    DA_CHECK(rc == 0, "TVD kernel launch failed: ", cudaGetErrorString(static_cast<cudaError_t>(rc)));
+  };
+  if (!a.batch_scope) return check(kernels::launch_tvd(a, kernels::TvdPhase::kStatsAndGrad, stream));
+  check(kernels::launch_tvd(a, kernels::TvdPhase::kStats, stream));
+  const Tensor batch_count = stat(stats, kernels::kCount).sum();  // stays on the device: no synchronisation
+  a.batch_count = batch_count.data_ptr<float>();
+  check(kernels::launch_tvd(a, kernels::TvdPhase::kGrad, stream));
+}
+#endif
+
+void check_fused_args(const Tensor& student, const Tensor& teacher, const KdOptions& o) {
   DA_CHECK(o.loss == "tvd" || o.loss == "tvdpp", "kd_loss_fused: only tvd and tvdpp are fused, not '", o.loss, "'");
   DA_CHECK(student.dim() == 2 && student.sizes() == teacher.sizes(), "kd_loss_fused: student ", student.sizes(),
            " and teacher ", teacher.sizes(), " logits must both be [N, V]");
-  const auto type = student.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-  const double t = o.temperature, n = static_cast<double>(student.size(0)), v = static_cast<double>(student.size(1));
-  const Tensor log_q = torch::log_softmax(student.to(type) / t, -1);
-  const Tensor q = log_q.exp(), p = torch::softmax(teacher.to(type) / t, -1);
-  Fused f;
-  f.alpha_sum = torch::minimum(p, q).sum();
-  if (o.loss == "tvd") {
-    const Tensor r = (p > q).to(type);
-    f.loss = 0.5 * (p - q).abs().sum(-1).mean();
-    f.grad = -(q / t) * (r - (q * r).sum(-1, true)) / n;
-  } else if (o.tvdpp_weighting == "q") {
-    const Tensor rt = normalised_reward(p, q, o);
-    f.loss = -(q * rt * log_q).sum(-1).mean();
-    f.grad = -(q / t) * (rt - (q * rt).sum(-1, true)) / n;
-  } else {
-    DA_CHECK(o.tvdpp_weighting == "uniform", "distill.tvdpp_weighting must be q or uniform, not '",
-             o.tvdpp_weighting, "'");
-    const Tensor rt = normalised_reward(p, q, o);
-    f.loss = -(rt * log_q).mean(-1).mean();
-    f.grad = -(1.0 / (t * v)) * (rt - q * rt.sum(-1, true)) / n;
+  DA_CHECK(o.temperature > 0, "kd_loss_fused: temperature must be > 0");
+  DA_CHECK(o.tvdpp_scope == "token" || o.tvdpp_scope == "batch", "distill.tvdpp_scope must be token or batch, not '",
+           o.tvdpp_scope, "'");
+  DA_CHECK(o.tvdpp_weighting == "q" || o.tvdpp_weighting == "uniform",
+           "distill.tvdpp_weighting must be q or uniform, not '", o.tvdpp_weighting, "'");
+}
+
+}  // namespace
+
+KdFused kd_loss_forward_backward(const Tensor& student, const Tensor& teacher, const KdOptions& o, Tensor grad_out,
+                                 bool allow_row_cache) {
+  torch::NoGradGuard no_grad;
+  check_fused_args(student, teacher, o);
+  if (grad_out.defined())
+    DA_CHECK(grad_out.sizes() == student.sizes() && grad_out.scalar_type() == student.scalar_type() &&
+                 grad_out.device() == student.device() && grad_out.stride(1) == 1,
+             "kd_loss_forward_backward: grad_out must be a row-contiguous tensor like the student logits");
+  KdFused f;
+  Tensor stats;
+#if DRAFTALIGN_WITH_CUDA
+  if (kernel_takes(student, teacher)) {
+    f.grad = grad_out.defined() ? grad_out : torch::empty_like(student, torch::MemoryFormat::Contiguous);
+    stats_and_grad_cuda(student, teacher, o, allow_row_cache, stats, f.grad);
   }
-  f.grad = f.grad.to(student.scalar_type());
+#endif
+  if (!stats.defined()) {
+    Tensor grad;
+    stats_and_grad_reference(student, teacher, o, stats, grad);
+    f.grad = grad_out.defined() ? grad_out.copy_(grad) : grad.to(student.scalar_type());
+  }
+  (void)allow_row_cache;
+  f.loss = loss_from_stats(stats, o, student.size(1));
+  f.alpha = stat(stats, kernels::kAlpha);
   return f;
 }
+
+namespace {
 
 struct KdFunction : public torch::autograd::Function<KdFunction> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& student, const Tensor& teacher,
                         const KdOptions* o, Tensor* alpha_sum) {
-    Fused f = fused_forward(student, teacher, *o);
-    if (alpha_sum != nullptr) *alpha_sum = f.alpha_sum;
+    KdFused f = kd_loss_forward_backward(student, teacher, *o);
+    if (alpha_sum != nullptr) *alpha_sum = f.alpha.sum();
     ctx->save_for_backward({f.grad});
     return f.loss;
   }

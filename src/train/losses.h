@@ -30,10 +30,21 @@ struct KdOptions {
 // The loss (a scalar, differentiable in `student`), averaged over rows. Any float dtype; computed in fp32 at least.
 torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o);
 
-// TVD and TVD++ through one pass that yields the loss and d loss / d student at once (the closed forms above), entering
-// autograd as a torch::autograd::Function: backward only scales the stored gradient. This is the interface of the
-// fused CUDA kernel (issue 6, not written yet); on every device today it runs the closed forms in LibTorch, which the
-// tests hold equal to kd_loss's autograd. `alpha_sum` (optional) receives sum over rows of sum_x min(p, q).
+// TVD and TVD++ in one pass that yields the loss and d loss / d student together (the closed forms above), with no
+// autograd graph. On CUDA (fp32 or bf16 logits, either mix) the fused kernel of kernels/tvd.cu does it without any
+// [N, V] intermediate besides the gradient; elsewhere LibTorch runs the same algebra. `grad_out` (optional): a
+// row-contiguous tensor like `student` that receives the gradient, which may be `student` itself (in place).
+// `allow_row_cache` = false makes the kernel stream every pass even when a row fits in shared memory (benchmarks).
+struct KdFused {
+  torch::Tensor loss;   // scalar, fp32 (fp64 for fp64 inputs)
+  torch::Tensor grad;   // [N, V], the student's dtype: d loss / d student
+  torch::Tensor alpha;  // [N]: sum_x min(p, q) per row
+};
+KdFused kd_loss_forward_backward(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o,
+                                 torch::Tensor grad_out = {}, bool allow_row_cache = true);
+
+// kd_loss_forward_backward entering autograd as a torch::autograd::Function: backward only scales the stored
+// gradient. `alpha_sum` (optional) receives sum over rows of sum_x min(p, q).
 torch::Tensor kd_loss_fused(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o,
                             torch::Tensor* alpha_sum = nullptr);
 

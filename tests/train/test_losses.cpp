@@ -168,3 +168,131 @@ TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
 
 }  // namespace
 }  // namespace draftalign::train
+
+namespace draftalign::train {
+namespace {
+
+// The gradient can go to a caller's buffer, the student logits themselves included (in place).
+TEST(KdLossFused, WritesTheGradientIntoAGivenBufferOrInPlace) {
+  const Case c = random_case(6, 40, 9);
+  KdOptions o;
+  o.temperature = 1.3;
+  const Tensor s = c.student.to(torch::kFloat32), t = c.teacher.to(torch::kFloat32);
+  const KdFused plain = kd_loss_forward_backward(s, t, o);
+  Tensor buffer = torch::full_like(s, std::nan(""));
+  const KdFused into = kd_loss_forward_backward(s, t, o, buffer);
+  EXPECT_EQ(into.grad.data_ptr(), buffer.data_ptr());
+  EXPECT_TRUE(torch::equal(buffer, plain.grad));
+  Tensor own = s.clone();
+  const KdFused in_place = kd_loss_forward_backward(own, t, o, own);
+  EXPECT_TRUE(torch::equal(own, plain.grad));
+  EXPECT_EQ(in_place.loss.item<double>(), plain.loss.item<double>());
+  EXPECT_HAS(testing::error_of([&] { kd_loss_forward_backward(s, t, o, torch::zeros({6, 41})); }),
+             "grad_out must be a row-contiguous tensor like the student logits");
+}
+
+// Relative error in the 2-norm: |a - b| / |b|.
+double rel_err(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.to(torch::kCPU, torch::kFloat64), y = b.to(torch::kCPU, torch::kFloat64);
+  return ((x - y).norm() / y.norm().clamp_min(1e-300)).item<double>();
+}
+
+// The size of the terms of the TVD++ surrogate for the student logits s (float64): the mean over rows of
+// sum_x q |lq| / sd (weighting q) or (1/V) sum_x |lq - mean lq| / sd (uniform), with sd >= eps the reward's std bound
+// 0.5 + eps. 1 for tvd, whose value 1 - alpha does not cancel.
+double surrogate_scale(const Tensor& student, const KdOptions& o) {
+  if (o.loss == "tvd") return 1.0;
+  const Tensor lq = torch::log_softmax(student.to(torch::kCPU, torch::kFloat64) / o.temperature, -1);
+  const Tensor terms = o.tvdpp_weighting == "q" ? (lq.exp() * lq.abs()).sum(-1)
+                                                : (lq - lq.mean(-1, true)).abs().mean(-1);
+  return terms.mean().item<double>() / (0.5 + o.eps);
+}
+
+// The CUDA kernel against the float64 reference (LibTorch on the CPU, from the same input values), on fresh random
+// logits for every case: shapes that take the 16-byte and the one-element paths, rows held in shared memory and
+// streamed, V up to 256k; fp32, bf16 and mixed inputs; every loss and option; two temperatures. The gradient buffer is
+// poisoned with NaN first, so an element the kernel skips fails the test.
+TEST(GpuKdFused, KernelEqualsTheFloat64ReferenceOnFreshInputs) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  struct Shape {
+    int64_t rows, vocab;
+  };
+  const std::vector<Shape> shapes = {{5, 1003}, {33, 4096}, {40, 20000}, {16, 49152}, {3, 262144}, {300, 32000}};
+  const std::vector<std::pair<torch::ScalarType, torch::ScalarType>> dtypes = {
+      {torch::kFloat32, torch::kFloat32}, {torch::kBFloat16, torch::kBFloat16},
+      {torch::kBFloat16, torch::kFloat32}, {torch::kFloat32, torch::kBFloat16}};
+  std::vector<KdOptions> options(5);
+  options[0].loss = "tvd";
+  options[2].tvdpp_scope = "batch";
+  options[3].tvdpp_weighting = "uniform";
+  options[4].tvdpp_scope = "batch", options[4].tvdpp_weighting = "uniform";
+  int seed = 100, cases = 0;
+  double worst_grad = 0, worst_loss = 0, worst_alpha = 0;
+  for (const Shape& sh : shapes) {
+    for (const auto& [sd, td] : dtypes) {
+      for (size_t k = 0; k < options.size(); ++k) {
+        KdOptions o = options[k];
+        o.temperature = (seed % 2 == 0) ? 1.0 : 2.0;
+        torch::manual_seed(seed++);
+        const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+        // The teacher is the student shifted by +-0.5 at random, so log(p / q) = +-0.5 / T - log E_q[exp(shift / T)],
+        // and with logits spread this wide no q dominates a row, which keeps the second term near 0.12 / T: no entry
+        // is near a tie p = q, where fp32 and fp64 may legitimately disagree on r = 1[p > q].
+        const Tensor s = (torch::randn({sh.rows, sh.vocab}, cuda) * 2).to(sd);
+        const Tensor shift = torch::randint(0, 2, {sh.rows, sh.vocab}, cuda) - 0.5;
+        const Tensor t = (s.to(torch::kFloat32) + shift).to(td);
+        const KdFused ref = kd_loss_forward_backward(s.to(torch::kCPU, torch::kFloat64),
+                                                     t.to(torch::kCPU, torch::kFloat64), o);
+        for (bool cache : {true, false}) {
+          Tensor grad = torch::full_like(s, std::nan(""));
+          const KdFused got = kd_loss_forward_backward(s, t, o, grad, cache);
+          const std::string what = str_cat(sh.rows, "x", sh.vocab, " ", sd, "/", td, " option ", k, " T ",
+                                           o.temperature, cache ? " cache" : " stream");
+          ASSERT_TRUE(torch::isfinite(grad).all().item<bool>()) << what << ": unwritten or non-finite gradient";
+          // The TVD++ surrogate is a difference of sums (sum_x (r - mean r) w(x) lq(x)) that nearly cancels when r
+          // is independent of q, as here: its error is measured against the size of the terms, not of the result.
+          const double eg = rel_err(grad, ref.grad);
+          const double el = (got.loss.to(torch::kCPU, torch::kFloat64) - ref.loss).abs().item<double>() /
+                            std::max(std::abs(ref.loss.item<double>()), surrogate_scale(s, o));
+          const double ea = (got.alpha.to(torch::kCPU, torch::kFloat64) - ref.alpha).abs().max().item<double>();
+          // fp32 arithmetic throughout; a bf16 student also gets its gradient rounded to bf16.
+          EXPECT_LT(eg, sd == torch::kBFloat16 ? 8e-3 : 1e-4) << what;
+          EXPECT_LT(el, 1e-4) << what;
+          EXPECT_LT(ea, 1e-4) << what;
+          worst_grad = std::max(worst_grad, sd == torch::kFloat32 ? eg : 0.0);
+          worst_loss = std::max(worst_loss, el), worst_alpha = std::max(worst_alpha, ea);
+          ++cases;
+        }
+      }
+    }
+  }
+  std::printf("%d cases; worst relative error: fp32 gradient %.2e, loss %.2e; worst |alpha error| %.2e\n", cases,
+              worst_grad, worst_loss, worst_alpha);
+}
+
+// In place over the student logits gives the same gradient; through autograd (kd_loss_fused) the kernel's gradient
+// equals the composite loss's autograd gradient on the GPU.
+TEST(GpuKdFused, InPlaceAndAutogradAgreeWithTheComposite) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(5);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const Tensor s = torch::randn({64, 49152}, cuda) * 2;
+  const Tensor t = s + torch::randint(0, 2, {64, 49152}, cuda) - 0.5;  // no near-ties (see above)
+  for (const char* weighting : {"q", "uniform"}) {
+    KdOptions o;
+    o.tvdpp_weighting = weighting;
+    const KdFused plain = kd_loss_forward_backward(s, t, o);
+    Tensor own = s.clone();
+    kd_loss_forward_backward(own, t, o, own);
+    EXPECT_TRUE(torch::equal(own, plain.grad)) << weighting;
+    Tensor a = s.clone().requires_grad_(true), b = s.clone().requires_grad_(true);
+    (kd_loss(a, t, o) * 2).backward();
+    Tensor alpha_sum;
+    (kd_loss_fused(b, t, o, &alpha_sum) * 2).backward();
+    EXPECT_LT(rel_err(b.grad(), a.grad()), 1e-4) << weighting;
+    EXPECT_NEAR(alpha_sum.item<double>(), acceptance(s, t, 1.0).sum().item<double>(), 1e-3) << weighting;
+  }
+}
+
+}  // namespace
+}  // namespace draftalign::train
