@@ -1,6 +1,5 @@
 #include "trainers/pretrain.h"
 
-#include <chrono>
 #include <cmath>
 #include <random>
 
@@ -131,7 +130,6 @@ int pretrain(const config::Config& cfg) {
   const config::TrainSection& t = p.train;
   Runtime rt = make_runtime(cfg.run, t);
   Dist& dist = *rt.dist;
-  const stdfs::path out = p.output_dir;
 
   // Data.
   const data::DatasetIndex index = data::read_index(p.data_dir);
@@ -144,119 +142,30 @@ int pretrain(const config::Config& cfg) {
   DA_CHECK(sampler.windows() > 0, p.data_dir, ": the train split has ", train.size(),
            " tokens, fewer than one sequence of pretrain.train.seq_len + 1 = ", t.seq_len + 1);
 
-  // Model, optimizer, resume.
+  // Model and the loop.
   auto model = make_model(p, *tokenizer, cfg.run.seed, rt);
   DA_CHECK(model->config().vocab_size == index.vocab_size, "pretrain.model.vocab_size (", model->config().vocab_size,
            ") differs from the dataset's vocabulary (", index.vocab_size, " in ", p.data_dir, "/index.json)");
   DA_CHECK(t.seq_len <= model->config().max_position_embeddings, "pretrain.train.seq_len (", t.seq_len,
            ") exceeds the model's max_position_embeddings (", model->config().max_position_embeddings, ")");
-  model->train();
-  std::vector<Tensor> params = model->parameters();
-  AdamW opt(params, t.optim);
-  TrainerState state;
-  std::optional<stdfs::path> resume = resume_checkpoint(out, t.resume);
-  {
-    // Every rank must resume from the same step.
-    Tensor step = torch::tensor({resume ? checkpoint_step(*resume) : int64_t{-1}}).to(rt.device);
-    for (const Tensor& s : dist.all_gather(step, "resume-step gather"))
-      DA_CHECK(s.item<int64_t>() == step.item<int64_t>(), "ranks see different checkpoints in ", out.string(),
-               "/checkpoints (is output_dir on a shared file system?)");
-  }
-  if (resume) {
-    state = load_checkpoint(*resume, *model, opt, dist);
-    log::info("pretrain: resumed from ", resume->string(), " at step ", state.step);
-  }
-  if (dist.rank() == 0) {
-    fs::ensure_dir(out);
-    if (resume)
-      truncate_metrics(out / "metrics.jsonl", state.step);
-    else
-      stdfs::remove(out / "metrics.jsonl");
-  }
-  std::unique_ptr<MetricsLog> metrics_file =
-      dist.rank() == 0 ? std::make_unique<MetricsLog>(out / "metrics.jsonl") : std::make_unique<MetricsLog>();
-  MetricsLog& metrics = *metrics_file;
-
-  GradSync sync(dist, params, static_cast<int64_t>(t.bucket_mb * (1 << 20)));
-  const int64_t world = dist.world(), mbs = t.micro_batch_size;
-  const int64_t global_batch = mbs * world * t.grad_accum;
-  const int64_t eos = index.eos_id;
-  log::info("pretrain: ", t.steps, " steps of ", global_batch, " sequences x ", t.seq_len, " tokens (",
-            mbs, " per micro-batch x ", world, " ranks x ", t.grad_accum, " accumulation), ", train.size(),
-            " train tokens = ", sampler.windows(), " windows", sync.num_buckets() ? str_cat(", ", sync.num_buckets(),
-            " gradient buckets") : std::string());
-
-  auto checkpoint_note = [&] {
-    auto last = latest_checkpoint(out);
-    return last ? "the last good checkpoint is " + last->string() : std::string("no checkpoint was written yet");
-  };
-  log::Progress progress("pretrain", t.steps, "step", stdout, -1, cfg.run.progress_interval_s);
-  progress.update(state.step);
-  auto interval_start = std::chrono::steady_clock::now();
-  int64_t interval_tokens = 0;
+  log::info("pretrain: ", train.size(), " train tokens = ", sampler.windows(), " windows of ", t.seq_len, " tokens");
+  const int64_t mbs = t.micro_batch_size, eos = index.eos_id;
   Tensor rows = torch::empty({mbs, t.seq_len + 1}, torch::kInt64);
-  for (int64_t step = state.step; step < t.steps; ++step) {
-    const double lr = lr_at(step, t);
-    opt.set_lr(lr);
-    Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
-    for (int64_t m = 0; m < t.grad_accum; ++m) {
-      for (int64_t b = 0; b < mbs; ++b)
-        sampler.fill(state.consumed + (m * world + dist.rank()) * mbs + b, rows[b].data_ptr<int64_t>());
-      const Batch batch = make_batch(rows, eos, p.document_mask, rt.device);
-      const Tensor loss = next_token_loss(*model, batch, rt.bf16_autocast);
-      if (m == t.grad_accum - 1) sync.arm();
-      (loss / static_cast<double>(t.grad_accum)).backward();
-      loss_sum += loss.detach() / static_cast<double>(t.grad_accum);
-    }
-    sync.finish();
-    dist.all_reduce_sum(loss_sum, "loss all-reduce");
-    const double loss = loss_sum.item<double>() / static_cast<double>(world);
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(
-        params, t.optim.grad_clip > 0 ? t.optim.grad_clip : std::numeric_limits<double>::infinity());
-    const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
-    if (finite) {
-      opt.step();
-    } else if (t.on_nonfinite == "stop") {
-      throw Error(str_cat("pretrain: non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm, ") at step ", step + 1,
-                          "; ", checkpoint_note(), ". Lower pretrain.train.optim.lr, or set ",
-                          "pretrain.train.on_nonfinite=skip to skip such steps"));
-    } else {
-      ++state.skipped;
-      log::warn("pretrain: step ", step + 1, " skipped: non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm,
-                "); ", state.skipped, " skipped so far");
-    }
-    opt.zero_grad();
-    state.step = step + 1;
-    state.consumed += global_batch;
-    state.tokens += global_batch * t.seq_len;
-    interval_tokens += global_batch * t.seq_len;
-
-    const bool last = state.step == t.steps;
-    if (state.step % cfg.run.log_every == 0 || last) {
-      const double secs =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
-      metrics.write({{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                     {"tokens", state.tokens}, {"tokens_per_s", interval_tokens / std::max(secs, 1e-9)},
-                     {"skipped", state.skipped}});
-      interval_start = std::chrono::steady_clock::now();
-      interval_tokens = 0;
-    }
-    if (val && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last)) {
+  Recipe recipe;
+  recipe.name = "pretrain";
+  recipe.micro_batch = [&](int64_t first, int64_t m) {
+    for (int64_t b = 0; b < mbs; ++b)
+      sampler.fill(first + (m * dist.world() + dist.rank()) * mbs + b, rows[b].data_ptr<int64_t>());
+    const Batch batch = make_batch(rows, eos, p.document_mask, rt.device);
+    return MicroBatch{next_token_loss(*model, batch, rt.bf16_autocast), mbs * t.seq_len, {}};
+  };
+  if (val)
+    recipe.validate = [&](int64_t step) {
       const double vl = validation_loss(*model, *val, t, eos, p.document_mask, rt);
-      metrics.write({{"step", state.step}, {"val_loss", vl}, {"val_ppl", std::exp(vl)}});
-      log::info("pretrain: step ", state.step, " validation loss ", vl, " (perplexity ", std::exp(vl), ")");
-    }
-    if ((t.save_every > 0 && state.step % t.save_every == 0) || last)
-      save_checkpoint(out, *model, opt, state, dist, tokenizer_dir, t.keep_last);
-    progress.update(state.step, str_cat("loss ", loss, " lr ", lr));
-  }
-  progress.finish();
-  if (dist.rank() == 0) {
-    model::save_llama(*model, out / "final", torch::kFloat32, tokenizer_dir);
-    log::info("pretrain: done; the drafter is in ", (out / "final").string(), " (", state.tokens, " tokens, ",
-              state.skipped, " skipped steps)");
-  }
-  dist.barrier("end-of-training barrier");
+      log::info("pretrain: step ", step, " validation loss ", vl, " (perplexity ", std::exp(vl), ")");
+      return nlohmann::json{{"val_loss", vl}, {"val_ppl", std::exp(vl)}};
+    };
+  run_training(cfg.run, t, p.output_dir, tokenizer_dir, rt, *model, recipe);
   return 0;
 }
 

@@ -3,7 +3,9 @@
 #include <ATen/autocast_mode.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <limits>
 #include <fstream>
 #include <thread>
 
@@ -11,6 +13,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "data/shards.h"
 #include "io/hf_config.h"
 
@@ -297,6 +300,134 @@ void truncate_metrics(const stdfs::path& file, int64_t step) {
     kept += line + "\n";
   }
   fs::write_file_atomic(file, kept);
+}
+
+void run_training(const config::RunSection& run, const config::TrainSection& t, const stdfs::path& out,
+                  const stdfs::path& tokenizer_dir, Runtime& rt, model::Llama& model, const Recipe& recipe) {
+  Dist& dist = *rt.dist;
+  const std::string& name = recipe.name;
+  model.train();
+  std::vector<torch::Tensor> params = model.parameters();
+  AdamW opt(params, t.optim);
+  TrainerState state;
+  std::optional<stdfs::path> resume = resume_checkpoint(out, t.resume);
+  {
+    // Every rank must resume from the same step.
+    torch::Tensor step = torch::tensor({resume ? checkpoint_step(*resume) : int64_t{-1}}).to(rt.device);
+    for (const torch::Tensor& s : dist.all_gather(step, "resume-step gather"))
+      DA_CHECK(s.item<int64_t>() == step.item<int64_t>(), "ranks see different checkpoints in ", out.string(),
+               "/checkpoints (is output_dir on a shared file system?)");
+  }
+  if (resume) {
+    state = load_checkpoint(*resume, model, opt, dist);
+    log::info(name, ": resumed from ", resume->string(), " at step ", state.step);
+  }
+  if (dist.rank() == 0) {
+    fs::ensure_dir(out);
+    if (resume)
+      truncate_metrics(out / "metrics.jsonl", state.step);
+    else
+      stdfs::remove(out / "metrics.jsonl");
+  }
+  std::unique_ptr<MetricsLog> metrics_file =
+      dist.rank() == 0 ? std::make_unique<MetricsLog>(out / "metrics.jsonl") : std::make_unique<MetricsLog>();
+  MetricsLog& metrics = *metrics_file;
+  auto validate = [&](int64_t step) {
+    if (!recipe.validate) return;
+    json record = recipe.validate(step);
+    if (record.empty()) return;
+    record["step"] = step;
+    metrics.write(record);
+  };
+  if (recipe.validate_at_start && state.step == 0) validate(0);
+
+  GradSync sync(dist, params, static_cast<int64_t>(t.bucket_mb * (1 << 20)));
+  const int64_t world = dist.world(), global_batch = t.micro_batch_size * world * t.grad_accum;
+  log::info(name, ": ", t.steps, " steps of ", global_batch, " sequences (", t.micro_batch_size, " per micro-batch x ",
+            world, " ranks x ", t.grad_accum, " accumulation)",
+            sync.num_buckets() ? str_cat(", ", sync.num_buckets(), " gradient buckets") : std::string());
+
+  auto checkpoint_note = [&] {
+    auto last = latest_checkpoint(out);
+    return last ? "the last good checkpoint is " + last->string() : std::string("no checkpoint was written yet");
+  };
+  log::Progress progress(name, t.steps, "step", stdout, -1, run.progress_interval_s);
+  progress.update(state.step);
+  auto interval_start = std::chrono::steady_clock::now();
+  int64_t interval_tokens = 0;
+  for (int64_t step = state.step; step < t.steps; ++step) {
+    const double lr = lr_at(step, t);
+    opt.set_lr(lr);
+    // Summed over micro-batches here and over ranks below, in one all-reduce: [loss, tokens, parts...].
+    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
+    std::vector<std::string> part_names;
+    std::vector<torch::Tensor> part_sums;
+    int64_t tokens = 0;
+    for (int64_t m = 0; m < t.grad_accum; ++m) {
+      MicroBatch mb = recipe.micro_batch(state.consumed, m);
+      if (m == t.grad_accum - 1) sync.arm();
+      (mb.loss / static_cast<double>(t.grad_accum)).backward();
+      loss_sum += mb.loss.detach() / static_cast<double>(t.grad_accum);
+      tokens += mb.tokens;
+      for (size_t i = 0; i < mb.parts.size(); ++i) {
+        const torch::Tensor v = mb.parts[i].second.detach().to(torch::kFloat64) / static_cast<double>(t.grad_accum);
+        if (m == 0) part_names.push_back(mb.parts[i].first), part_sums.push_back(v);
+        else part_sums[i] += v;
+      }
+    }
+    sync.finish();
+    std::vector<torch::Tensor> packed = {loss_sum.to(torch::kFloat64).reshape({1}),
+                                         torch::tensor({static_cast<double>(tokens)}, torch::kFloat64).to(rt.device)};
+    for (const auto& v : part_sums) packed.push_back(v.reshape({1}));
+    torch::Tensor sums = torch::cat(packed);
+    dist.all_reduce_sum(sums, "loss all-reduce");
+    sums = sums.cpu();
+    const double loss = sums[0].item<double>() / static_cast<double>(world);
+    const int64_t step_tokens = static_cast<int64_t>(sums[1].item<double>());
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(
+        params, t.optim.grad_clip > 0 ? t.optim.grad_clip : std::numeric_limits<double>::infinity());
+    const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
+    if (finite) {
+      opt.step();
+    } else if (t.on_nonfinite == "stop") {
+      throw Error(str_cat(name, ": non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm,
+                          ") at step ", step + 1, "; ", checkpoint_note(), ". Lower ", name,
+                          ".train.optim.lr, or set ", name, ".train.on_nonfinite=skip to skip such steps"));
+    } else {
+      ++state.skipped;
+      log::warn(name, ": step ", step + 1, " skipped: non-finite loss or gradient (loss ", loss, ", gradient norm ",
+                grad_norm, "); ", state.skipped, " skipped so far");
+    }
+    opt.zero_grad();
+    state.step = step + 1;
+    state.consumed += global_batch;
+    state.tokens += step_tokens;
+    interval_tokens += step_tokens;
+
+    const bool last = state.step == t.steps;
+    if (state.step % run.log_every == 0 || last) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
+      json record = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                     {"tokens", state.tokens}, {"tokens_per_s", interval_tokens / std::max(secs, 1e-9)},
+                     {"skipped", state.skipped}};
+      for (size_t i = 0; i < part_names.size(); ++i)
+        record[part_names[i]] = sums[2 + static_cast<int64_t>(i)].item<double>() / static_cast<double>(world);
+      metrics.write(record);
+      interval_start = std::chrono::steady_clock::now();
+      interval_tokens = 0;
+    }
+    if ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) validate(state.step);
+    if ((t.save_every > 0 && state.step % t.save_every == 0) || last)
+      save_checkpoint(out, model, opt, state, dist, tokenizer_dir, t.keep_last);
+    progress.update(state.step, str_cat("loss ", loss, " lr ", lr));
+  }
+  progress.finish();
+  if (dist.rank() == 0) {
+    model::save_llama(model, out / "final", torch::kFloat32, tokenizer_dir);
+    log::info(name, ": done; the drafter is in ", (out / "final").string(), " (", state.tokens, " tokens, ",
+              state.skipped, " skipped steps)");
+  }
+  dist.barrier("end-of-training barrier");
 }
 
 }  // namespace draftalign::train

@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -109,5 +110,31 @@ TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW&
 
 // Keeps the records of a metrics JSONL file whose "step" is at most `step` (a resumed run redoes the later ones).
 void truncate_metrics(const stdfs::path& file, int64_t step);
+
+// --- The optimizer-step loop every recipe runs ------------------------------------------------------------------
+
+// One micro-batch's contribution.
+struct MicroBatch {
+  torch::Tensor loss;  // scalar to minimise: this micro-batch's mean
+  int64_t tokens = 0;  // tokens it trained on (throughput and the token counter)
+  std::vector<std::pair<std::string, torch::Tensor>> parts;  // detached scalars, logged as the step's mean (kd, ce)
+};
+
+// What a recipe (pretrain.cpp, distill.cpp) plugs into run_training.
+struct Recipe {
+  std::string name;  // "pretrain", "distill": the log prefix and the config section named in messages
+  // Micro-batch m (0 .. grad_accum - 1) of the step whose first global sequence is `first`; this rank's sequences are
+  // first + (m * world + rank) * micro_batch_size + [0, micro_batch_size).
+  std::function<MicroBatch(int64_t first, int64_t m)> micro_batch;
+  // Validation metrics for the record of `step` (every rank calls it; rank 0's result is logged), or null.
+  std::function<nlohmann::json(int64_t step)> validate;
+  bool validate_at_start = false;  // also before the first step of a fresh run (the starting point of distillation)
+};
+
+// Runs `t.steps` optimizer steps of `model` on `rt`: AdamW with the warm-up + cosine schedule, gradient accumulation
+// with bucketed data-parallel all-reduce, clipping, the non-finite policy, metrics (<out>/metrics.jsonl),
+// validation, checkpoints with keep-last-k, and resume (t.resume), writing <out>/final as an HF directory at the end.
+void run_training(const config::RunSection& run, const config::TrainSection& t, const stdfs::path& out,
+                  const stdfs::path& tokenizer_dir, Runtime& rt, model::Llama& model, const Recipe& recipe);
 
 }  // namespace draftalign::train
