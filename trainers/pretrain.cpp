@@ -1,7 +1,6 @@
 #include "trainers/pretrain.h"
 
 #include <cmath>
-#include <random>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -21,32 +20,17 @@ namespace F = torch::nn::functional;
 class WindowSampler {
  public:
   WindowSampler(const data::TokenStream& stream, int64_t seq_len, uint64_t seed)
-      : stream_(stream), seq_len_(seq_len), seed_(seed), windows_((stream.size() - 1) / seq_len) {}
+      : stream_(stream), seq_len_(seq_len), order_((stream.size() - 1) / seq_len, seed) {}
 
-  int64_t windows() const { return windows_; }
+  int64_t windows() const { return order_.size(); }
 
   // The tokens of global sequence g into out[0 .. seq_len].
-  void fill(int64_t g, int64_t* out) {
-    const int64_t epoch = g / windows_;
-    if (epoch != epoch_) shuffle(epoch);
-    stream_.read(perm_[g % windows_] * seq_len_, seq_len_ + 1, out);
-  }
+  void fill(int64_t g, int64_t* out) { stream_.read(order_.at(g) * seq_len_, seq_len_ + 1, out); }
 
  private:
-  // Fisher-Yates with mt19937_64: the same order on every platform and rank.
-  void shuffle(int64_t epoch) {
-    perm_.resize(windows_);
-    for (int64_t i = 0; i < windows_; ++i) perm_[i] = i;
-    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch));
-    for (int64_t i = windows_ - 1; i > 0; --i) std::swap(perm_[i], perm_[rng() % static_cast<uint64_t>(i + 1)]);
-    epoch_ = epoch;
-  }
-
   const data::TokenStream& stream_;
   int64_t seq_len_;
-  uint64_t seed_;
-  int64_t windows_, epoch_ = -1;
-  std::vector<int64_t> perm_;
+  EpochOrder order_;
 };
 
 struct Batch {

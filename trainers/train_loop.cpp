@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <fstream>
 #include <thread>
 
@@ -285,6 +286,18 @@ TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW&
               " generator states); generators are not restored");
   }
   return s;
+}
+
+int64_t EpochOrder::at(int64_t g) {
+  const int64_t epoch = g / n_;
+  if (epoch != epoch_) {
+    perm_.resize(n_);
+    for (int64_t i = 0; i < n_; ++i) perm_[i] = i;
+    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch));
+    for (int64_t i = n_ - 1; i > 0; --i) std::swap(perm_[i], perm_[rng() % static_cast<uint64_t>(i + 1)]);
+    epoch_ = epoch;
+  }
+  return perm_[g % n_];
 }
 
 void truncate_metrics(const stdfs::path& file, int64_t step) {

@@ -80,6 +80,21 @@ class AdamW {
   double lr_, beta1_, beta2_, eps_;
 };
 
+// The visiting order of n items over epochs: global sequence g is item perm_{g / n}[g % n], each epoch's permutation a
+// Fisher-Yates shuffle with mt19937_64 seeded from (seed, epoch): the same on every platform and rank.
+class EpochOrder {
+ public:
+  EpochOrder(int64_t n, uint64_t seed) : n_(n), seed_(seed) {}
+  int64_t size() const { return n_; }
+  int64_t at(int64_t g);
+
+ private:
+  int64_t n_;
+  uint64_t seed_;
+  int64_t epoch_ = -1;
+  std::vector<int64_t> perm_;
+};
+
 // Linear warm-up to optim.lr over warmup_steps, then cosine decay to optim.min_lr at `steps`.
 double lr_at(int64_t step, const config::TrainSection& t);
 

@@ -8,6 +8,7 @@
 #include "common/device.h"
 #include "data/generate.h"
 #include "data/prepare.h"
+#include "trainers/distill.h"
 #include "trainers/pretrain.h"
 
 using draftalign::cli::Command;
@@ -62,8 +63,11 @@ int main(int argc, char** argv) {
        false},
       {"distill", "finetune the drafter on the target's distributions (TVD++, FKL, RKL, TVD)",
        "Knowledge distillation of the pretrained drafter against the target's token distributions on the\n"
-       "generated responses, with TVD++ (fused CUDA kernel on GPU) or a baseline loss.",
-       {"run", "target", "distill"}, nullptr},
+       "generated responses, with TVD++ (fused CUDA kernel on GPU) or a baseline loss. Online teacher (the target\n"
+       "runs alongside) or offline (the top-k log-probs generate stored). Loss on response tokens only; logs the\n"
+       "held-out expected acceptance alpha and tau(g). Data parallel, checkpoints and exact resume as pretrain.",
+       {"run", "target", "distill"},
+       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::distill(l.cfg); }},
       {"evaluate", "speculative decoding: block efficiency, acceptance, MBSU, speed-up",
        "Lossless draft-then-verify decoding of the target with each drafter; writes a JSON + Markdown report\n"
        "with plots.",

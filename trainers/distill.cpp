@@ -1,0 +1,274 @@
+#include "trainers/distill.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "io/safetensors.h"
+#include "train/losses.h"
+#include "trainers/train_loop.h"
+
+namespace draftalign::train {
+namespace {
+
+using torch::Tensor;
+namespace F = torch::nn::functional;
+
+constexpr int64_t kMaxGamma = 8;  // tau(g) is logged for g = 1 .. kMaxGamma
+
+// One generated record: prompt + response tokens, and (offline teacher) the target's top-k log-probs of each
+// response position.
+struct Pair {
+  int64_t request = 0, prompt_len = 0;
+  std::vector<int64_t> tokens;
+  Tensor topk_ids, topk_logprobs;  // [response_len, k]
+};
+
+std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
+  std::vector<stdfs::path> files;
+  for (const auto& e : stdfs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("shard-", 0) == 0 && e.path().extension() == ".safetensors") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Every record of a complete generate output directory, by request id. Errors name the file and the record.
+std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t vocab) {
+  DA_CHECK(stdfs::is_directory(dir), dir.string(), ": not a directory (distill.data_dir; run `draftalign generate`)");
+  DA_CHECK(stdfs::exists(dir / "manifest.json"), dir.string(),
+           "/manifest.json is missing: the generate run did not finish (run `draftalign generate` again to finish it)");
+  const std::vector<stdfs::path> files = shard_files(dir);
+  DA_CHECK(!files.empty(), dir.string(), ": no shard-*.safetensors");
+  std::vector<Pair> out;
+  for (const auto& file : files) {
+    const auto f = io::SafetensorsFile::open(file);
+    for (const char* name : {"tokens", "offsets", "prompt_lens", "request_ids"})
+      DA_CHECK(f.contains(name), file.string(), ": no tensor '", name, "' (not a generate shard)");
+    if (need_topk)
+      DA_CHECK(f.contains("topk_ids") && f.contains("topk_logprobs"), file.string(),
+               ": no top-k log-probs; distill.teacher = offline needs them: run generate with "
+               "generate.topk_logprobs = k > 0, or use distill.teacher = online");
+    const Tensor tokens = f.get("tokens").to(torch::kInt64), offsets = f.get("offsets").to(torch::kInt64);
+    const Tensor plen = f.get("prompt_lens").to(torch::kInt64), req = f.get("request_ids").to(torch::kInt64);
+    const int64_t n = req.size(0);
+    DA_CHECK(offsets.dim() == 1 && offsets.size(0) == n + 1 && plen.size(0) == n &&
+                 offsets[n].item<int64_t>() == tokens.size(0) && offsets[0].item<int64_t>() == 0,
+             file.string(), ": inconsistent record counts or offsets");
+    if (tokens.numel() > 0)
+      DA_CHECK(tokens.min().item<int64_t>() >= 0 && tokens.max().item<int64_t>() < vocab, file.string(),
+               ": a token id outside the drafter's vocabulary of ", vocab);
+    Tensor ids, lps;
+    int64_t row = 0;
+    if (need_topk) {
+      ids = f.get("topk_ids").to(torch::kInt64), lps = f.get("topk_logprobs").to(torch::kFloat32);
+      DA_CHECK(ids.dim() == 2 && ids.sizes() == lps.sizes(), file.string(), ": topk_ids and topk_logprobs differ in shape");
+      DA_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < vocab),
+               file.string(), ": a top-k token id outside the vocabulary of ", vocab);
+    }
+    const auto* o = offsets.data_ptr<int64_t>();
+    const auto* t = tokens.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      Pair p;
+      p.request = req[i].item<int64_t>();
+      p.prompt_len = plen[i].item<int64_t>();
+      DA_CHECK(o[i] <= o[i + 1] && p.prompt_len >= 1 && p.prompt_len <= o[i + 1] - o[i], file.string(), ": record ", i,
+               " has bad offsets or prompt length");
+      p.tokens.assign(t + o[i], t + o[i + 1]);
+      const int64_t response = o[i + 1] - o[i] - p.prompt_len;
+      if (need_topk) {
+        DA_CHECK(row + response <= ids.size(0), file.string(), ": record ", i, " has no top-k rows left");
+        p.topk_ids = ids.narrow(0, row, response), p.topk_logprobs = lps.narrow(0, row, response);
+        row += response;
+      }
+      if (response > 0) out.push_back(std::move(p));
+    }
+    if (need_topk) DA_CHECK(row == ids.size(0), file.string(), ": ", ids.size(0) - row, " top-k rows left over");
+  }
+  std::sort(out.begin(), out.end(), [](const Pair& a, const Pair& b) { return a.request < b.request; });
+  return out;
+}
+
+// A micro-batch: inputs, targets and the response positions (where target token j + 1 belongs to the response).
+struct PairBatch {
+  Tensor x, y;        // [B, T]
+  Tensor positions;   // [N] flat indices into B * T of the response positions
+  Tensor offline;     // [N, V] teacher logits (log-probabilities) from the stored top-k, offline teacher only
+};
+
+PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int64_t pad, int64_t vocab, bool offline,
+                     torch::Device device) {
+  int64_t len = 0;
+  for (const Pair* p : recs) len = std::max<int64_t>(len, p->tokens.size());
+  len = std::min(len, seq_len + 1);
+  const int64_t b = static_cast<int64_t>(recs.size()), t = len - 1;
+  Tensor x = torch::full({b, t}, pad, torch::kInt64), y = torch::full({b, t}, pad, torch::kInt64);
+  std::vector<int64_t> positions;
+  std::vector<Tensor> ids, lps;
+  auto* xp = x.data_ptr<int64_t>();
+  auto* yp = y.data_ptr<int64_t>();
+  for (int64_t r = 0; r < b; ++r) {
+    const Pair& p = *recs[r];
+    const int64_t n = std::min<int64_t>(p.tokens.size(), len);
+    for (int64_t j = 0; j + 1 < n; ++j) {
+      xp[r * t + j] = p.tokens[j], yp[r * t + j] = p.tokens[j + 1];
+      if (j + 1 >= p.prompt_len) positions.push_back(r * t + j);
+    }
+    const int64_t kept = std::max<int64_t>(0, n - p.prompt_len);  // response positions of this record in the batch
+    if (offline && kept > 0) ids.push_back(p.topk_ids.narrow(0, 0, kept)), lps.push_back(p.topk_logprobs.narrow(0, 0, kept));
+  }
+  PairBatch out;
+  out.x = x.to(device), out.y = y.to(device);
+  out.positions = torch::tensor(positions, torch::kInt64).to(device);
+  if (offline) {
+    // The top k log-probs in place, the remaining mass spread evenly over the other V - k tokens.
+    const Tensor id = torch::cat(ids).to(device), lp = torch::cat(lps).to(device);
+    const int64_t k = id.size(1);
+    const Tensor rest = (1.0 - lp.exp().sum(-1, true)).clamp_min(1e-12) / static_cast<double>(std::max<int64_t>(1, vocab - k));
+    out.offline = rest.log().expand({id.size(0), vocab}).contiguous().scatter(1, id, lp);
+  }
+  return out;
+}
+
+// Rows of [B, T, V] logits at the response positions: [N, V].
+Tensor response_rows(const Tensor& logits, const Tensor& positions) {
+  return logits.reshape({-1, logits.size(-1)}).index_select(0, positions);
+}
+
+}  // namespace
+
+std::string distill_run_name(const config::DistillSection& d) {
+  if (d.loss != "tvdpp") return d.loss;
+  return "tvdpp-" + d.tvdpp_scope + "-" + d.tvdpp_weighting;
+}
+
+int distill(const config::Config& cfg) {
+  const config::DistillSection& d = cfg.distill;
+  const config::TrainSection& t = d.train;
+  Runtime rt = make_runtime(cfg.run, t);
+  Dist& dist = *rt.dist;
+  const stdfs::path out = stdfs::path(d.output_dir) / distill_run_name(d);
+  const bool offline = d.teacher == "offline";
+
+  // Models: the student in fp32 master weights, the teacher frozen in target.dtype (bf16 on CUDA by default).
+  auto student = model::load_llama(d.student, rt.device, torch::kFloat32);
+  const int64_t vocab = student->config().vocab_size;
+  std::shared_ptr<model::Llama> teacher;
+  if (!offline) {
+    const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && rt.device.is_cuda());
+    teacher = model::load_llama(cfg.target.dir, rt.device, bf16 ? torch::kBFloat16 : torch::kFloat32);
+    teacher->eval();
+    for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+    DA_CHECK(teacher->config().vocab_size == vocab, "the drafter ", d.student, " has a vocabulary of ", vocab,
+             " tokens, the target ", cfg.target.dir, " one of ", teacher->config().vocab_size,
+             ": distillation needs the same vocabulary");
+    DA_CHECK(t.seq_len < teacher->config().max_position_embeddings, "distill.train.seq_len (", t.seq_len,
+             ") must be below the target's max_position_embeddings (", teacher->config().max_position_embeddings, ")");
+  }
+  DA_CHECK(t.seq_len < student->config().max_position_embeddings, "distill.train.seq_len (", t.seq_len,
+           ") must be below the drafter's max_position_embeddings (", student->config().max_position_embeddings, ")");
+  const int64_t pad = student->config().eos_token_ids.empty() ? 0 : student->config().eos_token_ids[0];
+
+  // Data: held-out records every round(1 / val_fraction)-th, the rest in a seeded order per epoch.
+  const std::vector<Pair> pairs = load_pairs(d.data_dir, offline, vocab);
+  std::vector<const Pair*> train_set, val_set;
+  const int64_t every = d.val_fraction > 0 ? std::max<int64_t>(2, std::llround(1.0 / d.val_fraction)) : 0;
+  for (size_t i = 0; i < pairs.size(); ++i)
+    (every > 0 && static_cast<int64_t>(i) % every == every - 1 ? val_set : train_set).push_back(&pairs[i]);
+  DA_CHECK(!train_set.empty(), d.data_dir, ": no training records (", pairs.size(), " records with a response, ",
+           val_set.size(), " held out)");
+  if (val_set.size() > static_cast<size_t>(t.eval_batches * t.micro_batch_size))
+    val_set.resize(t.eval_batches * t.micro_batch_size);
+  EpochOrder order(static_cast<int64_t>(train_set.size()), static_cast<uint64_t>(cfg.run.seed));
+  log::info("distill: ", distill_run_name(d), " from ", d.student, " (", student->num_params(), " parameters) against ",
+            offline ? "the stored top-k log-probs" : cfg.target.dir, "; ", train_set.size(), " training and ",
+            val_set.size(), " held-out records; kd_weight ", d.kd_weight, ", ce_weight ", d.ce_weight,
+            ", temperature ", d.temperature);
+
+  KdOptions kd;
+  kd.loss = d.loss, kd.temperature = d.temperature, kd.tvdpp_scope = d.tvdpp_scope;
+  kd.tvdpp_weighting = d.tvdpp_weighting;
+  const bool fused = d.loss == "tvd" || d.loss == "tvdpp";
+
+  // Student logits, teacher logits (no gradient) at the response positions of a batch.
+  auto forward = [&](const PairBatch& b) {
+    Tensor s, q;
+    {
+      AutocastGuard guard(rt.bf16_autocast);
+      s = response_rows(student->forward(b.x), b.positions);
+    }
+    if (offline) {
+      q = b.offline;
+    } else {
+      torch::NoGradGuard no_grad;
+      q = response_rows(teacher->forward(b.x), b.positions);
+    }
+    return std::make_pair(s, q);
+  };
+
+  const int64_t mbs = t.micro_batch_size;
+  Recipe recipe;
+  recipe.name = "distill";
+  recipe.validate_at_start = true;
+  recipe.micro_batch = [&](int64_t first, int64_t m) {
+    std::vector<const Pair*> recs;
+    for (int64_t i = 0; i < mbs; ++i) recs.push_back(train_set[order.at(first + (m * dist.world() + dist.rank()) * mbs + i)]);
+    const PairBatch b = make_batch(recs, t.seq_len, pad, vocab, offline, rt.device);
+    const auto [s, p] = forward(b);
+    const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
+    const Tensor ce = F::cross_entropy(s.to(torch::kFloat32), y);
+    Tensor kd_value, alpha_sum;
+    if (d.loss == "ce") {
+      kd_value = ce;
+    } else if (fused) {
+      kd_value = kd_loss_fused(s, p, kd, &alpha_sum);
+    } else {
+      kd_value = kd_loss(s, p, kd);
+    }
+    if (!alpha_sum.defined()) alpha_sum = acceptance(s.detach(), p, d.temperature).sum();
+    Tensor loss = d.kd_weight * kd_value;
+    if (d.ce_weight > 0) loss = loss + d.ce_weight * ce;
+    const double n = static_cast<double>(b.positions.size(0));
+    return MicroBatch{loss, b.positions.size(0),
+                      {{"kd", kd_value.detach()}, {"ce", ce.detach()}, {"alpha", alpha_sum.detach() / n}}};
+  };
+  if (!val_set.empty())
+    recipe.validate = [&](int64_t step) {
+      torch::NoGradGuard no_grad;
+      student->eval();
+      // [sum of alpha, response tokens, sum of CE], this rank's share of the held-out records (every world-th).
+      Tensor sums = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(rt.device));
+      std::vector<const Pair*> mine;
+      for (size_t i = dist.rank(); i < val_set.size(); i += dist.world()) mine.push_back(val_set[i]);
+      for (size_t i = 0; i < mine.size(); i += mbs) {
+        const std::vector<const Pair*> recs(mine.begin() + i, mine.begin() + std::min(mine.size(), i + mbs));
+        const PairBatch b = make_batch(recs, t.seq_len, pad, vocab, offline, rt.device);
+        const auto [s, p] = forward(b);
+        const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
+        sums[0] += acceptance(s, p, d.temperature).sum().to(torch::kFloat64);
+        sums[1] += static_cast<double>(b.positions.size(0));
+        sums[2] += F::cross_entropy(s.to(torch::kFloat32), y, F::CrossEntropyFuncOptions().reduction(torch::kSum))
+                       .to(torch::kFloat64);
+      }
+      dist.all_reduce_sum(sums, "validation all-reduce");
+      student->train();
+      const Tensor c = sums.cpu();
+      const double tokens = std::max(1.0, c[1].item<double>());
+      const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / tokens;
+      nlohmann::json tau = nlohmann::json::array();
+      for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(expected_tokens_per_call(alpha, g));
+      log::info("distill: step ", step, " held-out alpha ", alpha, ", tau(1..", kMaxGamma, ") ", tau[0].get<double>(),
+                " .. ", tau[kMaxGamma - 1].get<double>(), ", response CE ", ce, " (", static_cast<int64_t>(tokens),
+                " tokens)");
+      return nlohmann::json{{"val_alpha", alpha}, {"val_tvd", 1.0 - alpha}, {"val_tau", tau}, {"val_ce", ce},
+                            {"val_tokens", static_cast<int64_t>(tokens)}};
+    };
+  run_training(cfg.run, t, out, d.student, rt, *student, recipe);
+  return 0;
+}
+
+}  // namespace draftalign::train
