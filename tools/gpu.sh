@@ -14,10 +14,15 @@ cd "$root"
 debs=(libyaml-cpp-dev libyaml-cpp0.7 libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 libgtest-dev libgmock-dev
       nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libgloo-dev)
 
+# The tokenizer files of the SmolLM2 target (a few MB, not the weights): the tiny end-to-end tests borrow them.
+smol=.cache/models/SmolLM2-135M-Instruct
+smol_files=(tokenizer.json tokenizer_config.json chat_template.jinja config.json generation_config.json)
+
 fetch() {
-  mkdir -p .cache/debs
+  mkdir -p .cache/debs .cache/gpu-assets/tokenizer
   (cd .cache/debs && apt-get download "${debs[@]}")
-  du -sh .cache/debs
+  for f in "${smol_files[@]}"; do [ -f "$smol/$f" ] && cp "$smol/$f" .cache/gpu-assets/tokenizer/; done
+  du -sh .cache/debs .cache/gpu-assets
 }
 
 run() {
@@ -50,6 +55,12 @@ run() {
   local rc=0
   (cd build-gpu && ctest -L gpu --output-on-failure -V) >"$out/ctest-gpu.log" 2>&1 || rc=$?
   grep -E 'cases; worst|Passed|Failed|SKIPPED|tests passed|FAILED' "$out/ctest-gpu.log" | tail -20
+  # The distillation end-to-end tests run on the GPU here (run.device=auto): bf16 autocast and the fused kernel.
+  if [ -d .cache/gpu-assets/tokenizer ] && [ ! -f "$smol/tokenizer.json" ]; then
+    mkdir -p "$smol" && cp .cache/gpu-assets/tokenizer/* "$smol/"
+  fi
+  (cd build-gpu && ctest -R '^Distill\.' --output-on-failure -V) >"$out/ctest-distill.log" 2>&1 || rc=$?
+  grep -E 'held-out alpha|Passed|Failed|tests passed' "$out/ctest-distill.log" | tail -8
 
   build-gpu/bench/bench_copy 2048 20 | tee "$out/bench_copy.txt"
   build-gpu/bench/bench_tvd --iters 20 --out "$out/bench_tvd.json" | tee "$out/bench_tvd.txt"
@@ -63,6 +74,7 @@ run() {
   echo "|---|---|"
   echo "| build (sm_$archs) | ${build_s} s |"
   echo "| ctest -L gpu | $(grep -E 'tests passed' "$out/ctest-gpu.log" || echo 'see ctest-gpu.log') |"
+  echo "| distill tests on the GPU | $(grep -E 'tests passed' "$out/ctest-distill.log" || echo 'see ctest-distill.log') |"
   echo "| copy bandwidth | $(grep -E '^\| Tensor::copy_' "$out/bench_copy.txt" | cut -d'|' -f3) GB/s |"
   grep -E '^\| (115M|demo)' "$out/bench_pretrain.txt" | sed 's/^/| pretrain /; s/ |$//' | cut -c1-200 || true
   grep -E '^\| [0-9]' "$out/bench_tvd.txt" | awk -F'|' '{printf "| tvd kernel %s %s %s | %s ms vs composite %s ms, %s, %s GB/s |\n", $2, $3, $4, $6 < $7 ? $6 : $7, $5, $8, $9}'
