@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/fs.h"
 
 // EXPECT_HAS(text, part): `part` occurs in `text`; the message shows both.
 #define EXPECT_HAS(haystack, needle) \
@@ -30,10 +31,10 @@ class ScratchDir {
     path_ = std::filesystem::temp_directory_path() /
             (std::string("draftalign-") + info->test_suite_name() + "-" + info->name() + "-" +
              std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
+    fs::remove_tree(path_);
     std::filesystem::create_directories(path_);
   }
-  ~ScratchDir() { std::filesystem::remove_all(path_); }
+  ~ScratchDir() { fs::remove_tree(path_); }
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
 

@@ -55,11 +55,11 @@ run() {
   local rc=0
   (cd build-gpu && ctest -L gpu --output-on-failure -V) >"$out/ctest-gpu.log" 2>&1 || rc=$?
   grep -E 'cases; worst|Passed|Failed|SKIPPED|tests passed|FAILED' "$out/ctest-gpu.log" | tail -20
-  # The distillation end-to-end tests run on the GPU here (run.device=auto): bf16 autocast and the fused kernel.
+  # The distillation end-to-end tests (and the std::filesystem link check) run on the GPU here (run.device=auto): bf16 autocast and the fused kernel.
   if [ -d .cache/gpu-assets/tokenizer ] && [ ! -f "$smol/tokenizer.json" ]; then
     mkdir -p "$smol" && cp .cache/gpu-assets/tokenizer/* "$smol/"
   fi
-  (cd build-gpu && ctest -R '^Distill\.' --output-on-failure -V) >"$out/ctest-distill.log" 2>&1 || rc=$?
+  (cd build-gpu && ctest -R '^(Distill|TorchLink)\.' --output-on-failure -V) >"$out/ctest-distill.log" 2>&1 || rc=$?
   grep -E 'held-out alpha|Passed|Failed|tests passed' "$out/ctest-distill.log" | tail -8
 
   build-gpu/bench/bench_copy 2048 20 | tee "$out/bench_copy.txt"

@@ -212,7 +212,7 @@ void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, c
   tmp.commit();
 
   auto all = list_checkpoints(output_dir);
-  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) stdfs::remove_all(all[i].second);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) fs::remove_tree(all[i].second);
 }
 
 TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW& opt, Dist& dist) {

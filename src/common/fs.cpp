@@ -1,15 +1,33 @@
 #include "common/fs.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
 #include "common/error.h"
 
 namespace draftalign::fs {
+
+namespace {
+uintmax_t removed_count = 0;  // nftw's callback has no user pointer; remove_tree is not called concurrently
+int remove_entry(const char* p, const struct stat*, int, struct FTW*) {
+  if (std::remove(p) == 0) ++removed_count;
+  return 0;  // carry on past an entry that could not be removed
+}
+}  // namespace
+
+uintmax_t remove_tree(const stdfs::path& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return 0;
+  removed_count = 0;
+  nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return removed_count;
+}
 
 std::string read_file(const stdfs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -75,15 +93,13 @@ void write_file_atomic(const stdfs::path& path, std::string_view data) {
 AtomicDir::AtomicDir(const stdfs::path& dir)
     : dir_(dir), tmp_(dir.string() + ".tmp-" + std::to_string(::getpid())) {
   ensure_dir(dir.parent_path());
-  std::error_code ec;
-  stdfs::remove_all(tmp_, ec);  // left by a killed run with the same pid
+  remove_tree(tmp_);  // left by a killed run with the same pid
   ensure_dir(tmp_);
 }
 
 AtomicDir::~AtomicDir() {
   if (done_) return;
-  std::error_code ec;
-  stdfs::remove_all(tmp_, ec);
+  remove_tree(tmp_);
 }
 
 void AtomicDir::commit() {
@@ -99,7 +115,7 @@ void AtomicDir::commit() {
     throw Error(str_cat(dir_.string(), ": cannot finish writing (", ec.message(), "); the previous one is unchanged"));
   }
   done_ = true;
-  if (had) stdfs::remove_all(old, ec);
+  if (had) remove_tree(old);
 }
 
 }  // namespace draftalign::fs

@@ -2,6 +2,7 @@
 // "<path>.tmp-<pid>", fsyncs, then renames over <path>, so what was there before survives any failure.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -12,6 +13,11 @@ namespace stdfs = std::filesystem;
 
 // Reads a whole file; throws Error naming the path when it cannot.
 std::string read_file(const stdfs::path& path);
+
+// Removes `path` and everything under it (no error if it is missing); returns how many entries were removed. Use it
+// instead of std::filesystem::remove_all: libtorch.so exports its own copy of that function, and where the dynamic
+// linker binds to it (seen on a GPU machine's PyTorch) the call crashes. This one is plain POSIX (nftw).
+uintmax_t remove_tree(const stdfs::path& path);
 
 // Writes `data` to `path` atomically (temp file + fsync + rename); creates the parent directories.
 void write_file_atomic(const stdfs::path& path, std::string_view data);

@@ -82,3 +82,20 @@ TEST(EnsureDir, RefusesAFileInTheWay) {
 
 }  // namespace
 }  // namespace draftalign
+
+namespace draftalign {
+namespace {
+
+TEST(Fs, RemoveTreeRemovesEverythingUnderAPathAndToleratesAMissingOne) {
+  testing::ScratchDir dir;
+  std::filesystem::create_directories(dir / "a/b/c");
+  testing::write_text(dir / "a/b/c/f.txt", "x");
+  testing::write_text(dir / "a/g.txt", "y");
+  std::filesystem::create_symlink(dir / "a/g.txt", dir / "a/b/link");
+  EXPECT_EQ(fs::remove_tree(dir / "a"), 6u) << "a, b, c, f.txt, g.txt and the link (not its target twice)";
+  EXPECT_FALSE(std::filesystem::exists(dir / "a"));
+  EXPECT_EQ(fs::remove_tree(dir / "a"), 0u);
+}
+
+}  // namespace
+}  // namespace draftalign

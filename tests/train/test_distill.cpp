@@ -116,8 +116,8 @@ TEST(Distill, TvdppOnlineRaisesHeldOutAlphaOfflineRunsAndResumeIsExact) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const fsys::path f = w.d / "out" / "fkl";
   const std::string whole = testing::read_text(f / "final" / "model.safetensors");
-  fsys::remove_all(f / "checkpoints" / "step-0000012");
-  fsys::remove_all(f / "final");
+  fs::remove_tree(f / "checkpoints" / "step-0000012");
+  fs::remove_tree(f / "final");
   r = run_command(w.distill("data", fkl));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_HAS(r.output, "resumed from");
