@@ -155,6 +155,15 @@ __device__ __forceinline__ void block_maxsum(MaxSum& a, MaxSum& b, float* scratc
 // Byte offset of the teacher row in the shared-memory cache: 16-byte aligned after the student row.
 __host__ __device__ __forceinline__ size_t teacher_offset(size_t student_bytes) { return (student_bytes + 15) / 16 * 16; }
 
+// One vocabulary entry: log q, log p, q and r = 1[log p > log q]. Passes 2 and 3 both call this, so they agree on r.
+struct Element {
+  float lq, lp, q, r;
+};
+__device__ __forceinline__ Element element(float s, float t, float inv_t, float lse_s, float lse_t) {
+  const float lq = s * inv_t - lse_s, lp = t * inv_t - lse_t;
+  return {lq, lp, __expf(lq), lp > lq ? 1.f : 0.f};
+}
+
 // grad = ca * q r + cb * q + cc * r + cd.
 struct Coef {
   float ca, cb, cc, cd;
@@ -237,8 +246,7 @@ __global__ void __launch_bounds__(kMaxThreads) tvd_rows(TvdArgs a, TvdPhase phas
       load<VEC>(rt + i, t);
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        const float lq = s[j] * inv_t - lse_s, lp = t[j] * inv_t - lse_t;
-        const float q = __expf(lq), r = lp > lq ? 1.f : 0.f;
+        const auto [lq, lp, q, r] = element(s[j], t[j], inv_t, lse_s, lse_t);
         acc[0] += r;
         acc[1] += q * r;
         acc[2] += __expf(fminf(lp, lq));
@@ -267,9 +275,8 @@ __global__ void __launch_bounds__(kMaxThreads) tvd_rows(TvdArgs a, TvdPhase phas
     load<VEC>(rt + i, t);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      const float lq = s[j] * inv_t - lse_s, lp = t[j] * inv_t - lse_t;
-      const float q = __expf(lq), r = lp > lq ? 1.f : 0.f;
-      g[j] = fmaf(c.ca * r + c.cb, q, fmaf(c.cc, r, c.cd));
+      const Element e = element(s[j], t[j], inv_t, lse_s, lse_t);
+      g[j] = fmaf(c.ca * e.r + c.cb, e.q, fmaf(c.cc, e.r, c.cd));
     }
     store<VEC>(gg + i, g);
   }
