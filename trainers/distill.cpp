@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "data/generate.h"
 #include "io/safetensors.h"
 #include "train/losses.h"
 #include "trainers/train_loop.h"
@@ -27,25 +28,13 @@ struct Pair {
   Tensor topk_ids, topk_logprobs;  // [response_len, k]
 };
 
-std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
-  std::vector<stdfs::path> files;
-  for (const auto& e : stdfs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("shard-", 0) == 0 && e.path().extension() == ".safetensors") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 // Every record of a complete generate output directory, by request id. Errors name the file and the record.
 std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t vocab) {
   DA_CHECK(stdfs::is_directory(dir), dir.string(), ": not a directory (distill.data_dir; run `draftalign generate`)");
   DA_CHECK(stdfs::exists(dir / "manifest.json"), dir.string(),
            "/manifest.json is missing: the generate run did not finish (run `draftalign generate` again to finish it)");
-  const std::vector<stdfs::path> files = shard_files(dir);
-  DA_CHECK(!files.empty(), dir.string(), ": no shard-*.safetensors");
   std::vector<Pair> out;
-  for (const auto& file : files) {
+  for (const auto& file : data::shard_files(dir)) {
     const auto f = io::SafetensorsFile::open(file);
     for (const char* name : {"tokens", "offsets", "prompt_lens", "request_ids"})
       DA_CHECK(f.contains(name), file.string(), ": no tensor '", name, "' (not a generate shard)");

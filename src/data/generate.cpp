@@ -276,14 +276,6 @@ GenerateSummary generate(const config::Config& cfg) {
 // --- data show / data stats -------------------------------------------------------------------------------------------
 
 namespace draftalign::data {
-namespace {
-
-struct Record {
-  std::string shard;
-  int64_t request = 0, prompt_index = 0, prompt_len = 0, response_len = 0;
-  int finish = 0;
-  std::vector<int64_t> tokens;  // filled for `show` only
-};
 
 std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
   DA_CHECK(stdfs::is_directory(dir), dir.string(), ": not a directory (data.dir or generate.output_dir)");
@@ -296,6 +288,15 @@ std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
   DA_CHECK(!files.empty(), dir.string(), ": no shard-*.safetensors (is it a `draftalign generate` output directory?)");
   return files;
 }
+
+namespace {
+
+struct Record {
+  std::string shard;
+  int64_t request = 0, prompt_index = 0, prompt_len = 0, response_len = 0;
+  int finish = 0;
+  std::vector<int64_t> tokens;  // filled for `show` only
+};
 
 std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens) {
   std::vector<Record> out;

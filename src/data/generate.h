@@ -34,6 +34,10 @@ struct GenerateSummary {
 
 GenerateSummary generate(const config::Config& cfg);
 
+// The shard-*.safetensors files of a generate output directory, sorted; an Error when there is none or `dir` is not a
+// directory.
+std::vector<stdfs::path> shard_files(const stdfs::path& dir);
+
 // `data stats`: counts, finish reasons, prompt and response length histograms of a generate output directory
 // (complete or not). `data show`: records [first, first + samples) decoded with the target's tokenizer. Both read
 // the shards through the checked safetensors reader; errors name the file.
