@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "io/hf_config.h"
 
 // EXPECT_HAS(text, part): `part` occurs in `text`; the message shows both.
 #define EXPECT_HAS(haystack, needle) \
@@ -41,6 +42,17 @@ class ScratchDir {
  private:
   std::filesystem::path path_;
 };
+
+// A tiny Llama with SmolLM2's vocabulary and special ids (so SmolLM2's tokenizer and chat template fit it), for the
+// end-to-end tests of the stages that run the real binary on a target: hidden 32, 4 heads of 8 over 2 KV heads.
+inline io::LlamaConfig tiny_smol_config(int64_t layers) {
+  io::LlamaConfig c;
+  c.vocab_size = 49152, c.hidden_size = 32, c.intermediate_size = 64, c.num_hidden_layers = layers;
+  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 8, c.max_position_embeddings = 256;
+  c.rms_norm_eps = 1e-5, c.rope_theta = 10000, c.tie_word_embeddings = false;
+  c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
+  return c;
+}
 
 inline void write_text(const std::filesystem::path& p, const std::string& text) {
   std::filesystem::create_directories(p.parent_path());

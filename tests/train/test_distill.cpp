@@ -23,11 +23,7 @@ using testing::ScratchDir;
 // model (what pretraining on the same text gives a drafter: it starts near the target, not at random).
 fsys::path save_tiny(const fsys::path& dir, int64_t layers, uint64_t seed, double norm_scale,
                      const fsys::path& like = {}) {
-  io::LlamaConfig c;
-  c.vocab_size = 49152, c.hidden_size = 32, c.intermediate_size = 64, c.num_hidden_layers = layers;
-  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 8, c.max_position_embeddings = 256;
-  c.rms_norm_eps = 1e-5, c.rope_theta = 10000, c.tie_word_embeddings = false;
-  c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
+  const io::LlamaConfig c = testing::tiny_smol_config(layers);
   torch::manual_seed(seed);
   model::Llama m(c);
   {

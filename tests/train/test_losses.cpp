@@ -129,11 +129,6 @@ TEST(KdLoss, AcceptanceIsOneMinusTvdAndTokensPerCallFollow) {
   EXPECT_DOUBLE_EQ(expected_tokens_per_call(0.0, 4), 1.0);
 }
 
-}  // namespace
-}  // namespace draftalign::train
-
-namespace draftalign::train {
-namespace {
 
 // The one-pass path (the interface of the fused kernel) against kd_loss's autograd, every option, fp64 and fp32.
 TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
@@ -166,11 +161,6 @@ TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
   EXPECT_HAS(testing::error_of([&] { kd_loss_fused(c.student, c.teacher, fkl); }), "only tvd and tvdpp are fused");
 }
 
-}  // namespace
-}  // namespace draftalign::train
-
-namespace draftalign::train {
-namespace {
 
 // The gradient can go to a caller's buffer, the student logits themselves included (in place).
 TEST(KdLossFused, WritesTheGradientIntoAGivenBufferOrInPlace) {
