@@ -8,6 +8,7 @@
 #include "common/device.h"
 #include "data/generate.h"
 #include "data/prepare.h"
+#include "evaluators/evaluate.h"
 #include "trainers/distill.h"
 #include "trainers/pretrain.h"
 
@@ -69,9 +70,12 @@ int main(int argc, char** argv) {
        {"run", "target", "distill"},
        [](const draftalign::config::LoadedConfig& l) { return draftalign::train::distill(l.cfg); }},
       {"evaluate", "speculative decoding: block efficiency, acceptance, MBSU, speed-up",
-       "Lossless draft-then-verify decoding of the target with each drafter; writes a JSON + Markdown report\n"
-       "with plots.",
-       {"run", "target", "evaluate"}, nullptr},
+       "Lossless draft-then-verify decoding of the target with each drafter in evaluate.drafters on the prompt\n"
+       "files (MT-bench by default), swept over evaluate.gammas and evaluate.temperatures, against the target\n"
+       "decoding alone: block efficiency tau, acceptance by position, MBSU and the wall-clock speed-up (median of\n"
+       "evaluate.repeats runs). Writes report.json, report.md, prompts.jsonl and plots to evaluate.report_dir.",
+       {"run", "target", "evaluate"},
+       [](const draftalign::config::LoadedConfig& l) { return draftalign::eval::evaluate(l.cfg); }},
       {"export", "write a checkpoint as a Hugging Face directory",
        "Writes config.json, model.safetensors and the tokenizer files so transformers and vLLM load the drafter.",
        {"run", "export"}, nullptr},

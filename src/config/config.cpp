@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <utility>
+
 #include "common/error.h"
 
 namespace draftalign::config {
@@ -32,6 +34,11 @@ std::vector<Config::Problem> Config::cross_checks() const {
   check_train(distill.train, "distill.train", out);
   if (distill.kd_weight == 0 && distill.ce_weight == 0)
     out.push_back({"distill.kd_weight", "kd_weight and ce_weight are both 0: nothing to train"});
+  for (const auto& [key, empty] : {std::pair<const char*, bool>{"evaluate.drafters", evaluate.drafters.empty()},
+                                   {"evaluate.prompts", evaluate.prompts.empty()},
+                                   {"evaluate.gammas", evaluate.gammas.empty()},
+                                   {"evaluate.temperatures", evaluate.temperatures.empty()}})
+    if (empty) out.push_back({key, "must not be empty"});
   return out;
 }
 

@@ -288,10 +288,11 @@ struct EvaluateSection {
   int64_t max_new_tokens = 128;
   int64_t max_prompts = 0;
   int64_t repeats = 3;
+  std::string python = "auto";
 
   template <class V>
   void visit(V& s) {
-    s.add("drafters", drafters, "drafter checkpoint directories to compare");
+    s.add("drafters", drafters, "drafter checkpoint directories to compare (HF directories)");
     s.add("prompts", prompts, "JSONL prompt files (MT-bench mt-en.jsonl or any prompt file)");
     s.add("report_dir", report_dir, "JSON, Markdown and plots");
     s.add("gammas", gammas, "draft lengths g to sweep", Bounds::at_least(1));
@@ -301,6 +302,8 @@ struct EvaluateSection {
     s.add("max_new_tokens", max_new_tokens, "tokens generated per prompt", Bounds::at_least(1));
     s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));
     s.add("repeats", repeats, "wall-clock runs per setting (the median is reported)", Bounds::at_least(1));
+    s.add("python", python, "interpreter with matplotlib that draws the plots; auto = $DRAFTALIGN_PYTHON, else "
+                            ".venv/bin/python, else python3; off = no plots");
   }
 };
 

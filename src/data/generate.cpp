@@ -30,14 +30,6 @@ struct Planned {
   std::string prompt_id, prompt_text;
 };
 
-// splitmix64: a request's seed from the run seed and its id.
-uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
 std::pair<int, int> shard_spec(const config::GenerateSection& g) {
   if (g.shard.empty()) {
     const train::DistEnv env = train::dist_env_from_environment();
@@ -187,7 +179,8 @@ GenerateSummary generate(const config::Config& cfg) {
       Planned x;
       x.request.id = p.index * g.responses_per_prompt + r;
       x.request.prompt = ids;
-      x.request.seed = mix(mix(static_cast<uint64_t>(cfg.run.seed)) ^ static_cast<uint64_t>(x.request.id));
+      x.request.seed = model::splitmix64(model::splitmix64(static_cast<uint64_t>(cfg.run.seed)) ^
+                                         static_cast<uint64_t>(x.request.id));
       x.prompt_index = p.index;
       x.prompt_id = p.id;
       x.prompt_text = p.messages.back().content;

@@ -40,9 +40,6 @@ struct Slot {
   bool fresh = false;  // waiting for its prompt to be prefilled
 };
 
-// A uniform number in [0, 1) from 53 random bits: the same on every platform and standard library.
-double uniform(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-
 }  // namespace
 
 Generator::Generator(Llama& model, SamplingParams params, int64_t batch_size, int64_t topk_logprobs,
@@ -96,7 +93,7 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
     } else {
       const Tensor cdf = sampling_probs(l, params_.temperature, params_.top_p, params_.top_k).cumsum(-1);
       std::vector<double> u;
-      for (int64_t r : rows) u.push_back(uniform(slots[static_cast<size_t>(r)].rng));
+      for (int64_t r : rows) u.push_back(uniform01(slots[static_cast<size_t>(r)].rng));
       const Tensor target = torch::tensor(u, torch::kFloat64).to(device).to(torch::kFloat32).unsqueeze(1) *
                             cdf.narrow(1, vocab - 1, 1);
       picked = torch::searchsorted(cdf, target, /*out_int32=*/false, /*right=*/true).squeeze(1).clamp_max(vocab - 1);

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,19 @@ struct Completion {
   torch::Tensor topk_ids;       // [tokens, k] int64, the target's k most likely tokens at each step (k > 0)
   torch::Tensor topk_logprobs;  // [tokens, k] fp32, their log-probabilities at temperature 1
 };
+
+// A uniform number in [0, 1) from 53 random bits: the same on every platform and standard library (unlike
+// std::uniform_real_distribution), so seeded samples reproduce anywhere.
+inline double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+// splitmix64: a well-mixed 64-bit seed from a run seed and an index (request, prompt), so neighbouring indices get
+// unrelated random streams.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
 
 // The next-token distribution's filters, batched: logits [B, V] -> probabilities [B, V] (fp32).
 torch::Tensor sampling_probs(const torch::Tensor& logits, double temperature, double top_p, int64_t top_k);

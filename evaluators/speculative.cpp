@@ -1,0 +1,232 @@
+#include "evaluators/speculative.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include "common/error.h"
+
+namespace draftalign::eval {
+
+using torch::Tensor;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Inverse-CDF sampling; -1 when the weights sum to zero. One host read (the index and the total together).
+int64_t try_sample(const Tensor& weights, double u) {
+  const Tensor cdf = weights.to(torch::kFloat64).cumsum(0);
+  const Tensor total = cdf.narrow(0, cdf.size(0) - 1, 1);
+  const Tensor index = torch::searchsorted(cdf, total * u, /*out_int32=*/false, /*right=*/true).to(torch::kFloat64);
+  const Tensor host = torch::cat({index, total}).cpu();
+  if (!(host[1].item<double>() > 0)) return -1;
+  return std::min<int64_t>(static_cast<int64_t>(host[0].item<double>()), weights.size(0) - 1);
+}
+
+}  // namespace
+
+int64_t sample_from(const Tensor& weights, double u) {
+  DA_CHECK(weights.dim() == 1 && weights.size(0) > 0, "sample_from: weights must be a non-empty vector");
+  DA_CHECK(u >= 0 && u < 1, "sample_from: u = ", u, " is not in [0, 1)");
+  const int64_t x = try_sample(weights, u);
+  DA_CHECK(x >= 0, "sample_from: the weights sum to zero");
+  return x;
+}
+
+Verdict accept_reject(const Tensor& p, const Tensor& q, const std::vector<int64_t>& draft,
+                      const std::vector<double>& u_accept, double u_sample) {
+  const int64_t g = static_cast<int64_t>(draft.size());
+  DA_CHECK(p.dim() == 2 && p.size(0) == g + 1, "accept_reject: p must be [gamma + 1, V] for ", g, " draft tokens");
+  DA_CHECK(g == 0 || (q.dim() == 2 && q.size(0) == g && q.size(1) == p.size(1)),
+           "accept_reject: q must be [gamma, V] like p");
+  DA_CHECK(static_cast<int64_t>(u_accept.size()) == g, "accept_reject: one acceptance uniform per draft token");
+  Verdict v;
+  if (g > 0) {
+    // p_i(d_i) and q_i(d_i) in one host read; accept while u_i * q_i(d_i) < p_i(d_i) (u < p / q without dividing).
+    const Tensor index = torch::tensor(draft, torch::kInt64).to(p.device()).unsqueeze(1);
+    const Tensor at = torch::stack({p.narrow(0, 0, g).gather(1, index).squeeze(1), q.gather(1, index).squeeze(1)})
+                          .to(torch::kFloat64).cpu();
+    const auto a = at.accessor<double, 2>();
+    while (v.accepted < g && u_accept[v.accepted] * a[1][v.accepted] < a[0][v.accepted]) ++v.accepted;
+  }
+  if (v.accepted == g) {
+    v.token = sample_from(p[g], u_sample);  // the bonus token
+  } else {
+    // The correction: the residual max(0, p - q). It has mass whenever a rejection is possible; should rounding
+    // reject a draft where p and q agree, p itself is the distribution to draw from.
+    v.token = try_sample((p[v.accepted] - q[v.accepted]).clamp_min(0), u_sample);
+    if (v.token < 0) v.token = sample_from(p[v.accepted], u_sample);
+  }
+  return v;
+}
+
+Verdict accept_greedy(const Tensor& target_logits, const std::vector<int64_t>& draft) {
+  const int64_t g = static_cast<int64_t>(draft.size());
+  DA_CHECK(target_logits.dim() == 2 && target_logits.size(0) == g + 1,
+           "accept_greedy: target logits must be [gamma + 1, V] for ", g, " draft tokens");
+  const Tensor best = target_logits.argmax(-1).cpu();
+  const auto* b = best.data_ptr<int64_t>();
+  Verdict v;
+  while (v.accepted < g && b[v.accepted] == draft[v.accepted]) ++v.accepted;
+  v.token = b[v.accepted];
+  return v;
+}
+
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama* drafter)
+    : target_(target), drafter_(drafter) {
+  if (drafter_ != nullptr)
+    DA_CHECK(drafter_->config().vocab_size == target_.config().vocab_size, "speculative decoding: the drafter has ",
+             drafter_->config().vocab_size, " tokens, the target ", target_.config().vocab_size);
+}
+
+namespace {
+
+// A model with its cache and the number of valid positions, kept on the host so a rollback needs no device read.
+struct Stream {
+  model::Llama& model;
+  model::KVCache cache;
+  int64_t length = 0;
+
+  Stream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {}
+
+  // Appends tokens; returns their logits [T, V].
+  Tensor feed(const std::vector<int64_t>& tokens) {
+    const torch::Device device = cache.lengths.device();
+    const Tensor x = torch::tensor(tokens, torch::kInt64).view({1, -1}).to(device);
+    length += static_cast<int64_t>(tokens.size());
+    return model.forward(x, cache).squeeze(0);
+  }
+  void truncate(int64_t n) {
+    length = n;
+    cache.lengths.fill_(n);
+  }
+};
+
+}  // namespace
+
+Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp,
+                                   uint64_t seed) {
+  DA_CHECK(!prompt.empty(), "speculative decoding: empty prompt");
+  DA_CHECK(gamma >= 0, "speculative decoding: gamma must be >= 0, got ", gamma);
+  DA_CHECK(gamma == 0 || drafter_ != nullptr, "speculative decoding: gamma = ", gamma, " needs a drafter");
+  DA_CHECK(sp.max_new_tokens >= 1, "speculative decoding: max_new_tokens must be >= 1");
+  torch::NoGradGuard no_grad;
+  const bool greedy = sp.temperature == 0;
+  std::mt19937_64 rng(seed);
+  // Room for the prompt, the response and one block past its end (a block is verified before it is cut).
+  const int64_t capacity = static_cast<int64_t>(prompt.size()) + sp.max_new_tokens + gamma + 1;
+  for (model::Llama* m : {&target_, gamma > 0 ? drafter_ : nullptr})
+    if (m != nullptr)
+      DA_CHECK(capacity <= m->config().max_position_embeddings, "speculative decoding: a prompt of ", prompt.size(),
+               " tokens + ", sp.max_new_tokens, " new + ", gamma + 1, " for the last block exceeds a model's ",
+               m->config().max_position_embeddings, " positions");
+  auto probs = [&](const Tensor& logits) { return model::sampling_probs(logits, sp.temperature, sp.top_p, sp.top_k); };
+
+  // Both caches hold every token but the last one (`pending`), which the next step feeds.
+  Stream target(target_, capacity);
+  std::optional<Stream> drafter;
+  if (gamma > 0) drafter.emplace(*drafter_, capacity);
+  const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
+  if (!head.empty()) {
+    target.feed(head);
+    if (drafter) drafter->feed(head);
+  }
+  int64_t pending = prompt.back();
+  std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending` (d_gamma of a full accept)
+  Decoded out;
+  while (true) {
+    // 1. Draft gamma tokens, one drafter call each.
+    std::vector<int64_t> draft;
+    std::vector<Tensor> qs;
+    int64_t drafter_kept = 0;  // the drafter's length with `pending` in it
+    if (drafter) {
+      const auto t0 = Clock::now();
+      std::vector<int64_t> in = lag;
+      in.push_back(pending);
+      lag.clear();
+      for (int64_t i = 0; i < gamma; ++i) {
+        const Tensor logits = drafter->feed(in).select(0, -1);  // [V]
+        if (i == 0) drafter_kept = drafter->length;
+        ++out.counters.num_drafter_calls;
+        int64_t d;
+        if (greedy) {
+          d = logits.argmax().item<int64_t>();
+        } else {
+          qs.push_back(probs(logits.unsqueeze(0)).squeeze(0));
+          d = sample_from(qs.back(), model::uniform01(rng));
+        }
+        draft.push_back(d);
+        in = {d};
+      }
+      out.drafter_seconds += since(t0);
+    }
+
+    // 2. Verify [pending, d_1..d_gamma] in one target call: p_1..p_{gamma+1}.
+    const auto t0 = Clock::now();
+    const int64_t base = target.length;
+    std::vector<int64_t> block = {pending};
+    block.insert(block.end(), draft.begin(), draft.end());
+    const Tensor logits = target.feed(block);  // [gamma + 1, V]
+    ++out.counters.num_target_calls;
+    Verdict v;
+    if (greedy) {
+      v = accept_greedy(logits, draft);
+    } else {
+      std::vector<double> u(static_cast<size_t>(gamma));
+      for (double& x : u) x = model::uniform01(rng);
+      v = accept_reject(probs(logits), qs.empty() ? Tensor() : torch::stack(qs), draft, u, model::uniform01(rng));
+    }
+    out.target_seconds += since(t0);
+    if (gamma > 0) out.counters.record_draft(gamma, v.accepted);
+
+    // 3. Roll both caches back to the accepted prefix. The drafter fed d_1..d_{gamma-1}, never d_gamma: after a full
+    //    acceptance d_gamma goes in with the next step's first call.
+    target.truncate(base + 1 + v.accepted);
+    if (drafter) {
+      drafter->truncate(drafter_kept + std::min(v.accepted, gamma - 1));
+      if (v.accepted == gamma) lag = {draft.back()};
+    }
+
+    // 4. Emit d_1..d_a and the target's token, up to a stop token or the length limit.
+    std::vector<int64_t> fresh(draft.begin(), draft.begin() + v.accepted);
+    fresh.push_back(v.token);
+    for (int64_t x : fresh) {
+      out.tokens.push_back(x);
+      if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), x) != sp.stop_ids.end()) {
+        out.finish = "eos";
+        break;
+      }
+      if (static_cast<int64_t>(out.tokens.size()) >= sp.max_new_tokens) {
+        out.finish = "length";
+        break;
+      }
+    }
+    if (!out.finish.empty()) break;
+    pending = v.token;
+  }
+  out.counters.num_emitted_tokens = static_cast<int64_t>(out.tokens.size());
+  return out;
+}
+
+double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t steps) {
+  DA_CHECK(!context.empty() && steps >= 1, "decode_step_seconds: needs a context and steps >= 1");
+  DA_CHECK(static_cast<int64_t>(context.size()) < model.config().max_position_embeddings,
+           "decode_step_seconds: the context exceeds the model's positions");
+  torch::NoGradGuard no_grad;
+  Stream s(model, static_cast<int64_t>(context.size()));
+  if (context.size() > 1) s.feed(std::vector<int64_t>(context.begin(), context.end() - 1));
+  const int64_t base = s.length;
+  std::vector<double> times;
+  for (int64_t i = 0; i <= steps; ++i) {  // the first step warms up and is not counted
+    const auto t0 = Clock::now();
+    s.feed({context.back()}).argmax().item<int64_t>();
+    if (i > 0) times.push_back(since(t0));
+    s.truncate(base);
+  }
+  return median(times);
+}
+
+}  // namespace draftalign::eval

@@ -1,0 +1,79 @@
+// speculative.h: lossless speculative decoding, draft-then-verify (Leviathan et al. 2023; Chen et al. 2023), one
+// sequence at a time as a chat model serves one user.
+//
+// A step: the drafter proposes gamma tokens d_1..d_gamma one at a time from its distributions q_1..q_gamma; the target
+// runs once over [last token, d_1..d_gamma] and gives p_1..p_{gamma+1}. Then
+//   greedy   (temperature 0)  accept d_i while d_i = argmax p_i; the next token is argmax p_{a+1};
+//   sampling                  accept d_i with probability min(1, p_i(d_i) / q_i(d_i)), in order, stopping at the first
+//                             rejection; after a rejection at i the token is drawn from norm(max(0, p_i - q_i)), after
+//                             gamma acceptances the bonus token from p_{gamma+1}.
+// The output is distributed exactly as the target's own sampling: P(emit x) = min(p, q)(x) + (1 - sum min(p, q)) *
+// max(0, p - q)(x) / sum max(0, p - q) = p(x). Temperature, top-k and top-p filter p and q identically
+// (model::sampling_probs), so the output follows the filtered target, as plain sampling with those settings does.
+// Both KV caches are rolled back to the accepted prefix after every step (a rejected draft leaves no trace).
+//
+// gamma = 0 is plain autoregressive decoding with the target, through the same code: the wall-clock baseline.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "evaluators/metrics.h"
+#include "model/generation.h"
+#include "model/llama.h"
+
+namespace draftalign::eval {
+
+// The outcome of verifying one draft: how many draft tokens were accepted, then the target's own next token (the
+// correction after a rejection, or the bonus token after gamma acceptances).
+struct Verdict {
+  int64_t accepted = 0;
+  int64_t token = -1;
+  bool operator==(const Verdict&) const = default;
+};
+
+// Speculative sampling's accept/reject core for one sequence. Randomness comes in as arguments, so a test can check
+// hand-computed cases.
+//   p        [gamma + 1, V] target probabilities at the draft positions and the one after
+//   q        [gamma, V]     drafter probabilities the draft tokens were sampled from
+//   draft    [gamma]        the draft tokens
+//   u_accept [gamma]        uniforms in [0, 1): d_i is accepted when u_i < p_i(d_i) / q_i(d_i)
+//   u_sample                uniform in [0, 1) for the token after (inverse-CDF sampling, sample_from)
+Verdict accept_reject(const torch::Tensor& p, const torch::Tensor& q, const std::vector<int64_t>& draft,
+                      const std::vector<double>& u_accept, double u_sample);
+
+// Greedy verification: target_logits [gamma + 1, V]; accept while the target's argmax equals the draft token.
+Verdict accept_greedy(const torch::Tensor& target_logits, const std::vector<int64_t>& draft);
+
+// Inverse-CDF sampling from unnormalised non-negative weights [V]: the first x with cumsum(w)[x] > u * sum(w).
+int64_t sample_from(const torch::Tensor& weights, double u);
+
+struct Decoded {
+  std::vector<int64_t> tokens;  // the response (a stop token included)
+  std::string finish;           // "eos" or "length"
+  SpecCounters counters;
+  double drafter_seconds = 0, target_seconds = 0;  // wall time inside each model's steps (host-synchronised)
+};
+
+class SpeculativeDecoder {
+ public:
+  // `drafter` may be null for gamma = 0 only. Both models must share the vocabulary (the caller checks the tokenizers).
+  SpeculativeDecoder(model::Llama& target, model::Llama* drafter);
+
+  // Decodes one prompt: up to sp.max_new_tokens tokens, stopping after any of sp.stop_ids; sp.temperature 0 is greedy.
+  // `seed` seeds the uniforms (drafter sampling, acceptance, correction) in a fixed order.
+  Decoded decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp, uint64_t seed);
+
+ private:
+  model::Llama& target_;
+  model::Llama* drafter_;
+};
+
+// The median wall time of one single-token decode step of `model` after `context` tokens (each step rolled back).
+double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t steps = 16);
+
+}  // namespace draftalign::eval

@@ -1,0 +1,235 @@
+// Speculative decoding: the accept/reject core on hand-computed cases; greedy speculative output identical token for
+// token to the target's own greedy decoding for every prompt and several gamma (with rejections, so cache rollback is
+// exercised); a drafter equal to the target accepts everything; and the distribution of the first two tokens of
+// speculative sampling matches the target's exact distribution (chi-square), where the drafter's own samples fail the
+// same test.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "evaluators/speculative.h"
+#include "test_util.h"
+
+namespace draftalign::eval {
+namespace {
+
+using torch::Tensor;
+
+Tensor rows(std::vector<std::vector<double>> r) {
+  std::vector<Tensor> out;
+  for (auto& x : r) out.push_back(torch::tensor(x, torch::kFloat64));
+  return torch::stack(out);
+}
+
+TEST(AcceptReject, HandComputedCases) {
+  // p/q of the draft token 1 at position 1 is 0.3 / 0.5 = 0.6; position 2 (token 0) 0.5 / 0.25 = 2 (always accepted).
+  const Tensor p = rows({{0.5, 0.3, 0.2}, {0.5, 0.25, 0.25}, {0.1, 0.1, 0.8}});
+  const Tensor q = rows({{0.2, 0.5, 0.3}, {0.25, 0.5, 0.25}});
+  // u = 0.5 < 0.6: accepted; then accepted at 2; bonus from p_3 = [0.1, 0.1, 0.8]: u 0.15 -> token 1 (cdf 0.1, 0.2).
+  EXPECT_EQ(accept_reject(p, q, {1, 0}, {0.5, 0.99}, 0.15), (Verdict{2, 1}));
+  EXPECT_EQ(accept_reject(p, q, {1, 0}, {0.5, 0.99}, 0.05), (Verdict{2, 0}));
+  // u = 0.7 > 0.6: rejected at 1; the residual max(0, p - q) = [0.3, 0, 0] -> token 0 whatever u.
+  EXPECT_EQ(accept_reject(p, q, {1, 0}, {0.7, 0.0}, 0.99), (Verdict{0, 0}));
+  // Draft token 2 at position 1: p/q = 0.2 / 0.3; u 0.6 < 0.667 accepted (then token 1 at 2: 0.5 < u 0.9, rejected),
+  // u 0.7 rejected.
+  EXPECT_EQ(accept_reject(p, q, {2, 1}, {0.6, 0.9}, 0.0).accepted, 1);
+  EXPECT_EQ(accept_reject(p, q, {2, 1}, {0.7, 0.0}, 0.0).accepted, 0);
+  // Rejected at 2 (token 1: 0.25 / 0.5, u 0.6): residual at 2 = [0.25, 0, 0] -> 0.
+  EXPECT_EQ(accept_reject(p, q, {1, 1}, {0.1, 0.6}, 0.5), (Verdict{1, 0}));
+  // Residual with two tokens: p = [0.6, 0.1, 0.3], q = [0.2, 0.7, 0.1] -> [0.4, 0, 0.2] / 0.6; u 0.5 -> 0.3 / 0.6
+  // of the way: cdf [0.4, 0.4, 0.6], 0.3 < 0.4 -> 0; u 0.8 -> 0.48 -> 2.
+  const Tensor p2 = rows({{0.6, 0.1, 0.3}, {1, 0, 0}}), q2 = rows({{0.2, 0.7, 0.1}});
+  EXPECT_EQ(accept_reject(p2, q2, {1}, {0.99}, 0.5), (Verdict{0, 0}));
+  EXPECT_EQ(accept_reject(p2, q2, {1}, {0.99}, 0.8), (Verdict{0, 2}));
+  // gamma = 0 is plain sampling from p_1.
+  EXPECT_EQ(accept_reject(rows({{0.25, 0.25, 0.5}}), Tensor(), {}, {}, 0.49), (Verdict{0, 1}));
+  // p == q: every draft is accepted, whatever u < 1.
+  EXPECT_EQ(accept_reject(rows({{0.3, 0.7}, {0.3, 0.7}, {1, 0}}), rows({{0.3, 0.7}, {0.3, 0.7}}), {1, 0},
+                          {0.999999, 0.999999}, 0.0),
+            (Verdict{2, 0}));
+  // Shapes are checked.
+  EXPECT_HAS(testing::error_of([&] { accept_reject(p, q, {1}, {0.5}, 0.5); }), "[gamma + 1, V]");
+}
+
+TEST(AcceptReject, GreedyAcceptsWhileTheArgmaxAgrees) {
+  const Tensor logits = rows({{0, 3, 1}, {2, 0, 1}, {0, 0, 5}});
+  EXPECT_EQ(accept_greedy(logits, {1, 0}), (Verdict{2, 2}));  // both agree; the bonus is argmax of row 3
+  EXPECT_EQ(accept_greedy(logits, {1, 2}), (Verdict{1, 0}));  // second disagrees: the target's own token 0
+  EXPECT_EQ(accept_greedy(logits, {0, 0}), (Verdict{0, 1}));
+  EXPECT_EQ(accept_greedy(logits.narrow(0, 0, 1), {}), (Verdict{0, 1}));
+}
+
+TEST(AcceptReject, SampleFromIsInverseCdf) {
+  const Tensor w = torch::tensor({0.0, 2.0, 0.0, 1.0, 1.0}, torch::kFloat64);  // cdf 0 2 2 3 4 of 4
+  EXPECT_EQ(sample_from(w, 0.0), 1);   // zero-weight tokens are never drawn
+  EXPECT_EQ(sample_from(w, 0.49), 1);
+  EXPECT_EQ(sample_from(w, 0.5), 3);
+  EXPECT_EQ(sample_from(w, 0.76), 4);
+  EXPECT_EQ(sample_from(w, 0.999999), 4);
+  EXPECT_HAS(testing::error_of([] { sample_from(torch::zeros({3}), 0.5); }), "sum to zero");
+}
+
+// Tiny models with a small vocabulary. The target's final norm is scaled so its distributions are peaked; a drafter
+// made `like` the target shares its embeddings, final norm and output head (it agrees with the target often, not
+// always, as a pretrained drafter does).
+io::LlamaConfig tiny(int64_t vocab, int64_t layers) {
+  io::LlamaConfig c = testing::tiny_smol_config(layers);
+  c.vocab_size = vocab;
+  return c;
+}
+
+std::shared_ptr<model::Llama> make(int64_t vocab, int64_t layers, uint64_t seed, double norm_scale,
+                                   model::Llama* like = nullptr) {
+  torch::manual_seed(seed);
+  auto m = std::make_shared<model::Llama>(tiny(vocab, layers));
+  torch::NoGradGuard no_grad;
+  auto params = m->named_parameters();
+  params["model.norm.weight"].mul_(norm_scale);
+  if (like != nullptr) {
+    auto src = like->named_parameters();
+    for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
+      params[name].copy_(src[name]);
+  }
+  m->eval();
+  return m;
+}
+
+std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<int64_t> p(1 + rng() % 12);
+    for (auto& t : p) t = static_cast<int64_t>(rng() % vocab);
+    out.push_back(p);
+  }
+  return out;
+}
+
+TEST(SpeculativeDecoding, GreedyOutputIsTheTargetsOwnGreedyOutput) {
+  const int64_t vocab = 64;
+  auto target = make(vocab, 2, 1, 8.0);
+  auto drafter = make(vocab, 1, 2, 1.0, target.get());
+  model::SamplingParams sp;
+  sp.temperature = 0, sp.max_new_tokens = 40, sp.stop_ids = {3};
+  SpeculativeDecoder dec(*target, drafter.get());
+  SpecCounters all;
+  for (const auto& prompt : random_prompts(vocab, 8, 7)) {
+    const auto want = model::greedy_decode(*target, {prompt}, sp.max_new_tokens, sp.stop_ids)[0];
+    for (int64_t g : {0, 1, 2, 3, 5}) {
+      const Decoded d = dec.decode(prompt, g, sp, 0);
+      ASSERT_EQ(d.tokens, want) << "gamma " << g << ", prompt of " << prompt.size() << " tokens";
+      EXPECT_EQ(d.finish, want.back() == 3 ? "eos" : "length");
+      EXPECT_EQ(d.counters.num_emitted_tokens, static_cast<int64_t>(want.size()));
+      EXPECT_EQ(d.counters.num_drafts, g == 0 ? 0 : d.counters.num_target_calls);
+      EXPECT_EQ(d.counters.num_drafter_calls, g * d.counters.num_drafts);
+      all.add(g == 3 ? d.counters : SpecCounters{});
+    }
+  }
+  // The test means something only if drafts were both accepted and rejected (rollbacks happened).
+  EXPECT_GT(all.num_accepted_tokens, 0);
+  EXPECT_LT(all.num_accepted_tokens, all.num_draft_tokens);
+}
+
+TEST(SpeculativeDecoding, ADrafterEqualToTheTargetIsAlwaysAccepted) {
+  auto target = make(64, 2, 1, 8.0);
+  SpeculativeDecoder dec(*target, target.get());
+  for (double t : {0.0, 1.0}) {
+    model::SamplingParams sp;
+    sp.temperature = t, sp.max_new_tokens = 30;
+    SpecCounters c;
+    for (uint64_t seed = 0; seed < 8; ++seed) c.add(dec.decode({5, 6, 7}, 4, sp, seed).counters);
+    EXPECT_EQ(c.num_accepted_tokens, c.num_draft_tokens) << "temperature " << t;
+    EXPECT_EQ(c.acceptance_counts.back(), c.num_drafts);
+    EXPECT_GE(static_cast<double>(c.num_emitted_tokens) / c.num_target_calls, 4.5);  // 5 per call but the last
+  }
+}
+
+// Chi-square goodness of fit of `counts` against `expected` probabilities (cells with an expected count below 5
+// merged); returns {statistic, critical value at p = 0.0005}.
+std::pair<double, double> chi_square(const std::map<int64_t, int64_t>& counts, const std::vector<double>& expected,
+                                     int64_t n) {
+  double stat = 0, small_expected = 0, small_observed = 0;
+  int64_t cells = 0;
+  for (size_t x = 0; x < expected.size(); ++x) {
+    const double e = expected[x] * n;
+    const double o = counts.count(static_cast<int64_t>(x)) ? counts.at(static_cast<int64_t>(x)) : 0;
+    if (e < 5) {
+      small_expected += e, small_observed += o;
+      continue;
+    }
+    stat += (o - e) * (o - e) / e, ++cells;
+  }
+  if (small_expected > 0) stat += (small_observed - small_expected) * (small_observed - small_expected) / std::max(small_expected, 1e-9), ++cells;
+  const double df = cells - 1, z = 3.29;  // Wilson-Hilferty quantile of chi-square(df)
+  const double crit = df * std::pow(1 - 2 / (9 * df) + z * std::sqrt(2 / (9 * df)), 3);
+  return {stat, crit};
+}
+
+TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
+  const int64_t V = 8, n = 1500, gamma = 2;
+  auto target = make(V, 2, 11, 12.0);
+  auto drafter = make(V, 1, 12, 12.0);  // a different random model: many rejections
+  const std::vector<int64_t> prompt = {1, 4, 2};
+  SpeculativeDecoder dec(*target, drafter.get());
+  struct Setting {
+    double temperature, top_p;
+    int64_t top_k;
+  };
+  for (const Setting s : {Setting{1.0, 1.0, 0}, Setting{0.7, 0.9, 5}}) {
+    model::SamplingParams sp;
+    sp.temperature = s.temperature, sp.top_p = s.top_p, sp.top_k = s.top_k, sp.max_new_tokens = 2;
+    auto dist = [&](model::Llama& m, std::vector<int64_t> ctx) {
+      torch::NoGradGuard no_grad;
+      const Tensor logits = m.forward(torch::tensor(ctx).view({1, -1})).select(1, -1);
+      const Tensor p = model::sampling_probs(logits, s.temperature, s.top_p, s.top_k).squeeze(0).to(torch::kFloat64);
+      return std::vector<double>(p.data_ptr<double>(), p.data_ptr<double>() + V);
+    };
+    // The exact joint distribution of the first two tokens, p(x1) p(x2 | x1), for the target and for the drafter.
+    auto joint = [&](model::Llama& m) {
+      std::vector<double> out(V * V);
+      const auto p1 = dist(m, prompt);
+      for (int64_t a = 0; a < V; ++a) {
+        auto ctx = prompt;
+        ctx.push_back(a);
+        const auto p2 = dist(m, ctx);
+        for (int64_t b = 0; b < V; ++b) out[a * V + b] = p1[a] * p2[b];
+      }
+      return out;
+    };
+    const auto p_joint = joint(*target), q_joint = joint(*drafter);
+    std::map<int64_t, int64_t> counts;
+    SpecCounters c;
+    for (int64_t i = 0; i < n; ++i) {
+      const Decoded d = dec.decode(prompt, gamma, sp, 1000 + i);
+      ASSERT_EQ(d.tokens.size(), 2u);
+      ++counts[d.tokens[0] * V + d.tokens[1]];
+      c.add(d.counters);
+    }
+    const auto [stat, crit] = chi_square(counts, p_joint, n);
+    std::printf("T %.1f: chi-square %.1f against the target, critical %.1f\n", s.temperature, stat, crit);
+    EXPECT_LT(stat, crit) << "temperature " << s.temperature << ": speculative samples do not follow the target";
+    // The same test rejects the drafter's own distribution: it has the power to see a wrong sampler.
+    const auto [stat_q, crit_q] = chi_square(counts, q_joint, n);
+    std::printf("T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", s.temperature, stat_q,
+                crit_q, static_cast<double>(c.num_accepted_tokens) / c.num_draft_tokens);
+    EXPECT_GT(stat_q, crit_q) << "temperature " << s.temperature << ": the test cannot tell the drafter from the target";
+    EXPECT_GT(c.num_accepted_tokens, 0);
+    EXPECT_LT(c.num_accepted_tokens, c.num_draft_tokens);
+  }
+}
+
+TEST(SpeculativeDecoding, BadArgumentsAreErrors) {
+  auto target = make(64, 1, 1, 1.0);
+  auto other = std::make_shared<model::Llama>(tiny(65, 1));
+  EXPECT_HAS(testing::error_of([&] { SpeculativeDecoder(*target, other.get()); }), "65 tokens, the target 64");
+  SpeculativeDecoder alone(*target, nullptr);
+  model::SamplingParams sp;
+  EXPECT_HAS(testing::error_of([&] { alone.decode({1}, 2, sp, 0); }), "needs a drafter");
+  EXPECT_HAS(testing::error_of([&] { alone.decode({}, 0, sp, 0); }), "empty prompt");
+  sp.max_new_tokens = 300;
+  EXPECT_HAS(testing::error_of([&] { alone.decode({1, 2}, 0, sp, 0); }), "exceeds a model's 256 positions");
+}
+
+}  // namespace
+}  // namespace draftalign::eval
