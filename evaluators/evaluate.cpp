@@ -9,7 +9,7 @@
 #include "data/prompts.h"
 #include "evaluators/report.h"
 #include "evaluators/speculative.h"
-#include "io/hf_config.h"
+#include "io/hf_checkpoint.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 
@@ -34,7 +34,8 @@ std::string plot_python(const std::string& setting) {
   return "python3";
 }
 
-// The checks that need no weights: a drafter that cannot pair with the target fails here, before anything runs.
+// The checks that read no weights: a drafter that cannot pair with the target, or whose files are damaged, fails here,
+// before anything runs.
 void check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg, const config::Config& cfg,
                    const tok::Tokenizer& target_tok) {
   DA_CHECK(stdfs::is_directory(dir), "evaluate.drafters: ", dir, " is not a directory (a drafter checkpoint: ",
@@ -43,6 +44,7 @@ void check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg, co
   DA_CHECK(c.vocab_size == target_cfg.vocab_size, "evaluate.drafters: ", dir, "/config.json has a vocabulary of ",
            c.vocab_size, " tokens, the target ", cfg.target.dir, "/config.json one of ", target_cfg.vocab_size,
            ": a drafter must share the target's vocabulary");
+  io::HfCheckpoint::open(dir).check_llama();  // maps and validates the weights, reads none
   if (stdfs::exists(stdfs::path(dir) / "tokenizer.json") || stdfs::exists(stdfs::path(dir) / "tokenizer.model"))
     tok::check_vocab_compatible(target_tok, *tok::load_tokenizer(dir));
 }
@@ -70,11 +72,11 @@ int evaluate(const config::Config& cfg) {
   const config::EvaluateSection& e = cfg.evaluate;
   // 1. Inputs, checked before any weights are loaded.
   const io::LlamaConfig target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
+  io::HfCheckpoint::open(cfg.target.dir).check_llama();
   const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
   const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
   for (const auto& d : e.drafters) check_drafter(d, target_cfg, cfg, *tokenizer);
   const data::PromptSet set = data::load_prompts(e.prompts, /*skip_bad=*/false, e.max_prompts);
-  DA_CHECK(!set.prompts.empty(), "evaluate.prompts: ", config::join(e.prompts), ": no prompts in the file(s)");
   const int64_t max_gamma = *std::max_element(e.gammas.begin(), e.gammas.end());
   std::vector<EvalPrompt> prompts;
   int64_t too_long = 0;

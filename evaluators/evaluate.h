@@ -3,9 +3,10 @@
 // gamma and the sampling temperature, one sequence at a time, against the target decoding alone through the same code
 // (gamma = 0). Writes a report directory (report.h): JSON, Markdown, per-prompt JSONL and plots.
 //
-// Every input is checked before any weights are loaded: each drafter's config.json against the target's (vocabulary
-// size) and, when the drafter directory has a tokenizer, its tokens against the target's; the prompt files (a
-// malformed line names file:line, an empty set is an error); gamma >= 1 (the config's bounds).
+// Every input is checked before any weights are loaded: each drafter against the target (vocabulary size in
+// config.json first and, when the drafter directory has a tokenizer, its tokens), every checkpoint's files
+// (config.json, the safetensors headers, tensor names and shapes), the prompt files (a malformed line names
+// file:line, an empty set is an error), gamma >= 1 (the config's bounds).
 #pragma once
 
 #include "config/config.h"

@@ -29,10 +29,10 @@ std::vector<std::string> drafter_names(const std::vector<std::string>& dirs) {
     else
       names.push_back(base.empty() ? d : base);
   }
+  std::vector<std::string> out = names;
   for (size_t i = 0; i < names.size(); ++i)
-    for (size_t j = 0; j < names.size(); ++j)
-      if (i != j && names[i] == names[j]) names[i] = dirs[i];
-  return names;
+    if (std::count(names.begin(), names.end(), names[i]) > 1) out[i] = dirs[i];
+  return out;
 }
 
 namespace {

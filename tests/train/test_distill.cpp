@@ -7,43 +7,21 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/llama.h"
-#include "test_util.h"
+#include "tiny_models.h"
 
 namespace draftalign::train {
 namespace {
 
 namespace fsys = std::filesystem;
 using nlohmann::json;
-using testing::kSmolDir;
 using testing::run_command;
 using testing::ScratchDir;
-
-// A tiny Llama with SmolLM2's vocabulary. With `like`, its embeddings, final norm and output head are copied from that
-// model (what pretraining on the same text gives a drafter: it starts near the target, not at random).
-fsys::path save_tiny(const fsys::path& dir, int64_t layers, uint64_t seed, double norm_scale,
-                     const fsys::path& like = {}) {
-  const io::LlamaConfig c = testing::tiny_smol_config(layers);
-  torch::manual_seed(seed);
-  model::Llama m(c);
-  {
-    torch::NoGradGuard no_grad;
-    m.named_parameters()["model.norm.weight"].mul_(norm_scale);  // a peaked target
-    if (!like.empty()) {
-      auto src = model::load_llama(like)->named_parameters();
-      for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
-        m.named_parameters()[name].copy_(src[name]);
-    }
-  }
-  model::save_llama(m, dir, torch::kFloat32, kSmolDir);
-  return dir;
-}
 
 struct World {
   ScratchDir d;
   World() {
-    save_tiny(d / "target", 2, 5, 30.0);
-    save_tiny(d / "drafter", 1, 9, 1.0, d / "target");
+    testing::save_tiny(d / "target", 2, 5, 30.0);
+    testing::save_tiny(d / "drafter", 1, 9, 1.0, d / "target");
     std::string prompts;
     for (int i = 0; i < 32; ++i)
       prompts += json({{"instruction", str_cat("Write a line about the number ", i, ".")}}).dump() + "\n";
