@@ -211,18 +211,21 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   return out;
 }
 
-double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t steps) {
-  DA_CHECK(!context.empty() && steps >= 1, "decode_step_seconds: needs a context and steps >= 1");
-  DA_CHECK(static_cast<int64_t>(context.size()) < model.config().max_position_embeddings,
-           "decode_step_seconds: the context exceeds the model's positions");
+double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t block, int64_t steps) {
+  const int64_t n = static_cast<int64_t>(context.size());
+  DA_CHECK(block >= 1 && n >= block && steps >= 1, "decode_step_seconds: needs a context of at least ", block,
+           " tokens and steps >= 1");
+  DA_CHECK(n <= model.config().max_position_embeddings, "decode_step_seconds: the context exceeds the model's ",
+           model.config().max_position_embeddings, " positions");
   torch::NoGradGuard no_grad;
-  Stream s(model, static_cast<int64_t>(context.size()));
-  if (context.size() > 1) s.feed(std::vector<int64_t>(context.begin(), context.end() - 1));
+  Stream s(model, n);
+  if (n > block) s.feed(std::vector<int64_t>(context.begin(), context.end() - block));
   const int64_t base = s.length;
+  const std::vector<int64_t> last(context.end() - block, context.end());
   std::vector<double> times;
   for (int64_t i = 0; i <= steps; ++i) {  // the first step warms up and is not counted
     const auto t0 = Clock::now();
-    s.feed({context.back()}).argmax().item<int64_t>();
+    s.feed(last).argmax(-1).cpu();  // a host read: the step has finished
     if (i > 0) times.push_back(since(t0));
     s.truncate(base);
   }

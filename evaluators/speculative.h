@@ -73,7 +73,9 @@ class SpeculativeDecoder {
   model::Llama* drafter_;
 };
 
-// The median wall time of one single-token decode step of `model` after `context` tokens (each step rolled back).
-double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t steps = 16);
+// The median wall time of one decode step of `model` that appends the last `block` tokens of `context` to a cache
+// holding the rest (each step rolled back): block 1 is a plain decode step, gamma + 1 a verification.
+double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t block = 1,
+                           int64_t steps = 16);
 
 }  // namespace draftalign::eval

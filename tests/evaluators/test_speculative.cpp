@@ -167,7 +167,7 @@ std::pair<double, double> chi_square(const std::map<int64_t, int64_t>& counts, c
 }
 
 TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
-  const int64_t V = 8, n = 1500, gamma = 2;
+  const int64_t V = 8, n = 1200, gamma = 2;
   auto target = make(V, 2, 11, 12.0);
   auto drafter = make(V, 1, 12, 12.0);  // a different random model: many rejections
   const std::vector<int64_t> prompt = {1, 4, 2};

@@ -1,0 +1,62 @@
+// bench_speculative: the cost model of speculative decoding on this device. Times (median of --steps) one decode step
+// of the target appending 1 .. --max-block tokens to a cache holding a chat-templated prompt (block gamma + 1 is the
+// verification of a gamma-token draft) and one single-token step of the drafter, then prints the predicted cost of a
+// speculative step against plain decoding: speed-up(g, tau) = tau * t_target(1) / (g * t_drafter + t_target(g + 1)).
+// On a memory-bound GPU t_target(g + 1) ~ t_target(1); on a CPU it grows with g.
+// Usage: bench_speculative --target DIR --drafter DIR [--prompt TEXT] [--max-block 7] [--steps 16]
+//                          [--device cpu|cuda] [--out result.json]
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_args.h"
+#include "common/device.h"
+#include "evaluators/speculative.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace draftalign;
+
+int main(int argc, char** argv) {
+  std::string target_dir, drafter_dir, device_name = "cpu", out;
+  std::string prompt = "Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural "
+                       "experiences and must-see attractions.";
+  int64_t max_block = 7, steps = 16;
+  if (!bench::parse_options(argc, argv, {{"--target", &target_dir}, {"--drafter", &drafter_dir},
+                                          {"--prompt", &prompt}, {"--max-block", &max_block}, {"--steps", &steps},
+                                          {"--device", &device_name}, {"--out", &out}}))
+    return 2;
+  try {
+    const bool cuda = resolve_device(device_name) == "cuda";
+    const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    const torch::ScalarType dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
+    auto target = model::load_llama(target_dir, device, dtype);
+    auto drafter = model::load_llama(drafter_dir, device, dtype);
+    target->eval(), drafter->eval();
+    const auto tokenizer = tok::load_tokenizer(target_dir);
+    const auto context = tokenizer->encode(tok::ChatTemplate::from_dir(target_dir).render({{"user", prompt}}));
+    const double drafter_s = eval::decode_step_seconds(*drafter, context, 1, steps);
+    std::vector<double> target_s;
+    for (int64_t b = 1; b <= max_block; ++b) target_s.push_back(eval::decode_step_seconds(*target, context, b, steps));
+    std::printf("device %s, %s, context %zu tokens; target %lld params, drafter %lld params\n", device.str().c_str(),
+                cuda ? "bf16" : "fp32", context.size(), static_cast<long long>(target->num_params()),
+                static_cast<long long>(drafter->num_params()));
+    std::printf("drafter step: %.2f ms\n\n| tokens appended | target step ms | vs 1 token | spec. step ms (g = n - 1) "
+                "| tau needed to break even |\n|---:|---:|---:|---:|---:|\n", drafter_s * 1e3);
+    nlohmann::json rows = nlohmann::json::array();
+    for (int64_t b = 1; b <= max_block; ++b) {
+      const double t = target_s[b - 1], step = (b - 1) * drafter_s + t;
+      std::printf("| %lld | %.2f | %.2fx | %.2f | %.2f |\n", static_cast<long long>(b), t * 1e3, t / target_s[0],
+                  step * 1e3, step / target_s[0]);
+      rows.push_back({{"block", b}, {"target_s", t}, {"spec_step_s", step}, {"break_even_tau", step / target_s[0]}});
+    }
+    bench::write_result({{"device", device.str()}, {"dtype", cuda ? "bf16" : "fp32"}, {"context", context.size()},
+                         {"drafter_step_s", drafter_s}, {"rows", rows}},
+                        out);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
