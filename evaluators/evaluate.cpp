@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "data/prompts.h"
+#include "data/shards.h"
 #include "evaluators/report.h"
 #include "evaluators/speculative.h"
 #include "io/hf_checkpoint.h"
@@ -68,6 +69,24 @@ void run_pass(SpeculativeDecoder& dec, const std::vector<EvalPrompt>& prompts, i
 
 }  // namespace
 
+std::string evaluate_fingerprint(const config::Config& cfg) {
+  const config::EvaluateSection& e = cfg.evaluate;
+  std::string s = str_cat("seed=", cfg.run.seed, " device=", cfg.run.device, " target=", cfg.target.dir, " dtype=",
+                          cfg.target.dtype, " template=", cfg.target.chat_template, " top_p=", e.top_p, " top_k=",
+                          e.top_k, " new=", e.max_new_tokens, " max=", e.max_prompts, " repeats=", e.repeats);
+  for (int64_t g : e.gammas) s += str_cat(" g=", g);
+  for (double t : e.temperatures) s += str_cat(" T=", t);
+  auto stamp = [](const stdfs::path& f) {
+    std::error_code ec;
+    const auto size = stdfs::file_size(f, ec);
+    const auto time = stdfs::last_write_time(f, ec).time_since_epoch().count();
+    return str_cat(f.string(), ":", ec ? 0 : size, ":", ec ? 0 : time);
+  };
+  for (const auto& p : e.prompts) s += " prompts=" + stamp(p);
+  for (const auto& d : e.drafters) s += " drafter=" + stamp(stdfs::path(d) / "model.safetensors");
+  return data::checksum_hex(s);
+}
+
 int evaluate(const config::Config& cfg) {
   const config::EvaluateSection& e = cfg.evaluate;
   // 1. Inputs, checked before any weights are loaded.
@@ -111,6 +130,7 @@ int evaluate(const config::Config& cfg) {
 
   Report report;
   report.target_dir = cfg.target.dir, report.device = dev, report.dtype = bf16 ? "bf16" : "fp32";
+  report.fingerprint = evaluate_fingerprint(cfg);
   report.target_params = target->num_params();
   report.prompt_files = e.prompts, report.prompts = static_cast<int64_t>(prompts.size());
   report.max_new_tokens = e.max_new_tokens, report.top_p = e.top_p, report.top_k = e.top_k, report.repeats = e.repeats;

@@ -9,10 +9,16 @@
 // file:line, an empty set is an error), gamma >= 1 (the config's bounds).
 #pragma once
 
+#include <string>
+
 #include "config/config.h"
 
 namespace draftalign::eval {
 
 int evaluate(const config::Config& cfg);
+
+// What a report depends on (the evaluate options, the target, the seed, each drafter's weights by size and time),
+// as a checksum; report.json records it, and the pipeline skips an evaluation whose report has the same.
+std::string evaluate_fingerprint(const config::Config& cfg);
 
 }  // namespace draftalign::eval

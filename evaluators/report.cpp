@@ -121,6 +121,7 @@ std::string run_python(const std::string& python, const stdfs::path& script, con
 json report_json(const Report& r) {
   json out = {{"format", "draftalign-evaluate"},
               {"version", 1},
+              {"fingerprint", r.fingerprint},
               {"target", {{"dir", r.target_dir}, {"params", r.target_params},
                           {"step_seconds", r.target_step_seconds}}},
               {"device", r.device},

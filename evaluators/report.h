@@ -44,6 +44,7 @@ struct DrafterResult {
 
 struct Report {
   std::string target_dir, device, dtype;
+  std::string fingerprint;  // of the inputs (evaluate_fingerprint)
   int64_t target_params = 0;
   double target_step_seconds = 0;
   std::vector<std::string> prompt_files;

@@ -10,6 +10,7 @@
 #include "data/prepare.h"
 #include "evaluators/evaluate.h"
 #include "trainers/distill.h"
+#include "trainers/pipeline.h"
 #include "trainers/pretrain.h"
 
 using draftalign::cli::Command;
@@ -77,12 +78,17 @@ int main(int argc, char** argv) {
        {"run", "target", "evaluate"},
        [](const draftalign::config::LoadedConfig& l) { return draftalign::eval::evaluate(l.cfg); }},
       {"export", "write a checkpoint as a Hugging Face directory",
-       "Writes config.json, model.safetensors and the tokenizer files so transformers and vLLM load the drafter.",
-       {"run", "export"}, nullptr},
+       "Writes export.checkpoint as a Hugging Face directory (config.json, generation_config.json, model.safetensors\n"
+       "in export.dtype, the tokenizer files: the checkpoint's own, else the target's) that transformers'\n"
+       "AutoModelForCausalLM and vLLM load, written atomically and checked after writing.",
+       {"run", "target", "export"},
+       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::export_drafter(l.cfg); }},
       {"pipeline", "all stages in order, skipping finished ones",
        "prepare-data -> pretrain -> generate -> distill (each loss in pipeline.losses) -> evaluate, skipping\n"
-       "stages whose outputs are complete and resuming an interrupted one.",
-       {"run", "target", "prepare", "pretrain", "generate", "distill", "evaluate", "pipeline"}, nullptr},
+       "stages whose outputs are complete and resuming an interrupted one. The stages' inputs are wired to the\n"
+       "earlier stages' outputs; the report compares the pretrained-only drafter with each distilled one.",
+       {"run", "target", "prepare", "pretrain", "generate", "distill", "evaluate", "pipeline"},
+       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::pipeline(l.cfg); }},
   };
   return draftalign::cli::run_cli(std::vector<std::string>(argv + 1, argv + argc), commands,
                                   draftalign::runtime_summary);

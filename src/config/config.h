@@ -200,21 +200,22 @@ struct PretrainSection {
   }
 };
 
-// generate: the target answers instruction prompts.
+// generate: the target answers instruction prompts. The demo's budget: 160 answers of up to 96 tokens with the top-20
+// log-probs for the offline teacher (about 2 minutes on 2 CPU cores); configs/demo-gpu.yaml answers every prompt.
 struct GenerateSection {
   std::vector<std::string> prompts = {".cache/prompts/train.jsonl"};
   std::string output_dir = "runs/demo/distill-data";
   double temperature = 1.0;
   double top_p = 1.0;
   int64_t top_k = 0;
-  int64_t max_new_tokens = 256;
+  int64_t max_new_tokens = 96;
   std::vector<std::string> stop = {};
   std::vector<int64_t> stop_ids = {};
   int64_t responses_per_prompt = 1;
-  int64_t batch_size = 16;
-  int64_t max_prompts = 0;
-  int64_t topk_logprobs = 0;
-  int64_t shard_size = 256;
+  int64_t batch_size = 32;
+  int64_t max_prompts = 160;
+  int64_t topk_logprobs = 20;
+  int64_t shard_size = 32;
   std::string shard = "";
   std::string on_bad_record = "error";
 
@@ -241,20 +242,29 @@ struct GenerateSection {
   }
 };
 
-// distill: knowledge distillation of the drafter against the target's token distributions.
+// distill: knowledge distillation of the drafter against the target's token distributions. The demo's budget: 40
+// steps of 4 answers against the stored top-20 log-probs (offline: no target forward), about a minute per loss on 2
+// CPU cores, with the settings of the loss ablation (docs/TVDPP.md); configs/demo-gpu.yaml trains online, longer.
 struct DistillSection {
+  static TrainSection demo_train() {
+    TrainSection t;
+    t.steps = 40, t.seq_len = 192, t.micro_batch_size = 4, t.eval_every = 0, t.eval_batches = 4, t.save_every = 0;
+    t.optim.lr = 5e-4, t.optim.min_lr = 5e-5, t.optim.warmup_steps = 4;
+    return t;
+  }
+
   std::string data_dir = "runs/demo/distill-data";
   std::string student = "runs/demo/pretrain/final";
   std::string output_dir = "runs/demo/distill";
   std::string loss = "tvdpp";
-  std::string teacher = "online";
+  std::string teacher = "offline";
   double temperature = 1.0;
   double kd_weight = 1.0;
   double ce_weight = 0.0;
   std::string tvdpp_scope = "token";
   std::string tvdpp_weighting = "q";
-  double val_fraction = 0.05;
-  TrainSection train;
+  double val_fraction = 0.1;
+  TrainSection train = demo_train();
 
   template <class V>
   void visit(V& s) {
@@ -276,7 +286,8 @@ struct DistillSection {
   }
 };
 
-// evaluate: lossless speculative decoding of target + drafters.
+// evaluate: lossless speculative decoding of target + drafters. The demo's budget on 2 CPU cores: the first 8 MT-bench
+// questions, 32 tokens each, one timed run per setting; configs/demo-gpu.yaml takes all 80, 128 tokens, 3 runs.
 struct EvaluateSection {
   std::vector<std::string> drafters = {"runs/demo/pretrain/final"};
   std::vector<std::string> prompts = {".cache/prompts/mt-bench.jsonl"};
@@ -285,9 +296,9 @@ struct EvaluateSection {
   std::vector<double> temperatures = {0.0, 1.0};
   double top_p = 1.0;
   int64_t top_k = 0;
-  int64_t max_new_tokens = 128;
-  int64_t max_prompts = 0;
-  int64_t repeats = 3;
+  int64_t max_new_tokens = 32;
+  int64_t max_prompts = 8;
+  int64_t repeats = 1;
   std::string python = "auto";
 
   template <class V>
@@ -309,13 +320,13 @@ struct EvaluateSection {
 
 // export: a training checkpoint -> a Hugging Face directory for transformers / vLLM.
 struct ExportSection {
-  std::string checkpoint = "runs/demo/distill/tvdpp/final";
+  std::string checkpoint = "runs/demo/distill/tvdpp-token-q/final";
   std::string output_dir = "runs/demo/export/drafter";
   std::string dtype = "bf16";
 
   template <class V>
   void visit(V& s) {
-    s.add("checkpoint", checkpoint, "checkpoint directory to export");
+    s.add("checkpoint", checkpoint, "checkpoint directory to export (a final drafter or checkpoints/step-NNNNNNN)");
     s.add("output_dir", output_dir, "Hugging Face directory to write");
     s.add_choice("dtype", dtype, "weight dtype in model.safetensors", {"fp32", "bf16", "fp16"});
   }

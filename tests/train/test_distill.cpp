@@ -33,7 +33,8 @@ struct World {
                    " generate.shard_size=16 generate.batch_size=16 generate.max_new_tokens=32 ", extra);
   }
   std::string distill(const std::string& data, const std::string& extra) const {
-    return str_cat(DRAFTALIGN_BIN, " distill run.threads=2 run.log_every=5 target.dir=", (d / "target").string(),
+    return str_cat(DRAFTALIGN_BIN, " distill run.threads=2 run.log_every=5 distill.teacher=online target.dir=",
+                   (d / "target").string(),
                    " distill.data_dir=", (d / data).string(), " distill.student=", (d / "drafter").string(),
                    " distill.output_dir=", (d / "out").string(),
                    " distill.val_fraction=0.25 distill.train.steps=30 distill.train.seq_len=64",

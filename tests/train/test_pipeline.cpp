@@ -1,0 +1,111 @@
+// `draftalign pipeline` and `draftalign export` end to end, as the real binary, on a tiny world: a random 2-layer
+// target with SmolLM2's tokenizer, a small corpus and prompt set. The first run does every stage and ends with a
+// report comparing the pretrained drafter with each distilled one; a second run skips every stage; with one distilled
+// drafter deleted, only that run and the evaluation are done again. Export writes a bf16 Hugging Face directory that
+// transformers opens.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tiny_models.h"
+
+namespace draftalign::train {
+namespace {
+
+namespace fsys = std::filesystem;
+using nlohmann::json;
+using testing::run_command;
+
+struct World {
+  testing::ScratchDir d;
+  World() {
+    testing::save_tiny(d / "target", 2, 5, 30.0);
+    const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "house", "red", "big"};
+    std::string corpus, prompts;
+    for (int i = 0; i < 200; ++i) {
+      std::string text;
+      for (int w = 0; w < 20 + i % 30; ++w) text += str_cat(words[(i * 7 + w * w) % 13], w % 9 == 8 ? ". " : " ");
+      corpus += json({{"text", text}}).dump() + "\n";
+    }
+    for (int i = 0; i < 20; ++i)
+      prompts += json({{"instruction", str_cat("Write a line about the number ", i, ".")}}).dump() + "\n";
+    testing::write_text(d / "corpus.jsonl", corpus);
+    testing::write_text(d / "prompts.jsonl", prompts);
+    const std::string o = (d / "out").string();
+    testing::write_text(d / "pipeline.yaml", str_cat(R"(# draftalign pipeline (test)
+run: {output_dir: ")", o, R"(", threads: 2, log_every: 5}
+target: {dir: ")", (d / "target").string(), R"("}
+prepare: {inputs: [")", (d / "corpus.jsonl").string(), R"("], output_dir: ")", o, R"(/shards", val_fraction: 0.05}
+pretrain:
+  output_dir: ")", o, R"(/pretrain"
+  model: {hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 4, num_kv_heads: 2, max_seq_len: 256}
+  train: {steps: 8, seq_len: 32, micro_batch_size: 4, eval_every: 0, eval_batches: 1, save_every: 4,
+          optim: {lr: 0.01, min_lr: 0.001, warmup_steps: 2}}
+generate: {prompts: [")", (d / "prompts.jsonl").string(), R"("], output_dir: ")", o, R"(/data", max_new_tokens: 16,
+           batch_size: 8, max_prompts: 0, shard_size: 10, topk_logprobs: 5}
+distill:
+  output_dir: ")", o, R"(/distill"
+  val_fraction: 0.2
+  train: {steps: 4, seq_len: 64, micro_batch_size: 4, eval_every: 0, eval_batches: 1, save_every: 0,
+          optim: {lr: 0.001, min_lr: 0.0001, warmup_steps: 1}}
+evaluate: {prompts: [")", (d / "prompts.jsonl").string(), R"("], report_dir: ")", o, R"(/report", gammas: [1, 2],
+           max_new_tokens: 8, max_prompts: 2, repeats: 1, python: "off"}
+pipeline: {losses: [tvdpp, fkl]}
+export: {checkpoint: ")", o, R"(/distill/tvdpp-token-q/final", output_dir: ")", o, R"(/export"}
+)"));
+  }
+  testing::CommandResult run(const std::string& command, const std::string& extra = "") const {
+    return run_command(str_cat(DRAFTALIGN_BIN, " ", command, " --config ", (d / "pipeline.yaml").string(), " ", extra));
+  }
+};
+
+TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
+  World w;
+  auto r = w.run("pipeline");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fsys::path out = w.d / "out";
+  const json rep = json::parse(testing::read_text(out / "report" / "report.json"));
+  std::vector<std::string> names;
+  for (const auto& d : rep["drafters"]) names.push_back(d["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"pretrain", "tvdpp-token-q", "fkl"}));
+  EXPECT_EQ(rep["drafters"][1]["dir"], (out / "distill" / "tvdpp-token-q" / "final").string());
+  EXPECT_EQ(rep["drafters"][0]["points"].size(), 4u);  // 2 temperatures x 2 gammas
+
+  r = w.run("pipeline");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "is up to date");              // prepare-data
+  EXPECT_HAS(r.output, "pretrain is complete");
+  EXPECT_HAS(r.output, "generate: complete");
+  EXPECT_HAS(r.output, "distill tvdpp is complete");
+  EXPECT_HAS(r.output, "distill fkl is complete");
+  EXPECT_HAS(r.output, "was made from these drafters and settings, skipped");
+  EXPECT_EQ(r.output.find("distill: step"), std::string::npos) << "a complete stage ran again";
+
+  fs::remove_tree(out / "distill" / "fkl" / "final");
+  r = w.run("pipeline");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "distill tvdpp is complete");
+  EXPECT_EQ(r.output.find("distill fkl is complete"), std::string::npos);
+  EXPECT_TRUE(fsys::exists(out / "distill" / "fkl" / "final" / "model.safetensors"));
+  EXPECT_EQ(r.output.find("settings, skipped"), std::string::npos) << "the evaluation must see the new drafter";
+
+  // Export the TVD++ drafter as bf16: a Hugging Face directory transformers opens, with the tokenizer.
+  r = w.run("export", "export.dtype=bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* f : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"})
+    EXPECT_TRUE(fsys::exists(out / "export" / f)) << f;
+  const json cfg = json::parse(testing::read_text(out / "export" / "config.json"));
+  EXPECT_EQ(cfg["torch_dtype"], "bfloat16");
+  const auto hf = run_command(str_cat(
+      DRAFTALIGN_TEST_PYTHON, " -c \"import sys, transformers; m = transformers.AutoModelForCausalLM.from_pretrained(",
+      "sys.argv[1]); print(type(m).__name__, m.num_parameters(), m.dtype)\" ", (out / "export").string()));
+  EXPECT_EQ(hf.exit_code, 0) << hf.output;
+  EXPECT_HAS(hf.output, "LlamaForCausalLM");
+  EXPECT_HAS(hf.output, "torch.bfloat16");
+  r = w.run("export", "export.checkpoint=" + (w.d / "nothing").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, "nothing is not a directory");
+}
+
+}  // namespace
+}  // namespace draftalign::train

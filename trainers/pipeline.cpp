@@ -1,0 +1,125 @@
+#include "trainers/pipeline.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "data/generate.h"
+#include "data/prepare.h"
+#include "evaluators/evaluate.h"
+#include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "model/llama.h"
+#include "train/dist.h"
+#include "trainers/distill.h"
+#include "trainers/pretrain.h"
+#include "trainers/train_loop.h"
+
+namespace draftalign::train {
+
+namespace stdfs = std::filesystem;
+
+config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss) {
+  config::Config c = cfg;
+  c.pretrain.data_dir = c.prepare.output_dir;
+  c.distill.student = (stdfs::path(c.pretrain.output_dir) / "final").string();
+  c.distill.data_dir = c.generate.output_dir;
+  c.distill.loss = loss.empty() ? c.pipeline.losses.at(0) : loss;
+  c.evaluate.drafters = {c.distill.student};
+  for (const auto& l : c.pipeline.losses) {
+    config::DistillSection d = c.distill;
+    d.loss = l;
+    c.evaluate.drafters.push_back((stdfs::path(d.output_dir) / distill_run_name(d) / "final").string());
+  }
+  return c;
+}
+
+namespace {
+
+// A training run is complete when its final drafter and the checkpoint of its last step are both there (a changed
+// train.steps makes it incomplete again: the run resumes from its newest checkpoint).
+bool training_complete(const stdfs::path& out, int64_t steps) {
+  if (!stdfs::exists(checkpoint_dir(out, steps) / "trainer_state.json")) return false;
+  try {
+    io::HfCheckpoint::open(out / "final").check_llama();
+    return true;
+  } catch (const Error& e) {
+    log::warn("pipeline: ", (out / "final").string(), " is not a complete drafter (", e.what(), "); training again");
+    return false;
+  }
+}
+
+bool evaluation_complete(const config::Config& c) {
+  const stdfs::path report = stdfs::path(c.evaluate.report_dir) / "report.json";
+  if (!stdfs::exists(report)) return false;
+  const nlohmann::json j = nlohmann::json::parse(fs::read_file(report), nullptr, false);
+  return !j.is_discarded() && j.value("fingerprint", "") == eval::evaluate_fingerprint(c);
+}
+
+void stage(const std::string& name, int index, int total) {
+  log::info("pipeline: [", index, "/", total, "] ", name);
+}
+
+}  // namespace
+
+int pipeline(const config::Config& cfg) {
+  DA_CHECK(!cfg.pipeline.losses.empty(), "pipeline.losses: must not be empty");
+  const config::Config c = pipeline_stage_config(cfg);
+  const int total = 4 + static_cast<int>(c.pipeline.losses.size());
+  int k = 0;
+
+  stage("prepare-data: " + c.prepare.output_dir, ++k, total);
+  data::prepare_data(c);
+
+  stage("pretrain: " + c.pretrain.output_dir, ++k, total);
+  if (training_complete(c.pretrain.output_dir, c.pretrain.train.steps))
+    log::info("pipeline: pretrain is complete (", c.distill.student, "), skipped");
+  else
+    pretrain(c);
+
+  stage("generate: " + c.generate.output_dir, ++k, total);
+  const data::GenerateSummary g = data::generate(c);
+  DA_CHECK(g.complete, "pipeline: generate did not finish every shard (", c.generate.output_dir,
+           "); with generate.shard set, run the other processes, then the pipeline again");
+
+  for (const auto& loss : c.pipeline.losses) {
+    const config::Config d = pipeline_stage_config(cfg, loss);
+    const stdfs::path out = stdfs::path(d.distill.output_dir) / distill_run_name(d.distill);
+    stage("distill " + loss + ": " + out.string(), ++k, total);
+    if (training_complete(out, d.distill.train.steps))
+      log::info("pipeline: distill ", loss, " is complete (", (out / "final").string(), "), skipped");
+    else
+      distill(d);
+  }
+
+  stage("evaluate: " + c.evaluate.report_dir, ++k, total);
+  if (log::rank() != 0) return 0;  // one process measures; the others are done
+  if (evaluation_complete(c))
+    log::info("pipeline: ", (stdfs::path(c.evaluate.report_dir) / "report.json").string(),
+              " was made from these drafters and settings, skipped");
+  else
+    eval::evaluate(c);
+  log::info("pipeline: done; the report is ", (stdfs::path(c.evaluate.report_dir) / "report.md").string());
+  return 0;
+}
+
+int export_drafter(const config::Config& cfg) {
+  const config::ExportSection& e = cfg.export_;
+  const stdfs::path src = e.checkpoint;
+  DA_CHECK(stdfs::is_directory(src), "export.checkpoint: ", src.string(), " is not a directory (a drafter checkpoint: ",
+           "config.json + model.safetensors, e.g. <output_dir>/final or <output_dir>/checkpoints/step-NNNNNNN)");
+  auto model = model::load_llama(src, torch::kCPU, torch::kFloat32);
+  // The tokenizer files travel with the weights: the checkpoint's own, else the target's.
+  const bool own = stdfs::exists(src / "tokenizer.json") || stdfs::exists(src / "tokenizer.model");
+  const stdfs::path tokenizer_dir = own ? src : stdfs::path(cfg.target.dir);
+  const torch::ScalarType dtype =
+      e.dtype == "bf16" ? torch::kBFloat16 : e.dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
+  model::save_llama(*model, e.output_dir, dtype, tokenizer_dir);
+  io::HfCheckpoint::open(e.output_dir).check_llama();
+  log::info("export: ", src.string(), " (", model->num_params(), " parameters) -> ", e.output_dir, " (", e.dtype,
+            ", tokenizer from ", tokenizer_dir.string(), ")");
+  return 0;
+}
+
+}  // namespace draftalign::train

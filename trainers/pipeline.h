@@ -1,0 +1,26 @@
+// pipeline.h: `draftalign pipeline` (every stage in order, the README's main command) and `draftalign export`.
+//
+// pipeline: prepare-data -> pretrain -> generate -> distill (one run per loss in pipeline.losses) -> evaluate (the
+// pretrained-only drafter against each distilled one). The stages are wired together here, whatever the YAML says:
+// pretrain reads prepare's shards, distill starts from pretrain's final drafter and reads generate's pairs, evaluate
+// compares pretrain/final with distill/<run>/final. A stage whose outputs are complete is skipped (prepare-data and
+// generate check their own outputs; a training run is complete when its final drafter and the checkpoint of its
+// last step exist; evaluate when report.json was made from the same inputs); an interrupted stage resumes (training
+// from its newest checkpoint, generate from its missing shards).
+//
+// export: a checkpoint directory (a training checkpoint or a final drafter) -> a Hugging Face directory in
+// export.dtype with the tokenizer files, reopened and checked after writing; transformers and vLLM load it.
+#pragma once
+
+#include "config/config.h"
+
+namespace draftalign::train {
+
+int pipeline(const config::Config& cfg);
+int export_drafter(const config::Config& cfg);
+
+// The config each stage of the pipeline runs with: `cfg` with the stages' inputs wired to the earlier stages'
+// outputs; `loss` picks the distillation run (empty: the first of pipeline.losses).
+config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss = "");
+
+}  // namespace draftalign::train
