@@ -55,11 +55,13 @@ run() {
   local rc=0
   (cd build-gpu && ctest -L gpu --output-on-failure -V) >"$out/ctest-gpu.log" 2>&1 || rc=$?
   grep -E 'cases; worst|Passed|Failed|SKIPPED|tests passed|FAILED' "$out/ctest-gpu.log" | tail -20
-  # The distillation end-to-end tests (and the std::filesystem link check) run on the GPU here (run.device=auto): bf16 autocast and the fused kernel.
+  # The end-to-end tests of distill, evaluate and pipeline (and the std::filesystem link check) run on the GPU here
+  # (run.device=auto): bf16 autocast, the fused kernel, speculative decoding with bf16 models.
   if [ -d .cache/gpu-assets/tokenizer ] && [ ! -f "$smol/tokenizer.json" ]; then
     mkdir -p "$smol" && cp .cache/gpu-assets/tokenizer/* "$smol/"
   fi
-  (cd build-gpu && ctest -R '^(Distill|TorchLink)\.' --output-on-failure -V) >"$out/ctest-distill.log" 2>&1 || rc=$?
+  (cd build-gpu && ctest -R '^(Distill|TorchLink|Evaluate|SpeculativeDecoding|AcceptReject|Pipeline)\.' \
+    --output-on-failure -V) >"$out/ctest-distill.log" 2>&1 || rc=$?
   grep -E 'held-out alpha|Passed|Failed|tests passed' "$out/ctest-distill.log" | tail -8
 
   build-gpu/bench/bench_copy 2048 20 | tee "$out/bench_copy.txt"
@@ -74,7 +76,7 @@ run() {
   echo "|---|---|"
   echo "| build (sm_$archs) | ${build_s} s |"
   echo "| ctest -L gpu | $(grep -E 'tests passed' "$out/ctest-gpu.log" || echo 'see ctest-gpu.log') |"
-  echo "| distill tests on the GPU | $(grep -E 'tests passed' "$out/ctest-distill.log" || echo 'see ctest-distill.log') |"
+  echo "| distill / evaluate / pipeline tests on the GPU | $(grep -E 'tests passed' "$out/ctest-distill.log" || echo 'see ctest-distill.log') |"
   echo "| copy bandwidth | $(grep -E '^\| Tensor::copy_' "$out/bench_copy.txt" | cut -d'|' -f3) GB/s |"
   grep -E '^\| (115M|demo)' "$out/bench_pretrain.txt" | sed 's/^/| pretrain /; s/ |$//' | cut -c1-200 || true
   grep -E '^\| [0-9]' "$out/bench_tvd.txt" | awk -F'|' '{printf "| tvd kernel %s %s %s | %s ms vs composite %s ms, %s, %s GB/s |\n", $2, $3, $4, $6 < $7 ? $6 : $7, $5, $8, $9}'
