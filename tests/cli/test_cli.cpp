@@ -116,7 +116,7 @@ TEST(Binary, EveryCommandHasHelpWithEveryOption) {
   }
   auto r = run_command(kBin + " distill --help");
   EXPECT_HAS(r.output, "  distill.loss = \"tvdpp\"\n      distillation loss (one of: tvdpp, fkl, rkl, tvd, ce)");
-  EXPECT_HAS(r.output, "  distill.train.optim.lr = 0.001");
+  EXPECT_HAS(r.output, "  distill.train.steps = 40\n      optimizer steps");
 }
 
 TEST(Binary, VersionNamesLibTorch) {
@@ -145,12 +145,15 @@ TEST(Binary, BadYamlIsOneClearErrorAndNonZeroExit) {
   EXPECT_HAS(r.output, "missing.yaml: config file not found");
 }
 
-TEST(Binary, StagesNotBuiltYetSaySoAfterCheckingTheConfig) {
+TEST(Binary, PipelineStopsAtTheFirstBadInputWithOneError) {
   ScratchDir dir;
   auto r = run_command(kBin + " pipeline " DRAFTALIGN_SOURCE_DIR "/configs/demo.yaml run.output_dir=" +
-                       (dir / "out").string());
-  EXPECT_EQ(r.exit_code, kNotBuilt) << r.output;
-  EXPECT_HAS(r.output, "'pipeline' is not built yet");
+                       (dir / "out").string() + " target.dir=" + testing::kSmolDir.string() + " prepare.inputs=[" +
+                       (dir / "nope.jsonl").string() + "] prepare.output_dir=" + (dir / "shards").string());
+  EXPECT_EQ(r.exit_code, kFailed) << r.output;
+  EXPECT_HAS(r.output, "pipeline: [1/7] prepare-data");
+  EXPECT_HAS(r.output, "error: " + (dir / "nope.jsonl").string() + ": input file not found (prepare.inputs)");
+  EXPECT_EQ(r.output.find("[2/7]"), std::string::npos) << "no stage after the failed one may run";
 }
 
 }  // namespace
