@@ -2,9 +2,13 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <map>
+#include <sstream>
+#include <tuple>
 
 #include "common/device.h"
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "data/prompts.h"
 #include "data/shards.h"
@@ -66,6 +70,60 @@ void run_pass(SpeculativeDecoder& dec, const std::vector<EvalPrompt>& prompts, i
   point.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (keep_records) point.counters = total, point.prompts = std::move(records);
 }
+
+// sweep.jsonl in the report directory: the evaluation's progress. A header line with the fingerprint of the inputs,
+// then one line per finished sweep point (who: "target-only" or the drafter's name, then sweep_point_json). The file
+// is rewritten atomically after each point, so an interrupted evaluation resumes at the first unfinished point with
+// the earlier points' counters and wall times as they were measured; a file made from other inputs is started over.
+class SweepLog {
+ public:
+  SweepLog(stdfs::path file, std::string fingerprint) : file_(std::move(file)), fingerprint_(std::move(fingerprint)) {
+    text_ = nlohmann::json({{"fingerprint", fingerprint_}}).dump() + "\n";
+    if (!stdfs::exists(file_)) return;
+    std::istringstream in(fs::read_file(file_));
+    std::string line;
+    std::getline(in, line);
+    const nlohmann::json head = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!head.is_object() || head.value("fingerprint", "") != fingerprint_) {
+      log::info("evaluate: ", file_.string(), " was made from other inputs; the sweep starts over");
+      return;
+    }
+    for (int64_t n = 2; std::getline(in, line); ++n) {
+      if (line.empty()) continue;
+      try {
+        const nlohmann::json j = nlohmann::json::parse(line);
+        done_[key(j.at("who"), j.at("temperature"), j.at("gamma"))] = sweep_point_from_json(j);
+      } catch (const nlohmann::json::exception& ex) {
+        throw Error(str_cat(file_.string(), ":", n, ": not a sweep record (", ex.what(),
+                            "); delete the file to run the whole evaluation again"));
+      }
+      text_ += line + "\n";
+    }
+    if (!done_.empty())
+      log::info("evaluate: resuming: ", done_.size(), " sweep points already done in ", file_.string());
+  }
+
+  // The stored point of `who` at (temperature, gamma), or nullptr.
+  const SweepPoint* find(const std::string& who, double temperature, int64_t gamma) const {
+    const auto it = done_.find(key(who, temperature, gamma));
+    return it == done_.end() ? nullptr : &it->second;
+  }
+
+  void add(const std::string& who, const SweepPoint& p) {
+    nlohmann::json j = sweep_point_json(p);
+    j["who"] = who;
+    text_ += j.dump() + "\n";
+    fs::write_file_atomic(file_, text_);
+  }
+
+ private:
+  using Key = std::tuple<std::string, double, int64_t>;
+  static Key key(const std::string& who, double t, int64_t g) { return {who, t, g}; }
+
+  stdfs::path file_;
+  std::string fingerprint_, text_;
+  std::map<Key, SweepPoint> done_;
+};
 
 }  // namespace
 
@@ -146,7 +204,13 @@ int evaluate(const config::Config& cfg) {
             ", ", e.temperatures.size(), " temperatures, ", e.repeats, " timed runs each: ", passes, " passes on ", dev);
   log::Progress progress("evaluate", passes, "pass", stdout, -1, cfg.run.progress_interval_s);
   int64_t done = 0;
+  fs::ensure_dir(e.report_dir);
+  SweepLog sweeps(stdfs::path(e.report_dir) / "sweep.jsonl", report.fingerprint);
   auto sweep = [&](SpeculativeDecoder& dec, int64_t gamma, double temperature, const std::string& who) {
+    if (const SweepPoint* p = sweeps.find(who, temperature, gamma)) {
+      done += e.repeats;
+      return *p;
+    }
     sp.temperature = temperature;
     SweepPoint point;
     point.temperature = temperature, point.gamma = gamma;
@@ -154,13 +218,14 @@ int evaluate(const config::Config& cfg) {
       run_pass(dec, prompts, gamma, sp, r == 0, point);
       progress.update(++done, str_cat(who, " T=", temperature, " g=", gamma));
     }
+    sweeps.add(who, point);
     return point;
   };
 
   // 3. The target alone (gamma = 0), then each drafter at each (temperature, gamma).
   {
     SpeculativeDecoder alone(*target, nullptr);
-    for (double t : e.temperatures) report.baselines.push_back(sweep(alone, 0, t, "target"));
+    for (double t : e.temperatures) report.baselines.push_back(sweep(alone, 0, t, "target-only"));
   }
   const std::vector<std::string> names = drafter_names(e.drafters);
   for (size_t i = 0; i < e.drafters.size(); ++i) {

@@ -48,6 +48,17 @@ json counters_json(const SpecCounters& c) {
           {"num_drafter_calls", c.num_drafter_calls}};
 }
 
+SpecCounters counters_from_json(const json& j) {
+  SpecCounters c;
+  c.num_drafts = j.at("num_drafts"), c.num_draft_tokens = j.at("num_draft_tokens");
+  c.num_accepted_tokens = j.at("num_accepted_tokens");
+  c.num_accepted_tokens_per_pos = j.at("num_accepted_tokens_per_pos").get<std::vector<int64_t>>();
+  c.acceptance_counts = j.at("acceptance_counts").get<std::vector<int64_t>>();
+  c.num_emitted_tokens = j.at("num_emitted_tokens"), c.num_target_calls = j.at("num_target_calls");
+  c.num_drafter_calls = j.at("num_drafter_calls");
+  return c;
+}
+
 json metrics_json(const SpecMetrics& m) {
   return {{"block_efficiency", m.block_efficiency},
           {"mean_acceptance_length", m.mean_acceptance_length},
@@ -227,6 +238,26 @@ std::string report_markdown(const json& r) {
   md += "## Plots\n\n![acceptance by position](acceptance_by_position.png)\n![tau vs gamma](tau_vs_gamma.png)\n"
         "![speed-up vs gamma](speedup_vs_gamma.png)\n";
   return md;
+}
+
+json sweep_point_json(const SweepPoint& p) {
+  json prompts = json::array();
+  for (const auto& pr : p.prompts)
+    prompts.push_back({{"prompt_id", pr.prompt_id}, {"prompt_tokens", pr.prompt_tokens}, {"finish", pr.finish},
+                       {"counters", counters_json(pr.counters)}});
+  return {{"temperature", p.temperature}, {"gamma", p.gamma}, {"counters", counters_json(p.counters)},
+          {"seconds", p.seconds}, {"prompts", prompts}};
+}
+
+SweepPoint sweep_point_from_json(const json& j) {
+  SweepPoint p;
+  p.temperature = j.at("temperature"), p.gamma = j.at("gamma");
+  p.counters = counters_from_json(j.at("counters"));
+  p.seconds = j.at("seconds").get<std::vector<double>>();
+  for (const auto& pr : j.at("prompts"))
+    p.prompts.push_back({pr.at("prompt_id"), pr.at("prompt_tokens"), pr.at("finish"),
+                         counters_from_json(pr.at("counters"))});
+  return p;
 }
 
 std::string write_report(const stdfs::path& dir, const Report& r, const std::string& python) {

@@ -3,6 +3,7 @@
 //                  with vLLM's names, the derived metrics (metrics.h), wall times and the speed-up over the target alone
 //   report.md      the same as Markdown tables: tau by gamma, speed-up, MBSU, acceptance by position
 //   prompts.jsonl  one record per drafter, setting and prompt: its counters and tau
+//   sweep.jsonl    the finished sweep points as they are done (evaluate.cpp), so a stopped evaluation resumes
 //   plot_report.py + acceptance_by_position.png, tau_vs_gamma.png, speedup_vs_gamma.png (matplotlib); the script is
 //                  written into the directory so the plots can be remade from report.json alone
 // Every file is written atomically. Torch-free: the numbers come in as plain structs.
@@ -58,6 +59,12 @@ struct Report {
 nlohmann::json report_json(const Report& r);
 // Markdown tables from report_json's output.
 std::string report_markdown(const nlohmann::json& report);
+// One finished sweep point as a JSON object (setting, counters, wall times, per-prompt records) and back: the lines of
+// sweep.jsonl, from which an interrupted evaluation resumes. sweep_point_from_json throws nlohmann::json's exceptions
+// on a record that is not one.
+nlohmann::json sweep_point_json(const SweepPoint& p);
+SweepPoint sweep_point_from_json(const nlohmann::json& j);
+
 // Writes report.json, report.md and prompts.jsonl into `dir`, then the plots with `python` (skipped when empty).
 // Returns "" or why the plots were not made (the report itself is complete either way).
 std::string write_report(const std::filesystem::path& dir, const Report& r, const std::string& python);

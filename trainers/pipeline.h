@@ -6,7 +6,7 @@
 // compares pretrain/final with distill/<run>/final. A stage whose outputs are complete is skipped (prepare-data and
 // generate check their own outputs; a training run is complete when its final drafter and the checkpoint of its
 // last step exist; evaluate when report.json was made from the same inputs); an interrupted stage resumes (training
-// from its newest checkpoint, generate from its missing shards).
+// from its newest checkpoint, generate from its missing shards, evaluate from its unfinished sweep points).
 //
 // export: a checkpoint directory (a training checkpoint or a final drafter) -> a Hugging Face directory in
 // export.dtype with the tokenizer files, reopened and checked after writing; transformers and vLLM load it.

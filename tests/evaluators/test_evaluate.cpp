@@ -141,6 +141,58 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
   EXPECT_HAS(md, "| drafter | g=1 | g=3 |");
 }
 
+// An evaluation stopped part-way resumes from sweep.jsonl: the points already there are not run again (their wall times
+// come back unchanged), the rest are, and the report equals the uninterrupted one's counters. A damaged record is one
+// error naming the file and line; a log made from other inputs is started over.
+TEST(Evaluate, InterruptedRunResumesFromTheSweepLog) {
+  World w;
+  const std::string cmd =
+      w.evaluate(str_cat("evaluate.repeats=1 evaluate.drafters=[", (w.d / "drafter" / "final").string(), "]"));
+  const fsys::path dir = w.d / "report", log = dir / "sweep.jsonl";
+  auto r = run_command(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json full = json::parse(testing::read_text(dir / "report.json"));
+  std::vector<std::string> lines;
+  {
+    std::istringstream in(testing::read_text(log));
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+  }
+  ASSERT_EQ(lines.size(), 1u + 2 + 4);  // header, 2 baselines, 1 drafter x 2 temperatures x 2 gammas
+
+  // Stopped after the baselines and the first drafter point.
+  testing::write_text(log, lines[0] + "\n" + lines[1] + "\n" + lines[2] + "\n" + lines[3] + "\n");
+  fsys::remove(dir / "report.json");
+  r = run_command(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "resuming: 3 sweep points already done");
+  const json resumed = json::parse(testing::read_text(dir / "report.json"));
+  ASSERT_EQ(resumed["baselines"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(resumed["baselines"][i]["seconds"], full["baselines"][i]["seconds"]) << "not run again";
+    EXPECT_EQ(resumed["baselines"][i]["num_emitted_tokens"], full["baselines"][i]["num_emitted_tokens"]);
+  }
+  const json& a = full["drafters"][0]["points"];
+  const json& b = resumed["drafters"][0]["points"];
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0]["seconds"], a[0]["seconds"]) << "not run again";
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(b[i]["counters"], a[i]["counters"]) << i;
+  EXPECT_NE(b[3]["seconds"], a[3]["seconds"]) << "timed again";
+  EXPECT_EQ(jsonl(log).size(), lines.size());
+
+  // A damaged record.
+  testing::write_text(log, lines[0] + "\n" + lines[1] + "\n{\"who\": \"target-only\"}\n");
+  r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_HAS(r.output, "sweep.jsonl:3: not a sweep record");
+  EXPECT_EQ(json::parse(testing::read_text(dir / "report.json")), resumed) << "the report survives";
+
+  // Other inputs: the old log is not used.
+  r = run_command(cmd + " evaluate.max_new_tokens=12");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "made from other inputs; the sweep starts over");
+  EXPECT_EQ(jsonl(log).size(), lines.size());
+}
+
 TEST(Evaluate, BadInputsAreOneClearErrorAndTheOldReportSurvives) {
   World w;
   testing::write_text(w.d / "report" / "report.json", "old");
