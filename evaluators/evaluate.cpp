@@ -77,14 +77,14 @@ void run_pass(SpeculativeDecoder& dec, const std::vector<EvalPrompt>& prompts, i
 // the earlier points' counters and wall times as they were measured; a file made from other inputs is started over.
 class SweepLog {
  public:
-  SweepLog(stdfs::path file, std::string fingerprint) : file_(std::move(file)), fingerprint_(std::move(fingerprint)) {
-    text_ = nlohmann::json({{"fingerprint", fingerprint_}}).dump() + "\n";
+  SweepLog(stdfs::path file, const std::string& fingerprint) : file_(std::move(file)) {
+    text_ = nlohmann::json({{"fingerprint", fingerprint}}).dump() + "\n";
     if (!stdfs::exists(file_)) return;
     std::istringstream in(fs::read_file(file_));
     std::string line;
     std::getline(in, line);
     const nlohmann::json head = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!head.is_object() || head.value("fingerprint", "") != fingerprint_) {
+    if (!head.is_object() || head.value("fingerprint", "") != fingerprint) {
       log::info("evaluate: ", file_.string(), " was made from other inputs; the sweep starts over");
       return;
     }
@@ -121,7 +121,7 @@ class SweepLog {
   static Key key(const std::string& who, double t, int64_t g) { return {who, t, g}; }
 
   stdfs::path file_;
-  std::string fingerprint_, text_;
+  std::string text_;  // the file's contents: the header and every finished point
   std::map<Key, SweepPoint> done_;
 };
 

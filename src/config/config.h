@@ -288,7 +288,7 @@ struct DistillSection {
 
 // evaluate: lossless speculative decoding of target + drafters. The demo's budget on 2 CPU cores (about 12 minutes for
 // 4 drafters x 12 settings): the first 4 MT-bench questions, 24 tokens each, one timed run per setting;
-// configs/demo-gpu.yaml takes all 80, 128 tokens, the median of 3 runs.
+// configs/demo-gpu.yaml takes 8 questions x 64 tokens, the median of 3 runs (one 10-minute GPU call).
 struct EvaluateSection {
   std::vector<std::string> drafters = {"runs/demo/pretrain/final"};
   std::vector<std::string> prompts = {".cache/prompts/mt-bench.jsonl"};
