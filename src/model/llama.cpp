@@ -57,6 +57,18 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   return weight * h.to(x.scalar_type());
 }
 
+// x W^T for a weight W [out, in]. On a CPU with no gradient, a few rows of x (a speculative verification of 2..8
+// tokens, a small decode batch) go through W x^T instead: BLAS runs x W^T as a GEMM that for 2..8 rows is far slower
+// than the one-row GEMV (MKL, 2 cores: 2 rows of SmolLM2's 576 x 49152 head take 2.2x one row), while W x^T streams W
+// once at about the GEMV's cost. Anything else is torch::linear.
+Tensor project(const Tensor& x, const Tensor& w) {
+  const int64_t in = x.size(-1), rows = x.numel() / in;
+  if (!x.device().is_cpu() || rows < 2 || rows > 8 || torch::GradMode::is_enabled()) return torch::linear(x, w);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  return torch::mm(w, x.reshape({rows, in}).t()).t().contiguous().view(shape);
+}
+
 Tensor rotate_half(const Tensor& x) {
   const int64_t half = x.size(-1) / 2;
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
@@ -163,9 +175,9 @@ Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& m
   for (size_t l = 0; l < body_->layers.size(); ++l) {
     const Layer& L = *body_->layers[l];
     Tensor h = rms_norm(x, L.input_layernorm->weight, c.rms_norm_eps);
-    Tensor q = torch::linear(h, L.self_attn->q_proj->weight).view({B, T, nh, hd}).transpose(1, 2);
-    Tensor k = torch::linear(h, L.self_attn->k_proj->weight).view({B, T, nkv, hd}).transpose(1, 2);
-    Tensor v = torch::linear(h, L.self_attn->v_proj->weight).view({B, T, nkv, hd}).transpose(1, 2);
+    Tensor q = project(h, L.self_attn->q_proj->weight).view({B, T, nh, hd}).transpose(1, 2);
+    Tensor k = project(h, L.self_attn->k_proj->weight).view({B, T, nkv, hd}).transpose(1, 2);
+    Tensor v = project(h, L.self_attn->v_proj->weight).view({B, T, nkv, hd}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
     if (cache) {
@@ -175,10 +187,10 @@ Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& m
       v = cache->v[l].narrow(2, 0, used);
     }
     Tensor a = at::scaled_dot_product_attention(q, k, v, attn_mask, 0.0, causal, scale, /*enable_gqa=*/nkv != nh);
-    x = x + torch::linear(a.transpose(1, 2).reshape({B, T, nh * hd}), L.self_attn->o_proj->weight);
+    x = x + project(a.transpose(1, 2).reshape({B, T, nh * hd}), L.self_attn->o_proj->weight);
     h = rms_norm(x, L.post_attention_layernorm->weight, c.rms_norm_eps);
-    Tensor gate = torch::silu(torch::linear(h, L.mlp->gate_proj->weight));
-    x = x + torch::linear(gate * torch::linear(h, L.mlp->up_proj->weight), L.mlp->down_proj->weight);
+    Tensor gate = torch::silu(project(h, L.mlp->gate_proj->weight));
+    x = x + project(gate * project(h, L.mlp->up_proj->weight), L.mlp->down_proj->weight);
   }
   return rms_norm(x, body_->norm->weight, c.rms_norm_eps);
 }
@@ -201,7 +213,7 @@ Tensor Llama::hidden(const Tensor& tokens, const Tensor& segments) {
 }
 
 Tensor Llama::logits(const Tensor& hidden) {
-  return torch::linear(hidden, lm_head_ ? lm_head_->weight : body_->embed_tokens->weight);
+  return project(hidden, lm_head_ ? lm_head_->weight : body_->embed_tokens->weight);
 }
 
 Tensor Llama::forward(const Tensor& tokens, const Tensor& segments) { return logits(hidden(tokens, segments)); }
