@@ -42,6 +42,16 @@ TEST(Llama, TinyLogitsEqualTransformers) {
   EXPECT_LT(max_diff(logits, t.golden.get("logits")), 1e-4);
 }
 
+TEST(Llama, FewTokensWithoutGradientsEqualTransformers) {
+  // 2..8 rows without gradients take the CPU's W x^T path instead of torch::linear (a verification block): every
+  // prefix length on both sides of that range gives transformers' logits.
+  Tiny t = load_tiny();
+  torch::NoGradGuard no_grad;
+  const Tensor tokens = t.golden.get("tokens").narrow(0, 0, 1), golden = t.golden.get("logits").narrow(0, 0, 1);
+  for (int64_t T = 1; T <= 10; ++T)
+    EXPECT_LT(max_diff(t.model->forward(tokens.narrow(1, 0, T)), golden.narrow(1, 0, T)), 1e-4) << T << " tokens";
+}
+
 TEST(Llama, PackedDocumentsDoNotSeeEachOther) {
   Tiny t = load_tiny();
   torch::NoGradGuard no_grad;
