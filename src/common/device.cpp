@@ -1,5 +1,17 @@
 #include "common/device.h"
 
+#include <sys/mman.h>
+
+#include <climits>
+#include <cstdlib>
+#include <mutex>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -14,15 +26,48 @@ std::string runtime_summary() {
                  static_cast<int>(torch::cuda::device_count()), "\n", "CPU threads: ", at::get_num_threads(), "\n");
 }
 
+namespace {
+
+// LibTorch's CPU allocator, but a block of 2 MB or more is 2 MB-aligned and advised to use huge pages (what
+// THP_MEM_ALLOC_ENABLE=1 does in c10, which reads that variable once, before we could set it).
+struct HugePageCpuAllocator final : c10::Allocator {
+  static constexpr size_t kHuge = size_t{2} << 20;
+  c10::DataPtr allocate(size_t n) override {
+    void* p = nullptr;
+    if (n < kHuge) {
+      p = c10::alloc_cpu(n);
+    } else {
+      DA_CHECK(posix_memalign(&p, kHuge, n) == 0, "out of host memory: ", n, " bytes");
+      madvise(p, (n + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);  // advice: a failure only means small pages
+    }
+    return {p, p, &c10::free_cpu, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &c10::free_cpu; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+};
+
+}  // namespace
+
+void use_cpu_compute_memory() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (const char* v = std::getenv("DRAFTALIGN_HOST_MEMORY"); v != nullptr && std::string(v) == "plain") return;
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_MAX, 0);              // large blocks come from the heap (glibc still maps if the heap cannot grow)
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);  // and stay there once freed
+#endif
+    static HugePageCpuAllocator allocator;
+    c10::SetCPUAllocator(&allocator, /*priority=*/1);
+  });
+}
+
 std::string resolve_device(const std::string& requested) {
   const bool cuda = torch::cuda::is_available();
-  if (requested == "cpu") return "cpu";
-  if (requested == "cuda") {
-    DA_CHECK(cuda, "run.device is cuda, but no CUDA device is visible (CUDA devices: ", torch::cuda::device_count(),
-             "); use run.device=cpu or auto");
-    return "cuda";
-  }
-  return cuda ? "cuda" : "cpu";
+  DA_CHECK(requested != "cuda" || cuda, "run.device is cuda, but no CUDA device is visible (CUDA devices: ",
+           torch::cuda::device_count(), "); use run.device=cpu or auto");
+  const std::string device = requested == "cpu" || !cuda ? "cpu" : "cuda";
+  if (device == "cpu") use_cpu_compute_memory();
+  return device;
 }
 
 }  // namespace draftalign
