@@ -24,7 +24,7 @@ struct RunSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("output_dir", output_dir, "directory for everything the run writes (resolved config, metrics, artifacts)");
+    s.add("output_dir", output_dir, "the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories");
     s.add("seed", seed, "base random seed; each rank and stage derives its own from it", Bounds::at_least(0));
     s.add_choice("device", device, "auto = CUDA when available, else CPU", {"auto", "cpu", "cuda"});
     s.add("threads", threads, "CPU threads for intra-op parallelism; 0 = all cores", Bounds::at_least(0));
@@ -153,7 +153,7 @@ struct TrainSection {
 // prepare-data: text / JSONL -> tokenized binary shards.
 struct PrepareSection {
   std::vector<std::string> inputs = {".cache/corpus/debian-text.jsonl"};
-  std::string output_dir = "runs/demo/shards";
+  std::string output_dir = "${run.output_dir}/shards";
   std::string tokenizer = "";
   std::string text_field = "text";
   double val_fraction = 0.01;
@@ -181,9 +181,9 @@ struct PretrainSection {
     return t;
   }
 
-  std::string data_dir = "runs/demo/shards";
+  std::string data_dir = "${prepare.output_dir}";
   std::string init_from = "";
-  std::string output_dir = "runs/demo/pretrain";
+  std::string output_dir = "${run.output_dir}/pretrain";
   bool document_mask = true;
   ModelShape model;
   TrainSection train = demo_train();
@@ -204,7 +204,7 @@ struct PretrainSection {
 // log-probs for the offline teacher (about 2 minutes on 2 CPU cores); configs/demo-gpu.yaml answers every prompt.
 struct GenerateSection {
   std::vector<std::string> prompts = {".cache/prompts/train.jsonl"};
-  std::string output_dir = "runs/demo/distill-data";
+  std::string output_dir = "${run.output_dir}/distill-data";
   double temperature = 1.0;
   double top_p = 1.0;
   int64_t top_k = 0;
@@ -253,9 +253,9 @@ struct DistillSection {
     return t;
   }
 
-  std::string data_dir = "runs/demo/distill-data";
-  std::string student = "runs/demo/pretrain/final";
-  std::string output_dir = "runs/demo/distill";
+  std::string data_dir = "${generate.output_dir}";
+  std::string student = "${pretrain.output_dir}/final";
+  std::string output_dir = "${run.output_dir}/distill";
   std::string loss = "tvdpp";
   std::string teacher = "offline";
   double temperature = 1.0;
@@ -290,9 +290,9 @@ struct DistillSection {
 // 4 drafters x 12 settings): the first 4 MT-bench questions, 24 tokens each, one timed run per setting;
 // configs/demo-gpu.yaml takes 8 questions x 64 tokens, the median of 3 runs (one 10-minute GPU call).
 struct EvaluateSection {
-  std::vector<std::string> drafters = {"runs/demo/pretrain/final"};
+  std::vector<std::string> drafters = {"${pretrain.output_dir}/final"};
   std::vector<std::string> prompts = {".cache/prompts/mt-bench.jsonl"};
-  std::string report_dir = "runs/demo/report";
+  std::string report_dir = "${run.output_dir}/report";
   std::vector<int64_t> gammas = {1, 2, 3, 4, 5, 6};
   std::vector<double> temperatures = {0.0, 1.0};
   double top_p = 1.0;
@@ -321,8 +321,8 @@ struct EvaluateSection {
 
 // export: a training checkpoint -> a Hugging Face directory for transformers / vLLM.
 struct ExportSection {
-  std::string checkpoint = "runs/demo/distill/tvdpp-token-q/final";
-  std::string output_dir = "runs/demo/export/drafter";
+  std::string checkpoint = "${distill.output_dir}/tvdpp-token-q/final";
+  std::string output_dir = "${run.output_dir}/export/drafter";
   std::string dtype = "bf16";
 
   template <class V>

@@ -224,6 +224,53 @@ void apply_override(const Schema& schema, const std::string& arg, std::map<std::
   origin[path] = place.at(value);
 }
 
+// The text of a string option with every `${section.key}` in it replaced by that string option's value, itself
+// expanded. `chain` holds the options being expanded, the outermost first: naming one of them again is a cycle.
+std::string expanded(const Schema& raw, const LoadedConfig& out, const std::string& text,
+                     std::vector<std::string>& chain) {
+  std::string result;
+  for (size_t i = 0;;) {
+    const size_t b = text.find("${", i);
+    if (b == std::string::npos) return result + text.substr(i);
+    const size_t e = text.find('}', b);
+    if (e == std::string::npos)
+      throw out.error_at(chain.front(), str_cat("'${' without its closing '}' in '", text, "'"));
+    const std::string ref = text.substr(b + 2, e - b - 2);
+    const Field* f = raw.find(ref);
+    if (f == nullptr || !std::holds_alternative<std::string*>(f->target)) {
+      std::vector<std::string> strings;
+      for (const Field& g : raw.fields())
+        if (std::holds_alternative<std::string*>(g.target)) strings.push_back(g.path);
+      const std::string near = closest(ref, strings);
+      throw out.error_at(chain.front(), str_cat("${", ref, "} names no string option",
+                                                near.empty() ? "" : " (did you mean ${" + near + "}?)"));
+    }
+    if (std::find(chain.begin(), chain.end(), ref) != chain.end()) {
+      std::string cycle;
+      for (const auto& c : chain) cycle += c + " -> ";
+      throw out.error_at(chain.front(), str_cat("references go round in a circle: ", cycle, ref));
+    }
+    chain.push_back(ref);
+    result += text.substr(i, b - i) + expanded(raw, out, *std::get<std::string*>(f->target), chain);
+    chain.pop_back();
+    i = e + 1;
+  }
+}
+
+// Expands the references of every string option (and list of strings) of out.cfg, reading the values of out.raw.
+void expand_references(LoadedConfig& out) {
+  Schema raw = schema_of(out.raw), cfg = schema_of(out.cfg);
+  for (size_t k = 0; k < raw.fields().size(); ++k) {
+    const Field& f = raw.fields()[k];
+    std::vector<std::string> chain = {f.path};
+    if (auto* v = std::get_if<std::string*>(&f.target))
+      *std::get<std::string*>(cfg.fields()[k].target) = expanded(raw, out, **v, chain);
+    if (auto* v = std::get_if<std::vector<std::string>*>(&f.target))
+      for (size_t j = 0; j < (*v)->size(); ++j)
+        (*std::get<std::vector<std::string>*>(cfg.fields()[k].target))[j] = expanded(raw, out, (**v)[j], chain);
+  }
+}
+
 }  // namespace
 
 std::string LoadedConfig::where(const std::string& key) const {
@@ -253,6 +300,8 @@ LoadedConfig load_config(const std::string& file, const std::vector<std::string>
     apply_map(schema, root, "", Place{file, ""}, out.origin);
   }
   for (const auto& o : overrides) apply_override(schema, o, out.origin);
+  out.raw = out.cfg;
+  expand_references(out);
   for (const auto& p : out.cfg.cross_checks()) throw out.error_at(p.key, p.message);
   return out;
 }

@@ -13,8 +13,13 @@
 
 namespace draftalign::config {
 
+// `${section.key}` inside a string option (or an element of a list of strings) stands for the value of that string
+// option, itself expanded, as torchtune's `${output_dir}`: the stage directories default to "${run.output_dir}/..."
+// so that `run.output_dir=runs/mine` moves every output. A reference to no string option, an unclosed `${` or a
+// circle of references is an error naming where the value was set.
 struct LoadedConfig {
-  Config cfg;
+  Config cfg;  // references expanded: what the stages use and what is recorded next to their outputs
+  Config raw;  // as written, references kept: what --print-config prints
   std::string source;                         // the YAML file, or "" for the embedded defaults
   std::map<std::string, std::string> origin;  // key -> "file:line:col" or "override 'key=value'"
 
@@ -24,7 +29,8 @@ struct LoadedConfig {
   Error error_at(const std::string& key, const std::string& problem) const;
 };
 
-// Loads `file` ("" = defaults only), then applies overrides in order, then runs the cross-option checks.
+// Loads `file` ("" = defaults only), then applies overrides in order, expands the references, then runs the
+// cross-option checks.
 LoadedConfig load_config(const std::string& file, const std::vector<std::string>& overrides);
 
 // The whole resolved config as YAML with a comment per option (written next to a run's outputs).

@@ -57,9 +57,49 @@ TEST(ConfigLoad, EmptyFileAndNoFileGiveTheDefaults) {
   auto a = attempt(dir, "# nothing but a comment\n");
   ASSERT_EQ(a.error, "");
   Config defaults;
-  EXPECT_EQ(to_yaml(a.loaded.cfg, ""), to_yaml(defaults, ""));
+  EXPECT_EQ(to_yaml(a.loaded.raw, ""), to_yaml(defaults, ""));
   LoadedConfig none = load_config("", {});
-  EXPECT_EQ(to_yaml(none.cfg, ""), to_yaml(defaults, ""));
+  EXPECT_EQ(to_yaml(none.raw, ""), to_yaml(defaults, ""));
+  EXPECT_EQ(to_yaml(none.cfg, ""), to_yaml(a.loaded.cfg, ""));
+}
+
+TEST(ConfigLoad, ReferencesFollowRunOutputDirIntoEveryStage) {
+  ScratchDir dir;
+  // The defaults chain every stage's directories to run.output_dir, and one stage's input to another's output.
+  auto a = attempt(dir, "run:\n  output_dir: runs/mine\ndistill:\n  output_dir: \"${run.output_dir}/kd-${distill.loss}\"\n",
+                   {"evaluate.drafters=[x, \"${pretrain.output_dir}/final\"]"});
+  ASSERT_EQ(a.error, "");
+  const Config& c = a.loaded.cfg;
+  EXPECT_EQ(c.prepare.output_dir, "runs/mine/shards");
+  EXPECT_EQ(c.pretrain.data_dir, "runs/mine/shards");
+  EXPECT_EQ(c.pretrain.output_dir, "runs/mine/pretrain");
+  EXPECT_EQ(c.generate.output_dir, "runs/mine/distill-data");
+  EXPECT_EQ(c.distill.data_dir, "runs/mine/distill-data");
+  EXPECT_EQ(c.distill.student, "runs/mine/pretrain/final");
+  EXPECT_EQ(c.distill.output_dir, "runs/mine/kd-tvdpp");
+  EXPECT_EQ(c.evaluate.report_dir, "runs/mine/report");
+  EXPECT_EQ(c.evaluate.drafters, (std::vector<std::string>{"x", "runs/mine/pretrain/final"}));
+  EXPECT_EQ(c.export_.checkpoint, "runs/mine/kd-tvdpp/tvdpp-token-q/final");
+  // As written, for --print-config.
+  EXPECT_EQ(a.loaded.raw.distill.output_dir, "${run.output_dir}/kd-${distill.loss}");
+  EXPECT_EQ(a.loaded.raw.export_.checkpoint, "${distill.output_dir}/tvdpp-token-q/final");
+}
+
+TEST(ConfigErrors, BadReferencesNameTheKeyAndWhereItWasSet) {
+  ScratchDir dir;
+  auto a = attempt(dir, "run:\n  seed: 1\nprepare:\n  output_dir: \"${run.output_di}/shards\"\n");
+  EXPECT_EQ(a.error, a.file + ":4:3: key 'prepare.output_dir': ${run.output_di} names no string option (did you mean "
+                     "${run.output_dir}?)");
+  a = attempt(dir, "pretrain:\n  output_dir: \"${pretrain.train.steps}\"\n");
+  EXPECT_HAS(a.error, "key 'pretrain.output_dir': ${pretrain.train.steps} names no string option");
+  a = attempt(dir, "run:\n  output_dir: \"runs/${run.device\"\n");
+  EXPECT_HAS(a.error, a.file + ":2:3: key 'run.output_dir': '${' without its closing '}' in 'runs/${run.device'");
+  a = attempt(dir, "run:\n  output_dir: \"${prepare.output_dir}\"\n");
+  EXPECT_HAS(a.error, a.file + ":2:3: key 'run.output_dir': references go round in a circle: run.output_dir -> "
+                      "prepare.output_dir -> run.output_dir");
+  a = attempt(dir, "", {"generate.prompts=[a.jsonl, \"${nothing.here}\"]"});
+  EXPECT_HAS(a.error, "override 'generate.prompts=[a.jsonl, \"${nothing.here}\"]': key 'generate.prompts': "
+                      "${nothing.here} names no string option");
 }
 
 TEST(ConfigErrors, UnknownKeyNamesFilePlaceKeyAndSuggests) {
@@ -198,7 +238,7 @@ TEST(ConfigDump, RoundTripsEveryValue) {
   const std::string yaml = to_yaml(c, "test dump");
   write_text(dir / "dump.yaml", yaml);
   LoadedConfig back = load_config((dir / "dump.yaml").string(), {});
-  EXPECT_EQ(to_yaml(back.cfg, "test dump"), yaml);
+  EXPECT_EQ(to_yaml(back.raw, "test dump"), yaml);
   EXPECT_EQ(back.cfg.run.output_dir, c.run.output_dir);
   EXPECT_EQ(back.cfg.generate.stop, c.generate.stop);
   EXPECT_DOUBLE_EQ(back.cfg.pretrain.train.optim.lr, 3e-4);
