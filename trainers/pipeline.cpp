@@ -12,6 +12,7 @@
 #include "io/hf_config.h"
 #include "model/llama.h"
 #include "train/dist.h"
+#include "train/launch_env.h"
 #include "trainers/distill.h"
 #include "trainers/pretrain.h"
 #include "trainers/train_loop.h"
@@ -64,6 +65,11 @@ void stage(const std::string& name, int index, int total) {
 }  // namespace
 
 int pipeline(const config::Config& cfg) {
+  // The stages hand over through files: with several processes a rank would read what another has not yet written.
+  const int world = dist_env_from_environment().world;
+  DA_CHECK(world == 1, "pipeline: runs its stages in one process, but the launcher started ", world,
+           "; launch the stages one by one instead (prepare-data and evaluate as one process; pretrain, generate and "
+           "distill under torchrun or srun), as the header of configs/llama2-7b-chat-gpu.yaml shows");
   DA_CHECK(!cfg.pipeline.losses.empty(), "pipeline.losses: must not be empty");
   const config::Config c = pipeline_stage_config(cfg);
   const int total = 4 + static_cast<int>(c.pipeline.losses.size());
@@ -94,7 +100,6 @@ int pipeline(const config::Config& cfg) {
   }
 
   stage("evaluate: " + c.evaluate.report_dir, ++k, total);
-  if (log::rank() != 0) return 0;  // one process measures; the others are done
   if (evaluation_complete(c))
     log::info("pipeline: ", (stdfs::path(c.evaluate.report_dir) / "report.json").string(),
               " was made from these drafters and settings, skipped");

@@ -145,6 +145,17 @@ TEST(Binary, BadYamlIsOneClearErrorAndNonZeroExit) {
   EXPECT_HAS(r.output, "missing.yaml: config file not found");
 }
 
+TEST(Binary, PipelineUnderALauncherWithSeveralRanksRefusesBeforeAnyStage) {
+  ScratchDir dir;
+  auto r = run_command("WORLD_SIZE=2 RANK=1 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 " + kBin + " pipeline run.output_dir=" +
+                       (dir / "out").string());
+  EXPECT_EQ(r.exit_code, kFailed) << r.output;
+  EXPECT_HAS(r.output, "error: pipeline: runs its stages in one process, but the launcher started 2; launch the "
+                       "stages one by one instead");
+  EXPECT_EQ(r.output.find("[1/7]"), std::string::npos) << "no stage may run";
+  EXPECT_FALSE(std::filesystem::exists(dir / "out" / "shards"));
+}
+
 TEST(Binary, PipelineStopsAtTheFirstBadInputWithOneError) {
   ScratchDir dir;
   auto r = run_command(kBin + " pipeline " DRAFTALIGN_SOURCE_DIR "/configs/demo.yaml run.output_dir=" +
