@@ -12,8 +12,7 @@ echo "| run | host memory | step s | tokens/s | sys / (user + sys) | peak RSS Mi
 echo "|---|---|---:|---:|---:|---:|"
 for r in $(seq "$rounds"); do
   for mode in tuned plain; do
-    env_mode=$([ "$mode" = plain ] && echo plain || echo tuned)
-    DRAFTALIGN_HOST_MEMORY=$env_mode /usr/bin/time -f "%U %S" -o "$tmp/time" \
+    DRAFTALIGN_HOST_MEMORY=$mode /usr/bin/time -f "%U %S" -o "$tmp/time" \
       "$bin" --config configs/demo.yaml --batch "$batch" --steps 5 --warmup 2 --out "$tmp/$mode-$r.json" >/dev/null
     python3 - "$tmp/$mode-$r.json" "$tmp/time" "$r" "$mode" <<'PY'
 import json, sys

@@ -13,7 +13,8 @@ std::string top_help(const std::vector<Command>& commands) {
       ": train draft models for speculative decoding, aligned to a chat-tuned target\n\n"
       "usage: draftalign <command> [--config FILE.yaml] [section.key=value ...]\n"
       "       draftalign <command> --help     every option of the command, with its default and meaning\n"
-      "       draftalign <command> [--config FILE.yaml] [overrides] --print-config   the config with the overrides applied, run nothing\n"
+      "       draftalign <command> [--config FILE.yaml] [overrides] --print-config   "
+      "the config with the overrides applied, run nothing\n"
       "       draftalign --version\n\ncommands:\n";
   for (const auto& c : commands) {
     char line[160];
@@ -145,7 +146,8 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
     const std::string header = str_cat("resolved config of `draftalign ", cmd->name, "` from ", from);
     if (inv.print_config) {
       // As written, ${...} references kept: the text to start a config file from.
-      std::fputs(config::to_yaml(loaded.raw, str_cat("config of `draftalign ", cmd->name, "` from ", from)).c_str(), out);
+      const std::string as_written = str_cat("config of `draftalign ", cmd->name, "` from ", from);
+      std::fputs(config::to_yaml(loaded.raw, as_written).c_str(), out);
       return kOk;
     }
     if (!cmd->run) {

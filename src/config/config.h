@@ -24,7 +24,8 @@ struct RunSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("output_dir", output_dir, "the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories");
+    s.add("output_dir", output_dir,
+          "the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories");
     s.add("seed", seed, "base random seed; each rank and stage derives its own from it", Bounds::at_least(0));
     s.add_choice("device", device, "auto = CUDA when available, else CPU", {"auto", "cpu", "cuda"});
     s.add("threads", threads, "CPU threads for intra-op parallelism; 0 = all cores", Bounds::at_least(0));

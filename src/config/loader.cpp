@@ -257,9 +257,10 @@ std::string expanded(const Schema& raw, const LoadedConfig& out, const std::stri
   }
 }
 
-// Expands the references of every string option (and list of strings) of out.cfg, reading the values of out.raw.
-void expand_references(LoadedConfig& out) {
-  Schema raw = schema_of(out.raw), cfg = schema_of(out.cfg);
+// Expands the references of every string option (and list of strings) of out.cfg, whose schema is `cfg`, reading the
+// values of out.raw.
+void expand_references(const Schema& cfg, LoadedConfig& out) {
+  Schema raw = schema_of(out.raw);
   for (size_t k = 0; k < raw.fields().size(); ++k) {
     const Field& f = raw.fields()[k];
     std::vector<std::string> chain = {f.path};
@@ -301,7 +302,7 @@ LoadedConfig load_config(const std::string& file, const std::vector<std::string>
   }
   for (const auto& o : overrides) apply_override(schema, o, out.origin);
   out.raw = out.cfg;
-  expand_references(out);
+  expand_references(schema, out);
   for (const auto& p : out.cfg.cross_checks()) throw out.error_at(p.key, p.message);
   return out;
 }

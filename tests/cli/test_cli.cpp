@@ -112,7 +112,9 @@ TEST(Binary, EveryCommandHasHelpWithEveryOption) {
     auto r = run_command(kBin + " " + c + " --help");
     EXPECT_EQ(r.exit_code, 0) << c << ": " << r.output;
     EXPECT_HAS(r.output, std::string("usage: draftalign ") + c);
-    EXPECT_HAS(r.output, "  run.output_dir = \"runs/demo\"\n      the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories");
+    EXPECT_HAS(r.output,
+               "  run.output_dir = \"runs/demo\"\n      the run's directory: the resolved config of each command, and "
+               "${run.output_dir} in the stage directories");
   }
   auto r = run_command(kBin + " distill --help");
   EXPECT_HAS(r.output, "  distill.loss = \"tvdpp\"\n      distillation loss (one of: tvdpp, fkl, rkl, tvd, ce)");

@@ -66,7 +66,9 @@ TEST(ConfigLoad, EmptyFileAndNoFileGiveTheDefaults) {
 TEST(ConfigLoad, ReferencesFollowRunOutputDirIntoEveryStage) {
   ScratchDir dir;
   // The defaults chain every stage's directories to run.output_dir, and one stage's input to another's output.
-  auto a = attempt(dir, "run:\n  output_dir: runs/mine\ndistill:\n  output_dir: \"${run.output_dir}/kd-${distill.loss}\"\n",
+  auto a = attempt(dir,
+                   "run:\n  output_dir: runs/mine\n"
+                   "distill:\n  output_dir: \"${run.output_dir}/kd-${distill.loss}\"\n",
                    {"evaluate.drafters=[x, \"${pretrain.output_dir}/final\"]"});
   ASSERT_EQ(a.error, "");
   const Config& c = a.loaded.cfg;
