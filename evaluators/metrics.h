@@ -30,8 +30,9 @@ struct SpecCounters {
   int64_t num_target_calls = 0;    // target forward passes that produced tokens (the prompt prefill not counted)
   int64_t num_drafter_calls = 0;   // drafter forward passes
 
-  // One verified draft of `gamma` tokens of which the first `accepted` were accepted.
-  void record_draft(int64_t gamma, int64_t accepted);
+  // One verified draft of `proposed` tokens (at most `gamma`; -1 = gamma: a model drafter always proposes gamma,
+  // prompt lookup may find fewer) of which the first `accepted` were accepted.
+  void record_draft(int64_t gamma, int64_t accepted, int64_t proposed = -1);
   void add(const SpecCounters& other);
   bool operator==(const SpecCounters&) const = default;
 };

@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "evaluators/acceptance.h"
 #include "evaluators/plot_script.h"  // generated from tools/plot_report.py
 
 namespace draftalign::eval {
@@ -68,11 +69,6 @@ json metrics_json(const SpecMetrics& m) {
           {"acceptance_histogram", m.acceptance_histogram}};
 }
 
-double tokens_per_s(const SweepPoint& p) {
-  const double s = median(p.seconds);
-  return s > 0 ? static_cast<double>(p.counters.num_emitted_tokens) / s : 0.0;
-}
-
 std::string fixed(double x, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, x);
@@ -81,30 +77,71 @@ std::string fixed(double x, int digits) {
 
 std::string temperature_name(double t) { return t == 0 ? "greedy (T = 0)" : "T = " + fixed(t, 2); }
 
-// A Markdown table with a row per drafter and a column per gamma at one temperature; cell(point) fills it.
-template <class Cell>
-std::string gamma_table(const json& r, double temperature, Cell cell) {
-  std::vector<int64_t> gammas;
-  for (const auto& d : r["drafters"])
-    for (const auto& p : d["points"])
-      if (p["temperature"].get<double>() == temperature &&
-          std::find(gammas.begin(), gammas.end(), p["gamma"].get<int64_t>()) == gammas.end())
-        gammas.push_back(p["gamma"].get<int64_t>());
-  std::sort(gammas.begin(), gammas.end());
-  std::string out = "| drafter", rule = "|---";
-  for (int64_t g : gammas) out += str_cat(" | g=", g), rule += "|---:";
-  out += " |\n" + rule + "|\n";
-  for (const auto& d : r["drafters"]) {
-    out += "| " + d["name"].get<std::string>();
-    for (int64_t g : gammas) {
-      std::string text;
-      for (const auto& p : d["points"])
-        if (p["temperature"].get<double>() == temperature && p["gamma"].get<int64_t>() == g) text = cell(p);
-      out += " | " + text;
-    }
-    out += " |\n";
+json interval_json(const Interval& i) { return json::array({i.lo, i.hi}); }
+
+// "1.234 [1.200, 1.268]"
+std::string with_interval(const json& value, const json& ci, int digits = 3) {
+  return str_cat(fixed(value.get<double>(), digits), " [", fixed(ci[0].get<double>(), digits), ", ",
+                 fixed(ci[1].get<double>(), digits), "]");
+}
+
+// Per-item numerators and denominators of tau (emitted / target calls) and of the first-position acceptance
+// (accepted at position 1 / drafts), over the items `keep` selects.
+struct Ratios {
+  std::vector<double> emitted, calls, first, drafts;
+};
+template <class Keep>
+Ratios ratios(const std::vector<SpecCounters>& per_item, Keep keep) {
+  Ratios r;
+  for (size_t i = 0; i < per_item.size(); ++i) {
+    if (!keep(i)) continue;
+    const SpecCounters& c = per_item[i];
+    r.emitted.push_back(static_cast<double>(c.num_emitted_tokens));
+    r.calls.push_back(static_cast<double>(c.num_target_calls));
+    r.first.push_back(c.num_accepted_tokens_per_pos.empty() ? 0.0
+                                                            : static_cast<double>(c.num_accepted_tokens_per_pos[0]));
+    r.drafts.push_back(static_cast<double>(c.num_drafts));
   }
-  return out + "\n";
+  return r;
+}
+
+double total_ratio(const std::vector<double>& a, const std::vector<double>& b) {
+  double x = 0, y = 0;
+  for (size_t i = 0; i < a.size(); ++i) x += a[i], y += b[i];
+  return y > 0 ? x / y : 0.0;
+}
+
+// A bootstrap seed per statistic: the report's seed mixed with what the statistic is of.
+uint64_t stat_seed(uint64_t seed, const std::string& what) {
+  uint64_t h = seed ^ 0x9E3779B97F4A7C15ULL;
+  for (unsigned char ch : what) h = (h ^ ch) * 0x100000001B3ULL;
+  return h;
+}
+
+// tau with its interval over the items `keep` selects: {"items", "tau", "tau_ci"}.
+template <class Keep>
+json tau_json(const std::vector<SpecCounters>& per_item, Keep keep, int64_t resamples, uint64_t seed) {
+  const Ratios r = ratios(per_item, keep);
+  if (r.emitted.empty()) return {{"items", 0}};
+  return {{"items", r.emitted.size()},
+          {"tau", total_ratio(r.emitted, r.calls)},
+          {"tau_ci", interval_json(bootstrap_ratio(r.emitted, r.calls, resamples, seed))}};
+}
+
+// Speed-ups of the repeats of a timed point: tokens/s with the drafter over tokens/s of the plain run just before it.
+std::vector<double> repeat_speedups(const SweepPoint& p) {
+  std::vector<double> out;
+  for (size_t i = 0; i < p.seconds.size() && i < p.baseline_seconds.size(); ++i) {
+    const double d = p.seconds[i] > 0 ? p.counters.num_emitted_tokens / p.seconds[i] : 0.0;
+    const double b = p.baseline_seconds[i] > 0 ? p.baseline_counters.num_emitted_tokens / p.baseline_seconds[i] : 0.0;
+    if (b > 0) out.push_back(d / b);
+  }
+  return out;
+}
+
+double tokens_per_s(const SpecCounters& c, const std::vector<double>& seconds) {
+  const double s = median(seconds);
+  return s > 0 ? static_cast<double>(c.num_emitted_tokens) / s : 0.0;
 }
 
 std::string run_python(const std::string& python, const stdfs::path& script, const stdfs::path& report) {
@@ -130,25 +167,93 @@ std::string run_python(const std::string& python, const stdfs::path& script, con
 }  // namespace
 
 json report_json(const Report& r) {
+  const RuntimeEnvironment& env = r.environment;
   json out = {{"format", "draftalign-evaluate"},
-              {"version", 1},
+              {"version", 2},
               {"fingerprint", r.fingerprint},
+              {"environment", {{"device", r.device}, {"device_name", env.device_name}, {"libtorch", env.libtorch},
+                               {"cuda", env.cuda}, {"git_commit", env.git_commit}, {"threads", env.threads}}},
               {"target", {{"dir", r.target_dir}, {"params", r.target_params},
                           {"step_seconds", r.target_step_seconds}}},
               {"device", r.device},
               {"dtype", r.dtype},
               {"prompt_files", r.prompt_files},
               {"prompts", r.prompts},
+              {"turns", r.turns},
               {"max_new_tokens", r.max_new_tokens},
-              {"top_p", r.top_p},
-              {"top_k", r.top_k},
-              {"repeats", r.repeats}};
-  json baselines = json::array();
-  for (const auto& b : r.baselines)
-    baselines.push_back({{"temperature", b.temperature}, {"num_emitted_tokens", b.counters.num_emitted_tokens},
-                         {"num_target_calls", b.counters.num_target_calls}, {"seconds", b.seconds},
-                         {"tokens_per_s", tokens_per_s(b)}});
-  out["baselines"] = baselines;
+              {"bootstrap", {{"resamples", r.resamples}, {"level", 0.95}, {"over", "evaluated turns (prompts)"}}}};
+  json verify = json::object();
+  for (const auto& [g, sec] : r.verify_seconds) verify[std::to_string(g)] = sec;
+  out["target"]["verify_seconds"] = verify;
+
+  // Exact greedy tau from one pass.
+  std::vector<std::string> categories;
+  std::vector<int64_t> turns;
+  for (const auto& it : r.items) {
+    if (!it.category.empty() && std::find(categories.begin(), categories.end(), it.category) == categories.end())
+      categories.push_back(it.category);
+    if (std::find(turns.begin(), turns.end(), it.turn) == turns.end()) turns.push_back(it.turn);
+  }
+  std::sort(turns.begin(), turns.end());
+  json exact = json::array();
+  for (const auto& d : r.exact) {
+    json points = json::array();
+    for (const auto& p : d.points) {
+      SpecCounters total;
+      for (const auto& c : p.per_item) total.add(c);
+      const std::string key = str_cat(d.name, "/", p.gamma);
+      const Ratios all = ratios(p.per_item, [](size_t) { return true; });
+      json point = {{"gamma", p.gamma},
+                    {"counters", counters_json(total)},
+                    {"metrics", metrics_json(derive_metrics(total))},
+                    {"tau", total_ratio(all.emitted, all.calls)},
+                    {"tau_ci", interval_json(bootstrap_ratio(all.emitted, all.calls, r.resamples,
+                                                             stat_seed(r.seed, key)))},
+                    {"first_position_acceptance", total_ratio(all.first, all.drafts)},
+                    {"first_position_acceptance_ci",
+                     interval_json(bootstrap_ratio(all.first, all.drafts, r.resamples, stat_seed(r.seed, key + "/a1")))}};
+      json by_turn = json::array(), by_category = json::array();
+      for (int64_t t : turns) {
+        json x = tau_json(p.per_item, [&](size_t i) { return r.items[i].turn == t; }, r.resamples,
+                          stat_seed(r.seed, str_cat(key, "/turn", t)));
+        x["turn"] = t;
+        by_turn.push_back(x);
+      }
+      for (const auto& cat : categories) {
+        json x = tau_json(p.per_item, [&](size_t i) { return r.items[i].category == cat; }, r.resamples,
+                          stat_seed(r.seed, key + "/" + cat));
+        x["category"] = cat;
+        by_category.push_back(x);
+      }
+      point["by_turn"] = by_turn;
+      point["by_category"] = by_category;
+      points.push_back(point);
+    }
+    exact.push_back({{"name", d.name}, {"dir", d.dir}, {"params", d.params},
+                     {"kind", d.dir.empty() ? "prompt-lookup" : "model"}, {"points", points}});
+  }
+  // Paired differences: every pair of drafters at every gamma, on the same bootstrap resamples of the prompts.
+  json differences = json::array();
+  for (size_t a = 0; a < r.exact.size(); ++a)
+    for (size_t b = a + 1; b < r.exact.size(); ++b)
+      for (const auto& pa : r.exact[a].points)
+        for (const auto& pb : r.exact[b].points) {
+          if (pa.gamma != pb.gamma) continue;
+          const Ratios x = ratios(pa.per_item, [](size_t) { return true; });
+          const Ratios y = ratios(pb.per_item, [](size_t) { return true; });
+          const Interval ci = bootstrap_ratio_difference(
+              x.emitted, x.calls, y.emitted, y.calls, r.resamples,
+              stat_seed(r.seed, str_cat(r.exact[a].name, "-", r.exact[b].name, "/", pa.gamma)));
+          differences.push_back({{"drafter", r.exact[a].name}, {"versus", r.exact[b].name}, {"gamma", pa.gamma},
+                                 {"difference", total_ratio(x.emitted, x.calls) - total_ratio(y.emitted, y.calls)},
+                                 {"difference_ci", interval_json(ci)}, {"significant", ci.lo > 0 || ci.hi < 0}});
+        }
+  out["exact_greedy"] = {{"items", r.items.size()}, {"turns", turns}, {"categories", categories},
+                         {"drafters", exact}, {"differences", differences}};
+
+  // Timed speculative decoding.
+  out["timed"] = {{"prompts", r.timed_prompts}, {"max_new_tokens", r.timed_max_new_tokens}, {"top_p", r.top_p},
+                  {"top_k", r.top_k}, {"repeats", r.repeats}};
   json drafters = json::array();
   for (const auto& d : r.drafters) {
     const double c = d.params > 0 ? static_cast<double>(r.target_params) / d.params : 0.0;
@@ -156,18 +261,46 @@ json report_json(const Report& r) {
     json points = json::array();
     for (const auto& p : d.points) {
       const SpecMetrics m = derive_metrics(p.counters);
-      double speedup = 0;
-      for (const auto& b : r.baselines)
-        if (b.temperature == p.temperature && tokens_per_s(b) > 0) speedup = tokens_per_s(p) / tokens_per_s(b);
-      points.push_back({{"temperature", p.temperature},
-                        {"gamma", p.gamma},
-                        {"counters", counters_json(p.counters)},
-                        {"metrics", metrics_json(m)},
-                        {"mbsu", c > 0 ? mbsu(m.block_efficiency, p.gamma, c) : 0.0},
-                        {"mbsu_latency", c_latency > 0 ? mbsu(m.block_efficiency, p.gamma, c_latency) : 0.0},
-                        {"seconds", p.seconds},
-                        {"tokens_per_s", tokens_per_s(p)},
-                        {"speedup", speedup}});
+      std::vector<SpecCounters> per_prompt;
+      for (const auto& pr : p.prompts) per_prompt.push_back(pr.counters);
+      const std::string key = str_cat(d.name, "/T", p.temperature, "/g", p.gamma);
+      const Ratios rt = ratios(per_prompt, [](size_t) { return true; });
+      const std::vector<double> speedups = repeat_speedups(p);
+      // What tau and the measured step costs allow: a plain step per token against, per target call, one
+      // verification of gamma + 1 tokens and gamma drafter steps.
+      double verify = 0;
+      for (const auto& [g, sec] : r.verify_seconds)
+        if (g == p.gamma) verify = sec;
+      const double step = verify + static_cast<double>(p.gamma) * d.step_seconds;
+      const double bound = step > 0 ? m.block_efficiency * r.target_step_seconds / step : 0.0;
+      const double speedup = median(speedups);
+      json point = {{"temperature", p.temperature},
+                    {"gamma", p.gamma},
+                    {"counters", counters_json(p.counters)},
+                    {"metrics", metrics_json(m)},
+                    {"tau_ci", rt.emitted.empty() ? json::array({0, 0})
+                                                  : interval_json(bootstrap_ratio(rt.emitted, rt.calls, r.resamples,
+                                                                                  stat_seed(r.seed, key)))},
+                    {"first_position_acceptance", total_ratio(rt.first, rt.drafts)},
+                    {"first_position_acceptance_ci",
+                     rt.first.empty() ? json::array({0, 0})
+                                      : interval_json(bootstrap_ratio(rt.first, rt.drafts, r.resamples,
+                                                                      stat_seed(r.seed, key + "/a1")))},
+                    {"mbsu", c > 0 ? mbsu(m.block_efficiency, p.gamma, c) : 0.0},
+                    {"mbsu_latency", c_latency > 0 ? mbsu(m.block_efficiency, p.gamma, c_latency) : 0.0},
+                    {"seconds", p.seconds},
+                    {"baseline_seconds", p.baseline_seconds},
+                    {"baseline_tokens", p.baseline_counters.num_emitted_tokens},
+                    {"tokens_per_s", tokens_per_s(p.counters, p.seconds)},
+                    {"baseline_tokens_per_s", tokens_per_s(p.baseline_counters, p.baseline_seconds)},
+                    {"speedups", speedups},
+                    {"speedup", speedup},
+                    {"speedup_ci", speedups.empty() ? json::array({0, 0})
+                                                    : interval_json(bootstrap_median(speedups, r.resamples,
+                                                                                     stat_seed(r.seed, key + "/s")))},
+                    {"speedup_bound", bound},
+                    {"exceeds_bound", bound > 0 && speedup > 1.1 * bound}};
+      points.push_back(point);
     }
     drafters.push_back({{"name", d.name}, {"dir", d.dir}, {"params", d.params}, {"param_ratio", c},
                         {"step_seconds", d.step_seconds}, {"latency_ratio", c_latency}, {"points", points}});
@@ -176,66 +309,182 @@ json report_json(const Report& r) {
   return out;
 }
 
+namespace {
+
+// A Markdown table with a row per drafter (of `drafters`) and a column per gamma; cell(point) fills it, and
+// keep(point) chooses the points.
+template <class Keep, class Cell>
+std::string gamma_table(const json& drafters, Keep keep, Cell cell) {
+  std::vector<int64_t> gammas;
+  for (const auto& d : drafters)
+    for (const auto& p : d["points"])
+      if (keep(p) && std::find(gammas.begin(), gammas.end(), p["gamma"].get<int64_t>()) == gammas.end())
+        gammas.push_back(p["gamma"].get<int64_t>());
+  std::sort(gammas.begin(), gammas.end());
+  std::string out = "| drafter", rule = "|---";
+  for (int64_t g : gammas) out += str_cat(" | g=", g), rule += "|---:";
+  out += " |\n" + rule + "|\n";
+  for (const auto& d : drafters) {
+    out += "| " + d["name"].get<std::string>();
+    for (int64_t g : gammas) {
+      std::string text;
+      for (const auto& p : d["points"])
+        if (keep(p) && p["gamma"].get<int64_t>() == g) text = cell(p);
+      out += " | " + text;
+    }
+    out += " |\n";
+  }
+  return out + "\n";
+}
+
+// The exact-tau gamma the per-category, per-turn and difference tables show: 4 when measured, else the largest below
+// it, else the smallest.
+int64_t headline_gamma(const json& exact) {
+  std::vector<int64_t> gs;
+  for (const auto& d : exact["drafters"])
+    for (const auto& p : d["points"]) gs.push_back(p["gamma"].get<int64_t>());
+  if (gs.empty()) return 0;
+  std::sort(gs.begin(), gs.end());
+  int64_t best = gs.front();
+  for (int64_t g : gs)
+    if (g <= 4) best = g;
+  return best;
+}
+
+const json* point_at(const json& drafter, int64_t gamma) {
+  for (const auto& p : drafter["points"])
+    if (p["gamma"].get<int64_t>() == gamma) return &p;
+  return nullptr;
+}
+
+}  // namespace
+
 std::string report_markdown(const json& r) {
-  std::vector<double> temps;
-  for (const auto& b : r["baselines"]) temps.push_back(b["temperature"].get<double>());
   std::string md = "# Speculative decoding report\n\n";
+  const json& env = r["environment"];
   md += str_cat("- target: `", r["target"]["dir"].get<std::string>(), "` (", r["target"]["params"].get<int64_t>(),
-                " parameters), ", r["device"].get<std::string>(), ", ", r["dtype"].get<std::string>(), "\n");
+                " parameters), ", r["dtype"].get<std::string>(), "\n");
+  md += str_cat("- environment: ", env["device_name"].get<std::string>(), "; LibTorch ",
+                env["libtorch"].get<std::string>(), ", CUDA ", env["cuda"].get<std::string>(), ", ",
+                env["threads"].get<int64_t>(), " threads; commit ", env["git_commit"].get<std::string>(), "\n");
   std::string files;
   for (const auto& f : r["prompt_files"]) files += (files.empty() ? "`" : ", `") + f.get<std::string>() + "`";
-  md += str_cat("- prompts: ", r["prompts"].get<int64_t>(), " from ", files, "; up to ",
-                r["max_new_tokens"].get<int64_t>(), " new tokens each; top_p ", r["top_p"].get<double>(), ", top_k ",
-                r["top_k"].get<int64_t>(), "\n");
-  md += str_cat("- wall clock: median of ", r["repeats"].get<int64_t>(),
-                " runs per setting, one sequence at a time; the target alone:");
-  for (const auto& b : r["baselines"])
-    md += str_cat(" ", fixed(b["tokens_per_s"].get<double>(), 1), " tokens/s at ",
-                  temperature_name(b["temperature"].get<double>()), ";");
-  md += "\n\n";
-  md += "Block efficiency tau = emitted tokens / target calls. MBSU = c tau / (c + gamma) with c = target / drafter "
-        "parameters (and, in brackets, with c = the measured latency ratio of one decode step). Speed-up = tokens/s "
-        "with the drafter / tokens/s of the target alone.\n\n";
-  md += "| drafter | parameters | c (params) | c (latency) |\n|---|---:|---:|---:|\n";
-  for (const auto& d : r["drafters"])
-    md += str_cat("| ", d["name"].get<std::string>(), " | ", d["params"].get<int64_t>(), " | ",
-                  fixed(d["param_ratio"].get<double>(), 2), " | ", fixed(d["latency_ratio"].get<double>(), 2), " |\n");
+  const json& ex = r["exact_greedy"];
+  md += str_cat("- prompts: ", r["prompts"].get<int64_t>(), " from ", files, ", up to ", r["turns"].get<int64_t>(),
+                " turns each (a later turn follows the target's own greedy answer): ", ex["items"].get<int64_t>(),
+                " evaluated turns, up to ", r["max_new_tokens"].get<int64_t>(), " new tokens each\n");
+  md += str_cat("- intervals: 95% percentile bootstrap over the evaluated turns, ",
+                r["bootstrap"]["resamples"].get<int64_t>(), " resamples; differences are paired (the same resamples "
+                "for both drafters)\n\n");
+
+  md += "## Exact greedy block efficiency tau (one pass)\n\n"
+        "The target's greedy answer is decoded once; each drafter reads prompt + answer in one teacher-forced pass, "
+        "and greedy speculative decoding's counters follow exactly for every draft length g (tokens per target "
+        "call, with 95% intervals). `prompt-lookup` drafts by n-gram lookup in the context and needs no model.\n\n";
+  md += "| drafter | kind | parameters |\n|---|---|---:|\n";
+  for (const auto& d : ex["drafters"])
+    md += str_cat("| ", d["name"].get<std::string>(), " | ", d["kind"].get<std::string>(), " | ",
+                  d["params"].get<int64_t>(), " |\n");
   md += "\n";
-  for (double t : temps) {
-    md += "## " + temperature_name(t) + "\n\n### Block efficiency tau\n\n";
-    md += gamma_table(r, t, [](const json& p) {
-      return fixed(p["metrics"]["block_efficiency"].get<double>(), 3);
-    });
-    md += "### Wall-clock speed-up over the target alone (tokens/s)\n\n";
-    md += gamma_table(r, t, [](const json& p) {
-      return str_cat(fixed(p["speedup"].get<double>(), 2), "x (", fixed(p["tokens_per_s"].get<double>(), 1),
-                                   ")");
-    });
-    md += "### MBSU (measured-latency MBSU)\n\n";
-    md += gamma_table(r, t, [](const json& p) {
-      return str_cat(fixed(p["mbsu"].get<double>(), 2), " (", fixed(p["mbsu_latency"].get<double>(), 2),
-                                   ")");
-    });
-    md += "### Mean acceptance length / draft acceptance rate\n\n";
-    md += gamma_table(r, t, [](const json& p) {
-      return str_cat(fixed(p["metrics"]["mean_acceptance_length"].get<double>(), 2), " / ",
-                                   fixed(p["metrics"]["draft_acceptance_rate"].get<double>(), 3));
-    });
-    md += "### Acceptance rate by draft position (longest draft; accepted at i / drafts)\n\n";
-    md += "| drafter | gamma | per position |\n|---|---:|---|\n";
-    for (const auto& d : r["drafters"]) {
-      json last;
-      for (const auto& p : d["points"])
-        if (p["temperature"].get<double>() == t && (last.is_null() || p["gamma"] > last["gamma"])) last = p;
-      if (last.is_null()) continue;
-      std::string rates;
-      for (const auto& x : last["metrics"]["acceptance_rate_per_pos"])
-        rates += (rates.empty() ? "" : ", ") + fixed(x.get<double>(), 3);
-      md += str_cat("| ", d["name"].get<std::string>(), " | ", last["gamma"].get<int64_t>(), " | ", rates, " |\n");
+  md += gamma_table(ex["drafters"], [](const json&) { return true; },
+                    [](const json& p) { return with_interval(p["tau"], p["tau_ci"]); });
+  md += "First-position acceptance (the greedy agreement with the target after its own prefix, from g = 1):\n\n";
+  md += "| drafter | acceptance |\n|---|---:|\n";
+  for (const auto& d : ex["drafters"])
+    if (!d["points"].empty())
+      md += str_cat("| ", d["name"].get<std::string>(), " | ",
+                    with_interval(d["points"][0]["first_position_acceptance"],
+                                  d["points"][0]["first_position_acceptance_ci"]), " |\n");
+  md += "\n";
+
+  const int64_t g = headline_gamma(ex);
+  if (ex["turns"].size() > 1) {
+    md += str_cat("### By turn (g = ", g, ")\n\n| drafter");
+    std::string rule = "|---";
+    for (const auto& t : ex["turns"]) md += str_cat(" | turn ", t.get<int64_t>()), rule += "|---:";
+    md += " |\n" + rule + "|\n";
+    for (const auto& d : ex["drafters"]) {
+      const json* p = point_at(d, g);
+      if (p == nullptr) continue;
+      md += "| " + d["name"].get<std::string>();
+      for (const auto& x : (*p)["by_turn"]) md += " | " + with_interval(x["tau"], x["tau_ci"]);
+      md += " |\n";
     }
     md += "\n";
   }
-  md += "## Plots\n\n![acceptance by position](acceptance_by_position.png)\n![tau vs gamma](tau_vs_gamma.png)\n"
+  if (!ex["categories"].empty()) {
+    md += str_cat("### By category (g = ", g, ")\n\n| category | turns");
+    std::string rule = "|---|---:";
+    for (const auto& d : ex["drafters"]) md += " | " + d["name"].get<std::string>(), rule += "|---:";
+    md += " |\n" + rule + "|\n";
+    for (size_t c = 0; c < ex["categories"].size(); ++c) {
+      std::string row, items;
+      for (const auto& d : ex["drafters"]) {
+        const json* p = point_at(d, g);
+        if (p == nullptr) continue;
+        const json& x = (*p)["by_category"][c];
+        items = std::to_string(x["items"].get<int64_t>());
+        row += " | " + with_interval(x["tau"], x["tau_ci"]);
+      }
+      md += str_cat("| ", ex["categories"][c].get<std::string>(), " | ", items, row, " |\n");
+    }
+    md += "\n";
+  }
+  if (!ex["differences"].empty()) {
+    md += str_cat("### Paired differences in tau (g = ", g, ")\n\nA difference is called significant only where "
+                  "its 95% interval excludes 0.\n\n| drafter | versus | difference | significant |\n|---|---|---:|---|\n");
+    for (const auto& x : ex["differences"])
+      if (x["gamma"].get<int64_t>() == g)
+        md += str_cat("| ", x["drafter"].get<std::string>(), " | ", x["versus"].get<std::string>(), " | ",
+                      with_interval(x["difference"], x["difference_ci"]), " | ",
+                      x["significant"].get<bool>() ? "**yes**" : "no", " |\n");
+    md += "\n";
+  }
+
+  const json& timed = r["timed"];
+  if (!r["drafters"].empty()) {
+    md += str_cat("## Timed speculative decoding\n\nThe real draft-then-verify decoder on the first ",
+                  timed["prompts"].get<int64_t>(), " evaluated turns, up to ", timed["max_new_tokens"].get<int64_t>(),
+                  " tokens each, one sequence at a time; top_p ", timed["top_p"].get<double>(), ", top_k ",
+                  timed["top_k"].get<int64_t>(), ". Each of ", timed["repeats"].get<int64_t>(),
+                  " repeats runs plain decoding (the target alone) and then the drafter; the speed-up is the median "
+                  "of the per-repeat ratios of tokens/s, with a bootstrap interval over the repeats. `bound` is what "
+                  "tau and the measured step costs allow: tau x plain step / (verification of g + 1 tokens + g "
+                  "drafter steps); a speed-up more than 10% above it is flagged.\n\n");
+    md += "| drafter | parameters | c (params) | c (latency) |\n|---|---:|---:|---:|\n";
+    for (const auto& d : r["drafters"])
+      md += str_cat("| ", d["name"].get<std::string>(), " | ", d["params"].get<int64_t>(), " | ",
+                    fixed(d["param_ratio"].get<double>(), 2), " | ", fixed(d["latency_ratio"].get<double>(), 2),
+                    " |\n");
+    md += "\n";
+    std::vector<double> temps;
+    for (const auto& d : r["drafters"])
+      for (const auto& p : d["points"])
+        if (std::find(temps.begin(), temps.end(), p["temperature"].get<double>()) == temps.end())
+          temps.push_back(p["temperature"].get<double>());
+    std::sort(temps.begin(), temps.end());
+    for (double t : temps) {
+      auto at_t = [t](const json& p) { return p["temperature"].get<double>() == t; };
+      md += "### " + temperature_name(t) + "\n\nBlock efficiency tau:\n\n";
+      md += gamma_table(r["drafters"], at_t, [](const json& p) {
+        return with_interval(p["metrics"]["block_efficiency"], p["tau_ci"]);
+      });
+      md += "Measured first-position acceptance:\n\n";
+      md += gamma_table(r["drafters"], at_t, [](const json& p) {
+        return with_interval(p["first_position_acceptance"], p["first_position_acceptance_ci"]);
+      });
+      md += "Wall-clock speed-up over plain decoding (bound):\n\n";
+      md += gamma_table(r["drafters"], at_t, [](const json& p) {
+        return str_cat(with_interval(p["speedup"], p["speedup_ci"], 2), " (", fixed(p["speedup_bound"].get<double>(), 2),
+                       p["exceeds_bound"].get<bool>() ? ", **exceeds the bound**" : "", ")");
+      });
+      md += "MBSU (measured-latency MBSU):\n\n";
+      md += gamma_table(r["drafters"], at_t, [](const json& p) {
+        return str_cat(fixed(p["mbsu"].get<double>(), 2), " (", fixed(p["mbsu_latency"].get<double>(), 2), ")");
+      });
+    }
+  }
+  md += "## Plots\n\n![tau vs gamma](tau_vs_gamma.png)\n![acceptance by position](acceptance_by_position.png)\n"
         "![speed-up vs gamma](speedup_vs_gamma.png)\n";
   return md;
 }
@@ -246,7 +495,8 @@ json sweep_point_json(const SweepPoint& p) {
     prompts.push_back({{"prompt_id", pr.prompt_id}, {"prompt_tokens", pr.prompt_tokens}, {"finish", pr.finish},
                        {"counters", counters_json(pr.counters)}});
   return {{"temperature", p.temperature}, {"gamma", p.gamma}, {"counters", counters_json(p.counters)},
-          {"seconds", p.seconds}, {"prompts", prompts}};
+          {"seconds", p.seconds}, {"prompts", prompts}, {"baseline_counters", counters_json(p.baseline_counters)},
+          {"baseline_seconds", p.baseline_seconds}};
 }
 
 SweepPoint sweep_point_from_json(const json& j) {
@@ -254,6 +504,8 @@ SweepPoint sweep_point_from_json(const json& j) {
   p.temperature = j.at("temperature"), p.gamma = j.at("gamma");
   p.counters = counters_from_json(j.at("counters"));
   p.seconds = j.at("seconds").get<std::vector<double>>();
+  p.baseline_counters = counters_from_json(j.at("baseline_counters"));
+  p.baseline_seconds = j.at("baseline_seconds").get<std::vector<double>>();
   for (const auto& pr : j.at("prompts"))
     p.prompts.push_back({pr.at("prompt_id"), pr.at("prompt_tokens"), pr.at("finish"),
                          counters_from_json(pr.at("counters"))});
@@ -263,19 +515,28 @@ SweepPoint sweep_point_from_json(const json& j) {
 std::string write_report(const stdfs::path& dir, const Report& r, const std::string& python) {
   fs::ensure_dir(dir);
   const json j = report_json(r);
+  std::string exact;
+  for (const auto& d : r.exact)
+    for (const auto& p : d.points)
+      for (size_t i = 0; i < p.per_item.size() && i < r.items.size(); ++i) {
+        const EvalItem& it = r.items[i];
+        exact += json({{"drafter", d.name}, {"gamma", p.gamma}, {"prompt_id", it.id}, {"turn", it.turn},
+                       {"category", it.category}, {"prompt_tokens", it.prompt_tokens},
+                       {"answer_tokens", it.answer_tokens}, {"counters", counters_json(p.per_item[i])},
+                       {"block_efficiency", derive_metrics(p.per_item[i]).block_efficiency}})
+                     .dump() + "\n";
+      }
   std::string lines;
-  auto add = [&](const std::string& drafter, const SweepPoint& p) {
-    for (const auto& pr : p.prompts) {
-      const SpecMetrics m = derive_metrics(pr.counters);
-      lines += json({{"drafter", drafter}, {"temperature", p.temperature}, {"gamma", p.gamma},
-                     {"prompt_id", pr.prompt_id}, {"prompt_tokens", pr.prompt_tokens}, {"finish", pr.finish},
-                     {"counters", counters_json(pr.counters)}, {"block_efficiency", m.block_efficiency}})
-                   .dump() + "\n";
-    }
-  };
-  for (const auto& b : r.baselines) add("target-only", b);
   for (const auto& d : r.drafters)
-    for (const auto& p : d.points) add(d.name, p);
+    for (const auto& p : d.points)
+      for (const auto& pr : p.prompts) {
+        const SpecMetrics m = derive_metrics(pr.counters);
+        lines += json({{"drafter", d.name}, {"temperature", p.temperature}, {"gamma", p.gamma},
+                       {"prompt_id", pr.prompt_id}, {"prompt_tokens", pr.prompt_tokens}, {"finish", pr.finish},
+                       {"counters", counters_json(pr.counters)}, {"block_efficiency", m.block_efficiency}})
+                     .dump() + "\n";
+      }
+  fs::write_file_atomic(dir / "exact.jsonl", exact);
   fs::write_file_atomic(dir / "prompts.jsonl", lines);
   fs::write_file_atomic(dir / "report.json", j.dump(2) + "\n");
   fs::write_file_atomic(dir / "report.md", report_markdown(j));

@@ -1,8 +1,13 @@
 // report.h: the evaluation report of `draftalign evaluate`, one directory per run:
-//   report.json    everything, machine-readable: the setup, and per drafter and (temperature, gamma) the counters
-//                  with vLLM's names, the derived metrics (metrics.h), wall times and the speed-up over the target alone
-//   report.md      the same as Markdown tables: tau by gamma, speed-up, MBSU, acceptance by position
-//   prompts.jsonl  one record per drafter, setting and prompt: its counters and tau
+//   report.json    everything, machine-readable: the environment, the setup; the exact greedy tau of every drafter
+//                  (prompt lookup included) for every g, with 95% bootstrap intervals over prompts, per turn and per
+//                  category, and paired drafter-vs-drafter differences marked significant or not; the timed runs per
+//                  drafter and (temperature, gamma): counters with vLLM's names, derived metrics (metrics.h), tau with
+//                  its interval, the speed-up over plain decoding (median of alternated runs, interval) checked
+//                  against what tau and the measured step costs allow
+//   report.md      the same as Markdown tables
+//   exact.jsonl    one record per drafter, gamma and evaluated turn: the one-pass counters and tau
+//   prompts.jsonl  one record per timed drafter, setting and prompt: its counters and tau
 //   sweep.jsonl    the finished sweep points as they are done (evaluate.cpp), so a stopped evaluation resumes
 //   plot_report.py + acceptance_by_position.png, tau_vs_gamma.png, speedup_vs_gamma.png (matplotlib); the script is
 //                  written into the directory so the plots can be remade from report.json alone
@@ -16,9 +21,30 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/device.h"
 #include "evaluators/metrics.h"
 
 namespace draftalign::eval {
+
+// One evaluated turn: a prompt's first user turn, or a later one asked after the target's own greedy answers.
+struct EvalItem {
+  std::string id;  // the prompt's id, with "#2", "#3" for later turns
+  std::string category;
+  int64_t turn = 1;
+  int64_t prompt_tokens = 0, answer_tokens = 0;
+};
+
+// The exact greedy counters of one drafter at one gamma, one per evaluated turn (aligned with Report::items).
+struct ExactPoint {
+  int64_t gamma = 0;
+  std::vector<SpecCounters> per_item;
+};
+
+struct ExactDrafter {
+  std::string name, dir;  // dir is "" for prompt lookup
+  int64_t params = 0;     // 0 for prompt lookup
+  std::vector<ExactPoint> points;
+};
 
 struct PromptRun {
   std::string prompt_id;
@@ -27,32 +53,41 @@ struct PromptRun {
   SpecCounters counters;
 };
 
-// One drafter (or the target alone: gamma 0) at one setting, over every prompt.
+// One drafter at one timed setting, over every timed prompt. Each repeat runs plain decoding (the target alone),
+// then the drafter, so the two are measured side by side under the same machine load.
 struct SweepPoint {
   double temperature = 0;
   int64_t gamma = 0;
-  SpecCounters counters;          // summed over the prompts (from the first repeat)
-  std::vector<double> seconds;    // wall time of the whole pass, per repeat
+  SpecCounters counters;                // summed over the prompts (from the first repeat)
+  std::vector<double> seconds;          // wall time of the whole pass, per repeat
   std::vector<PromptRun> prompts;
+  SpecCounters baseline_counters;       // plain decoding of the same prompts (first repeat)
+  std::vector<double> baseline_seconds;  // its wall time, per repeat, each measured just before the drafter's
 };
 
 struct DrafterResult {
   std::string name, dir;
   int64_t params = 0;
-  double step_seconds = 0;  // median latency of one decode step
+  double step_seconds = 0;  // median latency of one drafter decode step (0 for prompt lookup)
   std::vector<SweepPoint> points;
 };
 
 struct Report {
   std::string target_dir, device, dtype;
+  RuntimeEnvironment environment;
   std::string fingerprint;  // of the inputs (evaluate_fingerprint)
   int64_t target_params = 0;
-  double target_step_seconds = 0;
+  double target_step_seconds = 0;                  // one plain decode step
+  std::vector<std::pair<int64_t, double>> verify_seconds;  // (gamma, one target step over gamma + 1 tokens)
   std::vector<std::string> prompt_files;
-  int64_t prompts = 0, max_new_tokens = 0, top_k = 0, repeats = 0;
+  int64_t prompts = 0, turns = 0, max_new_tokens = 0, top_k = 0, repeats = 0;
+  int64_t timed_prompts = 0, timed_max_new_tokens = 0;
+  int64_t resamples = 2000;
+  uint64_t seed = 0;  // of the bootstrap
   double top_p = 1;
-  std::vector<SweepPoint> baselines;  // the target alone, one per temperature
-  std::vector<DrafterResult> drafters;
+  std::vector<EvalItem> items;        // every evaluated turn
+  std::vector<ExactDrafter> exact;    // exact greedy tau from one pass
+  std::vector<DrafterResult> drafters;  // timed speculative decoding
 };
 
 // The JSON of a report, derived metrics, tokens/s and speed-ups included (per-prompt records left out).
@@ -65,7 +100,7 @@ std::string report_markdown(const nlohmann::json& report);
 nlohmann::json sweep_point_json(const SweepPoint& p);
 SweepPoint sweep_point_from_json(const nlohmann::json& j);
 
-// Writes report.json, report.md and prompts.jsonl into `dir`, then the plots with `python` (skipped when empty).
+// Writes report.json, report.md, exact.jsonl and prompts.jsonl into `dir`, then the plots with `python` (skipped when empty).
 // Returns "" or why the plots were not made (the report itself is complete either way).
 std::string write_report(const std::filesystem::path& dir, const Report& r, const std::string& python);
 

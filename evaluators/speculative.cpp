@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "common/error.h"
+#include "evaluators/acceptance.h"
 
 namespace draftalign::eval {
 
@@ -82,6 +83,11 @@ SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama* draft
              drafter_->config().vocab_size, " tokens, the target ", target_.config().vocab_size);
 }
 
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, LookupDrafting lookup) : target_(target), lookup_(lookup) {
+  DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
+           lookup.n_max);
+}
+
 namespace {
 
 // A model with its cache and the number of valid positions, kept on the host so a rollback needs no device read.
@@ -111,7 +117,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
                                    uint64_t seed) {
   DA_CHECK(!prompt.empty(), "speculative decoding: empty prompt");
   DA_CHECK(gamma >= 0, "speculative decoding: gamma must be >= 0, got ", gamma);
-  DA_CHECK(gamma == 0 || drafter_ != nullptr, "speculative decoding: gamma = ", gamma, " needs a drafter");
+  DA_CHECK(gamma == 0 || drafter_ != nullptr || lookup_, "speculative decoding: gamma = ", gamma, " needs a drafter");
   DA_CHECK(sp.max_new_tokens >= 1, "speculative decoding: max_new_tokens must be >= 1");
   torch::NoGradGuard no_grad;
   const bool greedy = sp.temperature == 0;
@@ -128,7 +134,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   // Both caches hold every token but the last one (`pending`), which the next step feeds.
   Stream target(target_, capacity);
   std::optional<Stream> drafter;
-  if (gamma > 0) drafter.emplace(*drafter_, capacity);
+  if (gamma > 0 && drafter_ != nullptr) drafter.emplace(*drafter_, capacity);
   const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
   if (!head.empty()) {
     target.feed(head);
@@ -162,6 +168,15 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
         in = {d};
       }
       out.drafter_seconds += since(t0);
+    } else if (lookup_ && gamma > 0) {
+      const auto t0 = Clock::now();
+      std::vector<int64_t> context = prompt;
+      context.insert(context.end(), out.tokens.begin(), out.tokens.end());
+      draft = prompt_lookup(context, gamma, lookup_->n_min, lookup_->n_max);
+      if (!greedy)
+        for (int64_t d : draft)
+          qs.push_back(torch::one_hot(torch::tensor(d), target_.config().vocab_size).to(torch::kFloat32));
+      out.drafter_seconds += since(t0);
     }
 
     // 2. Verify [pending, d_1..d_gamma] in one target call: p_1..p_{gamma+1}.
@@ -175,12 +190,14 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
     if (greedy) {
       v = accept_greedy(logits, draft);
     } else {
-      std::vector<double> u(static_cast<size_t>(gamma));
+      std::vector<double> u(draft.size());
       for (double& x : u) x = model::uniform01(rng);
-      v = accept_reject(probs(logits), qs.empty() ? Tensor() : torch::stack(qs), draft, u, model::uniform01(rng));
+      const Tensor p = probs(logits);
+      v = accept_reject(p, qs.empty() ? Tensor() : torch::stack(qs).to(p.device()), draft, u, model::uniform01(rng));
     }
     out.target_seconds += since(t0);
-    if (gamma > 0) out.counters.record_draft(gamma, v.accepted);
+    if (!draft.empty()) out.counters.record_draft(gamma, v.accepted, static_cast<int64_t>(draft.size()));
+    out.accepted_per_step.push_back(draft.empty() ? -1 : v.accepted);
 
     // 3. Roll both caches back to the accepted prefix. The drafter fed d_1..d_{gamma-1}, never d_gamma: after a full
     //    acceptance d_gamma goes in with the next step's first call.

@@ -13,11 +13,16 @@
 // Both KV caches are rolled back to the accepted prefix after every step (a rejected draft leaves no trace).
 //
 // gamma = 0 is plain autoregressive decoding with the target, through the same code: the wall-clock baseline.
+//
+// The drafter is a model, or prompt lookup (acceptance.h: the tokens that followed the latest earlier occurrence of the
+// context's trailing n-gram). A lookup draft may be shorter than gamma, or empty (then the step is a plain target
+// step); for sampling its q is one-hot on the proposed token, so a lookup token is kept with probability p(d).
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -56,13 +61,21 @@ struct Decoded {
   std::vector<int64_t> tokens;  // the response (a stop token included)
   std::string finish;           // "eos" or "length"
   SpecCounters counters;
+  std::vector<int64_t> accepted_per_step;  // per target call: draft tokens accepted (-1: a step without a draft)
   double drafter_seconds = 0, target_seconds = 0;  // wall time inside each model's steps (host-synchronised)
+};
+
+// Prompt-lookup drafting: n-grams from n_max down to n_min.
+struct LookupDrafting {
+  int64_t n_min = 1, n_max = 3;
 };
 
 class SpeculativeDecoder {
  public:
   // `drafter` may be null for gamma = 0 only. Both models must share the vocabulary (the caller checks the tokenizers).
   SpeculativeDecoder(model::Llama& target, model::Llama* drafter);
+  // Prompt-lookup drafting instead of a drafter model.
+  SpeculativeDecoder(model::Llama& target, LookupDrafting lookup);
 
   // Decodes one prompt: up to sp.max_new_tokens tokens, stopping after any of sp.stop_ids; sp.temperature 0 is greedy.
   // `seed` seeds the uniforms (drafter sampling, acceptance, correction) in a fixed order.
@@ -70,7 +83,8 @@ class SpeculativeDecoder {
 
  private:
   model::Llama& target_;
-  model::Llama* drafter_;
+  model::Llama* drafter_ = nullptr;
+  std::optional<LookupDrafting> lookup_;
 };
 
 // The median wall time of one decode step of `model` that appends the last `block` tokens of `context` to a cache

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
@@ -17,6 +18,10 @@
 
 #include "common/error.h"
 
+#if DRAFTALIGN_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace draftalign {
 
 std::string runtime_summary() {
@@ -24,6 +29,49 @@ std::string runtime_summary() {
   return str_cat("LibTorch ", TORCH_VERSION, "\n", "draftalign CUDA kernels built: ", built ? "yes (sm_80, sm_90)" : "no",
                  "\n", "CUDA available: ", torch::cuda::is_available() ? "yes" : "no", ", devices visible: ",
                  static_cast<int>(torch::cuda::device_count()), "\n", "CPU threads: ", at::get_num_threads(), "\n");
+}
+
+namespace {
+
+// The first line a shell command prints, or "".
+std::string first_line_of(const char* command) {
+  std::FILE* pipe = ::popen(command, "r");
+  if (pipe == nullptr) return "";
+  char buf[512] = {0};
+  const bool got = std::fgets(buf, sizeof buf, pipe) != nullptr;
+  ::pclose(pipe);
+  std::string line = got ? buf : "";
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+}  // namespace
+
+RuntimeEnvironment runtime_environment(const std::string& device) {
+  RuntimeEnvironment e;
+  e.libtorch = TORCH_VERSION;
+  e.cuda = "none";
+  e.threads = at::get_num_threads();
+#if DRAFTALIGN_WITH_CUDA
+  int runtime = 0;
+  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess)
+    e.cuda = str_cat(runtime / 1000, ".", (runtime % 1000) / 10);
+  if (device == "cuda") {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) e.device_name = prop.name;
+  }
+#endif
+  if (e.device_name.empty()) {
+    const std::string cpu = first_line_of("grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//'");
+    e.device_name = str_cat(device == "cuda" ? "cuda" : "cpu", cpu.empty() ? "" : ": " + cpu);
+  }
+  e.git_commit = first_line_of("git rev-parse --short HEAD 2>/dev/null");
+  if (e.git_commit.empty()) {
+    e.git_commit = "unknown";
+  } else if (!first_line_of("git status --porcelain --untracked-files=no 2>/dev/null").empty()) {
+    e.git_commit += "-dirty";
+  }
+  return e;
 }
 
 namespace {

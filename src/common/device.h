@@ -2,12 +2,23 @@
 // The only torch-facing piece of src/common; kept out of the torch-free headers so they compile fast.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace draftalign {
 
 // "LibTorch 2.11.0, CUDA kernels built: yes (sm_80, sm_90), CUDA devices: 0" and the like, one fact per line.
 std::string runtime_summary();
+
+// What a report records about where it was measured.
+struct RuntimeEnvironment {
+  std::string device_name;  // the GPU's name, or the CPU's model name
+  std::string libtorch;     // LibTorch version
+  std::string cuda;         // CUDA runtime version, or "none"
+  std::string git_commit;   // `git rev-parse --short HEAD` in the working directory (+ "-dirty"), or "unknown"
+  int64_t threads = 0;      // intra-op CPU threads
+};
+RuntimeEnvironment runtime_environment(const std::string& device);
 
 // "cuda" or "cpu" for a `run.device` value of auto / cpu / cuda; cuda without a device is an Error. Choosing the CPU
 // also calls use_cpu_compute_memory().

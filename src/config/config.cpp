@@ -34,11 +34,16 @@ std::vector<Config::Problem> Config::cross_checks() const {
   check_train(distill.train, "distill.train", out);
   if (distill.kd_weight == 0 && distill.ce_weight == 0)
     out.push_back({"distill.kd_weight", "kd_weight and ce_weight are both 0: nothing to train"});
-  for (const auto& [key, empty] : {std::pair<const char*, bool>{"evaluate.drafters", evaluate.drafters.empty()},
+  for (const auto& [key, empty] : {std::pair<const char*, bool>{"evaluate.drafters",
+                                                                evaluate.drafters.empty() && !evaluate.prompt_lookup},
                                    {"evaluate.prompts", evaluate.prompts.empty()},
+                                   {"evaluate.exact_gammas", evaluate.exact_gammas.empty()},
                                    {"evaluate.gammas", evaluate.gammas.empty()},
                                    {"evaluate.temperatures", evaluate.temperatures.empty()}})
     if (empty) out.push_back({key, "must not be empty"});
+  if (evaluate.prompt_lookup_max < evaluate.prompt_lookup_min)
+    out.push_back({"evaluate.prompt_lookup_max", str_cat("must be at least evaluate.prompt_lookup_min (",
+                                                         evaluate.prompt_lookup_min, ")")});
   return out;
 }
 

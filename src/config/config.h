@@ -287,20 +287,35 @@ struct DistillSection {
   }
 };
 
-// evaluate: lossless speculative decoding of target + drafters. The demo's budget on 2 CPU cores (about 12 minutes for
-// 4 drafters x 12 settings): the first 4 MT-bench questions, 24 tokens each, one timed run per setting;
-// configs/demo-gpu.yaml takes 8 questions x 64 tokens, the median of 3 runs (one 10-minute GPU call).
+// evaluate: is a drafter worth deploying? Two measurements:
+//   exact greedy tau (one pass)  the target answers every prompt (every MT-bench turn, the second asked after the
+//                                target's own first answer) greedily once; each drafter reads prompt + answer in one
+//                                teacher-forced pass; tau(g) for every g follows exactly (evaluators/acceptance.h),
+//                                with 95% bootstrap intervals over prompts. Prompt lookup is always a row.
+//   timed speculative decoding   the real draft-then-verify decoder on the first `timed_prompts` turns, at every
+//                                temperature x gamma, alternated with plain decoding `repeats` times: wall-clock
+//                                speed-up and, at T > 0, measured acceptance.
+// The demo's budget on 2 CPU cores: all 160 MT-bench turns x 96 tokens one-pass; 2 turns x 24 tokens timed.
 struct EvaluateSection {
   std::vector<std::string> drafters = {"${pretrain.output_dir}/final"};
   std::vector<std::string> prompts = {".cache/prompts/mt-bench.jsonl"};
   std::string report_dir = "${run.output_dir}/report";
-  std::vector<int64_t> gammas = {1, 2, 3, 4, 5, 6};
+  int64_t turns = 2;
+  int64_t max_new_tokens = 96;
+  int64_t max_prompts = 0;
+  int64_t batch_size = 16;
+  std::vector<int64_t> exact_gammas = {1, 2, 3, 4, 5, 6, 7, 8};
+  bool prompt_lookup = true;
+  int64_t prompt_lookup_min = 1;
+  int64_t prompt_lookup_max = 3;
+  int64_t bootstrap_resamples = 2000;
+  int64_t timed_prompts = 2;
+  int64_t timed_max_new_tokens = 24;
+  std::vector<int64_t> gammas = {1, 2};
   std::vector<double> temperatures = {0.0, 1.0};
   double top_p = 1.0;
   int64_t top_k = 0;
-  int64_t max_new_tokens = 24;
-  int64_t max_prompts = 4;
-  int64_t repeats = 1;
+  int64_t repeats = 3;
   std::string python = "auto";
 
   template <class V>
@@ -308,13 +323,29 @@ struct EvaluateSection {
     s.add("drafters", drafters, "drafter checkpoint directories to compare (HF directories)");
     s.add("prompts", prompts, "JSONL prompt files (MT-bench mt-en.jsonl or any prompt file)");
     s.add("report_dir", report_dir, "JSON, Markdown and plots");
-    s.add("gammas", gammas, "draft lengths g to sweep", Bounds::at_least(1));
-    s.add("temperatures", temperatures, "sampling temperatures to sweep; 0 = greedy", Bounds::at_least(0));
+    s.add("turns", turns, "user turns asked per prompt (MT-bench has 2; a later turn follows the target's own "
+                          "greedy answer to the one before)", Bounds::at_least(1));
+    s.add("max_new_tokens", max_new_tokens, "tokens of each greedy answer the exact tau is measured on",
+          Bounds::at_least(1));
+    s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));
+    s.add("batch_size", batch_size, "sequences the target answers together (continuous batching)",
+          Bounds::at_least(1));
+    s.add("exact_gammas", exact_gammas, "draft lengths of the exact greedy tau (one pass: they cost nothing extra)",
+          Bounds::at_least(1));
+    s.add("prompt_lookup", prompt_lookup, "add prompt-lookup (n-gram) drafting, the free baseline, as a drafter");
+    s.add("prompt_lookup_min", prompt_lookup_min, "prompt lookup: the shortest n-gram matched", Bounds::at_least(1));
+    s.add("prompt_lookup_max", prompt_lookup_max, "prompt lookup: the longest n-gram matched", Bounds::at_least(1));
+    s.add("bootstrap_resamples", bootstrap_resamples, "bootstrap resamples of the prompts for the 95% intervals",
+          Bounds::at_least(100));
+    s.add("timed_prompts", timed_prompts, "turns decoded by the real speculative decoder for wall-clock speed-up "
+                                          "and sampling; 0 = none", Bounds::at_least(0));
+    s.add("timed_max_new_tokens", timed_max_new_tokens, "tokens generated per timed turn", Bounds::at_least(1));
+    s.add("gammas", gammas, "draft lengths g of the timed decoder", Bounds::at_least(1));
+    s.add("temperatures", temperatures, "sampling temperatures of the timed decoder; 0 = greedy", Bounds::at_least(0));
     s.add("top_p", top_p, "nucleus mass, applied to target and drafter alike", Bounds::open_closed(0, 1));
     s.add("top_k", top_k, "top-k, applied to target and drafter alike; 0 = off", Bounds::at_least(0));
-    s.add("max_new_tokens", max_new_tokens, "tokens generated per prompt", Bounds::at_least(1));
-    s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));
-    s.add("repeats", repeats, "wall-clock runs per setting (the median is reported)", Bounds::at_least(1));
+    s.add("repeats", repeats, "timed runs per setting, each alternated with a plain-decoding run (median and "
+                              "interval reported)", Bounds::at_least(1));
     s.add("python", python, "interpreter with matplotlib that draws the plots; auto = $DRAFTALIGN_PYTHON, else "
                             ".venv/bin/python, else python3; off = no plots");
   }

@@ -1,5 +1,6 @@
 #include "data/prompts.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -70,9 +71,15 @@ Prompt parse(const std::string& line, const std::string& where) {
   } else if (j.contains("messages")) {
     p.messages = messages_of(j["messages"], "messages", where);
   } else if (j.contains("turns")) {
-    DA_CHECK(j["turns"].is_array() && !j["turns"].empty() && j["turns"][0].is_string(), where,
-             ": \"turns\" must be a non-empty list of strings");
-    p.messages.push_back({"user", j["turns"][0].get<std::string>()});
+    const json& turns = j["turns"];
+    DA_CHECK(turns.is_array() && !turns.empty() &&
+                 std::all_of(turns.begin(), turns.end(), [](const json& t) { return t.is_string(); }),
+             where, ": \"turns\" must be a non-empty list of strings");
+    p.messages.push_back({"user", turns[0].get<std::string>()});
+    for (size_t i = 1; i < turns.size(); ++i) {
+      DA_CHECK(!turns[i].get<std::string>().empty(), where, ": turns[", i, "] is empty");
+      p.later_turns.push_back(turns[i].get<std::string>());
+    }
   } else if (j.contains("prompt")) {
     p.messages.push_back({"user", string_field(j, "prompt", where)});
   } else {
@@ -88,6 +95,7 @@ Prompt parse(const std::string& line, const std::string& where) {
     break;
   }
   if (p.id.empty()) p.id = where;
+  if (j.contains("category")) p.category = string_field(j, "category", where);
   return p;
 }
 

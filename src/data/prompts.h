@@ -3,7 +3,9 @@
 //   {"instruction": "...", "input": "..."}                        Alpaca / Dolly (input optional, appended)
 //   {"conversations": [{"from": "human", "value": "..."}, ...]}   ShareGPT (from: system/human/gpt, or role/content)
 //   {"messages": [{"role": "user", "content": "..."}, ...]}       OpenAI / HF chat
-//   {"turns": ["...", "..."]}                                     MT-bench (the first turn is the prompt)
+//   {"turns": ["...", "..."]}                                     MT-bench (the first turn is the prompt; the later
+//                                                                 ones are kept for evaluate, which asks each after
+//                                                                 the target's own answer to the turn before)
 //   {"prompt": "..."}                                             a bare prompt
 // An optional "system" string adds a system message. A conversation is cut after its last user turn: the target
 // answers that. Blank lines are skipped; a malformed line is an Error naming file:line, or is skipped and counted
@@ -22,6 +24,8 @@ struct Prompt {
   int64_t index = 0;  // position among all prompts loaded (its stable id within a run)
   std::string id;     // the record's "id" / "question_id" when it has one, else "file:line"
   std::vector<tok::Message> messages;
+  std::vector<std::string> later_turns;  // MT-bench: the user turns after the first
+  std::string category;                  // the record's "category" (MT-bench: writing, roleplay, ...), or ""
 };
 
 struct PromptSet {

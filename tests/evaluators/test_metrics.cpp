@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
+#include "evaluators/acceptance.h"
 #include "evaluators/report.h"
 #include "test_util.h"
 
@@ -56,21 +58,41 @@ TEST(Report, DrafterNamesAreShortAndUnique) {
             (std::vector<std::string>{"a/pretrain/final", "b/pretrain/final"}));
 }
 
+// Counters of one turn: `emitted` tokens in `calls` target calls, drafts of gamma 2 with these accepted counts.
+SpecCounters turn_counters(int64_t emitted, int64_t calls, std::vector<int64_t> accepted) {
+  SpecCounters c;
+  for (int64_t a : accepted) c.record_draft(2, a);
+  c.num_emitted_tokens = emitted, c.num_target_calls = calls, c.num_drafter_calls = 2 * calls;
+  return c;
+}
+
 Report small_report() {
   Report r;
   r.target_dir = "target", r.device = "cpu", r.dtype = "fp32", r.target_params = 900, r.target_step_seconds = 0.03;
-  r.prompt_files = {"p.jsonl"}, r.prompts = 2, r.max_new_tokens = 8, r.repeats = 3;
-  SweepPoint base;
-  base.temperature = 0, base.counters.num_emitted_tokens = 20, base.counters.num_target_calls = 20;
-  base.seconds = {2.0, 1.0, 4.0};  // median 2 s: 10 tokens/s
-  r.baselines = {base};
+  r.verify_seconds = {{3, 0.06}};
+  r.environment = {"cpu: test", "2.11.0", "none", "abc1234", 2};
+  r.prompt_files = {"p.jsonl"}, r.prompts = 2, r.turns = 2, r.max_new_tokens = 8, r.repeats = 3, r.resamples = 500;
+  r.timed_prompts = 2, r.timed_max_new_tokens = 8;
+  // Exact greedy: four turns of two prompts in two categories; "kd" is accepted far more often than prompt lookup.
+  r.items = {{"q1", "writing", 1, 10, 6}, {"q2", "math", 1, 12, 6}, {"q1#2", "writing", 2, 20, 6},
+             {"q2#2", "math", 2, 22, 6}};
+  ExactPoint kd{2, {turn_counters(6, 2, {2, 2}), turn_counters(6, 3, {2, 1, 0}), turn_counters(6, 2, {2, 2}),
+                    turn_counters(6, 2, {2, 2})}};
+  ExactPoint lookup{2, {turn_counters(6, 6, {0, 0}), turn_counters(6, 5, {1, 0}), turn_counters(6, 6, {0}),
+                        turn_counters(6, 6, {0})}};
+  r.exact = {{"prompt-lookup", "", 0, {lookup}}, {"kd", "runs/kd/final", 100, {kd}}};
+  // Timed: each repeat a plain run then the drafter.
   DrafterResult d;
   d.name = "kd", d.dir = "runs/kd/final", d.params = 100, d.step_seconds = 0.01;
   SweepPoint p;
-  p.temperature = 0, p.gamma = 3, p.counters = four_drafts(), p.seconds = {0.5, 0.25, 0.5};  // 10 / 0.5 = 20 tok/s
+  p.temperature = 0, p.gamma = 3, p.counters = four_drafts(), p.seconds = {0.5, 0.25, 0.5};  // 20, 40, 20 tok/s
+  p.baseline_counters.num_emitted_tokens = 20, p.baseline_counters.num_target_calls = 20;
+  p.baseline_seconds = {2.0, 1.0, 4.0};  // 10, 20, 5 tokens/s: speed-ups 2, 2, 4
   PromptRun a{"q1", 5, "eos", {}}, b{"q2", 6, "length", {}};
   a.counters.record_draft(3, 0), a.counters.record_draft(3, 3);
   b.counters.record_draft(3, 1), b.counters.record_draft(3, 3);
+  a.counters.num_emitted_tokens = 5, a.counters.num_target_calls = 2;
+  b.counters.num_emitted_tokens = 5, b.counters.num_target_calls = 2;
   p.prompts = {a, b};
   d.points = {p};
   r.drafters = {d};
@@ -79,6 +101,8 @@ Report small_report() {
 
 TEST(Report, JsonNumbersFollowFromTheCounters) {
   const json j = report_json(small_report());
+  EXPECT_EQ(j["environment"]["git_commit"], "abc1234");
+  EXPECT_EQ(j["environment"]["device_name"], "cpu: test");
   const json& d = j["drafters"][0];
   EXPECT_DOUBLE_EQ(d["param_ratio"].get<double>(), 9.0);
   EXPECT_DOUBLE_EQ(d["latency_ratio"].get<double>(), 3.0);
@@ -88,31 +112,169 @@ TEST(Report, JsonNumbersFollowFromTheCounters) {
   EXPECT_DOUBLE_EQ(p["mbsu"].get<double>(), 9 * 2.5 / 12);
   EXPECT_DOUBLE_EQ(p["mbsu_latency"].get<double>(), 3 * 2.5 / 6);
   EXPECT_DOUBLE_EQ(p["tokens_per_s"].get<double>(), 20.0);
-  EXPECT_DOUBLE_EQ(j["baselines"][0]["tokens_per_s"].get<double>(), 10.0);
-  EXPECT_DOUBLE_EQ(p["speedup"].get<double>(), 2.0);
+  EXPECT_DOUBLE_EQ(p["baseline_tokens_per_s"].get<double>(), 10.0);
+  EXPECT_EQ(p["speedups"], json({2.0, 2.0, 4.0}));
+  EXPECT_DOUBLE_EQ(p["speedup"].get<double>(), 2.0);  // the median of the per-repeat ratios
+  EXPECT_LE(p["speedup_ci"][0].get<double>(), 2.0);
+  EXPECT_GE(p["speedup_ci"][1].get<double>(), 2.0);
+  // Allowed: tau 2.5 x 0.03 s / (0.06 s verification + 3 x 0.01 s drafting) = 0.833; 2.0 exceeds it.
+  EXPECT_NEAR(p["speedup_bound"].get<double>(), 2.5 * 0.03 / 0.09, 1e-12);
+  EXPECT_TRUE(p["exceeds_bound"].get<bool>());
+  EXPECT_DOUBLE_EQ(p["first_position_acceptance"].get<double>(), 3.0 / 4);
+
+  // Exact greedy: tau is a ratio of totals; the interval holds it; per turn and category split the items.
+  const json& ex = j["exact_greedy"];
+  EXPECT_EQ(ex["items"], 4);
+  EXPECT_EQ(ex["categories"], json({"writing", "math"}));
+  const json& kd = ex["drafters"][1]["points"][0];
+  EXPECT_EQ(ex["drafters"][1]["kind"], "model");
+  EXPECT_EQ(ex["drafters"][0]["kind"], "prompt-lookup");
+  EXPECT_DOUBLE_EQ(kd["tau"].get<double>(), 24.0 / 9);
+  EXPECT_LE(kd["tau_ci"][0].get<double>(), 24.0 / 9);
+  EXPECT_GE(kd["tau_ci"][1].get<double>(), 24.0 / 9);
+  EXPECT_DOUBLE_EQ(kd["by_turn"][1]["tau"].get<double>(), 12.0 / 4);
+  EXPECT_EQ(kd["by_turn"][1]["items"], 2);
+  EXPECT_DOUBLE_EQ(kd["by_category"][1]["tau"].get<double>(), 12.0 / 5);  // math: q2 and q2#2
+  EXPECT_DOUBLE_EQ(kd["first_position_acceptance"].get<double>(), 8.0 / 9);
+  ASSERT_EQ(ex["differences"].size(), 1u);
+  const json& diff = ex["differences"][0];
+  EXPECT_EQ(diff["drafter"], "prompt-lookup");
+  EXPECT_EQ(diff["versus"], "kd");
+  EXPECT_DOUBLE_EQ(diff["difference"].get<double>(), 24.0 / 23 - 24.0 / 9);
+  EXPECT_TRUE(diff["significant"].get<bool>()) << diff.dump();  // every resample has kd ahead
+
   const std::string md = report_markdown(j);
-  EXPECT_HAS(md, "| kd | 2.500 |");       // tau
-  EXPECT_HAS(md, "| kd | 2.00x (20.0) |");  // speed-up
-  EXPECT_HAS(md, "| kd | 1.88 (1.25) |");   // MBSU (latency MBSU)
-  EXPECT_HAS(md, "| kd | 3 | 0.750, 0.500, 0.500 |");
+  EXPECT_HAS(md, "| kd | 2.500 [");  // timed tau with its interval
+  EXPECT_HAS(md, "| kd | 2.00 [");   // speed-up with its interval
+  EXPECT_HAS(md, "**exceeds the bound**");
+  EXPECT_HAS(md, "| kd | 1.88 (1.25) |");  // MBSU (latency MBSU)
+  EXPECT_HAS(md, "| kd | 2.667 [");       // exact tau
+  EXPECT_HAS(md, "### By category (g = 2)");
+  EXPECT_HAS(md, "| prompt-lookup | kd | -1.623 [");
+  EXPECT_HAS(md, "| **yes** |");
+  EXPECT_HAS(md, "commit abc1234");
 }
 
 TEST(Report, FilesAndPlots) {
   testing::ScratchDir dir;
   const Report r = small_report();
   EXPECT_HAS(write_report(dir / "off", r, ""), "evaluate.python = off");
-  for (const char* f : {"report.json", "report.md", "prompts.jsonl", "plot_report.py"})
+  for (const char* f : {"report.json", "report.md", "prompts.jsonl", "exact.jsonl", "plot_report.py"})
     EXPECT_TRUE(std::filesystem::exists(dir / "off" / f)) << f;
-  // prompts.jsonl: one line per prompt, its own counters.
+  // prompts.jsonl: one line per timed prompt, its own counters.
   const std::string lines = testing::read_text(dir / "off" / "prompts.jsonl");
   const json first = json::parse(lines.substr(0, lines.find('\n')));
   EXPECT_EQ(first["prompt_id"], "q1");
   EXPECT_EQ(first["counters"]["acceptance_counts"], json({1, 0, 0, 1}));
+  // exact.jsonl: one line per drafter, gamma and turn.
+  const std::string exact = testing::read_text(dir / "off" / "exact.jsonl");
+  EXPECT_EQ(std::count(exact.begin(), exact.end(), '\n'), 8);
+  const json e = json::parse(exact.substr(0, exact.find('\n')));
+  EXPECT_EQ(e["drafter"], "prompt-lookup");
+  EXPECT_EQ(e["turn"], 1);
+  EXPECT_DOUBLE_EQ(e["block_efficiency"].get<double>(), 1.0);
 
   EXPECT_EQ(write_report(dir / "plots", r, DRAFTALIGN_TEST_PYTHON), "");
   for (const char* f : {"acceptance_by_position.png", "tau_vs_gamma.png", "speedup_vs_gamma.png"})
     EXPECT_GT(std::filesystem::file_size(dir / "plots" / f), 1000u) << f;
   EXPECT_HAS(write_report(dir / "bad", r, "/nonexistent/python"), "matplotlib");
+}
+
+// Greedy speculative decoding counted from one pass, on a hand-made answer: the target's greedy continuation is
+// 10, 11, ..., the drafter's argmax after each prefix agrees except at positions 2 and 5.
+TEST(OnePass, GreedyCountersOfHandMadeCases) {
+  GreedyAnswer a;
+  for (int64_t i = 0; i < 12; ++i) a.tokens.push_back(10 + i);
+  a.emitted = 8;
+  std::vector<int64_t> argmax = a.tokens;
+  argmax[2] = 99, argmax[5] = 99;
+  std::vector<int64_t> steps;
+  // g = 2: pos 0 accepts 10, 11, the target adds 12 (the miss at 2 is never proposed); pos 3 accepts 13, 14, + 15;
+  // pos 6 accepts 16, 17, + 18: the cut at 8.
+  SpecCounters c = simulate_greedy(a, 2, model_proposer(argmax), &steps);
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 2, 2}));
+  EXPECT_EQ(c.num_target_calls, 3);
+  EXPECT_EQ(c.num_emitted_tokens, 8);
+  EXPECT_EQ(c.num_drafts, 3);
+  EXPECT_EQ(c.num_draft_tokens, 6);
+  EXPECT_EQ(c.num_drafter_calls, 6);
+  EXPECT_EQ(c.acceptance_counts, (std::vector<int64_t>{0, 0, 3}));
+  // g = 1: pos 0 +1 -> 2; pos 2 rejected -> 3; pos 3 +1 -> 5; pos 5 rejected -> 6; pos 6 +1 -> 8.
+  steps.clear();
+  c = simulate_greedy(a, 1, model_proposer(argmax), &steps);
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 0, 1, 0, 1}));
+  EXPECT_EQ(c.num_accepted_tokens_per_pos, (std::vector<int64_t>{3}));
+  // g = 4: pos 0 accepts 10, 11 -> 3; pos 3 accepts 13, 14 -> 6; pos 6 accepts 16..19 (past the cut at 8: a draft is
+  // verified whole before the output is cut) -> done.
+  steps.clear();
+  c = simulate_greedy(a, 4, model_proposer(argmax), &steps);
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 2, 4}));
+  EXPECT_EQ(c.num_accepted_tokens, 8);
+  EXPECT_EQ(c.num_emitted_tokens, 8);
+  EXPECT_EQ(derive_metrics(c).block_efficiency, 8.0 / 3);
+  // A continuation too short for the last block is an error, not a silent undercount.
+  GreedyAnswer short_answer{{10, 11, 12}, 3};
+  EXPECT_THROW(simulate_greedy(short_answer, 2, model_proposer(argmax)), Error);
+  // A proposer with nothing to offer: every step is a plain target step.
+  c = simulate_greedy(a, 3, [](int64_t, int64_t) { return Proposal{}; });
+  EXPECT_EQ(c.num_target_calls, 8);
+  EXPECT_EQ(c.num_drafts, 0);
+  EXPECT_EQ(cut_answer({5, 6, 2, 7}, 10, {2}), 3);
+  EXPECT_EQ(cut_answer({5, 6, 2, 7}, 2, {2}), 2);
+  EXPECT_EQ(cut_answer({5, 6, 2, 7}, 10, {}), 4);
+}
+
+TEST(OnePass, PromptLookupProposesWhatFollowedTheLatestOccurrence) {
+  // The trailing 3-gram 1 2 3 occurred at the start: propose what followed it.
+  EXPECT_EQ(prompt_lookup({1, 2, 3, 9, 8, 1, 2, 3}, 2, 1, 3), (std::vector<int64_t>{9, 8}));
+  // The latest occurrence wins: 1 2 at 0 (then 5) and at 3 (then 6).
+  EXPECT_EQ(prompt_lookup({1, 2, 5, 1, 2, 6, 1, 2}, 1, 1, 3), (std::vector<int64_t>{6}));
+  // The longest n first: the 2-gram 4 1 recurs (then 7), although the 1-gram 1 recurs later (then 2).
+  EXPECT_EQ(prompt_lookup({4, 1, 7, 1, 2, 4, 1}, 1, 1, 3), (std::vector<int64_t>{7}));
+  // Fewer than k tokens follow: propose what there is; an overlapping occurrence counts (a run repeats itself).
+  EXPECT_EQ(prompt_lookup({3, 3, 3}, 4, 1, 2), (std::vector<int64_t>{3}));
+  EXPECT_EQ(prompt_lookup({1, 2, 3, 4}, 3, 1, 3), (std::vector<int64_t>{}));
+  EXPECT_EQ(prompt_lookup({1, 2, 1}, 3, 2, 3), (std::vector<int64_t>{}));  // only a 1-gram recurs, n_min is 2
+  // Through the proposer: the context is prompt + answer[0..pos).
+  const std::vector<int64_t> prompt = {7, 8, 9, 7}, answer = {8, 9, 5};
+  EXPECT_EQ(lookup_proposer(prompt, answer, 1, 3)(0, 2).tokens, (std::vector<int64_t>{8, 9}));
+  EXPECT_EQ(lookup_proposer(prompt, answer, 1, 3)(1, 2).tokens, (std::vector<int64_t>{9, 7}));
+  // A shorter draft is counted as what it is.
+  SpecCounters c;
+  c.record_draft(4, 1, 2);
+  EXPECT_EQ(c.num_draft_tokens, 2);
+  EXPECT_EQ(c.acceptance_counts, (std::vector<int64_t>{0, 1, 0, 0, 0}));
+  EXPECT_THROW(c.record_draft(4, 3, 2), Error);
+}
+
+TEST(Bootstrap, IntervalsHoldTheEstimateAndPairedDifferencesSeparate) {
+  // A constant per-item ratio has no spread.
+  const Interval flat = bootstrap_ratio({2, 4, 6}, {1, 2, 3}, 500, 1);
+  EXPECT_DOUBLE_EQ(flat.lo, 2.0);
+  EXPECT_DOUBLE_EQ(flat.hi, 2.0);
+  // Spread items: the interval holds the estimate, narrows with more items, and repeats with the seed.
+  std::vector<double> num, den;
+  for (int i = 0; i < 40; ++i) num.push_back(1 + (i * 7) % 5), den.push_back(1);
+  const Interval wide = bootstrap_ratio(std::vector<double>(num.begin(), num.begin() + 10),
+                                        std::vector<double>(den.begin(), den.begin() + 10), 2000, 3);
+  const Interval narrow = bootstrap_ratio(num, den, 2000, 3);
+  const double mean = 3.0;
+  EXPECT_LT(narrow.lo, mean);
+  EXPECT_GT(narrow.hi, mean);
+  EXPECT_LT(narrow.hi - narrow.lo, wide.hi - wide.lo);
+  EXPECT_EQ(bootstrap_ratio(num, den, 2000, 3).lo, narrow.lo);
+  // Paired: b is a + 0.1 on every item, so the difference is exactly -0.1 on every resample, although the unpaired
+  // intervals of a and b overlap.
+  std::vector<double> b = num;
+  for (double& x : b) x += 0.1;
+  const Interval d = bootstrap_ratio_difference(num, den, b, den, 2000, 5);
+  EXPECT_NEAR(d.lo, -0.1, 1e-12);
+  EXPECT_NEAR(d.hi, -0.1, 1e-12);
+  EXPECT_LT(bootstrap_ratio(b, den, 2000, 5).lo, narrow.hi);
+  // The median's interval holds the median.
+  const Interval m = bootstrap_median({1.0, 1.2, 0.9, 1.1, 5.0}, 1000, 2);
+  EXPECT_LE(m.lo, 1.1);
+  EXPECT_GE(m.hi, 1.1);
 }
 
 }  // namespace

@@ -1,0 +1,131 @@
+#include "evaluators/acceptance.h"
+
+#include <algorithm>
+#include <random>
+
+#include "common/error.h"
+
+namespace draftalign::eval {
+
+int64_t cut_answer(const std::vector<int64_t>& tokens, int64_t max_new, const std::vector<int64_t>& stop_ids) {
+  const int64_t n = std::min<int64_t>(max_new, static_cast<int64_t>(tokens.size()));
+  for (int64_t i = 0; i < n; ++i)
+    if (std::find(stop_ids.begin(), stop_ids.end(), tokens[i]) != stop_ids.end()) return i + 1;
+  return n;
+}
+
+SpecCounters simulate_greedy(const GreedyAnswer& answer, int64_t gamma, const Proposer& propose,
+                             std::vector<int64_t>* steps) {
+  DA_CHECK(gamma >= 1, "simulate_greedy: gamma must be >= 1, got ", gamma);
+  DA_CHECK(answer.emitted >= 1 && static_cast<int64_t>(answer.tokens.size()) >= answer.emitted - 1 + gamma,
+           "simulate_greedy: an answer of ", answer.emitted, " tokens needs a greedy continuation of at least ",
+           answer.emitted - 1 + gamma, " tokens, got ", answer.tokens.size());
+  SpecCounters c;
+  for (int64_t pos = 0; pos < answer.emitted;) {
+    Proposal p = propose(pos, gamma);
+    const int64_t proposed = std::min<int64_t>(gamma, static_cast<int64_t>(p.tokens.size()));
+    int64_t a = 0;
+    while (a < proposed && p.tokens[a] == answer.tokens[pos + a]) ++a;
+    ++c.num_target_calls;
+    c.num_drafter_calls += p.drafter_calls;
+    if (proposed > 0) c.record_draft(gamma, a, proposed);
+    if (steps != nullptr) steps->push_back(proposed > 0 ? a : -1);
+    pos += a + 1;  // the accepted drafts and the target's own token
+  }
+  c.num_emitted_tokens = answer.emitted;
+  return c;
+}
+
+Proposer model_proposer(const std::vector<int64_t>& argmax) {
+  return [&argmax](int64_t pos, int64_t gamma) {
+    DA_CHECK(pos + gamma <= static_cast<int64_t>(argmax.size()), "model_proposer: no drafter prediction at answer ",
+             "position ", pos + gamma - 1, " (", argmax.size(), " positions)");
+    return Proposal{std::vector<int64_t>(argmax.begin() + pos, argmax.begin() + pos + gamma), gamma};
+  };
+}
+
+std::vector<int64_t> prompt_lookup(const std::vector<int64_t>& context, int64_t k, int64_t n_min, int64_t n_max) {
+  DA_CHECK(k >= 1 && n_min >= 1 && n_max >= n_min, "prompt_lookup: k = ", k, ", n from ", n_min, " to ", n_max);
+  const int64_t len = static_cast<int64_t>(context.size());
+  for (int64_t n = std::min(n_max, len - 1); n >= n_min; --n) {
+    const int64_t tail = len - n;  // the trailing n-gram is context[tail..len)
+    // The latest earlier occurrence: start s < tail with context[s..s+n) == the trailing n-gram.
+    for (int64_t s = tail - 1; s >= 0; --s) {
+      if (!std::equal(context.begin() + s, context.begin() + s + n, context.begin() + tail)) continue;
+      const int64_t from = s + n, to = std::min(len, from + k);
+      return std::vector<int64_t>(context.begin() + from, context.begin() + to);
+    }
+  }
+  return {};
+}
+
+Proposer lookup_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer, int64_t n_min,
+                         int64_t n_max) {
+  return [&prompt, &answer, n_min, n_max](int64_t pos, int64_t gamma) {
+    std::vector<int64_t> context = prompt;
+    context.insert(context.end(), answer.begin(), answer.begin() + pos);
+    return Proposal{prompt_lookup(context, gamma, n_min, n_max), 0};
+  };
+}
+
+namespace {
+
+// The percentile interval of stat(weights) over `resamples` bootstrap draws; weights[i] = how often item i was drawn.
+template <class Stat>
+Interval bootstrap(size_t n, int64_t resamples, uint64_t seed, double level, Stat stat) {
+  DA_CHECK(n >= 1 && resamples >= 1 && level > 0 && level < 1, "bootstrap: ", n, " items, ", resamples,
+           " resamples, level ", level);
+  std::mt19937_64 rng(seed);
+  std::vector<double> stats;
+  stats.reserve(static_cast<size_t>(resamples));
+  std::vector<double> w(n);
+  for (int64_t r = 0; r < resamples; ++r) {
+    std::fill(w.begin(), w.end(), 0.0);
+    for (size_t i = 0; i < n; ++i) w[rng() % n] += 1;
+    stats.push_back(stat(w));
+  }
+  std::sort(stats.begin(), stats.end());
+  auto at = [&](double q) {  // linear interpolation between order statistics
+    const double x = q * static_cast<double>(stats.size() - 1);
+    const size_t i = static_cast<size_t>(x);
+    const double f = x - static_cast<double>(i);
+    return i + 1 < stats.size() ? stats[i] * (1 - f) + stats[i + 1] * f : stats[i];
+  };
+  return {at((1 - level) / 2), at((1 + level) / 2)};
+}
+
+double weighted_ratio(const std::vector<double>& w, const std::vector<double>& num, const std::vector<double>& den) {
+  double a = 0, b = 0;
+  for (size_t i = 0; i < w.size(); ++i) a += w[i] * num[i], b += w[i] * den[i];
+  return b > 0 ? a / b : 0.0;
+}
+
+}  // namespace
+
+Interval bootstrap_ratio(const std::vector<double>& num, const std::vector<double>& den, int64_t resamples,
+                         uint64_t seed, double level) {
+  DA_CHECK(num.size() == den.size(), "bootstrap_ratio: ", num.size(), " numerators, ", den.size(), " denominators");
+  return bootstrap(num.size(), resamples, seed, level,
+                   [&](const std::vector<double>& w) { return weighted_ratio(w, num, den); });
+}
+
+Interval bootstrap_ratio_difference(const std::vector<double>& num_a, const std::vector<double>& den_a,
+                                    const std::vector<double>& num_b, const std::vector<double>& den_b,
+                                    int64_t resamples, uint64_t seed, double level) {
+  const size_t n = num_a.size();
+  DA_CHECK(den_a.size() == n && num_b.size() == n && den_b.size() == n,
+           "bootstrap_ratio_difference: both sides need the same items");
+  return bootstrap(n, resamples, seed, level, [&](const std::vector<double>& w) {
+    return weighted_ratio(w, num_a, den_a) - weighted_ratio(w, num_b, den_b);
+  });
+}
+
+Interval bootstrap_median(const std::vector<double>& xs, int64_t resamples, uint64_t seed, double level) {
+  return bootstrap(xs.size(), resamples, seed, level, [&](const std::vector<double>& w) {
+    std::vector<double> drawn;
+    for (size_t i = 0; i < w.size(); ++i) drawn.insert(drawn.end(), static_cast<size_t>(w[i]), xs[i]);
+    return median(drawn);
+  });
+}
+
+}  // namespace draftalign::eval
