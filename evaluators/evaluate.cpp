@@ -37,6 +37,39 @@ struct Turn {
 };
 
 
+// Text as Hugging Face's decode gives it (errors="replace"): every byte that does not start a well-formed UTF-8
+// sequence becomes U+FFFD. A greedy answer cut at the token limit can end inside a character, and a weak model's
+// byte tokens need not form characters at all; the conversation of the next turn is rendered from this text.
+std::string replace_invalid_utf8(const std::string& s) {
+  std::string out;
+  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = b[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len > 0 && i + len <= n;
+    for (size_t k = 1; ok && k < len; ++k) ok = (b[i + k] & 0xC0) == 0x80;
+    if (ok && len == 2) ok = c >= 0xC2;                                           // overlong
+    if (ok && len == 3) {
+      const uint32_t cp = ((c & 0x0Fu) << 12) | ((b[i + 1] & 0x3Fu) << 6) | (b[i + 2] & 0x3Fu);
+      ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);                           // overlong, surrogates
+    }
+    if (ok && len == 4) {
+      const uint32_t cp = ((c & 0x07u) << 18) | ((b[i + 1] & 0x3Fu) << 12) | ((b[i + 2] & 0x3Fu) << 6) |
+                          (b[i + 3] & 0x3Fu);
+      ok = cp >= 0x10000 && cp <= 0x10FFFF;
+    }
+    if (ok) {
+      out.append(s, i, len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 // The interpreter that draws the plots, or "" for none.
 std::string plot_python(const std::string& setting) {
   if (setting == "off") return "";
@@ -235,7 +268,7 @@ int evaluate(const config::Config& cfg) {
         if (!said.empty() && std::find(stop_ids.begin(), stop_ids.end(), said.back()) != stop_ids.end())
           said.pop_back();
         auto& conv = conversations[static_cast<size_t>(i)];
-        conv.push_back({"assistant", tokenizer->decode(said)});
+        conv.push_back({"assistant", replace_invalid_utf8(tokenizer->decode(said))});
         conv.push_back({"user", p.later_turns[static_cast<size_t>(turn - 1)]});
         next.push_back(i);
       }

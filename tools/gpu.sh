@@ -187,16 +187,19 @@ demo() {
   "$python" - "$report" >>"$log/rows-3-demo.md" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-base = {b["temperature"]: b["tokens_per_s"] for b in r["baselines"]}
-print(f"| demo report | {r['prompts']} MT-bench prompts x {r['max_new_tokens']} tokens, median of {r['repeats']} runs; "
-      f"target alone {', '.join(f'{v:.0f} tok/s at T={t:g}' for t, v in base.items())} |")
+ex = r["exact_greedy"]
+print(f"| demo report | exact greedy tau over {ex['items']} MT-bench turns x {r['max_new_tokens']} tokens; "
+      f"timed: {r['timed']['prompts']} turns, median of {r['timed']['repeats']} alternated runs |")
+for d in ex["drafters"]:
+    taus = " ".join(f"{p['tau']:.2f} [{p['tau_ci'][0]:.2f}, {p['tau_ci'][1]:.2f}]" for p in d["points"])
+    print(f"| {d['name']} exact greedy tau | {taus} |")
 for d in r["drafters"]:
     for t in sorted({p["temperature"] for p in d["points"]}):
         pts = sorted((p for p in d["points"] if p["temperature"] == t), key=lambda p: p["gamma"])
-        taus = " ".join(f"{p['metrics']['block_efficiency']:.2f}" for p in pts)
         best = max(pts, key=lambda p: p["speedup"])
-        print(f"| {d['name']} T={t:g} | tau g={pts[0]['gamma']}..{pts[-1]['gamma']}: {taus}; "
-              f"best speed-up {best['speedup']:.2f}x at g={best['gamma']} |")
+        print(f"| {d['name']} T={t:g} timed | best speed-up {best['speedup']:.2f}x "
+              f"[{best['speedup_ci'][0]:.2f}, {best['speedup_ci'][1]:.2f}] at g={best['gamma']} "
+              f"(bound {best['speedup_bound']:.2f}) |")
 EOF
   local drafter=runs/demo-gpu/distill/tvdpp-token-q/final
   "$bin/bench/bench_speculative" --target "$smol" --drafter "$drafter" --device "$device" \

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Plots of a `draftalign evaluate` report (report.json): acceptance by draft position, block efficiency tau vs the
-draft length gamma, and the wall-clock speed-up vs gamma, one panel per sampling temperature and one line per drafter.
+"""Plots of a `draftalign evaluate` report (report.json): the exact greedy block efficiency tau vs the draft length
+gamma with its 95% intervals (one line per drafter, prompt lookup included), and from the timed runs the acceptance by
+draft position and the wall-clock speed-up vs gamma with its interval, one panel per sampling temperature.
 
     python plot_report.py REPORT_DIR/report.json     # writes the PNGs next to report.json
 
@@ -23,6 +24,8 @@ def temperature_label(t):
 
 def panels(report, title, ylabel, fill, out):
     temps = sorted({p["temperature"] for d in report["drafters"] for p in d["points"]})
+    if not temps:  # no timed runs
+        return None
     fig, axes = plt.subplots(1, len(temps), figsize=(5 * len(temps), 3.8), squeeze=False, sharey=True)
     for ax, t in zip(axes[0], temps):
         for d in report["drafters"]:
@@ -54,26 +57,44 @@ def main():
         ax.set_xlabel("draft position")
         ax.set_ylim(0, 1.02)
 
-    def tau(ax, name, points):
-        ax.plot([p["gamma"] for p in points], [p["metrics"]["block_efficiency"] for p in points], marker="o",
-                label=name)
+    def with_interval(ax, name, points, value, ci):
+        xs = [p["gamma"] for p in points]
+        ys = [p[value] for p in points]
+        lo = [y - p[ci][0] for y, p in zip(ys, points)]
+        hi = [p[ci][1] - y for y, p in zip(ys, points)]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
         ax.set_xlabel("draft length gamma")
 
     def speedup(ax, name, points):
-        ax.plot([p["gamma"] for p in points], [p["speedup"] for p in points], marker="o", label=name)
+        with_interval(ax, name, points, "speedup", "speedup_ci")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel("draft length gamma")
+
+    def exact_tau():
+        out = os.path.join(here, "tau_vs_gamma.png")
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for d in report["exact_greedy"]["drafters"]:
+            with_interval(ax, d["name"], sorted(d["points"], key=lambda p: p["gamma"]), "tau", "tau_ci")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("tau")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"Exact greedy block efficiency tau, {report['exact_greedy']['items']} turns (95% intervals)")
+        fig.tight_layout()
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+        return out
 
     made = [
         panels(report, "Acceptance rate by draft position (vLLM: accepted at i / drafts)", "acceptance rate",
                acceptance, os.path.join(here, "acceptance_by_position.png")),
-        panels(report, "Block efficiency tau (tokens per target call)", "tau", tau,
-               os.path.join(here, "tau_vs_gamma.png")),
-        panels(report, f"Wall-clock speed-up over the target alone ({report['device']})", "speed-up", speedup,
+        exact_tau(),
+        panels(report, f"Wall-clock speed-up over plain decoding ({report['environment']['device_name']})",
+               "speed-up (95% interval)", speedup,
                os.path.join(here, "speedup_vs_gamma.png")),
     ]
     for m in made:
-        print(m)
+        if m:
+            print(m)
 
 
 if __name__ == "__main__":

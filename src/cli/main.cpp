@@ -71,10 +71,14 @@ int main(int argc, char** argv) {
        {"run", "target", "distill"},
        [](const draftalign::config::LoadedConfig& l) { return draftalign::train::distill(l.cfg); }},
       {"evaluate", "speculative decoding: block efficiency, acceptance, MBSU, speed-up",
-       "Lossless draft-then-verify decoding of the target with each drafter in evaluate.drafters on the prompt\n"
-       "files (MT-bench by default), swept over evaluate.gammas and evaluate.temperatures, against the target\n"
-       "decoding alone: block efficiency tau, acceptance by position, MBSU and the wall-clock speed-up (median of\n"
-       "evaluate.repeats runs). Writes report.json, report.md, prompts.jsonl and plots to evaluate.report_dir.",
+       "Is a drafter worth deploying? The target answers every prompt (every MT-bench turn, the second after its\n"
+       "own first answer) greedily once; each drafter in evaluate.drafters, and prompt lookup, reads prompt +\n"
+       "answer in one teacher-forced pass: exact greedy tau for every evaluate.exact_gammas, with 95% bootstrap\n"
+       "intervals over prompts, per turn and category, and paired differences. Then the real draft-then-verify\n"
+       "decoder on evaluate.timed_prompts turns at evaluate.gammas x evaluate.temperatures, each run alternated\n"
+       "with plain decoding: wall-clock speed-up (median, interval, checked against what tau allows), MBSU,\n"
+       "measured acceptance. Writes report.json, report.md, exact.jsonl, prompts.jsonl and plots to\n"
+       "evaluate.report_dir.",
        {"run", "target", "evaluate"},
        [](const draftalign::config::LoadedConfig& l) { return draftalign::eval::evaluate(l.cfg); }},
       {"export", "write a checkpoint as a Hugging Face directory",

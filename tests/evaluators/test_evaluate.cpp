@@ -1,7 +1,8 @@
 // `draftalign evaluate` end to end, as the real binary: a tiny target with SmolLM2's tokenizer, a drafter that shares
-// its embeddings and head, and a copy of the target as a second drafter, on a 4-prompt file. The report files are all
-// written; every number in report.json agrees with the per-prompt records and the formulas; the copy of the target is
-// always accepted; greedy outputs are as long as the target's own. Bad inputs (a drafter with another vocabulary, a
+// its embeddings and head, and a copy of the target as a second drafter, plus prompt lookup, on a 4-prompt file of two
+// turns each. The report files are all written; every number in report.json agrees with the per-prompt records and
+// the formulas; the one-pass exact counters of the timed greedy turns equal the real decoder's; the copy of the
+// target is always accepted; greedy outputs are as long as the target's own. Bad inputs (a drafter with another vocabulary, a
 // missing or corrupt checkpoint, gamma 0, an empty prompt file) are one clear error each, and the report already in
 // the directory survives them.
 #include <gtest/gtest.h>
@@ -28,7 +29,7 @@ struct World {
     std::string prompts;
     for (int i = 0; i < 4; ++i)
       prompts += json({{"turns", {str_cat("Tell me about the number ", i, "."), "And more?"}},
-                       {"question_id", 80 + i}}).dump() + "\n";
+                       {"question_id", 80 + i}, {"category", i < 2 ? "math" : "writing"}}).dump() + "\n";
     testing::write_text(d / "prompts.jsonl", prompts);
   }
   std::string evaluate(const std::string& extra = "") const {
@@ -37,6 +38,7 @@ struct World {
                    (d / "same").string(), "] evaluate.prompts=[", (d / "prompts.jsonl").string(),
                    "] evaluate.report_dir=", (d / "report").string(),
                    " evaluate.gammas=[1,3] evaluate.temperatures=[0,1] evaluate.max_new_tokens=24 evaluate.repeats=2",
+                   " evaluate.timed_prompts=4 evaluate.timed_max_new_tokens=24 evaluate.exact_gammas=[1,2,3,4]",
                    " evaluate.python=", DRAFTALIGN_TEST_PYTHON, " ", extra);
   }
 };
@@ -70,39 +72,70 @@ SpecCounters sum_prompts(const std::vector<json>& records, const std::string& dr
   return s;
 }
 
+SpecCounters counters_of(const json& c) {
+  SpecCounters x;
+  x.num_drafts = c["num_drafts"], x.num_draft_tokens = c["num_draft_tokens"];
+  x.num_accepted_tokens = c["num_accepted_tokens"];
+  x.num_accepted_tokens_per_pos = c["num_accepted_tokens_per_pos"].get<std::vector<int64_t>>();
+  x.acceptance_counts = c["acceptance_counts"].get<std::vector<int64_t>>();
+  x.num_emitted_tokens = c["num_emitted_tokens"], x.num_target_calls = c["num_target_calls"];
+  x.num_drafter_calls = c["num_drafter_calls"];
+  return x;
+}
+
 TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
   World w;
   const auto r = run_command(w.evaluate());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const fsys::path dir = w.d / "report";
-  for (const char* f : {"report.json", "report.md", "prompts.jsonl", "plot_report.py", "acceptance_by_position.png",
-                        "tau_vs_gamma.png", "speedup_vs_gamma.png"})
+  for (const char* f : {"report.json", "report.md", "prompts.jsonl", "exact.jsonl", "plot_report.py",
+                        "acceptance_by_position.png", "tau_vs_gamma.png", "speedup_vs_gamma.png"})
     EXPECT_TRUE(fsys::exists(dir / f)) << f << "\n" << r.output;
   const json rep = json::parse(testing::read_text(dir / "report.json"));
-  const auto records = jsonl(dir / "prompts.jsonl");
-  EXPECT_EQ(records.size(), 4u * (2 + 2 * 2 * 2));  // prompts x (baselines + drafters x temperatures x gammas)
   EXPECT_EQ(rep["prompts"], 4);
-  ASSERT_EQ(rep["drafters"].size(), 2u);
-  EXPECT_EQ(rep["drafters"][0]["name"], "drafter");
-  EXPECT_EQ(rep["drafters"][1]["name"], "same");
-  const int64_t target_params = rep["target"]["params"];
+  EXPECT_FALSE(rep["environment"]["libtorch"].get<std::string>().empty());
+  EXPECT_FALSE(rep["environment"]["git_commit"].get<std::string>().empty());
 
-  std::map<double, double> baseline_tps;
-  std::map<double, int64_t> baseline_tokens;
-  for (const json& b : rep["baselines"]) {
-    int64_t n = 0;
-    const SpecCounters s = sum_prompts(records, "target-only", b["temperature"], 0, &n);
-    EXPECT_EQ(n, 4);
-    EXPECT_EQ(b["num_emitted_tokens"].get<int64_t>(), s.num_emitted_tokens);
-    EXPECT_EQ(s.num_target_calls, s.num_emitted_tokens);  // one token per call
-    ASSERT_EQ(b["seconds"].size(), 2u);
-    baseline_tps[b["temperature"]] = s.num_emitted_tokens / median(b["seconds"].get<std::vector<double>>());
-    EXPECT_NEAR(b["tokens_per_s"].get<double>(), baseline_tps[b["temperature"]], 1e-9);
-    baseline_tokens[b["temperature"]] = s.num_emitted_tokens;
-  }
+  // Exact greedy tau: 4 prompts x 2 turns, every drafter (prompt lookup first) at g = 1..4.
+  const json& ex = rep["exact_greedy"];
+  EXPECT_EQ(ex["items"], 8);
+  EXPECT_EQ(ex["turns"], json({1, 2}));
+  EXPECT_EQ(ex["categories"], json({"math", "writing"}));
+  ASSERT_EQ(ex["drafters"].size(), 3u);
+  EXPECT_EQ(ex["drafters"][0]["name"], "prompt-lookup");
+  EXPECT_EQ(ex["drafters"][1]["name"], "drafter");
+  EXPECT_EQ(ex["drafters"][2]["name"], "same");
+  const auto exact = jsonl(dir / "exact.jsonl");
+  EXPECT_EQ(exact.size(), 3u * 4 * 8);
+  std::map<std::string, SpecCounters> exact_by;  // drafter/gamma/prompt -> counters
+  for (const json& e : exact)
+    exact_by[str_cat(e["drafter"].get<std::string>(), "/", e["gamma"].get<int64_t>(), "/",
+                     e["prompt_id"].get<std::string>())] = counters_of(e["counters"]);
+  for (const json& d : ex["drafters"])
+    for (const json& p : d["points"]) {
+      SpecCounters sum;
+      int64_t n = 0;
+      for (const json& e : exact)
+        if (e["drafter"] == d["name"] && e["gamma"] == p["gamma"]) sum.add(counters_of(e["counters"])), ++n;
+      EXPECT_EQ(n, 8);
+      EXPECT_EQ(counters_of(p["counters"]), sum) << d["name"] << " g " << p["gamma"];
+      const double tau = static_cast<double>(sum.num_emitted_tokens) / sum.num_target_calls;
+      EXPECT_NEAR(p["tau"].get<double>(), tau, 1e-12);
+      EXPECT_LE(p["tau_ci"][0].get<double>(), tau + 1e-12);
+      EXPECT_GE(p["tau_ci"][1].get<double>(), tau - 1e-12);
+      if (d["name"] == "same") EXPECT_EQ(sum.num_accepted_tokens, sum.num_draft_tokens) << "the target drafts itself";
+    }
+
+  // Timed: every (drafter, temperature, gamma) point against the plain runs it alternated with.
+  const auto records = jsonl(dir / "prompts.jsonl");
+  EXPECT_EQ(records.size(), 4u * 3 * 2 * 2);  // timed prompts x drafters x temperatures x gammas
+  ASSERT_EQ(rep["drafters"].size(), 3u);
+  const int64_t target_params = rep["target"]["params"];
   for (const json& d : rep["drafters"]) {
-    const double c = static_cast<double>(target_params) / d["params"].get<int64_t>();
-    EXPECT_NEAR(d["param_ratio"].get<double>(), c, 1e-9);
+    if (d["params"].get<int64_t>() > 0) {
+      const double c = static_cast<double>(target_params) / d["params"].get<int64_t>();
+      EXPECT_NEAR(d["param_ratio"].get<double>(), c, 1e-9);
+    }
     ASSERT_EQ(d["points"].size(), 4u);
     for (const json& p : d["points"]) {
       const double t = p["temperature"];
@@ -110,34 +143,42 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
       int64_t n = 0;
       const SpecCounters s = sum_prompts(records, d["name"], t, g, &n);
       EXPECT_EQ(n, 4);
-      const json& pc = p["counters"];
-      EXPECT_EQ(pc["num_drafts"].get<int64_t>(), s.num_drafts);
-      EXPECT_EQ(pc["num_accepted_tokens"].get<int64_t>(), s.num_accepted_tokens);
-      EXPECT_EQ(pc["num_accepted_tokens_per_pos"].get<std::vector<int64_t>>(), s.num_accepted_tokens_per_pos);
-      EXPECT_EQ(pc["acceptance_counts"].get<std::vector<int64_t>>(), s.acceptance_counts);
-      EXPECT_EQ(pc["num_emitted_tokens"].get<int64_t>(), s.num_emitted_tokens);
-      EXPECT_EQ(s.num_draft_tokens, g * s.num_drafts);
-      EXPECT_EQ(s.num_drafts, s.num_target_calls);
+      EXPECT_EQ(counters_of(p["counters"]), s);
       const double tau = static_cast<double>(s.num_emitted_tokens) / s.num_target_calls;
-      const json& m = p["metrics"];
-      EXPECT_NEAR(m["block_efficiency"].get<double>(), tau, 1e-12);
-      EXPECT_NEAR(m["mean_acceptance_length"].get<double>(), 1.0 + double(s.num_accepted_tokens) / s.num_drafts, 1e-12);
-      EXPECT_NEAR(m["acceptance_rate_per_pos"][0].get<double>(),
-                  double(s.num_accepted_tokens_per_pos[0]) / s.num_drafts, 1e-12);
-      EXPECT_NEAR(p["mbsu"].get<double>(), c * tau / (c + g), 1e-12);
-      const double tps = s.num_emitted_tokens / median(p["seconds"].get<std::vector<double>>());
-      EXPECT_NEAR(p["tokens_per_s"].get<double>(), tps, 1e-9);
-      EXPECT_NEAR(p["speedup"].get<double>(), tps / baseline_tps[t], 1e-9);
-      if (t == 0) EXPECT_EQ(s.num_emitted_tokens, baseline_tokens[0]) << "greedy output must equal the target's";
+      EXPECT_NEAR(p["metrics"]["block_efficiency"].get<double>(), tau, 1e-12);
+      ASSERT_EQ(p["seconds"].size(), 2u);
+      ASSERT_EQ(p["baseline_seconds"].size(), 2u);
+      std::vector<double> ratios;
+      for (size_t i = 0; i < 2; ++i)
+        ratios.push_back((s.num_emitted_tokens / p["seconds"][i].get<double>()) /
+                         (p["baseline_tokens"].get<int64_t>() / p["baseline_seconds"][i].get<double>()));
+      EXPECT_NEAR(p["speedup"].get<double>(), median(ratios), 1e-9);
+      if (t == 0) {
+        EXPECT_EQ(s.num_emitted_tokens, p["baseline_tokens"].get<int64_t>()) << "greedy output must be the target's";
+        // The one-pass counters of each timed greedy turn are the real decoder's, counter for counter.
+        for (const json& rec : records)
+          if (rec["drafter"] == d["name"] && rec["temperature"].get<double>() == 0 && rec["gamma"] == g) {
+            const std::string key = str_cat(d["name"].get<std::string>(), "/", g, "/",
+                                            rec["prompt_id"].get<std::string>());
+            ASSERT_TRUE(exact_by.count(key)) << key;
+            EXPECT_EQ(exact_by[key], counters_of(rec["counters"])) << key;
+          }
+      }
       if (d["name"] == "same") {
         EXPECT_EQ(s.num_accepted_tokens, s.num_draft_tokens) << "the target as its own drafter, T " << t << " g " << g;
-      } else {
+        EXPECT_EQ(s.num_drafts, s.num_target_calls);
+      } else if (d["name"] == "drafter") {
         EXPECT_LT(s.num_accepted_tokens, s.num_draft_tokens);
+        EXPECT_EQ(s.num_draft_tokens, g * s.num_drafts);
       }
     }
   }
   const std::string md = testing::read_text(dir / "report.md");
-  EXPECT_HAS(md, "### Block efficiency tau");
+  EXPECT_HAS(md, "## Exact greedy block efficiency tau (one pass)");
+  EXPECT_HAS(md, "| drafter | g=1 | g=2 | g=3 | g=4 |");
+  EXPECT_HAS(md, "### By turn (g = 4)");
+  EXPECT_HAS(md, "### By category (g = 4)");
+  EXPECT_HAS(md, "### Paired differences in tau (g = 4)");
   EXPECT_HAS(md, "| drafter | g=1 | g=3 |");
 }
 
@@ -147,7 +188,8 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
 TEST(Evaluate, InterruptedRunResumesFromTheSweepLog) {
   World w;
   const std::string cmd =
-      w.evaluate(str_cat("evaluate.repeats=1 evaluate.drafters=[", (w.d / "drafter" / "final").string(), "]"));
+      w.evaluate(str_cat("evaluate.repeats=1 evaluate.prompt_lookup=false evaluate.drafters=[",
+                         (w.d / "drafter" / "final").string(), "]"));
   const fsys::path dir = w.d / "report", log = dir / "sweep.jsonl";
   auto r = run_command(cmd);
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -157,30 +199,29 @@ TEST(Evaluate, InterruptedRunResumesFromTheSweepLog) {
     std::istringstream in(testing::read_text(log));
     for (std::string line; std::getline(in, line);) lines.push_back(line);
   }
-  ASSERT_EQ(lines.size(), 1u + 2 + 4);  // header, 2 baselines, 1 drafter x 2 temperatures x 2 gammas
+  ASSERT_EQ(lines.size(), 1u + 4);  // header, 1 drafter x 2 temperatures x 2 gammas
 
-  // Stopped after the baselines and the first drafter point.
-  testing::write_text(log, lines[0] + "\n" + lines[1] + "\n" + lines[2] + "\n" + lines[3] + "\n");
+  // Stopped after the first two points.
+  testing::write_text(log, lines[0] + "\n" + lines[1] + "\n" + lines[2] + "\n");
   fsys::remove(dir / "report.json");
   r = run_command(cmd);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_HAS(r.output, "resuming: 3 sweep points already done");
+  EXPECT_HAS(r.output, "resuming: 2 sweep points already done");
   const json resumed = json::parse(testing::read_text(dir / "report.json"));
-  ASSERT_EQ(resumed["baselines"].size(), 2u);
-  for (size_t i = 0; i < 2; ++i) {
-    EXPECT_EQ(resumed["baselines"][i]["seconds"], full["baselines"][i]["seconds"]) << "not run again";
-    EXPECT_EQ(resumed["baselines"][i]["num_emitted_tokens"], full["baselines"][i]["num_emitted_tokens"]);
-  }
   const json& a = full["drafters"][0]["points"];
   const json& b = resumed["drafters"][0]["points"];
   ASSERT_EQ(b.size(), 4u);
-  EXPECT_EQ(b[0]["seconds"], a[0]["seconds"]) << "not run again";
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(b[i]["seconds"], a[i]["seconds"]) << "not run again";
+    EXPECT_EQ(b[i]["baseline_seconds"], a[i]["baseline_seconds"]) << "not run again";
+  }
+  EXPECT_EQ(resumed["exact_greedy"], full["exact_greedy"]) << "the one-pass part is deterministic";
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(b[i]["counters"], a[i]["counters"]) << i;
   EXPECT_NE(b[3]["seconds"], a[3]["seconds"]) << "timed again";
   EXPECT_EQ(jsonl(log).size(), lines.size());
 
   // A damaged record.
-  testing::write_text(log, lines[0] + "\n" + lines[1] + "\n{\"who\": \"target-only\"}\n");
+  testing::write_text(log, lines[0] + "\n" + lines[1] + "\n{\"who\": \"drafter\"}\n");
   r = run_command(cmd);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_HAS(r.output, "sweep.jsonl:3: not a sweep record");

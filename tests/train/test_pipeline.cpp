@@ -49,7 +49,7 @@ distill:
   train: {steps: 4, seq_len: 64, micro_batch_size: 4, eval_every: 0, eval_batches: 1, save_every: 0,
           optim: {lr: 0.001, min_lr: 0.0001, warmup_steps: 1}}
 evaluate: {prompts: [")", (d / "prompts.jsonl").string(), R"("], report_dir: ")", o, R"(/report", gammas: [1, 2],
-           max_new_tokens: 8, max_prompts: 2, repeats: 1, python: "off"}
+           max_new_tokens: 8, max_prompts: 2, repeats: 1, timed_prompts: 2, timed_max_new_tokens: 8, python: "off"}
 pipeline: {losses: [tvdpp, fkl]}
 export: {checkpoint: ")", o, R"(/distill/tvdpp-token-q/final", output_dir: ")", o, R"(/export"}
 )"));
@@ -67,9 +67,11 @@ TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
   const json rep = json::parse(testing::read_text(out / "report" / "report.json"));
   std::vector<std::string> names;
   for (const auto& d : rep["drafters"]) names.push_back(d["name"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"pretrain", "tvdpp-token-q", "fkl"}));
-  EXPECT_EQ(rep["drafters"][1]["dir"], (out / "distill" / "tvdpp-token-q" / "final").string());
-  EXPECT_EQ(rep["drafters"][0]["points"].size(), 4u);  // 2 temperatures x 2 gammas
+  EXPECT_EQ(names, (std::vector<std::string>{"prompt-lookup", "pretrain", "tvdpp-token-q", "fkl"}));
+  EXPECT_EQ(rep["drafters"][2]["dir"], (out / "distill" / "tvdpp-token-q" / "final").string());
+  EXPECT_EQ(rep["drafters"][1]["points"].size(), 4u);  // 2 temperatures x 2 gammas
+  EXPECT_EQ(rep["exact_greedy"]["drafters"].size(), 4u);
+  EXPECT_EQ(rep["exact_greedy"]["items"], 2);  // 2 prompts of one turn
 
   r = w.run("pipeline");
   ASSERT_EQ(r.exit_code, 0) << r.output;
