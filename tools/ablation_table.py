@@ -40,11 +40,11 @@ def main():
     print(f"held-out records: {start['val_tokens']} response tokens; start = the pretrained drafter (step 0)\n")
     print("| loss | steps | alpha | tau(1) | tau(4) | tau(8) | response CE |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| start | 0 | {start['val_alpha']:.4f} | {start['val_tau'][0]:.3f} | {start['val_tau'][3]:.3f} | "
-          f"{start['val_tau'][7]:.3f} | {start['val_ce']:.3f} |")
+    print(f"| start | 0 | {start['val_alpha']:.4f} | {start['val_tau_iid_prediction'][0]:.3f} | {start['val_tau_iid_prediction'][3]:.3f} | "
+          f"{start['val_tau_iid_prediction'][7]:.3f} | {start['val_ce']:.3f} |")
     for name, _, end in rows:
-        print(f"| {name} | {end['step']} | {end['val_alpha']:.4f} | {end['val_tau'][0]:.3f} | {end['val_tau'][3]:.3f} | "
-              f"{end['val_tau'][7]:.3f} | {end['val_ce']:.3f} |")
+        print(f"| {name} | {end['step']} | {end['val_alpha']:.4f} | {end['val_tau_iid_prediction'][0]:.3f} | {end['val_tau_iid_prediction'][3]:.3f} | "
+              f"{end['val_tau_iid_prediction'][7]:.3f} | {end['val_ce']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -130,6 +131,17 @@ Tensor response_rows(const Tensor& logits, const Tensor& positions) {
 
 }  // namespace
 
+std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& prompts, double val_fraction) {
+  const int64_t every = val_fraction > 0 ? std::max<int64_t>(2, std::llround(1.0 / val_fraction)) : 0;
+  std::map<std::vector<int64_t>, int64_t> order;  // prompt -> order of first appearance
+  std::vector<bool> out;
+  for (const auto& p : prompts) {
+    const int64_t k = order.emplace(p, static_cast<int64_t>(order.size())).first->second;
+    out.push_back(every > 0 && k % every == every - 1);
+  }
+  return out;
+}
+
 std::string distill_run_name(const config::DistillSection& d) {
   if (d.loss != "tvdpp") return d.loss;
   return "tvdpp-" + d.tvdpp_scope + "-" + d.tvdpp_weighting;
@@ -146,28 +158,30 @@ int distill(const config::Config& cfg) {
   // Models: the student in fp32 master weights, the teacher frozen in target.dtype (bf16 on CUDA by default).
   auto student = model::load_llama(d.student, rt.device, torch::kFloat32);
   const int64_t vocab = student->config().vocab_size;
-  std::shared_ptr<model::Llama> teacher;
-  if (!offline) {
-    const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && rt.device.is_cuda());
-    teacher = model::load_llama(cfg.target.dir, rt.device, bf16 ? torch::kBFloat16 : torch::kFloat32);
-    teacher->eval();
-    for (auto& p : teacher->parameters()) p.set_requires_grad(false);
-    DA_CHECK(teacher->config().vocab_size == vocab, "the drafter ", d.student, " has a vocabulary of ", vocab,
-             " tokens, the target ", cfg.target.dir, " one of ", teacher->config().vocab_size,
-             ": distillation needs the same vocabulary");
-    DA_CHECK(t.seq_len < teacher->config().max_position_embeddings, "distill.train.seq_len (", t.seq_len,
-             ") must be below the target's max_position_embeddings (", teacher->config().max_position_embeddings, ")");
-  }
+  // The target: the teacher when online, and always the reference of validation (an offline run scores its held-out
+  // records against the real target too, not against the stored top-k).
+  const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && rt.device.is_cuda());
+  std::shared_ptr<model::Llama> target = model::load_llama(cfg.target.dir, rt.device,
+                                                           bf16 ? torch::kBFloat16 : torch::kFloat32);
+  target->eval();
+  for (auto& p : target->parameters()) p.set_requires_grad(false);
+  DA_CHECK(target->config().vocab_size == vocab, "the drafter ", d.student, " has a vocabulary of ", vocab,
+           " tokens, the target ", cfg.target.dir, " one of ", target->config().vocab_size,
+           ": distillation needs the same vocabulary");
+  DA_CHECK(t.seq_len < target->config().max_position_embeddings, "distill.train.seq_len (", t.seq_len,
+           ") must be below the target's max_position_embeddings (", target->config().max_position_embeddings, ")");
   DA_CHECK(t.seq_len < student->config().max_position_embeddings, "distill.train.seq_len (", t.seq_len,
            ") must be below the drafter's max_position_embeddings (", student->config().max_position_embeddings, ")");
   const int64_t pad = student->config().eos_token_ids.empty() ? 0 : student->config().eos_token_ids[0];
 
-  // Data: held-out records every round(1 / val_fraction)-th, the rest in a seeded order per epoch.
+  // Data: held out by prompt (every round(1 / val_fraction)-th distinct prompt, in order of first appearance, with
+  // all its responses), so that no prompt has answers on both sides; the rest in a seeded order per epoch.
   const std::vector<Pair> pairs = load_pairs(d.data_dir, offline, vocab);
+  std::vector<std::vector<int64_t>> prompts;
+  for (const Pair& p : pairs) prompts.emplace_back(p.tokens.begin(), p.tokens.begin() + p.prompt_len);
+  const std::vector<bool> held_out = held_out_by_prompt(prompts, d.val_fraction);
   std::vector<const Pair*> train_set, val_set;
-  const int64_t every = d.val_fraction > 0 ? std::max<int64_t>(2, std::llround(1.0 / d.val_fraction)) : 0;
-  for (size_t i = 0; i < pairs.size(); ++i)
-    (every > 0 && static_cast<int64_t>(i) % every == every - 1 ? val_set : train_set).push_back(&pairs[i]);
+  for (size_t i = 0; i < pairs.size(); ++i) (held_out[i] ? val_set : train_set).push_back(&pairs[i]);
   DA_CHECK(!train_set.empty(), d.data_dir, ": no training records (", pairs.size(), " records with a response, ",
            val_set.size(), " held out)");
   if (val_set.size() > static_cast<size_t>(t.eval_batches * t.micro_batch_size))
@@ -194,7 +208,7 @@ int distill(const config::Config& cfg) {
       q = b.offline;
     } else {
       torch::NoGradGuard no_grad;
-      q = response_rows(teacher->forward(b.x), b.positions);
+      q = response_rows(target->forward(b.x), b.positions);
     }
     return std::make_pair(s, q);
   };
@@ -229,32 +243,43 @@ int distill(const config::Config& cfg) {
     recipe.validate = [&](int64_t step) {
       torch::NoGradGuard no_grad;
       student->eval();
-      // [sum of alpha, response tokens, sum of CE], this rank's share of the held-out records (every world-th).
-      Tensor sums = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(rt.device));
+      // Sums over this rank's share of the held-out records (every world-th): alpha against the real target, response
+      // tokens, CE, greedy agreement with the target, and (offline) alpha against the stored top-k teacher.
+      Tensor sums = torch::zeros({5}, torch::TensorOptions().dtype(torch::kFloat64).device(rt.device));
       std::vector<const Pair*> mine;
       for (size_t i = dist.rank(); i < val_set.size(); i += dist.world()) mine.push_back(val_set[i]);
       for (size_t i = 0; i < mine.size(); i += mbs) {
         const std::vector<const Pair*> recs(mine.begin() + i, mine.begin() + std::min(mine.size(), i + mbs));
         const PairBatch b = make_batch(recs, t.seq_len, pad, vocab, offline, rt.device);
-        const auto [s, p] = forward(b);
+        const auto [s, stored] = forward(b);
+        const Tensor p = offline ? response_rows(target->forward(b.x), b.positions) : stored;
         const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
         sums[0] += acceptance(s, p, d.temperature).sum().to(torch::kFloat64);
         sums[1] += static_cast<double>(b.positions.size(0));
         sums[2] += F::cross_entropy(s.to(torch::kFloat32), y, F::CrossEntropyFuncOptions().reduction(torch::kSum))
                        .to(torch::kFloat64);
+        sums[3] += s.argmax(-1).eq(p.argmax(-1)).sum().to(torch::kFloat64);
+        if (offline) sums[4] += acceptance(s, stored, d.temperature).sum().to(torch::kFloat64);
       }
       dist.all_reduce_sum(sums, "validation all-reduce");
       student->train();
       const Tensor c = sums.cpu();
       const double tokens = std::max(1.0, c[1].item<double>());
       const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / tokens;
+      const double agree = c[3].item<double>() / tokens;
       nlohmann::json tau = nlohmann::json::array();
       for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(expected_tokens_per_call(alpha, g));
-      log::info("distill: step ", step, " held-out alpha ", alpha, ", tau(1..", kMaxGamma, ") ", tau[0].get<double>(),
-                " .. ", tau[kMaxGamma - 1].get<double>(), ", response CE ", ce, " (", static_cast<int64_t>(tokens),
-                " tokens)");
-      return nlohmann::json{{"val_alpha", alpha}, {"val_tvd", 1.0 - alpha}, {"val_tau", tau}, {"val_ce", ce},
+      log::info("distill: step ", step, " held-out (real target): alpha ", alpha, ", greedy agreement ", agree,
+                ", response CE ", ce, ", i.i.d. tau prediction (1..", kMaxGamma, ") ", tau[0].get<double>(), " .. ",
+                tau[kMaxGamma - 1].get<double>(), " (", static_cast<int64_t>(tokens), " tokens)");
+      nlohmann::json out = {{"val_alpha", alpha},
+                            {"val_tvd", 1.0 - alpha},
+                            {"val_greedy_agreement", agree},
+                            {"val_tau_iid_prediction", tau},
+                            {"val_ce", ce},
                             {"val_tokens", static_cast<int64_t>(tokens)}};
+      if (offline) out["val_alpha_offline_teacher"] = c[4].item<double>() / tokens;
+      return out;
     };
   run_training(cfg.run, t, out, d.student, rt, *student, recipe);
   return 0;

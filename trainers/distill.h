@@ -7,24 +7,35 @@
 // offline = the top-k log-probabilities generate stored (generate.topk_logprobs = k), the rest of the mass
 // (1 - sum of the top k) spread evenly over the other tokens, so every loss stays finite.
 //
-// Data: records are held out for validation every round(1 / val_fraction)-th by request id; the others are visited in
+// Data: records are held out for validation by prompt (every round(1 / val_fraction)-th distinct prompt with all its
+// responses, so answers to one prompt never land on both sides); the others are visited in
 // a seeded random order per epoch, global sequence g of the run being record perm_{g / n}[g % n] (n training records),
 // so a resumed run or one with another world size sees the same sequences. A micro-batch pads its records on the right
 // to the longest (at most train.seq_len + 1 tokens; longer records are cut).
 //
-// Validation (at the start and every train.eval_every steps): on up to eval_batches * micro_batch_size held-out
-// records, the mean over response tokens of alpha = sum_x min(p, q) (the expected acceptance of speculative sampling,
-// at distill.temperature) and tau(g) = (1 - alpha^(g+1)) / (1 - alpha) for g = 1..8, plus the CE of the responses.
+// Validation (at the start and every train.eval_every steps), always against the real target (one teacher-forced
+// target forward over the held-out records, also when training is offline): on up to eval_batches * micro_batch_size
+// held-out records, the mean over response tokens of alpha = sum_x min(p, q) (the expected acceptance of speculative
+// sampling, at distill.temperature; val_alpha), the greedy agreement argmax q == argmax p (val_greedy_agreement), the
+// CE of the responses, and val_tau_iid_prediction = (1 - alpha^(g+1)) / (1 - alpha) for g = 1..8: what tau would be
+// if acceptances were independent with rate alpha, a prediction, not a measurement (evaluate measures tau). An
+// offline run also logs val_alpha_offline_teacher, alpha against the stored top-k teacher it trains on.
 //
 // Output: <output_dir>/<run name>/ with checkpoints, metrics.jsonl and final/ (an HF directory); the run name is the
 // loss (tvdpp-<scope>-<weighting> for TVD++), so the losses of an ablation sit side by side.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 
 namespace draftalign::train {
+
+// The held-out split: record i is held out when its prompt (the token sequence) is every round(1 / val_fraction)-th
+// distinct prompt in order of first appearance; all responses to one prompt fall on the same side.
+std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& prompts, double val_fraction);
 
 // The sub-directory of distill.output_dir this configuration writes to.
 std::string distill_run_name(const config::DistillSection& d);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tiny_models.h"
+#include "trainers/distill.h"
 
 namespace draftalign::train {
 namespace {
@@ -53,6 +54,19 @@ std::vector<json> records_with(const fsys::path& metrics, const std::string& key
   return out;
 }
 
+// Several responses to one prompt never land on both sides of the held-out split.
+TEST(Distill, HeldOutSplitIsByPrompt) {
+  const std::vector<int64_t> a = {1, 2}, b = {3}, c = {4, 5, 6}, e = {7};
+  // Two responses per prompt, interleaved as generate writes them; 1 in 4 prompts held out: the 4th, e.
+  const std::vector<std::vector<int64_t>> prompts = {a, a, b, b, c, c, e, e, a};
+  EXPECT_EQ(held_out_by_prompt(prompts, 0.25),
+            (std::vector<bool>{false, false, false, false, false, false, true, true, false}));
+  // 1 in 2: b and e, with every one of their responses.
+  EXPECT_EQ(held_out_by_prompt(prompts, 0.5),
+            (std::vector<bool>{false, false, true, true, false, false, true, true, false}));
+  EXPECT_EQ(held_out_by_prompt(prompts, 0), std::vector<bool>(prompts.size(), false));
+}
+
 TEST(Distill, TvdppOnlineRaisesHeldOutAlphaOfflineRunsAndResumeIsExact) {
   World w;
   auto r = run_command(w.generate("data", "generate.topk_logprobs=20"));
@@ -68,8 +82,10 @@ TEST(Distill, TvdppOnlineRaisesHeldOutAlphaOfflineRunsAndResumeIsExact) {
   EXPECT_EQ(val[1]["step"], 30);
   const double a0 = val[0]["val_alpha"], a1 = val[1]["val_alpha"];
   EXPECT_GT(a1, a0 + 0.02) << "held-out alpha " << a0 << " -> " << a1 << "\n" << testing::read_text(run / "metrics.jsonl");
-  EXPECT_EQ(val[1]["val_tau"].size(), 8u);
-  EXPECT_NEAR(val[1]["val_tau"][0].get<double>(), 1 + a1, 1e-9);
+  EXPECT_EQ(val[1]["val_tau_iid_prediction"].size(), 8u);
+  EXPECT_NEAR(val[1]["val_tau_iid_prediction"][0].get<double>(), 1 + a1, 1e-9);
+  EXPECT_GT(val[1]["val_greedy_agreement"].get<double>(), 0);
+  EXPECT_FALSE(val[1].contains("val_alpha_offline_teacher")) << "online: the teacher is the target";
   const auto steps = records_with(run / "metrics.jsonl", "kd");
   ASSERT_FALSE(steps.empty());
   EXPECT_TRUE(steps.back().contains("alpha") && steps.back().contains("ce"));
@@ -82,8 +98,14 @@ TEST(Distill, TvdppOnlineRaisesHeldOutAlphaOfflineRunsAndResumeIsExact) {
   val = records_with(w.d / "out" / "tvd" / "metrics.jsonl", "val_alpha");
   ASSERT_EQ(val.size(), 2u);
   for (const json& v : val) EXPECT_TRUE(v["val_alpha"].get<double>() > 0 && v["val_alpha"].get<double>() < 1);
-  std::printf("tvd offline: held-out alpha %.4f -> %.4f\n", val[0]["val_alpha"].get<double>(),
-              val[1]["val_alpha"].get<double>());
+  // Validation is against the real target whatever the teacher: at step 0 (the same student, the same held-out
+  // records) the offline run's alpha is the online run's, and the stored top-k teacher's alpha is a separate key.
+  EXPECT_NEAR(val[0]["val_alpha"].get<double>(), a0, 1e-9);
+  ASSERT_TRUE(val[0].contains("val_alpha_offline_teacher"));
+  EXPECT_NE(val[0]["val_alpha_offline_teacher"].get<double>(), val[0]["val_alpha"].get<double>());
+  std::printf("tvd offline: held-out alpha (real target) %.4f -> %.4f; against the stored top-20 teacher %.4f -> "
+              "%.4f\n", val[0]["val_alpha"].get<double>(), val[1]["val_alpha"].get<double>(),
+              val[0]["val_alpha_offline_teacher"].get<double>(), val[1]["val_alpha_offline_teacher"].get<double>());
 
   // Resume: FKL, 12 steps with a checkpoint at 6; drop the last checkpoint and the final model, run again.
   const std::string fkl = "distill.loss=fkl distill.train.steps=12 distill.train.save_every=6 distill.train.keep_last=3";
