@@ -8,14 +8,14 @@ namespace draftalign::eval {
 
 void SpecCounters::record_draft(int64_t gamma, int64_t accepted, int64_t proposed) {
   if (proposed < 0) proposed = gamma;
-  DA_CHECK(gamma >= 1 && proposed >= 1 && proposed <= gamma && accepted >= 0 && accepted <= proposed, "record_draft: ", accepted,
-           " of ", proposed, " accepted (gamma ", gamma, ")");
+  DA_CHECK(gamma >= 1 && proposed >= 1 && proposed <= gamma && accepted >= 0 && accepted <= proposed,
+           "record_draft: ", accepted, " of ", proposed, " accepted (gamma ", gamma, ")");
   if (num_accepted_tokens_per_pos.empty()) {
     num_accepted_tokens_per_pos.assign(gamma, 0);
     acceptance_counts.assign(gamma + 1, 0);
   }
-  DA_CHECK(static_cast<int64_t>(num_accepted_tokens_per_pos.size()) == gamma,
-           "record_draft: a draft of ", gamma, " tokens in counters of drafts of ", num_accepted_tokens_per_pos.size());
+  DA_CHECK(static_cast<int64_t>(num_accepted_tokens_per_pos.size()) == gamma, "record_draft: a draft of ", gamma,
+           " tokens in counters of drafts of ", num_accepted_tokens_per_pos.size());
   ++num_drafts;
   num_draft_tokens += proposed;
   num_accepted_tokens += accepted;

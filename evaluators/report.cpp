@@ -171,10 +171,14 @@ json report_json(const Report& r) {
   json out = {{"format", "draftalign-evaluate"},
               {"version", 2},
               {"fingerprint", r.fingerprint},
-              {"environment", {{"device", r.device}, {"device_name", env.device_name}, {"libtorch", env.libtorch},
-                               {"cuda", env.cuda}, {"git_commit", env.git_commit}, {"threads", env.threads}}},
-              {"target", {{"dir", r.target_dir}, {"params", r.target_params},
-                          {"step_seconds", r.target_step_seconds}}},
+              {"environment",
+               {{"device", r.device},
+                {"device_name", env.device_name},
+                {"libtorch", env.libtorch},
+                {"cuda", env.cuda},
+                {"git_commit", env.git_commit},
+                {"threads", env.threads}}},
+              {"target", {{"dir", r.target_dir}, {"params", r.target_params}, {"step_seconds", r.target_step_seconds}}},
               {"device", r.device},
               {"dtype", r.dtype},
               {"prompt_files", r.prompt_files},
@@ -203,25 +207,27 @@ json report_json(const Report& r) {
       for (const auto& c : p.per_item) total.add(c);
       const std::string key = str_cat(d.name, "/", p.gamma);
       const Ratios all = ratios(p.per_item, [](size_t) { return true; });
-      json point = {{"gamma", p.gamma},
-                    {"counters", counters_json(total)},
-                    {"metrics", metrics_json(derive_metrics(total))},
-                    {"tau", total_ratio(all.emitted, all.calls)},
-                    {"tau_ci", interval_json(bootstrap_ratio(all.emitted, all.calls, r.resamples,
-                                                             stat_seed(r.seed, key)))},
-                    {"first_position_acceptance", total_ratio(all.first, all.drafts)},
-                    {"first_position_acceptance_ci",
-                     interval_json(bootstrap_ratio(all.first, all.drafts, r.resamples, stat_seed(r.seed, key + "/a1")))}};
+      json point = {
+          {"gamma", p.gamma},
+          {"counters", counters_json(total)},
+          {"metrics", metrics_json(derive_metrics(total))},
+          {"tau", total_ratio(all.emitted, all.calls)},
+          {"tau_ci", interval_json(bootstrap_ratio(all.emitted, all.calls, r.resamples, stat_seed(r.seed, key)))},
+          {"first_position_acceptance", total_ratio(all.first, all.drafts)},
+          {"first_position_acceptance_ci",
+           interval_json(bootstrap_ratio(all.first, all.drafts, r.resamples, stat_seed(r.seed, key + "/a1")))}};
       json by_turn = json::array(), by_category = json::array();
       for (int64_t t : turns) {
-        json x = tau_json(p.per_item, [&](size_t i) { return r.items[i].turn == t; }, r.resamples,
-                          stat_seed(r.seed, str_cat(key, "/turn", t)));
+        json x = tau_json(
+            p.per_item, [&](size_t i) { return r.items[i].turn == t; }, r.resamples,
+            stat_seed(r.seed, str_cat(key, "/turn", t)));
         x["turn"] = t;
         by_turn.push_back(x);
       }
       for (const auto& cat : categories) {
-        json x = tau_json(p.per_item, [&](size_t i) { return r.items[i].category == cat; }, r.resamples,
-                          stat_seed(r.seed, key + "/" + cat));
+        json x = tau_json(
+            p.per_item, [&](size_t i) { return r.items[i].category == cat; }, r.resamples,
+            stat_seed(r.seed, key + "/" + cat));
         x["category"] = cat;
         by_category.push_back(x);
       }
@@ -229,8 +235,11 @@ json report_json(const Report& r) {
       point["by_category"] = by_category;
       points.push_back(point);
     }
-    exact.push_back({{"name", d.name}, {"dir", d.dir}, {"params", d.params},
-                     {"kind", d.dir.empty() ? "prompt-lookup" : "model"}, {"points", points}});
+    exact.push_back({{"name", d.name},
+                     {"dir", d.dir},
+                     {"params", d.params},
+                     {"kind", d.dir.empty() ? "prompt-lookup" : "model"},
+                     {"points", points}});
   }
   // Paired differences: every pair of drafters at every gamma, on the same bootstrap resamples of the prompts.
   json differences = json::array();
@@ -244,16 +253,25 @@ json report_json(const Report& r) {
           const Interval ci = bootstrap_ratio_difference(
               x.emitted, x.calls, y.emitted, y.calls, r.resamples,
               stat_seed(r.seed, str_cat(r.exact[a].name, "-", r.exact[b].name, "/", pa.gamma)));
-          differences.push_back({{"drafter", r.exact[a].name}, {"versus", r.exact[b].name}, {"gamma", pa.gamma},
+          differences.push_back({{"drafter", r.exact[a].name},
+                                 {"versus", r.exact[b].name},
+                                 {"gamma", pa.gamma},
                                  {"difference", total_ratio(x.emitted, x.calls) - total_ratio(y.emitted, y.calls)},
-                                 {"difference_ci", interval_json(ci)}, {"significant", ci.lo > 0 || ci.hi < 0}});
+                                 {"difference_ci", interval_json(ci)},
+                                 {"significant", ci.lo > 0 || ci.hi < 0}});
         }
-  out["exact_greedy"] = {{"items", r.items.size()}, {"turns", turns}, {"categories", categories},
-                         {"drafters", exact}, {"differences", differences}};
+  out["exact_greedy"] = {{"items", r.items.size()},
+                         {"turns", turns},
+                         {"categories", categories},
+                         {"drafters", exact},
+                         {"differences", differences}};
 
   // Timed speculative decoding.
-  out["timed"] = {{"prompts", r.timed_prompts}, {"max_new_tokens", r.timed_max_new_tokens}, {"top_p", r.top_p},
-                  {"top_k", r.top_k}, {"repeats", r.repeats}};
+  out["timed"] = {{"prompts", r.timed_prompts},
+                  {"max_new_tokens", r.timed_max_new_tokens},
+                  {"top_p", r.top_p},
+                  {"top_k", r.top_k},
+                  {"repeats", r.repeats}};
   json drafters = json::array();
   for (const auto& d : r.drafters) {
     const double c = d.params > 0 ? static_cast<double>(r.target_params) / d.params : 0.0;
@@ -274,36 +292,42 @@ json report_json(const Report& r) {
       const double step = verify + static_cast<double>(p.gamma) * d.step_seconds;
       const double bound = step > 0 ? m.block_efficiency * r.target_step_seconds / step : 0.0;
       const double speedup = median(speedups);
-      json point = {{"temperature", p.temperature},
-                    {"gamma", p.gamma},
-                    {"counters", counters_json(p.counters)},
-                    {"metrics", metrics_json(m)},
-                    {"tau_ci", rt.emitted.empty() ? json::array({0, 0})
-                                                  : interval_json(bootstrap_ratio(rt.emitted, rt.calls, r.resamples,
-                                                                                  stat_seed(r.seed, key)))},
-                    {"first_position_acceptance", total_ratio(rt.first, rt.drafts)},
-                    {"first_position_acceptance_ci",
-                     rt.first.empty() ? json::array({0, 0})
-                                      : interval_json(bootstrap_ratio(rt.first, rt.drafts, r.resamples,
-                                                                      stat_seed(r.seed, key + "/a1")))},
-                    {"mbsu", c > 0 ? mbsu(m.block_efficiency, p.gamma, c) : 0.0},
-                    {"mbsu_latency", c_latency > 0 ? mbsu(m.block_efficiency, p.gamma, c_latency) : 0.0},
-                    {"seconds", p.seconds},
-                    {"baseline_seconds", p.baseline_seconds},
-                    {"baseline_tokens", p.baseline_counters.num_emitted_tokens},
-                    {"tokens_per_s", tokens_per_s(p.counters, p.seconds)},
-                    {"baseline_tokens_per_s", tokens_per_s(p.baseline_counters, p.baseline_seconds)},
-                    {"speedups", speedups},
-                    {"speedup", speedup},
-                    {"speedup_ci", speedups.empty() ? json::array({0, 0})
-                                                    : interval_json(bootstrap_median(speedups, r.resamples,
-                                                                                     stat_seed(r.seed, key + "/s")))},
-                    {"speedup_bound", bound},
-                    {"exceeds_bound", bound > 0 && speedup > 1.1 * bound}};
+      json point = {
+          {"temperature", p.temperature},
+          {"gamma", p.gamma},
+          {"counters", counters_json(p.counters)},
+          {"metrics", metrics_json(m)},
+          {"tau_ci", rt.emitted.empty()
+                         ? json::array({0, 0})
+                         : interval_json(bootstrap_ratio(rt.emitted, rt.calls, r.resamples, stat_seed(r.seed, key)))},
+          {"first_position_acceptance", total_ratio(rt.first, rt.drafts)},
+          {"first_position_acceptance_ci",
+           rt.first.empty()
+               ? json::array({0, 0})
+               : interval_json(bootstrap_ratio(rt.first, rt.drafts, r.resamples, stat_seed(r.seed, key + "/a1")))},
+          {"mbsu", c > 0 ? mbsu(m.block_efficiency, p.gamma, c) : 0.0},
+          {"mbsu_latency", c_latency > 0 ? mbsu(m.block_efficiency, p.gamma, c_latency) : 0.0},
+          {"seconds", p.seconds},
+          {"baseline_seconds", p.baseline_seconds},
+          {"baseline_tokens", p.baseline_counters.num_emitted_tokens},
+          {"tokens_per_s", tokens_per_s(p.counters, p.seconds)},
+          {"baseline_tokens_per_s", tokens_per_s(p.baseline_counters, p.baseline_seconds)},
+          {"speedups", speedups},
+          {"speedup", speedup},
+          {"speedup_ci", speedups.empty()
+                             ? json::array({0, 0})
+                             : interval_json(bootstrap_median(speedups, r.resamples, stat_seed(r.seed, key + "/s")))},
+          {"speedup_bound", bound},
+          {"exceeds_bound", bound > 0 && speedup > 1.1 * bound}};
       points.push_back(point);
     }
-    drafters.push_back({{"name", d.name}, {"dir", d.dir}, {"params", d.params}, {"param_ratio", c},
-                        {"step_seconds", d.step_seconds}, {"latency_ratio", c_latency}, {"points", points}});
+    drafters.push_back({{"name", d.name},
+                        {"dir", d.dir},
+                        {"params", d.params},
+                        {"param_ratio", c},
+                        {"step_seconds", d.step_seconds},
+                        {"latency_ratio", c_latency},
+                        {"points", points}});
   }
   out["drafters"] = drafters;
   return out;
@@ -374,27 +398,31 @@ std::string report_markdown(const json& r) {
                 " turns each (a later turn follows the target's own greedy answer): ", ex["items"].get<int64_t>(),
                 " evaluated turns, up to ", r["max_new_tokens"].get<int64_t>(), " new tokens each\n");
   md += str_cat("- intervals: 95% percentile bootstrap over the evaluated turns, ",
-                r["bootstrap"]["resamples"].get<int64_t>(), " resamples; differences are paired (the same resamples "
+                r["bootstrap"]["resamples"].get<int64_t>(),
+                " resamples; differences are paired (the same resamples "
                 "for both drafters)\n\n");
 
-  md += "## Exact greedy block efficiency tau (one pass)\n\n"
-        "The target's greedy answer is decoded once; each drafter reads prompt + answer in one teacher-forced pass, "
-        "and greedy speculative decoding's counters follow exactly for every draft length g (tokens per target "
-        "call, with 95% intervals). `prompt-lookup` drafts by n-gram lookup in the context and needs no model.\n\n";
+  md +=
+      "## Exact greedy block efficiency tau (one pass)\n\n"
+      "The target's greedy answer is decoded once; each drafter reads prompt + answer in one teacher-forced pass, "
+      "and greedy speculative decoding's counters follow exactly for every draft length g (tokens per target "
+      "call, with 95% intervals). `prompt-lookup` drafts by n-gram lookup in the context and needs no model.\n\n";
   md += "| drafter | kind | parameters |\n|---|---|---:|\n";
   for (const auto& d : ex["drafters"])
     md += str_cat("| ", d["name"].get<std::string>(), " | ", d["kind"].get<std::string>(), " | ",
                   d["params"].get<int64_t>(), " |\n");
   md += "\n";
-  md += gamma_table(ex["drafters"], [](const json&) { return true; },
-                    [](const json& p) { return with_interval(p["tau"], p["tau_ci"]); });
+  md += gamma_table(
+      ex["drafters"], [](const json&) { return true; },
+      [](const json& p) { return with_interval(p["tau"], p["tau_ci"]); });
   md += "First-position acceptance (the greedy agreement with the target after its own prefix, from g = 1):\n\n";
   md += "| drafter | acceptance |\n|---|---:|\n";
   for (const auto& d : ex["drafters"])
     if (!d["points"].empty())
-      md += str_cat("| ", d["name"].get<std::string>(), " | ",
-                    with_interval(d["points"][0]["first_position_acceptance"],
-                                  d["points"][0]["first_position_acceptance_ci"]), " |\n");
+      md += str_cat(
+          "| ", d["name"].get<std::string>(), " | ",
+          with_interval(d["points"][0]["first_position_acceptance"], d["points"][0]["first_position_acceptance_ci"]),
+          " |\n");
   md += "\n";
 
   const int64_t g = headline_gamma(ex);
@@ -431,8 +459,10 @@ std::string report_markdown(const json& r) {
     md += "\n";
   }
   if (!ex["differences"].empty()) {
-    md += str_cat("### Paired differences in tau (g = ", g, ")\n\nA difference is called significant only where "
-                  "its 95% interval excludes 0.\n\n| drafter | versus | difference | significant |\n|---|---|---:|---|\n");
+    md += str_cat(
+        "### Paired differences in tau (g = ", g,
+        ")\n\nA difference is called significant only where "
+        "its 95% interval excludes 0.\n\n| drafter | versus | difference | significant |\n|---|---|---:|---|\n");
     for (const auto& x : ex["differences"])
       if (x["gamma"].get<int64_t>() == g)
         md += str_cat("| ", x["drafter"].get<std::string>(), " | ", x["versus"].get<std::string>(), " | ",
@@ -453,9 +483,9 @@ std::string report_markdown(const json& r) {
                   "drafter steps); a speed-up more than 10% above it is flagged.\n\n");
     md += "| drafter | parameters | c (params) | c (latency) |\n|---|---:|---:|---:|\n";
     for (const auto& d : r["drafters"])
-      md += str_cat("| ", d["name"].get<std::string>(), " | ", d["params"].get<int64_t>(), " | ",
-                    fixed(d["param_ratio"].get<double>(), 2), " | ", fixed(d["latency_ratio"].get<double>(), 2),
-                    " |\n");
+      md +=
+          str_cat("| ", d["name"].get<std::string>(), " | ", d["params"].get<int64_t>(), " | ",
+                  fixed(d["param_ratio"].get<double>(), 2), " | ", fixed(d["latency_ratio"].get<double>(), 2), " |\n");
     md += "\n";
     std::vector<double> temps;
     for (const auto& d : r["drafters"])
@@ -466,16 +496,16 @@ std::string report_markdown(const json& r) {
     for (double t : temps) {
       auto at_t = [t](const json& p) { return p["temperature"].get<double>() == t; };
       md += "### " + temperature_name(t) + "\n\nBlock efficiency tau:\n\n";
-      md += gamma_table(r["drafters"], at_t, [](const json& p) {
-        return with_interval(p["metrics"]["block_efficiency"], p["tau_ci"]);
-      });
+      md += gamma_table(r["drafters"], at_t,
+                        [](const json& p) { return with_interval(p["metrics"]["block_efficiency"], p["tau_ci"]); });
       md += "Measured first-position acceptance:\n\n";
       md += gamma_table(r["drafters"], at_t, [](const json& p) {
         return with_interval(p["first_position_acceptance"], p["first_position_acceptance_ci"]);
       });
       md += "Wall-clock speed-up over plain decoding (bound):\n\n";
       md += gamma_table(r["drafters"], at_t, [](const json& p) {
-        return str_cat(with_interval(p["speedup"], p["speedup_ci"], 2), " (", fixed(p["speedup_bound"].get<double>(), 2),
+        return str_cat(with_interval(p["speedup"], p["speedup_ci"], 2), " (",
+                       fixed(p["speedup_bound"].get<double>(), 2),
                        p["exceeds_bound"].get<bool>() ? ", **exceeds the bound**" : "", ")");
       });
       md += "MBSU (measured-latency MBSU):\n\n";
@@ -484,18 +514,25 @@ std::string report_markdown(const json& r) {
       });
     }
   }
-  md += "## Plots\n\n![tau vs gamma](tau_vs_gamma.png)\n![acceptance by position](acceptance_by_position.png)\n"
-        "![speed-up vs gamma](speedup_vs_gamma.png)\n";
+  md +=
+      "## Plots\n\n![tau vs gamma](tau_vs_gamma.png)\n![acceptance by position](acceptance_by_position.png)\n"
+      "![speed-up vs gamma](speedup_vs_gamma.png)\n";
   return md;
 }
 
 json sweep_point_json(const SweepPoint& p) {
   json prompts = json::array();
   for (const auto& pr : p.prompts)
-    prompts.push_back({{"prompt_id", pr.prompt_id}, {"prompt_tokens", pr.prompt_tokens}, {"finish", pr.finish},
+    prompts.push_back({{"prompt_id", pr.prompt_id},
+                       {"prompt_tokens", pr.prompt_tokens},
+                       {"finish", pr.finish},
                        {"counters", counters_json(pr.counters)}});
-  return {{"temperature", p.temperature}, {"gamma", p.gamma}, {"counters", counters_json(p.counters)},
-          {"seconds", p.seconds}, {"prompts", prompts}, {"baseline_counters", counters_json(p.baseline_counters)},
+  return {{"temperature", p.temperature},
+          {"gamma", p.gamma},
+          {"counters", counters_json(p.counters)},
+          {"seconds", p.seconds},
+          {"prompts", prompts},
+          {"baseline_counters", counters_json(p.baseline_counters)},
           {"baseline_seconds", p.baseline_seconds}};
 }
 
@@ -507,8 +544,8 @@ SweepPoint sweep_point_from_json(const json& j) {
   p.baseline_counters = counters_from_json(j.at("baseline_counters"));
   p.baseline_seconds = j.at("baseline_seconds").get<std::vector<double>>();
   for (const auto& pr : j.at("prompts"))
-    p.prompts.push_back({pr.at("prompt_id"), pr.at("prompt_tokens"), pr.at("finish"),
-                         counters_from_json(pr.at("counters"))});
+    p.prompts.push_back(
+        {pr.at("prompt_id"), pr.at("prompt_tokens"), pr.at("finish"), counters_from_json(pr.at("counters"))});
   return p;
 }
 
@@ -520,21 +557,33 @@ std::string write_report(const stdfs::path& dir, const Report& r, const std::str
     for (const auto& p : d.points)
       for (size_t i = 0; i < p.per_item.size() && i < r.items.size(); ++i) {
         const EvalItem& it = r.items[i];
-        exact += json({{"drafter", d.name}, {"gamma", p.gamma}, {"prompt_id", it.id}, {"turn", it.turn},
-                       {"category", it.category}, {"prompt_tokens", it.prompt_tokens},
-                       {"answer_tokens", it.answer_tokens}, {"counters", counters_json(p.per_item[i])},
+        exact += json({{"drafter", d.name},
+                       {"gamma", p.gamma},
+                       {"prompt_id", it.id},
+                       {"turn", it.turn},
+                       {"category", it.category},
+                       {"prompt_tokens", it.prompt_tokens},
+                       {"answer_tokens", it.answer_tokens},
+                       {"counters", counters_json(p.per_item[i])},
                        {"block_efficiency", derive_metrics(p.per_item[i]).block_efficiency}})
-                     .dump() + "\n";
+                     .dump() +
+                 "\n";
       }
   std::string lines;
   for (const auto& d : r.drafters)
     for (const auto& p : d.points)
       for (const auto& pr : p.prompts) {
         const SpecMetrics m = derive_metrics(pr.counters);
-        lines += json({{"drafter", d.name}, {"temperature", p.temperature}, {"gamma", p.gamma},
-                       {"prompt_id", pr.prompt_id}, {"prompt_tokens", pr.prompt_tokens}, {"finish", pr.finish},
-                       {"counters", counters_json(pr.counters)}, {"block_efficiency", m.block_efficiency}})
-                     .dump() + "\n";
+        lines += json({{"drafter", d.name},
+                       {"temperature", p.temperature},
+                       {"gamma", p.gamma},
+                       {"prompt_id", pr.prompt_id},
+                       {"prompt_tokens", pr.prompt_tokens},
+                       {"finish", pr.finish},
+                       {"counters", counters_json(pr.counters)},
+                       {"block_efficiency", m.block_efficiency}})
+                     .dump() +
+                 "\n";
       }
   fs::write_file_atomic(dir / "exact.jsonl", exact);
   fs::write_file_atomic(dir / "prompts.jsonl", lines);

@@ -16,10 +16,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/device.h"
 #include "evaluators/metrics.h"
@@ -58,10 +57,10 @@ struct PromptRun {
 struct SweepPoint {
   double temperature = 0;
   int64_t gamma = 0;
-  SpecCounters counters;                // summed over the prompts (from the first repeat)
-  std::vector<double> seconds;          // wall time of the whole pass, per repeat
+  SpecCounters counters;        // summed over the prompts (from the first repeat)
+  std::vector<double> seconds;  // wall time of the whole pass, per repeat
   std::vector<PromptRun> prompts;
-  SpecCounters baseline_counters;       // plain decoding of the same prompts (first repeat)
+  SpecCounters baseline_counters;        // plain decoding of the same prompts (first repeat)
   std::vector<double> baseline_seconds;  // its wall time, per repeat, each measured just before the drafter's
 };
 
@@ -77,7 +76,7 @@ struct Report {
   RuntimeEnvironment environment;
   std::string fingerprint;  // of the inputs (evaluate_fingerprint)
   int64_t target_params = 0;
-  double target_step_seconds = 0;                  // one plain decode step
+  double target_step_seconds = 0;                          // one plain decode step
   std::vector<std::pair<int64_t, double>> verify_seconds;  // (gamma, one target step over gamma + 1 tokens)
   std::vector<std::string> prompt_files;
   int64_t prompts = 0, turns = 0, max_new_tokens = 0, top_k = 0, repeats = 0;
@@ -85,8 +84,8 @@ struct Report {
   int64_t resamples = 2000;
   uint64_t seed = 0;  // of the bootstrap
   double top_p = 1;
-  std::vector<EvalItem> items;        // every evaluated turn
-  std::vector<ExactDrafter> exact;    // exact greedy tau from one pass
+  std::vector<EvalItem> items;          // every evaluated turn
+  std::vector<ExactDrafter> exact;      // exact greedy tau from one pass
   std::vector<DrafterResult> drafters;  // timed speculative decoding
 };
 
@@ -100,8 +99,8 @@ std::string report_markdown(const nlohmann::json& report);
 nlohmann::json sweep_point_json(const SweepPoint& p);
 SweepPoint sweep_point_from_json(const nlohmann::json& j);
 
-// Writes report.json, report.md, exact.jsonl and prompts.jsonl into `dir`, then the plots with `python` (skipped when empty).
-// Returns "" or why the plots were not made (the report itself is complete either way).
+// Writes report.json, report.md, exact.jsonl and prompts.jsonl into `dir`, then the plots with `python` (skipped when
+// empty). Returns "" or why the plots were not made (the report itself is complete either way).
 std::string write_report(const std::filesystem::path& dir, const Report& r, const std::string& python);
 
 // Short unique names for drafter directories, for tables and plots: "runs/demo/pretrain/final" -> "pretrain",

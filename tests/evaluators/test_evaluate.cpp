@@ -51,27 +51,6 @@ std::vector<json> jsonl(const fsys::path& file) {
   return out;
 }
 
-// Sums the per-prompt counters of one drafter and setting, through the same SpecCounters the evaluator uses.
-SpecCounters sum_prompts(const std::vector<json>& records, const std::string& drafter, double t, int64_t g,
-                         int64_t* prompts) {
-  SpecCounters s;
-  *prompts = 0;
-  for (const json& r : records) {
-    if (r["drafter"] != drafter || r["temperature"].get<double>() != t || r["gamma"].get<int64_t>() != g) continue;
-    const json& c = r["counters"];
-    SpecCounters x;
-    x.num_drafts = c["num_drafts"], x.num_draft_tokens = c["num_draft_tokens"];
-    x.num_accepted_tokens = c["num_accepted_tokens"];
-    x.num_accepted_tokens_per_pos = c["num_accepted_tokens_per_pos"].get<std::vector<int64_t>>();
-    x.acceptance_counts = c["acceptance_counts"].get<std::vector<int64_t>>();
-    x.num_emitted_tokens = c["num_emitted_tokens"], x.num_target_calls = c["num_target_calls"];
-    x.num_drafter_calls = c["num_drafter_calls"];
-    s.add(x);
-    ++*prompts;
-  }
-  return s;
-}
-
 SpecCounters counters_of(const json& c) {
   SpecCounters x;
   x.num_drafts = c["num_drafts"], x.num_draft_tokens = c["num_draft_tokens"];
@@ -81,6 +60,19 @@ SpecCounters counters_of(const json& c) {
   x.num_emitted_tokens = c["num_emitted_tokens"], x.num_target_calls = c["num_target_calls"];
   x.num_drafter_calls = c["num_drafter_calls"];
   return x;
+}
+
+// Sums the per-prompt counters of one drafter and setting, through the same SpecCounters the evaluator uses.
+SpecCounters sum_prompts(const std::vector<json>& records, const std::string& drafter, double t, int64_t g,
+                         int64_t* prompts) {
+  SpecCounters s;
+  *prompts = 0;
+  for (const json& r : records) {
+    if (r["drafter"] != drafter || r["temperature"].get<double>() != t || r["gamma"].get<int64_t>() != g) continue;
+    s.add(counters_of(r["counters"]));
+    ++*prompts;
+  }
+  return s;
 }
 
 TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
