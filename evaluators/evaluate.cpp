@@ -36,40 +36,6 @@ struct Turn {
   GreedyAnswer answer;
 };
 
-
-// Text as Hugging Face's decode gives it (errors="replace"): every byte that does not start a well-formed UTF-8
-// sequence becomes U+FFFD. A greedy answer cut at the token limit can end inside a character, and a weak model's
-// byte tokens need not form characters at all; the conversation of the next turn is rendered from this text.
-std::string replace_invalid_utf8(const std::string& s) {
-  std::string out;
-  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  for (size_t i = 0; i < n;) {
-    const unsigned char c = b[i];
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    bool ok = len > 0 && i + len <= n;
-    for (size_t k = 1; ok && k < len; ++k) ok = (b[i + k] & 0xC0) == 0x80;
-    if (ok && len == 2) ok = c >= 0xC2;                                           // overlong
-    if (ok && len == 3) {
-      const uint32_t cp = ((c & 0x0Fu) << 12) | ((b[i + 1] & 0x3Fu) << 6) | (b[i + 2] & 0x3Fu);
-      ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);                           // overlong, surrogates
-    }
-    if (ok && len == 4) {
-      const uint32_t cp = ((c & 0x07u) << 18) | ((b[i + 1] & 0x3Fu) << 12) | ((b[i + 2] & 0x3Fu) << 6) |
-                          (b[i + 3] & 0x3Fu);
-      ok = cp >= 0x10000 && cp <= 0x10FFFF;
-    }
-    if (ok) {
-      out.append(s, i, len);
-      i += len;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
-}
-
 // The interpreter that draws the plots, or "" for none.
 std::string plot_python(const std::string& setting) {
   if (setting == "off") return "";
@@ -268,7 +234,7 @@ int evaluate(const config::Config& cfg) {
         if (!said.empty() && std::find(stop_ids.begin(), stop_ids.end(), said.back()) != stop_ids.end())
           said.pop_back();
         auto& conv = conversations[static_cast<size_t>(i)];
-        conv.push_back({"assistant", replace_invalid_utf8(tokenizer->decode(said))});
+        conv.push_back({"assistant", tok::replace_invalid_utf8(tokenizer->decode(said))});
         conv.push_back({"user", p.later_turns[static_cast<size_t>(turn - 1)]});
         next.push_back(i);
       }
@@ -295,18 +261,19 @@ int evaluate(const config::Config& cfg) {
 
   // 4. Exact greedy tau from one pass: every drafter reads every prompt + answer once.
   const std::vector<std::string> names = drafter_names(e.drafters);
-  auto exact_points = [&](const std::function<Proposer(const Turn&)>& proposer) {
+  // proposer(i): the drafter of turn i.
+  auto exact_points = [&](const std::function<Proposer(size_t)>& proposer) {
     std::vector<ExactPoint> points;
     for (int64_t g : e.exact_gammas) points.push_back({g, {}});
-    for (const auto& t : turns) {
-      const Proposer propose = proposer(t);
-      for (auto& p : points) p.per_item.push_back(simulate_greedy(t.answer, p.gamma, propose));
+    for (size_t i = 0; i < turns.size(); ++i) {
+      const Proposer propose = proposer(i);
+      for (auto& p : points) p.per_item.push_back(simulate_greedy(turns[i].answer, p.gamma, propose));
     }
     return points;
   };
   if (e.prompt_lookup)
-    report.exact.push_back({"prompt-lookup", "", 0, exact_points([&](const Turn& t) {
-                              return lookup_proposer(t.tokens, t.answer.tokens, e.prompt_lookup_min,
+    report.exact.push_back({"prompt-lookup", "", 0, exact_points([&](size_t i) {
+                              return lookup_proposer(turns[i].tokens, turns[i].answer.tokens, e.prompt_lookup_min,
                                                      e.prompt_lookup_max);
                             })});
   for (size_t i = 0; i < e.drafters.size(); ++i) {
@@ -315,17 +282,9 @@ int evaluate(const config::Config& cfg) {
     log::info("evaluate: exact greedy tau of ", names[i], ": one pass over ", turns.size(), " answers");
     std::vector<std::vector<int64_t>> argmax;
     for (const auto& t : turns) argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
-    size_t k = 0;
     report.exact.push_back({names[i], e.drafters[i], drafter->num_params(),
-                            exact_points([&](const Turn&) { return model_proposer(argmax[k++]); })});
+                            exact_points([&](size_t k) { return model_proposer(argmax[k]); })});
   }
-  for (const auto& d : report.exact)
-    for (const auto& p : d.points)
-      if (p.gamma == e.exact_gammas.front()) {
-        SpecCounters c;
-        for (const auto& x : p.per_item) c.add(x);
-        log::info("evaluate: exact greedy tau at g=", p.gamma, ": ", d.name, " ", derive_metrics(c).block_efficiency);
-      }
 
   // 5. Timed speculative decoding on the first timed_prompts turns: each repeat runs plain decoding, then the drafter.
   const std::vector<Turn> timed(turns.begin(), turns.begin() + std::min<int64_t>(e.timed_prompts, turns.size()));

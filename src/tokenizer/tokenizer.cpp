@@ -39,6 +39,13 @@ int64_t invalid_utf8_offset(std::string_view s) {
   return -1;
 }
 
+std::string replace_invalid_utf8(std::string_view text) {
+  std::string out;
+  for (int64_t bad; (bad = invalid_utf8_offset(text)) >= 0; text.remove_prefix(static_cast<size_t>(bad) + 1))
+    out.append(text.substr(0, static_cast<size_t>(bad))).append("\xEF\xBF\xBD");
+  return out.append(text);
+}
+
 void check_utf8(std::string_view text, const std::string& what) {
   const int64_t bad = invalid_utf8_offset(text);
   DA_CHECK(bad < 0, what, ": not valid UTF-8 at byte ", bad);

@@ -59,4 +59,9 @@ void check_vocab_compatible(const Tokenizer& target, const Tokenizer& drafter);
 // Byte offset of the first invalid UTF-8 sequence in `text`, or -1 when it is valid.
 int64_t invalid_utf8_offset(std::string_view text);
 
+// `text` as Hugging Face's decode gives it (errors="replace"): every byte where invalid_utf8_offset finds a bad sequence
+// becomes U+FFFD. A token sequence cut anywhere (a greedy answer at its token limit, a weak model's byte tokens) need
+// not decode to whole characters; this is text that encode accepts again.
+std::string replace_invalid_utf8(std::string_view text);
+
 }  // namespace draftalign::tok

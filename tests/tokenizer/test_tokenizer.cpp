@@ -110,6 +110,13 @@ TEST(BpeTokenizerErrors, InvalidUtf8AndUnknownIds) {
   EXPECT_EQ(invalid_utf8_offset("\xF0\x9F\x98\x80 \xE2\x82"), 5);  // an emoji, then a truncated sequence
   EXPECT_EQ(invalid_utf8_offset("\xED\xA0\x80"), 0);                // a UTF-16 surrogate
   EXPECT_EQ(invalid_utf8_offset("plain"), -1);
+  // Decoded text cut inside characters, as HF's decode(errors="replace") gives it: each bad byte becomes U+FFFD, and
+  // the result encodes again.
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(replace_invalid_utf8("\xF0\x9F\x98\x80 \xE2\x82"), "\xF0\x9F\x98\x80 " + fffd + fffd);
+  EXPECT_EQ(replace_invalid_utf8("a\xED\xA0\x80" "b"), "a" + fffd + fffd + fffd + "b");
+  EXPECT_EQ(replace_invalid_utf8("plain"), "plain");
+  EXPECT_FALSE(t->encode(replace_invalid_utf8("ok \xC3\x28 bad")).empty());
 }
 
 TEST(VocabCompatibility, SameTokenizerPassesADifferenceIsNamed) {
