@@ -59,6 +59,10 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
       DA_CHECK(ids.dim() == 2 && ids.sizes() == lps.sizes(), file.string(), ": topk_ids and topk_logprobs differ in shape");
       DA_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < vocab),
                file.string(), ": a top-k token id outside the vocabulary of ", vocab);
+      DA_CHECK(ids.size(1) >= 1 && ids.size(1) <= vocab, file.string(), ": ", ids.size(1), " top-k columns for a "
+               "vocabulary of ", vocab);
+      DA_CHECK(lps.numel() == 0 || (lps.isfinite().all().item<bool>() && lps.max().item<float>() <= 1e-3f),
+               file.string(), ": topk_logprobs holds a value that is not a finite log-probability (<= 0)");
     }
     const auto* o = offsets.data_ptr<int64_t>();
     const auto* t = tokens.data_ptr<int64_t>();
@@ -85,12 +89,12 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
 
 // A micro-batch: inputs, targets and the response positions (where target token j + 1 belongs to the response).
 struct PairBatch {
-  Tensor x, y;        // [B, T]
-  Tensor positions;   // [N] flat indices into B * T of the response positions
-  Tensor offline;     // [N, V] teacher logits (log-probabilities) from the stored top-k, offline teacher only
+  Tensor x, y;                     // [B, T]
+  Tensor positions;                // [N] flat indices into B * T of the response positions
+  Tensor topk_ids, topk_logprobs;  // [N, k] the stored teacher of each response position, offline teacher only
 };
 
-PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int64_t pad, int64_t vocab, bool offline,
+PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int64_t pad, bool offline,
                      torch::Device device) {
   int64_t len = 0;
   for (const Pair* p : recs) len = std::max<int64_t>(len, p->tokens.size());
@@ -114,13 +118,7 @@ PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int6
   PairBatch out;
   out.x = x.to(device), out.y = y.to(device);
   out.positions = torch::tensor(positions, torch::kInt64).to(device);
-  if (offline) {
-    // The top k log-probs in place, the remaining mass spread evenly over the other V - k tokens.
-    const Tensor id = torch::cat(ids).to(device), lp = torch::cat(lps).to(device);
-    const int64_t k = id.size(1);
-    const Tensor rest = (1.0 - lp.exp().sum(-1, true)).clamp_min(1e-12) / static_cast<double>(std::max<int64_t>(1, vocab - k));
-    out.offline = rest.log().expand({id.size(0), vocab}).contiguous().scatter(1, id, lp);
-  }
+  if (offline) out.topk_ids = torch::cat(ids).to(device), out.topk_logprobs = torch::cat(lps).to(device);
   return out;
 }
 
@@ -154,6 +152,9 @@ int distill(const config::Config& cfg) {
   Dist& dist = *rt.dist;
   const stdfs::path out = stdfs::path(d.output_dir) / distill_run_name(d);
   const bool offline = d.teacher == "offline";
+  DA_CHECK(!offline || d.temperature == 1.0, "distill.temperature = ", d.temperature,
+           " with distill.teacher = offline: the stored top-k log-probs are the target's at temperature 1, so an "
+           "offline run needs distill.temperature = 1 (or distill.teacher = online)");
 
   // Models: the student in fp32 master weights, the teacher frozen in target.dtype (bf16 on CUDA by default).
   auto student = model::load_llama(d.student, rt.device, torch::kFloat32);
@@ -197,20 +198,21 @@ int distill(const config::Config& cfg) {
   kd.tvdpp_weighting = d.tvdpp_weighting;
   const bool fused = d.loss == "tvd" || d.loss == "tvdpp";
 
-  // Student logits, teacher logits (no gradient) at the response positions of a batch.
-  auto forward = [&](const PairBatch& b) {
-    Tensor s, q;
-    {
-      AutocastGuard guard(rt.bf16_autocast);
-      s = response_rows(student->forward(b.x), b.positions);
-    }
-    if (offline) {
-      q = b.offline;
-    } else {
-      torch::NoGradGuard no_grad;
-      q = response_rows(target->forward(b.x), b.positions);
-    }
-    return std::make_pair(s, q);
+  // The student's logits at the response positions of a batch, and the two sides the KD loss compares there: the
+  // student's and the target's logits over the vocabulary (online), or their log-probs over the stored top-k + rest
+  // bins (offline, losses.h's topk_bins).
+  auto student_rows = [&](const PairBatch& b) {
+    AutocastGuard guard(rt.bf16_autocast);
+    return response_rows(student->forward(b.x), b.positions);
+  };
+  auto target_rows = [&](const PairBatch& b) {
+    torch::NoGradGuard no_grad;
+    return response_rows(target->forward(b.x), b.positions);
+  };
+  auto kd_sides = [&](const Tensor& s, const PairBatch& b) -> std::pair<Tensor, Tensor> {
+    if (!offline) return {s, target_rows(b)};
+    TopkBins bins = topk_bins(s, b.topk_ids, b.topk_logprobs);
+    return {bins.student, bins.teacher};
   };
 
   const int64_t mbs = t.micro_batch_size;
@@ -220,19 +222,20 @@ int distill(const config::Config& cfg) {
   recipe.micro_batch = [&](int64_t first, int64_t m) {
     std::vector<const Pair*> recs;
     for (int64_t i = 0; i < mbs; ++i) recs.push_back(train_set[order.at(first + (m * dist.world() + dist.rank()) * mbs + i)]);
-    const PairBatch b = make_batch(recs, t.seq_len, pad, vocab, offline, rt.device);
-    const auto [s, p] = forward(b);
+    const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
+    const Tensor s = student_rows(b);
+    const auto [student_side, teacher_side] = kd_sides(s, b);
     const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
     const Tensor ce = F::cross_entropy(s.to(torch::kFloat32), y);
     Tensor kd_value, alpha_sum;
     if (d.loss == "ce") {
       kd_value = ce;
     } else if (fused) {
-      kd_value = kd_loss_fused(s, p, kd, &alpha_sum);
+      kd_value = kd_loss_fused(student_side, teacher_side, kd, &alpha_sum);
     } else {
-      kd_value = kd_loss(s, p, kd);
+      kd_value = kd_loss(student_side, teacher_side, kd);
     }
-    if (!alpha_sum.defined()) alpha_sum = acceptance(s.detach(), p, d.temperature).sum();
+    if (!alpha_sum.defined()) alpha_sum = acceptance(student_side.detach(), teacher_side, d.temperature).sum();
     Tensor loss = d.kd_weight * kd_value;
     if (d.ce_weight > 0) loss = loss + d.ce_weight * ce;
     const double n = static_cast<double>(b.positions.size(0));
@@ -244,22 +247,24 @@ int distill(const config::Config& cfg) {
       torch::NoGradGuard no_grad;
       student->eval();
       // Sums over this rank's share of the held-out records (every world-th): alpha against the real target, response
-      // tokens, CE, greedy agreement with the target, and (offline) alpha against the stored top-k teacher.
+      // tokens, CE, greedy agreement with the target, and (offline) alpha over the stored top-k + rest bins.
       Tensor sums = torch::zeros({5}, torch::TensorOptions().dtype(torch::kFloat64).device(rt.device));
       std::vector<const Pair*> mine;
       for (size_t i = dist.rank(); i < val_set.size(); i += dist.world()) mine.push_back(val_set[i]);
       for (size_t i = 0; i < mine.size(); i += mbs) {
         const std::vector<const Pair*> recs(mine.begin() + i, mine.begin() + std::min(mine.size(), i + mbs));
-        const PairBatch b = make_batch(recs, t.seq_len, pad, vocab, offline, rt.device);
-        const auto [s, stored] = forward(b);
-        const Tensor p = offline ? response_rows(target->forward(b.x), b.positions) : stored;
+        const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
+        const Tensor s = student_rows(b), p = target_rows(b);
         const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
         sums[0] += acceptance(s, p, d.temperature).sum().to(torch::kFloat64);
         sums[1] += static_cast<double>(b.positions.size(0));
         sums[2] += F::cross_entropy(s.to(torch::kFloat32), y, F::CrossEntropyFuncOptions().reduction(torch::kSum))
                        .to(torch::kFloat64);
         sums[3] += s.argmax(-1).eq(p.argmax(-1)).sum().to(torch::kFloat64);
-        if (offline) sums[4] += acceptance(s, stored, d.temperature).sum().to(torch::kFloat64);
+        if (offline) {
+          const TopkBins bins = topk_bins(s, b.topk_ids, b.topk_logprobs);
+          sums[4] += acceptance(bins.student, bins.teacher, 1.0).sum().to(torch::kFloat64);
+        }
       }
       dist.all_reduce_sum(sums, "validation all-reduce");
       student->train();

@@ -4,8 +4,10 @@
 // KD is distill.loss: tvdpp (src/train/losses.h, the fused kernel on CUDA), tvd, fkl, rkl, or ce (KD = CE).
 //
 // Teacher: online = the target model runs on the same batch (frozen, no gradient, target.dtype: bf16 on CUDA);
-// offline = the top-k log-probabilities generate stored (generate.topk_logprobs = k), the rest of the mass
-// (1 - sum of the top k) spread evenly over the other tokens, so every loss stays finite.
+// offline = the top-k log-probabilities generate stored (generate.topk_logprobs = k): the loss compares teacher and
+// student over k + 1 bins, the k stored tokens and one "rest" bucket of all the others (losses.h's topk_bins), which
+// invents no mass; its TVD is a lower bound of the true one. The stored log-probs are at temperature 1, so an offline
+// run needs distill.temperature = 1. With k = V it is the online loss exactly (tests/train/test_distill.cpp).
 //
 // Data: records are held out for validation by prompt (every round(1 / val_fraction)-th distinct prompt with all its
 // responses, so answers to one prompt never land on both sides); the others are visited in
@@ -19,7 +21,8 @@
 // sampling, at distill.temperature; val_alpha), the greedy agreement argmax q == argmax p (val_greedy_agreement), the
 // CE of the responses, and val_tau_iid_prediction = (1 - alpha^(g+1)) / (1 - alpha) for g = 1..8: what tau would be
 // if acceptances were independent with rate alpha, a prediction, not a measurement (evaluate measures tau). An
-// offline run also logs val_alpha_offline_teacher, alpha against the stored top-k teacher it trains on.
+// offline run also logs val_alpha_offline_teacher, alpha over the top-k + rest bins it trains on (an upper bound of the
+// real alpha, by the data-processing inequality).
 //
 // Output: <output_dir>/<run name>/ with checkpoints, metrics.jsonl and final/ (an HF directory); the run name is the
 // loss (tvdpp-<scope>-<weighting> for TVD++), so the losses of an ablation sit side by side.

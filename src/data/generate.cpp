@@ -111,7 +111,9 @@ void write_shard(const stdfs::path& dir, int64_t k, const std::string& plan, con
       {"seeds", t(seeds, torch::kInt64)},           {"finish", t(finish, torch::kUInt8)}};
   if (topk > 0) {
     tensors.push_back({"topk_ids", torch::cat(topk_ids)});
-    tensors.push_back({"topk_logprobs", torch::cat(topk_lp)});
+    const Tensor lp = torch::cat(topk_lp);
+    tensors.push_back({"topk_logprobs", lp});
+    tensors.push_back({"topk_mass", lp.exp().sum(-1)});  // per row; the offline teacher's rest bucket holds 1 - it
   }
   // The preview first: a shard file that exists always has its preview.
   fs::write_file_atomic(dir / (shard_name(k) + ".preview.jsonl"), preview);
@@ -231,6 +233,8 @@ GenerateSummary generate(const config::Config& cfg) {
     }
     for (int64_t id : target_cfg.eos_token_ids)
       if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), id) == sp.stop_ids.end()) sp.stop_ids.push_back(id);
+    DA_CHECK(g.topk_logprobs <= target_cfg.vocab_size, "generate.topk_logprobs = ", g.topk_logprobs,
+             " is more than the target's vocabulary of ", target_cfg.vocab_size, " tokens");
     model::Generator gen(*target, sp, g.batch_size, g.topk_logprobs, tokenizer.get());
     log::Progress progress("generate", static_cast<int64_t>(mine.size()), "shard", stdout, -1,
                            cfg.run.progress_interval_s);
@@ -286,6 +290,7 @@ namespace {
 
 struct Record {
   std::string shard;
+  Tensor topk_mass;  // [response_len] the target's probability mass in the stored top k (empty without top-k)
   int64_t request = 0, prompt_index = 0, prompt_len = 0, response_len = 0;
   int finish = 0;
   std::vector<int64_t> tokens;  // filled for `show` only
@@ -300,6 +305,11 @@ std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens) {
     const Tensor offsets = f.get("offsets"), plen = f.get("prompt_lens"), req = f.get("request_ids"),
                  pidx = f.get("prompt_index"), fin = f.get("finish"), tokens = f.get("tokens");
     const int64_t n = req.size(0);
+    // The top-k mass per response token: stored by generate, or summed from the log-probs of an older shard.
+    Tensor mass;
+    if (f.contains("topk_mass")) mass = f.get("topk_mass").to(torch::kFloat64);
+    else if (f.contains("topk_logprobs")) mass = f.get("topk_logprobs").to(torch::kFloat64).exp().sum(-1);
+    int64_t row = 0;
     DA_CHECK(offsets.size(0) == n + 1 && plen.size(0) == n && fin.size(0) == n && pidx.size(0) == n &&
                  offsets[n].item<int64_t>() == tokens.size(0),
              file.string(), ": inconsistent record counts or offsets");
@@ -314,6 +324,12 @@ std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens) {
       DA_CHECK(lo <= hi && r.response_len >= 0, file.string(), ": record ", i, " has bad offsets");
       r.finish = fin[i].item<uint8_t>();
       DA_CHECK(r.finish <= 2, file.string(), ": record ", i, " has finish code ", r.finish);
+      if (mass.defined()) {
+        DA_CHECK(mass.dim() == 1 && row + r.response_len <= mass.size(0), file.string(), ": record ", i,
+                 " has no top-k rows left");
+        r.topk_mass = mass.narrow(0, row, r.response_len);
+        row += r.response_len;
+      }
       if (with_tokens) {
         const Tensor t = tokens.narrow(0, lo, hi - lo).to(torch::kInt64).contiguous();
         r.tokens.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
@@ -347,6 +363,26 @@ std::string histogram(const char* title, std::vector<int64_t> v, int64_t bins) {
   return out;
 }
 
+// The distribution over response tokens of the target's probability mass inside the stored top k: what the offline
+// teacher sees exactly; the rest (1 - mass) it sees only as one bucket.
+std::string topk_mass_summary(const std::vector<Record>& records) {
+  std::vector<Tensor> parts;
+  for (const auto& r : records)
+    if (r.topk_mass.defined() && r.topk_mass.numel() > 0) parts.push_back(r.topk_mass);
+  if (parts.empty()) return "top-k mass: no top-k log-probs stored (generate.topk_logprobs = 0)\n";
+  const Tensor m = std::get<0>(torch::cat(parts).sort());
+  const int64_t n = m.size(0);
+  auto q = [&](double f) { return m[std::min<int64_t>(n - 1, static_cast<int64_t>(f * static_cast<double>(n)))].item<double>(); };
+  auto share_below = [&](double x) { return m.lt(x).to(torch::kFloat64).mean().item<double>(); };
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "top-k mass per response token (the offline teacher's exact part; the rest is one bucket): mean %.4f, "
+                "min %.4f, p10 %.4f, median %.4f, p90 %.4f; below 0.9: %.1f%%, below 0.5: %.1f%%\n",
+                m.mean().item<double>(), q(0.0), q(0.1), q(0.5), q(0.9), 100 * share_below(0.9),
+                100 * share_below(0.5));
+  return line;
+}
+
 }  // namespace
 
 std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
@@ -375,6 +411,7 @@ std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
                             "\n");
   out += histogram("prompt tokens", plens, bins);
   out += histogram("response tokens", rlens, bins);
+  out += topk_mass_summary(records);
   return out;
 }
 

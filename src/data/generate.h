@@ -13,7 +13,8 @@
 // A shard holds, for its n records (prompt + response tokens back to back):
 //   tokens int32 [T], offsets int64 [n+1], prompt_lens int32 [n], loss_mask uint8 [T] (1 = response token),
 //   request_ids int64 [n], prompt_index int64 [n], seeds int64 [n], finish uint8 [n] (0 eos, 1 stop, 2 length),
-//   and with generate.topk_logprobs = k > 0: topk_ids int32 [R, k], topk_logprobs fp32 [R, k] per response token.
+//   and with generate.topk_logprobs = k > 0: topk_ids int32 [R, k], topk_logprobs fp32 [R, k] per response token and
+//   topk_mass fp32 [R] (their probability mass, which `data stats` summarises).
 #pragma once
 
 #include <cstdint>

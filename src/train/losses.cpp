@@ -1,6 +1,7 @@
 #include "train/losses.h"
 
 #include <cmath>
+#include <limits>
 
 #include "common/error.h"
 #include "kernels/tvd_launch.h"
@@ -230,6 +231,29 @@ Tensor acceptance(const Tensor& student, const Tensor& teacher, double temperatu
   const Tensor q = torch::softmax(student.to(type) / temperature, -1);
   const Tensor p = torch::softmax(teacher.to(type) / temperature, -1);
   return torch::minimum(p, q).sum(-1);
+}
+
+TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const Tensor& topk_logprobs) {
+  DA_CHECK(student_logits.dim() == 2 && topk_ids.dim() == 2 && topk_ids.sizes() == topk_logprobs.sizes() &&
+               topk_ids.size(0) == student_logits.size(0),
+           "topk_bins: student logits ", student_logits.sizes(), ", top-k ids ", topk_ids.sizes(), " and log-probs ",
+           topk_logprobs.sizes(), " must be [N, V], [N, k], [N, k]");
+  const int64_t vocab = student_logits.size(1), k = topk_ids.size(1);
+  DA_CHECK(k >= 1 && k <= vocab, "topk_bins: k = ", k, " must be in [1, ", vocab, "]");
+  const auto type = student_logits.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  const Tensor lq = torch::log_softmax(student_logits.to(type), -1);
+  const Tensor ids = topk_ids.to(torch::kInt64);
+  TopkBins b;
+  b.student = lq.gather(1, ids);
+  b.teacher = topk_logprobs.detach().to(type);
+  if (k == vocab) return b;
+  // The student's rest: logsumexp over the tokens outside the k (the k masked to -inf); the teacher's: log(1 - mass),
+  // floored at 1e-12 so that a row whose stored mass rounds to 1 keeps every loss finite.
+  const Tensor outside = lq.scatter(1, ids, -std::numeric_limits<double>::infinity()).logsumexp(-1, true);
+  const Tensor rest = (1.0 - b.teacher.exp().sum(-1, true)).clamp_min(1e-12).log();
+  b.student = torch::cat({b.student, outside}, 1);
+  b.teacher = torch::cat({b.teacher, rest}, 1);
+  return b;
 }
 
 double expected_tokens_per_call(double alpha, int64_t gamma) {

@@ -52,6 +52,20 @@ torch::Tensor kd_loss_fused(const torch::Tensor& student, const torch::Tensor& t
 // = 1 - TVD(p, q), at temperature T. [N], no gradient.
 torch::Tensor acceptance(const torch::Tensor& student, const torch::Tensor& teacher, double temperature);
 
+// The offline teacher's partition of the vocabulary: each row's k stored tokens and one "rest" bucket holding all
+// the others, applied to teacher and student alike (temperature 1). The stored top-k log-probs and log(1 - their
+// mass) give the teacher's k + 1 bins; the student's are its log-probs gathered at the same ids and the log of its
+// mass outside them (a logsumexp over the other tokens, differentiable). Any loss of this file on the two [N, k + 1]
+// tensors (they are log-probabilities, so valid logits) is the loss between the coarse-grained distributions; by the
+// data-processing inequality its TVD is a lower bound of the true TVD (its alpha an upper bound). With k = V the rest
+// bucket is dropped and the bins are the vocabulary reordered: every loss, gradient and alpha is the online one.
+struct TopkBins {
+  torch::Tensor student;  // [N, k (+ 1)] log-probabilities, differentiable in the student logits
+  torch::Tensor teacher;  // [N, k (+ 1)] log-probabilities, no gradient
+};
+TopkBins topk_bins(const torch::Tensor& student_logits, const torch::Tensor& topk_ids,
+                   const torch::Tensor& topk_logprobs);
+
 // The expected number of tokens per target call with draft length g at acceptance alpha: (1 - alpha^(g+1)) / (1 - alpha).
 double expected_tokens_per_call(double alpha, int64_t gamma);
 

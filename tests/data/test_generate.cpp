@@ -69,6 +69,8 @@ TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
   EXPECT_GT(manifest["finish"]["length"].get<int>(), 0);
 
   std::multiset<int64_t> ids;
+  double mass_sum = 0;
+  int64_t mass_rows = 0;
   for (int k = 0; k < 10; ++k) {
     const auto f = io::SafetensorsFile::open(d / "whole" / str_cat("shard-0000", k, ".safetensors"));
     const auto req = f.get("request_ids");
@@ -76,6 +78,10 @@ TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
     const auto offsets = f.get("offsets"), mask = f.get("loss_mask"), plen = f.get("prompt_lens");
     EXPECT_EQ(offsets[-1].item<int64_t>(), mask.size(0));
     EXPECT_EQ(f.get("topk_logprobs").size(0), mask.sum().item<int64_t>()) << "one top-k row per response token";
+    const auto mass = f.get("topk_mass");
+    EXPECT_TRUE(torch::allclose(mass, f.get("topk_logprobs").exp().sum(-1))) << "the top-k mass of each row";
+    EXPECT_TRUE((mass > 0).all().item<bool>() && (mass < 1 + 1e-5).all().item<bool>());
+    mass_sum += mass.to(torch::kFloat64).sum().item<double>(), mass_rows += mass.size(0);
     EXPECT_EQ(mask.narrow(0, 0, plen[0].item<int>()).sum().item<int64_t>(), 0) << "no loss on the prompt";
   }
   std::multiset<int64_t> want;
@@ -107,6 +113,9 @@ TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
   EXPECT_HAS(r.output, str_cat(manifest["response_tokens"].get<int64_t>(), " response (the loss mask)"));
   EXPECT_HAS(r.output, str_cat("finish: eos ", manifest["finish"]["eos"].get<int64_t>(), " ("));
   EXPECT_HAS(r.output, "response tokens: min ");
+  char mean[64];
+  std::snprintf(mean, sizeof mean, "the rest is one bucket): mean %.4f, min ", mass_sum / mass_rows);
+  EXPECT_HAS(r.output, mean);
   r = run_command(str_cat(DRAFTALIGN_BIN, " data show data.samples=2 data.first=7 data.dir=", (d / "whole").string(),
                           " target.dir=", (d / "target").string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tiny_models.h"
+#include "io/safetensors.h"
 #include "trainers/distill.h"
 
 namespace draftalign::train {
@@ -119,6 +120,47 @@ TEST(Distill, TvdppOnlineRaisesHeldOutAlphaOfflineRunsAndResumeIsExact) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_HAS(r.output, "resumed from");
   EXPECT_TRUE(testing::read_text(f / "final" / "model.safetensors") == whole) << "resumed run ends elsewhere";
+}
+
+// The offline teacher with k = V is the online teacher: the same loss, alpha and gradient norm at every step, the
+// same weights at the end, and at step 0 the stored teacher's alpha is the real target's. Besides the top-k + rest
+// binning (at k = V the vocabulary reordered), this checks that generate's stored rows line up with distill's
+// response positions: one row off and every figure differs. The stored rows come from the generator's KV-cached
+// decode, the online teacher from one full forward, so they agree to float rounding, not bit for bit.
+TEST(Distill, OfflineWithFullTopkIsTheOnlineLoss) {
+  World w;
+  const int64_t vocab = 49152;  // SmolLM2's tokenizer, which the tiny models share
+  auto r = run_command(w.generate("full", str_cat("generate.topk_logprobs=", vocab,
+                                                  " generate.max_prompts=8 generate.max_new_tokens=8")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(w.generate("over", str_cat("generate.topk_logprobs=", vocab + 1, " generate.max_prompts=1")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_HAS(r.output, "generate.topk_logprobs = 49153 is more than the target's vocabulary");
+  const std::string run = "distill.loss=tvdpp distill.train.steps=3 distill.train.micro_batch_size=2 run.log_every=1 ";
+  r = run_command(w.distill("full", run));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fsys::path online = w.d / "out" / "tvdpp-token-q";
+  fsys::rename(online, w.d / "online");
+  r = run_command(w.distill("full", run + "distill.teacher=offline"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto a = records_with(w.d / "online" / "metrics.jsonl", "kd"), b = records_with(online / "metrics.jsonl", "kd");
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (size_t i = 0; i < a.size(); ++i)
+    for (const char* key : {"loss", "kd", "alpha", "grad_norm"}) {
+      const double x = a[i][key], y = b[i][key];
+      EXPECT_NEAR(y, x, 1e-4 * std::max(1.0, std::abs(x))) << "step " << a[i]["step"] << " " << key;
+    }
+  const auto val = records_with(online / "metrics.jsonl", "val_alpha");
+  ASSERT_FALSE(val.empty());
+  EXPECT_NEAR(val[0]["val_alpha_offline_teacher"].get<double>(), val[0]["val_alpha"].get<double>(), 1e-5);
+  const auto wa = io::SafetensorsFile::open(w.d / "online" / "final" / "model.safetensors");
+  const auto wb = io::SafetensorsFile::open(online / "final" / "model.safetensors");
+  for (const auto& e : wa.entries())
+    EXPECT_LT((wa.get(e.name).to(torch::kFloat64) - wb.get(e.name).to(torch::kFloat64)).abs().max().item<double>(), 1e-5)
+        << e.name << ": the same three updates";
+  std::printf("k = V: step-1 kd %.6f online, %.6f offline; grad norm %.6f, %.6f\n", a[0]["kd"].get<double>(),
+              b[0]["kd"].get<double>(), a[0]["grad_norm"].get<double>(), b[0]["grad_norm"].get<double>());
 }
 
 TEST(Distill, MissingTopkAndUnfinishedDataAreClearErrors) {

@@ -131,6 +131,57 @@ TEST(KdLoss, AcceptanceIsOneMinusTvdAndTokensPerCallFollow) {
 
 
 // The one-pass path (the interface of the fused kernel) against kd_loss's autograd, every option, fp64 and fp32.
+// The offline teacher's bins. With k = V (the ids a shuffled vocabulary) every loss, its gradient with respect to the
+// student's logits and alpha equal the full-vocabulary ones; with k < V both sides sum to 1, the student's rest bucket
+// is its mass outside the k, and the binned TVD never exceeds the true one (data processing).
+TEST(TopkBins, FullTopkIsTheFullLossAndFewerBinsBoundTvdFromBelow) {
+  const Case c = random_case(6, 13, 11);
+  const int64_t v = c.student.size(1);
+  const Tensor lp = torch::log_softmax(c.teacher, -1);
+  torch::manual_seed(3);
+  const Tensor perm = torch::stack({torch::randperm(v, torch::kInt64), torch::randperm(v, torch::kInt64),
+                                    torch::randperm(v, torch::kInt64), torch::randperm(v, torch::kInt64),
+                                    torch::randperm(v, torch::kInt64), torch::randperm(v, torch::kInt64)});
+  for (const char* loss : {"fkl", "rkl", "tvd", "tvdpp"}) {
+    for (const char* weighting : {"q", "uniform"}) {
+      KdOptions o;
+      o.loss = loss, o.tvdpp_weighting = weighting;
+      Tensor s_full = c.student.clone().set_requires_grad(true), s_bins = c.student.clone().set_requires_grad(true);
+      const Tensor full = kd_loss(s_full, c.teacher, o);
+      const TopkBins b = topk_bins(s_bins, perm, lp.gather(1, perm));
+      ASSERT_EQ(b.student.size(1), v) << "k = V: no rest bucket";
+      const Tensor binned = kd_loss(b.student, b.teacher, o);
+      full.backward(), binned.backward();
+      EXPECT_NEAR(binned.item<double>(), full.item<double>(), 1e-12) << loss << " " << weighting;
+      EXPECT_LT(max_abs(s_bins.grad() - s_full.grad()), 1e-12) << loss << " " << weighting;
+      EXPECT_GT(max_abs(s_full.grad()), 1e-3);
+      if (std::string(loss) != "tvd" && std::string(loss) != "tvdpp") continue;
+      // The fused loss on the bins: its gradient goes back through the gather to the student's logits.
+      Tensor s_fused = c.student.clone().set_requires_grad(true);
+      const TopkBins f = topk_bins(s_fused, perm, lp.gather(1, perm));
+      kd_loss_fused(f.student, f.teacher, o).backward();
+      EXPECT_LT(max_abs(s_fused.grad() - s_full.grad()), 1e-12) << loss << " " << weighting << " fused";
+    }
+  }
+  const TopkBins full = topk_bins(c.student, perm, lp.gather(1, perm));
+  EXPECT_LT(max_abs(acceptance(full.student, full.teacher, 1.0) - acceptance(c.student, c.teacher, 1.0)), 1e-12);
+
+  // k = 3 of 13: the top 3 of the teacher, and a rest bucket.
+  const auto top = lp.topk(3, -1);
+  const Tensor ids = std::get<1>(top);
+  const TopkBins b = topk_bins(c.student, ids, std::get<0>(top));
+  ASSERT_EQ(b.student.size(1), 4);
+  EXPECT_LT(max_abs(b.student.exp().sum(-1) - 1), 1e-12);
+  EXPECT_LT(max_abs(b.teacher.exp().sum(-1) - 1), 1e-12);
+  const Tensor q = torch::softmax(c.student, -1);
+  const Tensor outside = q.sum(-1) - q.gather(1, ids).sum(-1);
+  EXPECT_LT(max_abs(b.student.select(1, 3).exp() - outside), 1e-12);
+  const Tensor true_alpha = acceptance(c.student, c.teacher, 1.0), binned_alpha = acceptance(b.student, b.teacher, 1.0);
+  EXPECT_TRUE((binned_alpha >= true_alpha - 1e-12).all().item<bool>()) << binned_alpha << true_alpha;
+  EXPECT_GT((binned_alpha - true_alpha).max().item<double>(), 1e-3) << "the bound is strict somewhere";
+  EXPECT_THROW(topk_bins(c.student, ids, std::get<0>(top).narrow(0, 0, 2)), Error);
+}
+
 TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
   const Case c = random_case(7, 17, 5);
   for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
