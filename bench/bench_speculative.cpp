@@ -12,6 +12,7 @@
 
 #include "bench/bench_args.h"
 #include "common/device.h"
+#include "evaluators/metrics.h"
 #include "evaluators/speculative.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
@@ -39,9 +40,20 @@ int main(int argc, char** argv) {
     const double drafter_s = eval::decode_step_seconds(*drafter, context, 1, steps);
     std::vector<double> target_s;
     for (int64_t b = 1; b <= max_block; ++b) target_s.push_back(eval::decode_step_seconds(*target, context, b, steps));
+    // The plain step's two CPU forms side by side, alternated: one row padded to two (the default) and the GEMV.
+    std::vector<double> padded, gemv;
+    for (int r = 0; r < 3; ++r) {
+      model::set_cpu_pad_single_row(false);
+      gemv.push_back(eval::decode_step_seconds(*target, context, 1, steps));
+      model::set_cpu_pad_single_row(true);
+      padded.push_back(eval::decode_step_seconds(*target, context, 1, steps));
+    }
+    const double padded_s = eval::median(padded), gemv_s = eval::median(gemv);
     std::printf("device %s, %s, context %zu tokens; target %lld params, drafter %lld params\n", device.str().c_str(),
                 cuda ? "bf16" : "fp32", context.size(), static_cast<long long>(target->num_params()),
                 static_cast<long long>(drafter->num_params()));
+    std::printf("plain target step (1 token), median of 3 alternated: %.2f ms padded to two rows, %.2f ms as one row "
+                "(%.2fx)\n", padded_s * 1e3, gemv_s * 1e3, gemv_s / padded_s);
     std::printf("drafter step: %.2f ms\n\n| tokens appended | target step ms | vs 1 token | spec. step ms (g = n - 1) "
                 "| tau needed to break even |\n|---:|---:|---:|---:|---:|\n", drafter_s * 1e3);
     nlohmann::json rows = nlohmann::json::array();
@@ -52,7 +64,8 @@ int main(int argc, char** argv) {
       rows.push_back({{"block", b}, {"target_s", t}, {"spec_step_s", step}, {"break_even_tau", step / target_s[0]}});
     }
     bench::write_result({{"device", device.str()}, {"dtype", cuda ? "bf16" : "fp32"}, {"context", context.size()},
-                         {"drafter_step_s", drafter_s}, {"rows", rows}},
+                         {"drafter_step_s", drafter_s}, {"rows", rows},
+                         {"plain_step_padded_s", padded_s}, {"plain_step_one_row_s", gemv_s}},
                         out);
     return 0;
   } catch (const std::exception& e) {

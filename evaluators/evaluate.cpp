@@ -165,11 +165,11 @@ int evaluate(const config::Config& cfg) {
   const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
   for (const auto& d : e.drafters) check_drafter(d, target_cfg, cfg, *tokenizer);
   const data::PromptSet set = data::load_prompts(e.prompts, /*skip_bad=*/false, e.max_prompts);
-  const int64_t max_gamma = std::max(*std::max_element(e.exact_gammas.begin(), e.exact_gammas.end()),
-                                     *std::max_element(e.gammas.begin(), e.gammas.end()));
+  const int64_t max_gamma = std::max({*std::max_element(e.exact_gammas.begin(), e.exact_gammas.end()),
+                                      *std::max_element(e.gammas.begin(), e.gammas.end()), e.sampling_gamma});
   // A prompt must leave room for the answer, the continuation a last draft is verified against, and one more block.
-  const int64_t room = target_cfg.max_position_embeddings - std::max(e.max_new_tokens, e.timed_max_new_tokens) -
-                       2 * max_gamma - 1;
+  const int64_t room = target_cfg.max_position_embeddings -
+                       std::max({e.max_new_tokens, e.timed_max_new_tokens, e.sampling_max_new_tokens}) - 2 * max_gamma - 1;
 
   // 2. Models, in the target's compute dtype.
   const std::string dev = resolve_device(cfg.run.device);
@@ -276,9 +276,13 @@ int evaluate(const config::Config& cfg) {
                               return lookup_proposer(turns[i].tokens, turns[i].answer.tokens, e.prompt_lookup_min,
                                                      e.prompt_lookup_max);
                             })});
+  std::vector<std::shared_ptr<model::Llama>> drafters;
+  for (const auto& dir : e.drafters) {
+    drafters.push_back(model::load_llama(dir, device, dtype));
+    drafters.back()->eval();
+  }
   for (size_t i = 0; i < e.drafters.size(); ++i) {
-    auto drafter = model::load_llama(e.drafters[i], device, dtype);
-    drafter->eval();
+    model::Llama* drafter = drafters[i].get();
     log::info("evaluate: exact greedy tau of ", names[i], ": one pass over ", turns.size(), " answers");
     std::vector<std::vector<int64_t>> argmax;
     for (const auto& t : turns) argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
@@ -286,7 +290,48 @@ int evaluate(const config::Config& cfg) {
                             exact_points([&](size_t k) { return model_proposer(argmax[k]); })});
   }
 
-  // 5. Timed speculative decoding on the first timed_prompts turns: each repeat runs plain decoding, then the drafter.
+  // 5. The speculative sampling check on the first sampling_prompts turns, at every sampling temperature: the target's
+  //    sampled answers, scored in one teacher-forced pass of target and drafter (alpha per position), and the real
+  //    decoder on the same turns.
+  const std::vector<Turn> checked(turns.begin(), turns.begin() + std::min<int64_t>(e.sampling_prompts, turns.size()));
+  report.sampling_turns = static_cast<int64_t>(checked.size());
+  report.sampling_max_new_tokens = e.sampling_max_new_tokens;
+  if (!checked.empty() && !drafters.empty() && !e.sampling_temperatures.empty()) {
+    for (size_t i = 0; i < drafters.size(); ++i) report.sampling.push_back({names[i], {}});
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<uint64_t> seeds;
+    for (const auto& t : checked) prompts.push_back(t.tokens), seeds.push_back(t.seed);
+    for (double temperature : e.sampling_temperatures) {
+      model::SamplingParams sp;
+      sp.temperature = temperature, sp.top_p = e.top_p, sp.top_k = e.top_k;
+      sp.max_new_tokens = e.sampling_max_new_tokens, sp.stop_ids = stop_ids;
+      log::info("evaluate: speculative sampling check at T=", temperature, ": the target samples ", checked.size(),
+                " answers of up to ", e.sampling_max_new_tokens, " tokens; one-pass alpha and the real decoder at g=",
+                e.sampling_gamma);
+      const auto answers = sampled_answers(*target, prompts, seeds, sp, e.batch_size);
+      std::vector<torch::Tensor> p;  // the target's distributions along each answer
+      for (size_t k = 0; k < checked.size(); ++k)
+        p.push_back(answers[k].empty() ? torch::Tensor() : teacher_forced_probs(*target, prompts[k], answers[k], sp));
+      for (size_t i = 0; i < drafters.size(); ++i) {
+        SamplingPoint point;
+        point.temperature = temperature, point.gamma = e.sampling_gamma;
+        SpeculativeDecoder dec(*target, drafters[i].get());
+        for (size_t k = 0; k < checked.size(); ++k) {
+          double alpha = 0;
+          if (p[k].defined()) {
+            const torch::Tensor q = teacher_forced_probs(*drafters[i], prompts[k], answers[k], sp);
+            alpha = torch::minimum(p[k], q).sum(-1).clamp_max(1.0).sum().item<double>();  // <= 1 per position
+          }
+          point.alpha_sum.push_back(alpha);
+          point.positions.push_back(static_cast<double>(answers[k].size()));
+          point.measured.push_back(dec.decode(prompts[k], e.sampling_gamma, sp, checked[k].seed).counters);
+        }
+        report.sampling[i].points.push_back(std::move(point));
+      }
+    }
+  }
+
+  // 6. Timed speculative decoding on the first timed_prompts turns: each repeat runs plain decoding, then the drafter.
   const std::vector<Turn> timed(turns.begin(), turns.begin() + std::min<int64_t>(e.timed_prompts, turns.size()));
   report.timed_prompts = static_cast<int64_t>(timed.size());
   if (!timed.empty()) {
@@ -340,9 +385,8 @@ int evaluate(const config::Config& cfg) {
       report.drafters.push_back(std::move(res));
     }
     for (size_t i = 0; i < e.drafters.size(); ++i) {
-      auto drafter = model::load_llama(e.drafters[i], device, dtype);
-      drafter->eval();
-      SpeculativeDecoder dec(*target, drafter.get());
+      model::Llama* drafter = drafters[i].get();
+      SpeculativeDecoder dec(*target, drafter);
       DrafterResult res;
       res.name = names[i], res.dir = e.drafters[i], res.params = drafter->num_params();
       res.step_seconds = decode_step_seconds(*drafter, context);
@@ -353,7 +397,7 @@ int evaluate(const config::Config& cfg) {
     progress.finish();
   }
 
-  // 6. The report.
+  // 7. The report.
   const std::string why_no_plots = write_report(e.report_dir, report, plot_python(e.python));
   if (!why_no_plots.empty()) log::warn("evaluate: ", why_no_plots);
   const nlohmann::json j = report_json(report);
@@ -368,6 +412,13 @@ int evaluate(const config::Config& cfg) {
       log::info("evaluate: timed ", d["name"].get<std::string>(), " T=", p["temperature"].get<double>(), " g=",
                 p["gamma"].get<int64_t>(), ": tau ", p["metrics"]["block_efficiency"].get<double>(), ", speed-up ",
                 p["speedup"].get<double>(), "x (bound ", p["speedup_bound"].get<double>(), ")");
+  for (const auto& d : j["sampling"]["drafters"])
+    for (const auto& p : d["points"])
+      log::info("evaluate: sampling T=", p["temperature"].get<double>(), ", ", d["name"].get<std::string>(),
+                ": one-pass alpha ", p["alpha"].get<double>(), ", measured first-position acceptance ",
+                p["measured_first_position_acceptance"].get<double>(), " (z ", p["agreement_z"].get<double>(),
+                "); at g=", p["gamma"].get<int64_t>(), " tau ", p["measured_tau"].get<double>(),
+                " measured, ", p["tau_iid_estimate"][p["gamma"].get<int64_t>() - 1].get<double>(), " i.i.d. estimate");
   log::info("evaluate: report in ", (stdfs::path(e.report_dir) / "report.md").string());
   return 0;
 }

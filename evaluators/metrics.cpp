@@ -1,6 +1,7 @@
 #include "evaluators/metrics.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/error.h"
 
@@ -54,6 +55,11 @@ SpecMetrics derive_metrics(const SpecCounters& c) {
   }
   for (int64_t k : c.acceptance_counts) m.acceptance_histogram.push_back(ratio(k, c.num_drafts));
   return m;
+}
+
+double iid_tokens_per_call(double alpha, int64_t gamma) {
+  if (alpha >= 1.0) return static_cast<double>(gamma + 1);
+  return (1.0 - std::pow(alpha, static_cast<double>(gamma + 1))) / (1.0 - alpha);
 }
 
 double mbsu(double tau, int64_t gamma, double c) {

@@ -48,6 +48,10 @@ struct SpecMetrics {
 
 SpecMetrics derive_metrics(const SpecCounters& c);
 
+// The tokens per target call with draft length g if every draft token were accepted independently with probability
+// alpha: (1 - alpha^(g+1)) / (1 - alpha). An i.i.d. prediction from a mean alpha, not a measurement.
+double iid_tokens_per_call(double alpha, int64_t gamma);
+
 // c * tau / (c + gamma); c > 0.
 double mbsu(double tau, int64_t gamma, double c);
 

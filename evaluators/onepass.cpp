@@ -24,21 +24,50 @@ std::vector<GreedyAnswer> greedy_answers(model::Llama& target, const std::vector
   return out;
 }
 
-std::vector<int64_t> teacher_forced_argmax(model::Llama& drafter, const std::vector<int64_t>& prompt,
-                                           const std::vector<int64_t>& continuation) {
-  DA_CHECK(!prompt.empty() && !continuation.empty(), "teacher_forced_argmax: empty prompt or continuation");
+namespace {
+
+// The logits of `model` predicting each continuation token: [n, V], one forward over prompt + continuation minus its
+// last token, with only those n positions through the output head.
+torch::Tensor teacher_forced_logits(model::Llama& model, const std::vector<int64_t>& prompt,
+                                    const std::vector<int64_t>& continuation) {
+  DA_CHECK(!prompt.empty() && !continuation.empty(), "teacher-forced pass: empty prompt or continuation");
   const int64_t p = static_cast<int64_t>(prompt.size()), n = static_cast<int64_t>(continuation.size());
-  DA_CHECK(p + n - 1 <= drafter.config().max_position_embeddings, "teacher_forced_argmax: ", p + n - 1,
-           " tokens exceed the drafter's ", drafter.config().max_position_embeddings, " positions");
-  torch::NoGradGuard no_grad;
+  DA_CHECK(p + n - 1 <= model.config().max_position_embeddings, "teacher-forced pass: ", p + n - 1,
+           " tokens exceed the model's ", model.config().max_position_embeddings, " positions");
   std::vector<int64_t> seq = prompt;
   seq.insert(seq.end(), continuation.begin(), continuation.end() - 1);
-  const torch::Device device = drafter.parameters()[0].device();
+  const torch::Device device = model.parameters()[0].device();
   const torch::Tensor x = torch::tensor(seq, torch::kInt64).view({1, -1}).to(device);
-  // Only the positions that predict the continuation go through the output head.
-  const torch::Tensor h = drafter.hidden(x).narrow(1, p - 1, n);
-  const torch::Tensor best = drafter.logits(h).squeeze(0).argmax(-1).cpu().contiguous();
-  return std::vector<int64_t>(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + n);
+  return model.logits(model.hidden(x).narrow(1, p - 1, n)).squeeze(0);
+}
+
+}  // namespace
+
+std::vector<int64_t> teacher_forced_argmax(model::Llama& drafter, const std::vector<int64_t>& prompt,
+                                           const std::vector<int64_t>& continuation) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor best = teacher_forced_logits(drafter, prompt, continuation).argmax(-1).cpu().contiguous();
+  return std::vector<int64_t>(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + best.numel());
+}
+
+std::vector<std::vector<int64_t>> sampled_answers(model::Llama& target, const std::vector<std::vector<int64_t>>& prompts,
+                                                  const std::vector<uint64_t>& seeds, const model::SamplingParams& sp,
+                                                  int64_t batch_size) {
+  DA_CHECK(seeds.size() == prompts.size(), "sampled_answers: one seed per prompt");
+  torch::NoGradGuard no_grad;
+  std::vector<model::Request> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) requests.push_back({static_cast<int64_t>(i), prompts[i], seeds[i]});
+  model::Generator gen(target, sp, std::max<int64_t>(1, std::min<int64_t>(batch_size, prompts.size())));
+  std::vector<std::vector<int64_t>> out;
+  for (auto& c : gen.run(requests)) out.push_back(std::move(c.tokens));
+  return out;
+}
+
+torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_t>& prompt,
+                                   const std::vector<int64_t>& continuation, const model::SamplingParams& sp) {
+  torch::NoGradGuard no_grad;
+  return model::sampling_probs(teacher_forced_logits(model, prompt, continuation).to(torch::kFloat32), sp.temperature,
+                               sp.top_p, sp.top_k);
 }
 
 }  // namespace draftalign::eval

@@ -1,6 +1,8 @@
 // onepass.h: the model side of exact greedy tau from one pass (acceptance.h): the target's greedy answers, decoded
 // once for all prompts with the continuous-batching generator, and a drafter's argmax after every prefix of an
-// answer, from one teacher-forced forward pass over prompt + answer.
+// answer, from one teacher-forced forward pass over prompt + answer. For sampling, the same pass gives a model's
+// sampling distribution after every prefix of the target's sampled answer, from which the per-position acceptance
+// alpha = sum_x min(p, q) of speculative sampling follows.
 #pragma once
 
 #include <torch/torch.h>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "evaluators/acceptance.h"
+#include "model/generation.h"
 #include "model/llama.h"
 
 namespace draftalign::eval {
@@ -25,5 +28,16 @@ std::vector<GreedyAnswer> greedy_answers(model::Llama& target, const std::vector
 // forward pass over prompt + continuation minus its last token.
 std::vector<int64_t> teacher_forced_argmax(model::Llama& drafter, const std::vector<int64_t>& prompt,
                                            const std::vector<int64_t>& continuation);
+
+// The target's sampled answers (temperature, top-p, top-k and stop ids of `sp`; request i seeded with seeds[i], so an
+// answer does not depend on its batch), decoded with the continuous-batching generator, the stop token included.
+std::vector<std::vector<int64_t>> sampled_answers(model::Llama& target, const std::vector<std::vector<int64_t>>& prompts,
+                                                  const std::vector<uint64_t>& seeds, const model::SamplingParams& sp,
+                                                  int64_t batch_size);
+
+// The sampling distribution (model::sampling_probs at sp's temperature, top-p and top-k) of `model` after
+// prompt + continuation[0..i), for i = 0 .. continuation.size() - 1: [n, V] fp32 on the model's device, one pass.
+torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_t>& prompt,
+                                   const std::vector<int64_t>& continuation, const model::SamplingParams& sp);
 
 }  // namespace draftalign::eval

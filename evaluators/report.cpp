@@ -2,8 +2,11 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
+#include <numeric>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -305,8 +308,8 @@ json report_json(const Report& r) {
            rt.first.empty()
                ? json::array({0, 0})
                : interval_json(bootstrap_ratio(rt.first, rt.drafts, r.resamples, stat_seed(r.seed, key + "/a1")))},
-          {"mbsu", c > 0 ? mbsu(m.block_efficiency, p.gamma, c) : 0.0},
-          {"mbsu_latency", c_latency > 0 ? mbsu(m.block_efficiency, p.gamma, c_latency) : 0.0},
+          {"mbsu", c > 0 ? json(mbsu(m.block_efficiency, p.gamma, c)) : json(nullptr)},  // null: no drafter model
+          {"mbsu_latency", c_latency > 0 ? json(mbsu(m.block_efficiency, p.gamma, c_latency)) : json(nullptr)},
           {"seconds", p.seconds},
           {"baseline_seconds", p.baseline_seconds},
           {"baseline_tokens", p.baseline_counters.num_emitted_tokens},
@@ -330,6 +333,47 @@ json report_json(const Report& r) {
                         {"points", points}});
   }
   out["drafters"] = drafters;
+
+  // The speculative sampling check: the one-pass alpha (and the i.i.d. tau estimate from it) beside the real decoder's
+  // measured first-position acceptance and tau on the same turns. The two agree when |z| is small, z being their
+  // difference over the combined standard error (each read off its bootstrap interval).
+  json sampling = json::array();
+  for (const auto& d : r.sampling) {
+    json points = json::array();
+    for (const auto& p : d.points) {
+      const std::string key = str_cat(d.name, "/sampling/T", p.temperature);
+      const double alpha = total_ratio(p.alpha_sum, p.positions);
+      const Interval alpha_ci = bootstrap_ratio(p.alpha_sum, p.positions, r.resamples, stat_seed(r.seed, key));
+      const Ratios m = ratios(p.measured, [](size_t) { return true; });
+      const double first = total_ratio(m.first, m.drafts);
+      const Interval first_ci = bootstrap_ratio(m.first, m.drafts, r.resamples, stat_seed(r.seed, key + "/a1"));
+      // Floored at 1e-4, the precision of an fp32 sum over the vocabulary: a drafter equal to the target has intervals
+      // of width 0 and alpha 1 up to rounding.
+      const double se =
+          std::max(1e-4, std::hypot(alpha_ci.hi - alpha_ci.lo, first_ci.hi - first_ci.lo) / (2 * 1.959964));
+      json estimate = json::array();
+      for (int64_t g = 1; g <= std::max<int64_t>(8, p.gamma); ++g) estimate.push_back(iid_tokens_per_call(alpha, g));
+      SpecCounters total;
+      for (const auto& c : p.measured) total.add(c);
+      points.push_back(
+          {{"temperature", p.temperature},
+           {"turns", p.positions.size()},
+           {"positions", std::accumulate(p.positions.begin(), p.positions.end(), 0.0)},
+           {"alpha", alpha},
+           {"alpha_ci", interval_json(alpha_ci)},
+           {"tau_iid_estimate", estimate},
+           {"gamma", p.gamma},
+           {"measured_first_position_acceptance", first},
+           {"measured_first_position_acceptance_ci", interval_json(first_ci)},
+           {"measured_drafts", total.num_drafts},
+           {"measured_tau", total_ratio(m.emitted, m.calls)},
+           {"measured_tau_ci", interval_json(bootstrap_ratio(m.emitted, m.calls, r.resamples, stat_seed(r.seed, key)))},
+           {"agreement_z", (first - alpha) / se}});
+    }
+    sampling.push_back({{"name", d.name}, {"points", points}});
+  }
+  out["sampling"] = {{"turns", r.sampling_turns}, {"max_new_tokens", r.sampling_max_new_tokens},
+                     {"drafters", sampling}};
   return out;
 }
 
@@ -510,9 +554,35 @@ std::string report_markdown(const json& r) {
       });
       md += "MBSU (measured-latency MBSU):\n\n";
       md += gamma_table(r["drafters"], at_t, [](const json& p) {
+        if (p["mbsu"].is_null()) return std::string("n/a (no drafter model)");
         return str_cat(fixed(p["mbsu"].get<double>(), 2), " (", fixed(p["mbsu_latency"].get<double>(), 2), ")");
       });
     }
+  }
+  const json& sc = r["sampling"];
+  if (!sc["drafters"].empty()) {
+    md += str_cat(
+        "## Speculative sampling: one-pass alpha against the real decoder\n\nThe target samples an answer to each of "
+        "the first ", sc["turns"].get<int64_t>(), " evaluated turns (up to ", sc["max_new_tokens"].get<int64_t>(),
+        " tokens); one teacher-forced pass of target and drafter over it gives the per-position acceptance alpha = "
+        "sum_x min(p, q). `tau (i.i.d. estimate)` is (1 - alpha^(g+1)) / (1 - alpha), which assumes independent "
+        "acceptances: an estimate, not a measurement. Beside them, the real speculative sampling decoder on the same "
+        "turns and temperature: its measured first-position acceptance should equal alpha within sampling error "
+        "(z = difference / combined standard error), and its measured tau is the number to trust.\n\n"
+        "| drafter | T | alpha (one pass) | measured first-position acceptance | z | g | tau (i.i.d. estimate) | "
+        "tau (measured) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (const auto& d : sc["drafters"])
+      for (const auto& p : d["points"]) {
+        const int64_t g = p["gamma"].get<int64_t>();
+        md += str_cat("| ", d["name"].get<std::string>(), " | ", fixed(p["temperature"].get<double>(), 2), " | ",
+                      with_interval(p["alpha"], p["alpha_ci"]), " | ",
+                      with_interval(p["measured_first_position_acceptance"],
+                                    p["measured_first_position_acceptance_ci"]),
+                      " | ", fixed(p["agreement_z"].get<double>(), 2), " | ", g, " | ",
+                      fixed(p["tau_iid_estimate"][g - 1].get<double>(), 3), " | ",
+                      with_interval(p["measured_tau"], p["measured_tau_ci"]), " |\n");
+      }
+    md += "\n";
   }
   md +=
       "## Plots\n\n![tau vs gamma](tau_vs_gamma.png)\n![acceptance by position](acceptance_by_position.png)\n"

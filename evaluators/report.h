@@ -4,7 +4,8 @@
 //                  category, and paired drafter-vs-drafter differences marked significant or not; the timed runs per
 //                  drafter and (temperature, gamma): counters with vLLM's names, derived metrics (metrics.h), tau with
 //                  its interval, the speed-up over plain decoding (median of alternated runs, interval) checked
-//                  against what tau and the measured step costs allow
+//                  against what tau and the measured step costs allow; the speculative sampling check (one-pass
+//                  alpha and the i.i.d. tau estimate from it, beside the real decoder's measured acceptance and tau)
 //   report.md      the same as Markdown tables
 //   exact.jsonl    one record per drafter, gamma and evaluated turn: the one-pass counters and tau
 //   prompts.jsonl  one record per timed drafter, setting and prompt: its counters and tau
@@ -71,6 +72,22 @@ struct DrafterResult {
   std::vector<SweepPoint> points;
 };
 
+// The speculative sampling check of one drafter at one temperature, per turn of the check (the first
+// Report::sampling_turns items): the target's sampled answer scored in one teacher-forced pass (the sum over its
+// positions of alpha = sum_x min(p, q), and the number of positions), and the real decoder's counters on the same turn
+// at `gamma`.
+struct SamplingPoint {
+  double temperature = 0;
+  int64_t gamma = 0;
+  std::vector<double> alpha_sum, positions;
+  std::vector<SpecCounters> measured;
+};
+
+struct SamplingDrafter {
+  std::string name;
+  std::vector<SamplingPoint> points;
+};
+
 struct Report {
   std::string target_dir, device, dtype;
   RuntimeEnvironment environment;
@@ -87,6 +104,8 @@ struct Report {
   std::vector<EvalItem> items;          // every evaluated turn
   std::vector<ExactDrafter> exact;      // exact greedy tau from one pass
   std::vector<DrafterResult> drafters;  // timed speculative decoding
+  int64_t sampling_turns = 0, sampling_max_new_tokens = 0;
+  std::vector<SamplingDrafter> sampling;  // the speculative sampling check
 };
 
 // The JSON of a report, derived metrics, tokens/s and speed-ups included (per-prompt records left out).

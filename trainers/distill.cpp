@@ -9,6 +9,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "data/generate.h"
+#include "evaluators/metrics.h"
 #include "io/safetensors.h"
 #include "train/losses.h"
 #include "trainers/train_loop.h"
@@ -273,7 +274,7 @@ int distill(const config::Config& cfg) {
       const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / tokens;
       const double agree = c[3].item<double>() / tokens;
       nlohmann::json tau = nlohmann::json::array();
-      for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(expected_tokens_per_call(alpha, g));
+      for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(eval::iid_tokens_per_call(alpha, g));
       log::info("distill: step ", step, " held-out (real target): alpha ", alpha, ", greedy agreement ", agree,
                 ", response CE ", ce, ", i.i.d. tau prediction (1..", kMaxGamma, ") ", tau[0].get<double>(), " .. ",
                 tau[kMaxGamma - 1].get<double>(), " (", static_cast<int64_t>(tokens), " tokens)");

@@ -295,6 +295,10 @@ struct DistillSection {
 //   timed speculative decoding   the real draft-then-verify decoder on the first `timed_prompts` turns, at every
 //                                temperature x gamma, alternated with plain decoding `repeats` times: wall-clock
 //                                speed-up and, at T > 0, measured acceptance.
+//   speculative sampling check   at each of `sampling_temperatures`, on the first `sampling_prompts` turns: the
+//                                target's sampled answers scored in one teacher-forced pass (per-position alpha =
+//                                sum_x min(p, q), and the i.i.d. tau estimate from it), beside the first-position
+//                                acceptance and tau the real decoder measures on the same turns at `sampling_gamma`.
 // The demo's budget on 2 CPU cores: all 160 MT-bench turns x 96 tokens one-pass; 2 turns x 24 tokens timed.
 struct EvaluateSection {
   std::vector<std::string> drafters = {"${pretrain.output_dir}/final"};
@@ -316,6 +320,10 @@ struct EvaluateSection {
   double top_p = 1.0;
   int64_t top_k = 0;
   int64_t repeats = 3;
+  std::vector<double> sampling_temperatures = {1.0};
+  int64_t sampling_prompts = 16;
+  int64_t sampling_max_new_tokens = 32;
+  int64_t sampling_gamma = 4;
   std::string python = "auto";
 
   template <class V>
@@ -346,6 +354,13 @@ struct EvaluateSection {
     s.add("top_k", top_k, "top-k, applied to target and drafter alike; 0 = off", Bounds::at_least(0));
     s.add("repeats", repeats, "timed runs per setting, each alternated with a plain-decoding run (median and "
                               "interval reported)", Bounds::at_least(1));
+    s.add("sampling_temperatures", sampling_temperatures, "temperatures of the speculative sampling check (one-pass "
+          "alpha vs the real decoder's acceptance); [] = none", Bounds::positive());
+    s.add("sampling_prompts", sampling_prompts, "turns of the sampling check (the first ones)", Bounds::at_least(0));
+    s.add("sampling_max_new_tokens", sampling_max_new_tokens, "tokens sampled per turn in the sampling check",
+          Bounds::at_least(1));
+    s.add("sampling_gamma", sampling_gamma, "draft length of the real decoder in the sampling check",
+          Bounds::at_least(1));
     s.add("python", python, "interpreter with matplotlib that draws the plots; auto = $DRAFTALIGN_PYTHON, else "
                             ".venv/bin/python, else python3; off = no plots");
   }

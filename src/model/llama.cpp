@@ -1,5 +1,6 @@
 #include "model/llama.h"
 
+#include <atomic>
 #include <cmath>
 
 #include "common/error.h"
@@ -57,16 +58,22 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   return weight * h.to(x.scalar_type());
 }
 
-// x W^T for a weight W [out, in]. On a CPU with no gradient, a few rows of x (a speculative verification of 2..8
-// tokens, a small decode batch) go through W x^T instead: BLAS runs x W^T as a GEMM that for 2..8 rows is far slower
-// than the one-row GEMV (MKL, 2 cores: 2 rows of SmolLM2's 576 x 49152 head take 2.2x one row), while W x^T streams W
-// once at about the GEMV's cost. Anything else is torch::linear.
+// x W^T for a weight W [out, in]. On a CPU with no gradient, a few rows of x (a plain decode step, a speculative
+// verification of 2..8 tokens, a small decode batch) go through W x^T instead: BLAS runs x W^T as a GEMM that for 2..8
+// rows is far slower than the one-row GEMV (MKL, 2 cores: 2 rows of SmolLM2's 576 x 49152 head take 2.2x one row),
+// while W x^T streams W once at about the GEMV's cost, and for two rows below it. So a single row is padded to two
+// (itself twice) and the first column kept: the fastest plain step the CPU has (docs/PERFORMANCE.md). Anything else is
+// torch::linear.
+std::atomic<bool> pad_single_row{true};
+
 Tensor project(const Tensor& x, const Tensor& w) {
   const int64_t in = x.size(-1), rows = x.numel() / in;
-  if (!x.device().is_cpu() || rows < 2 || rows > 8 || torch::GradMode::is_enabled()) return torch::linear(x, w);
+  if (!x.device().is_cpu() || rows > 8 || torch::GradMode::is_enabled()) return torch::linear(x, w);
+  if (rows == 1 && !pad_single_row.load(std::memory_order_relaxed)) return torch::linear(x, w);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = w.size(0);
-  return torch::mm(w, x.reshape({rows, in}).t()).t().contiguous().view(shape);
+  const Tensor xt = rows == 1 ? x.reshape({1, in}).repeat({2, 1}).t() : x.reshape({rows, in}).t();
+  return torch::mm(w, xt).narrow(1, 0, rows).t().contiguous().view(shape);
 }
 
 Tensor rotate_half(const Tensor& x) {
@@ -329,5 +336,7 @@ std::vector<std::vector<int64_t>> greedy_decode(Llama& model, const std::vector<
   }
   return out;
 }
+
+void set_cpu_pad_single_row(bool on) { pad_single_row.store(on, std::memory_order_relaxed); }
 
 }  // namespace draftalign::model

@@ -72,6 +72,10 @@ class Llama : public torch::nn::Module {
 // RoPE inverse frequencies exactly as transformers computes them (fp32), Llama-3 scaling included.
 torch::Tensor rope_inv_freq(const io::LlamaConfig& config);
 
+// On the CPU without gradients a single-row projection runs as two rows through W x^T, faster there than the one-row
+// GEMV (on by default; llama.cpp's project). Off only to time both forms side by side (bench_speculative).
+void set_cpu_pad_single_row(bool on);
+
 // Loads an HF checkpoint directory (validated against the Llama layout) onto `device` in `dtype`.
 std::shared_ptr<Llama> load_llama(const std::filesystem::path& dir, torch::Device device = torch::kCPU,
                                   torch::ScalarType dtype = torch::kFloat32);

@@ -256,9 +256,4 @@ TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const T
   return b;
 }
 
-double expected_tokens_per_call(double alpha, int64_t gamma) {
-  if (alpha >= 1.0) return static_cast<double>(gamma + 1);
-  return (1.0 - std::pow(alpha, static_cast<double>(gamma + 1))) / (1.0 - alpha);
-}
-
 }  // namespace draftalign::train

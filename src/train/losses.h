@@ -66,7 +66,4 @@ struct TopkBins {
 TopkBins topk_bins(const torch::Tensor& student_logits, const torch::Tensor& topk_ids,
                    const torch::Tensor& topk_logprobs);
 
-// The expected number of tokens per target call with draft length g at acceptance alpha: (1 - alpha^(g+1)) / (1 - alpha).
-double expected_tokens_per_call(double alpha, int64_t gamma);
-
 }  // namespace draftalign::train

@@ -39,6 +39,7 @@ struct World {
                    "] evaluate.report_dir=", (d / "report").string(),
                    " evaluate.gammas=[1,3] evaluate.temperatures=[0,1] evaluate.max_new_tokens=24 evaluate.repeats=2",
                    " evaluate.timed_prompts=4 evaluate.timed_max_new_tokens=24 evaluate.exact_gammas=[1,2,3,4]",
+                   " evaluate.sampling_prompts=8 evaluate.sampling_max_new_tokens=48 evaluate.sampling_gamma=4",
                    " evaluate.python=", DRAFTALIGN_TEST_PYTHON, " ", extra);
   }
 };
@@ -165,7 +166,43 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
       }
     }
   }
+  // The sampling check at T = 1 on all 8 turns: the one-pass alpha on the target's sampled answers predicts the
+  // first-position acceptance the real decoder measures, within sampling error. The copy of the target has alpha 1
+  // and every draft accepted.
+  const json& sc = rep["sampling"];
+  EXPECT_EQ(sc["turns"], 8);
+  ASSERT_EQ(sc["drafters"].size(), 2u) << "model drafters only";
+  for (const json& d : sc["drafters"]) {
+    ASSERT_EQ(d["points"].size(), 1u);
+    const json& p = d["points"][0];
+    EXPECT_EQ(p["temperature"].get<double>(), 1.0);
+    EXPECT_EQ(p["gamma"], 4);
+    const double alpha = p["alpha"], first = p["measured_first_position_acceptance"];
+    EXPECT_GT(p["positions"].get<double>(), 100) << "sampled answer tokens scored";
+    EXPECT_GT(p["measured_drafts"].get<int64_t>(), 40) << "first positions measured";
+    std::printf("sampling check, %s: one-pass alpha %.4f [%.4f, %.4f], measured first-position acceptance %.4f "
+                "[%.4f, %.4f] over %lld drafts, z %.2f; tau at g=4 %.3f measured, %.3f i.i.d. estimate\n",
+                d["name"].get<std::string>().c_str(), alpha, p["alpha_ci"][0].get<double>(),
+                p["alpha_ci"][1].get<double>(), first, p["measured_first_position_acceptance_ci"][0].get<double>(),
+                p["measured_first_position_acceptance_ci"][1].get<double>(),
+                static_cast<long long>(p["measured_drafts"].get<int64_t>()), p["agreement_z"].get<double>(),
+                p["measured_tau"].get<double>(), p["tau_iid_estimate"][3].get<double>());
+    EXPECT_EQ(p["tau_iid_estimate"].size(), 8u);
+    EXPECT_NEAR(p["tau_iid_estimate"][0].get<double>(), 1 + alpha, 1e-12);
+    EXPECT_LT(std::abs(p["agreement_z"].get<double>()), 3.0) << "one-pass alpha " << alpha << " vs measured " << first;
+    if (d["name"] == "same") {
+      EXPECT_NEAR(alpha, 1.0, 1e-5);
+      EXPECT_EQ(first, 1.0);
+    } else {
+      EXPECT_TRUE(alpha > 0.05 && alpha < 0.95) << alpha;
+    }
+  }
+  for (const json& d : rep["drafters"])
+    if (d["name"] == "prompt-lookup") EXPECT_TRUE(d["points"][0]["mbsu"].is_null()) << "no drafter model, no MBSU";
+
   const std::string md = testing::read_text(dir / "report.md");
+  EXPECT_HAS(md, "## Speculative sampling: one-pass alpha against the real decoder");
+  EXPECT_HAS(md, "n/a (no drafter model)");
   EXPECT_HAS(md, "## Exact greedy block efficiency tau (one pass)");
   EXPECT_HAS(md, "| drafter | g=1 | g=2 | g=3 | g=4 |");
   EXPECT_HAS(md, "### By turn (g = 4)");

@@ -43,13 +43,17 @@ TEST(Llama, TinyLogitsEqualTransformers) {
 }
 
 TEST(Llama, FewTokensWithoutGradientsEqualTransformers) {
-  // 2..8 rows without gradients take the CPU's W x^T path instead of torch::linear (a verification block): every
-  // prefix length on both sides of that range gives transformers' logits.
+  // 1..8 rows without gradients take the CPU's W x^T path instead of torch::linear (a plain step padded to two rows,
+  // a verification block): every prefix length on both sides of that range gives transformers' logits, with the
+  // single row padded or not.
   Tiny t = load_tiny();
   torch::NoGradGuard no_grad;
   const Tensor tokens = t.golden.get("tokens").narrow(0, 0, 1), golden = t.golden.get("logits").narrow(0, 0, 1);
   for (int64_t T = 1; T <= 10; ++T)
     EXPECT_LT(max_diff(t.model->forward(tokens.narrow(1, 0, T)), golden.narrow(1, 0, T)), 1e-4) << T << " tokens";
+  model::set_cpu_pad_single_row(false);
+  EXPECT_LT(max_diff(t.model->forward(tokens.narrow(1, 0, 1)), golden.narrow(1, 0, 1)), 1e-4) << "one row, GEMV";
+  model::set_cpu_pad_single_row(true);
 }
 
 TEST(Llama, PackedDocumentsDoNotSeeEachOther) {

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "test_util.h"
+#include "evaluators/metrics.h"
 #include "train/losses.h"
 
 namespace draftalign::train {
@@ -123,10 +124,10 @@ TEST(KdLoss, AcceptanceIsOneMinusTvdAndTokensPerCallFollow) {
   const Tensor alpha = acceptance(c.student, c.teacher, 1.3);
   EXPECT_NEAR(alpha.mean().item<double>(), 1.0 - kd_loss(c.student, c.teacher, o).item<double>(), 1e-12);
   EXPECT_NEAR(acceptance(c.teacher, c.teacher, 1.0).min().item<double>(), 1.0, 1e-12);
-  EXPECT_DOUBLE_EQ(expected_tokens_per_call(0.5, 1), 1.5);
-  EXPECT_DOUBLE_EQ(expected_tokens_per_call(0.5, 3), 1.875);
-  EXPECT_DOUBLE_EQ(expected_tokens_per_call(1.0, 4), 5.0);
-  EXPECT_DOUBLE_EQ(expected_tokens_per_call(0.0, 4), 1.0);
+  EXPECT_DOUBLE_EQ(eval::iid_tokens_per_call(0.5, 1), 1.5);
+  EXPECT_DOUBLE_EQ(eval::iid_tokens_per_call(0.5, 3), 1.875);
+  EXPECT_DOUBLE_EQ(eval::iid_tokens_per_call(1.0, 4), 5.0);
+  EXPECT_DOUBLE_EQ(eval::iid_tokens_per_call(0.0, 4), 1.0);
 }
 
 
