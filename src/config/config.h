@@ -299,14 +299,14 @@ struct DistillSection {
 //                                target's sampled answers scored in one teacher-forced pass (per-position alpha =
 //                                sum_x min(p, q), and the i.i.d. tau estimate from it), beside the first-position
 //                                acceptance and tau the real decoder measures on the same turns at `sampling_gamma`.
-// The demo's budget on 2 CPU cores (at most 5 minutes): all 160 MT-bench turns x 64 tokens one-pass; 2 turns x 24
+// The demo's budget on 2 CPU cores (at most 5 minutes): all 160 MT-bench turns x 48 tokens one-pass; 2 turns x 16
 // tokens timed greedy at g = 1; the sampling check on 8 turns x 32 tokens at T = 1, g = 1.
 struct EvaluateSection {
   std::vector<std::string> drafters = {"${pretrain.output_dir}/final"};
   std::vector<std::string> prompts = {".cache/prompts/mt-bench.jsonl"};
   std::string report_dir = "${run.output_dir}/report";
   int64_t turns = 2;
-  int64_t max_new_tokens = 64;
+  int64_t max_new_tokens = 48;
   int64_t max_prompts = 0;
   int64_t batch_size = 32;
   std::vector<int64_t> exact_gammas = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -315,7 +315,7 @@ struct EvaluateSection {
   int64_t prompt_lookup_max = 3;
   int64_t bootstrap_resamples = 2000;
   int64_t timed_prompts = 2;
-  int64_t timed_max_new_tokens = 24;
+  int64_t timed_max_new_tokens = 16;
   std::vector<int64_t> gammas = {1};
   std::vector<double> temperatures = {0.0};
   double top_p = 1.0;
