@@ -117,9 +117,10 @@ TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
         EXPECT_LT(gap, 1e-4) << kind.name << ", prompt " << i << ", g " << g << ": the one-pass counters differ "
                              << "from the real decoder's at answer position " << pos << " without a near-tie (the "
                              << "smallest top-2 logit gap there is " << gap << ")";
-        std::printf("[ note ] %s, prompt %zu, g %ld: the one-pass counters differ from the real decoder's at answer "
-                    "position %ld, a near-tie (top-2 logit gap %.2e)\n",
-                    kind.name.c_str(), i, static_cast<long>(g), static_cast<long>(pos), gap);
+        if (gap < 1e-4)
+          std::printf("[ note ] %s, prompt %zu, g %ld: the one-pass counters differ from the real decoder's at answer "
+                      "position %ld, a near-tie (top-2 logit gap %.2e)\n",
+                      kind.name.c_str(), i, static_cast<long>(g), static_cast<long>(pos), gap);
       }
     }
     // The comparison means something only when drafts were both accepted and rejected.
