@@ -49,7 +49,8 @@ distill:
   train: {steps: 4, seq_len: 64, micro_batch_size: 4, eval_every: 0, eval_batches: 1, save_every: 0,
           optim: {lr: 0.001, min_lr: 0.0001, warmup_steps: 1}}
 evaluate: {prompts: [")", (d / "prompts.jsonl").string(), R"("], report_dir: ")", o, R"(/report", gammas: [1, 2],
-           max_new_tokens: 8, max_prompts: 2, repeats: 1, timed_prompts: 2, timed_max_new_tokens: 8, python: "off"}
+           temperatures: [0, 1], max_new_tokens: 8, max_prompts: 2, repeats: 1, timed_prompts: 2,
+           timed_max_new_tokens: 8, python: "off"}
 pipeline: {losses: [tvdpp, fkl]}
 export: {checkpoint: ")", o, R"(/distill/tvdpp-token-q/final", output_dir: ")", o, R"(/export"}
 )"));
