@@ -296,7 +296,8 @@ struct Record {
   std::vector<int64_t> tokens;  // filled for `show` only
 };
 
-std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens) {
+// with_tokens: fill Record::tokens (`show`); with_topk_mass: fill Record::topk_mass (`stats`).
+std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens, bool with_topk_mass) {
   std::vector<Record> out;
   for (const auto& file : shard_files(dir)) {
     const auto f = io::SafetensorsFile::open(file);
@@ -307,8 +308,9 @@ std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens) {
     const int64_t n = req.size(0);
     // The top-k mass per response token: stored by generate, or summed from the log-probs of an older shard.
     Tensor mass;
-    if (f.contains("topk_mass")) mass = f.get("topk_mass").to(torch::kFloat64);
-    else if (f.contains("topk_logprobs")) mass = f.get("topk_logprobs").to(torch::kFloat64).exp().sum(-1);
+    if (with_topk_mass && f.contains("topk_mass")) mass = f.get("topk_mass").to(torch::kFloat64);
+    else if (with_topk_mass && f.contains("topk_logprobs"))
+      mass = f.get("topk_logprobs").to(torch::kFloat64).exp().sum(-1);
     int64_t row = 0;
     DA_CHECK(offsets.size(0) == n + 1 && plen.size(0) == n && fin.size(0) == n && pidx.size(0) == n &&
                  offsets[n].item<int64_t>() == tokens.size(0),
@@ -386,7 +388,7 @@ std::string topk_mass_summary(const std::vector<Record>& records) {
 }  // namespace
 
 std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
-  const auto records = read_records(dir, false);
+  const auto records = read_records(dir, /*with_tokens=*/false, /*with_topk_mass=*/true);
   const auto files = shard_files(dir);
   int64_t expected = -1;
   if (stdfs::exists(dir / "plan.json")) {
@@ -416,7 +418,7 @@ std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
 }
 
 std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_dir, int64_t first, int64_t samples) {
-  const auto records = read_records(dir, true);
+  const auto records = read_records(dir, /*with_tokens=*/true, /*with_topk_mass=*/false);
   const auto tokenizer = tok::load_tokenizer(tokenizer_dir);
   DA_CHECK(first < static_cast<int64_t>(records.size()), "data.first = ", first, " but ", dir.string(), " holds ",
            records.size(), " records");

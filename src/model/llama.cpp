@@ -68,8 +68,9 @@ std::atomic<bool> pad_single_row{true};
 
 Tensor project(const Tensor& x, const Tensor& w) {
   const int64_t in = x.size(-1), rows = x.numel() / in;
-  if (!x.device().is_cpu() || rows > 8 || torch::GradMode::is_enabled()) return torch::linear(x, w);
-  if (rows == 1 && !pad_single_row.load(std::memory_order_relaxed)) return torch::linear(x, w);
+  if (!x.device().is_cpu() || rows > 8 || torch::GradMode::is_enabled() ||
+      (rows == 1 && !pad_single_row.load(std::memory_order_relaxed)))
+    return torch::linear(x, w);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = w.size(0);
   const Tensor xt = rows == 1 ? x.reshape({1, in}).repeat({2, 1}).t() : x.reshape({rows, in}).t();
