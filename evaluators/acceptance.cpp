@@ -68,6 +68,20 @@ Proposer lookup_proposer(const std::vector<int64_t>& prompt, const std::vector<i
   };
 }
 
+Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
+                         const std::vector<int64_t>& argmax, int64_t n_min, int64_t n_max) {
+  const Proposer lookup = lookup_proposer(prompt, answer, n_min, n_max), model = model_proposer(argmax);
+  return [lookup, model](int64_t pos, int64_t gamma) {
+    Proposal p = lookup(pos, gamma);
+    const int64_t n = static_cast<int64_t>(p.tokens.size());
+    if (n == gamma) return p;
+    const Proposal rest = model(pos + n, gamma - n);
+    p.tokens.insert(p.tokens.end(), rest.tokens.begin(), rest.tokens.end());
+    p.drafter_calls += rest.drafter_calls;
+    return p;
+  };
+}
+
 namespace {
 
 // The percentile interval of stat(weights) over `resamples` bootstrap draws; weights[i] = how often item i was drawn.

@@ -58,6 +58,13 @@ std::vector<int64_t> prompt_lookup(const std::vector<int64_t>& context, int64_t 
 Proposer lookup_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer, int64_t n_min,
                          int64_t n_max);
 
+// Hybrid drafting: prompt lookup's tokens over prompt + answer.tokens[0..pos) first, then the model drafter's (argmax
+// as for model_proposer) for the rest of the gamma, in gamma - (lookup tokens) drafter calls. The drafter's tokens are
+// compared only when every lookup token matched the answer, and then its argmax after that longer prefix is exactly
+// argmax[pos + lookup tokens ..].
+Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
+                         const std::vector<int64_t>& argmax, int64_t n_min, int64_t n_max);
+
 // A 95% (or `level`) percentile bootstrap interval over items (prompts) resampled with replacement.
 struct Interval {
   double lo = 0, hi = 0;

@@ -141,7 +141,7 @@ std::string evaluate_fingerprint(const config::Config& cfg) {
                           cfg.target.dtype, " template=", cfg.target.chat_template, " top_p=", e.top_p, " top_k=",
                           e.top_k, " new=", e.max_new_tokens, " max=", e.max_prompts, " turns=", e.turns, " repeats=",
                           e.repeats, " timed=", e.timed_prompts, " timed_new=", e.timed_max_new_tokens, " lookup=",
-                          e.prompt_lookup, ":", e.prompt_lookup_min, ":", e.prompt_lookup_max);
+                          e.prompt_lookup, ":", e.prompt_lookup_min, ":", e.prompt_lookup_max, " hybrid=", e.hybrid);
   for (int64_t g : e.gammas) s += str_cat(" g=", g);
   for (int64_t g : e.exact_gammas) s += str_cat(" eg=", g);
   for (double t : e.temperatures) s += str_cat(" T=", t);
@@ -272,7 +272,7 @@ int evaluate(const config::Config& cfg) {
     return points;
   };
   if (e.prompt_lookup)
-    report.exact.push_back({"prompt-lookup", "", 0, exact_points([&](size_t i) {
+    report.exact.push_back({"prompt-lookup", "", 0, "prompt-lookup", exact_points([&](size_t i) {
                               return lookup_proposer(turns[i].tokens, turns[i].answer.tokens, e.prompt_lookup_min,
                                                      e.prompt_lookup_max);
                             })});
@@ -286,8 +286,14 @@ int evaluate(const config::Config& cfg) {
     log::info("evaluate: exact greedy tau of ", names[i], ": one pass over ", turns.size(), " answers");
     std::vector<std::vector<int64_t>> argmax;
     for (const auto& t : turns) argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
-    report.exact.push_back({names[i], e.drafters[i], drafter->num_params(),
+    report.exact.push_back({names[i], e.drafters[i], drafter->num_params(), "model",
                             exact_points([&](size_t k) { return model_proposer(argmax[k]); })});
+    if (e.hybrid)
+      report.exact.push_back({names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
+                              exact_points([&](size_t k) {
+                                return hybrid_proposer(turns[k].tokens, turns[k].answer.tokens, argmax[k],
+                                                       e.prompt_lookup_min, e.prompt_lookup_max);
+                              })});
   }
 
   // 5. The speculative sampling check on the first sampling_prompts turns, at every sampling temperature: the target's
@@ -341,7 +347,7 @@ int evaluate(const config::Config& cfg) {
     context.insert(context.end(), timed[0].answer.tokens.begin(), timed[0].answer.tokens.begin() + 2 * max_gamma);
     report.target_step_seconds = decode_step_seconds(*target, context);
     for (int64_t g : e.gammas) report.verify_seconds.push_back({g, decode_step_seconds(*target, context, g + 1)});
-    const int64_t kinds = static_cast<int64_t>(e.drafters.size()) + (e.prompt_lookup ? 1 : 0);
+    const int64_t kinds = static_cast<int64_t>(e.drafters.size()) * (e.hybrid ? 2 : 1) + (e.prompt_lookup ? 1 : 0);
     const int64_t passes = static_cast<int64_t>(e.temperatures.size() * e.gammas.size()) * kinds * e.repeats * 2;
     log::info("evaluate: timed speculative decoding of ", timed.size(), " turns x ", e.timed_max_new_tokens,
               " tokens: ", kinds, " drafters x ", e.gammas.size(), " gammas x ", e.temperatures.size(),
@@ -392,7 +398,14 @@ int evaluate(const config::Config& cfg) {
       res.step_seconds = decode_step_seconds(*drafter, context);
       for (double t : e.temperatures)
         for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, names[i]));
-      report.drafters.push_back(std::move(res));
+      report.drafters.push_back(res);
+      if (e.hybrid) {
+        SpeculativeDecoder both(*target, *drafter, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
+        res.name = names[i] + "+lookup", res.points.clear();
+        for (double t : e.temperatures)
+          for (int64_t g : e.gammas) res.points.push_back(sweep(both, g, t, res.name));
+        report.drafters.push_back(std::move(res));
+      }
     }
     progress.finish();
   }

@@ -241,7 +241,7 @@ json report_json(const Report& r) {
     exact.push_back({{"name", d.name},
                      {"dir", d.dir},
                      {"params", d.params},
-                     {"kind", d.dir.empty() ? "prompt-lookup" : "model"},
+                     {"kind", d.kind},
                      {"points", points}});
   }
   // Paired differences: every pair of drafters at every gamma, on the same bootstrap resamples of the prompts.

@@ -43,6 +43,7 @@ struct ExactPoint {
 struct ExactDrafter {
   std::string name, dir;  // dir is "" for prompt lookup
   int64_t params = 0;     // 0 for prompt lookup
+  std::string kind = "model";  // model, prompt-lookup, hybrid (prompt lookup, then the model at dir)
   std::vector<ExactPoint> points;
 };
 

@@ -88,6 +88,13 @@ SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, LookupDrafting look
            lookup.n_max);
 }
 
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama& drafter, LookupDrafting lookup)
+    : SpeculativeDecoder(target, &drafter) {
+  DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
+           lookup.n_max);
+  lookup_ = lookup;
+}
+
 namespace {
 
 // A model with its cache and the number of valid positions, kept on the host so a rollback needs no device read.
@@ -141,21 +148,35 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
     if (drafter) drafter->feed(head);
   }
   int64_t pending = prompt.back();
-  std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending` (d_gamma of a full accept)
+  std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending`
   Decoded out;
   while (true) {
-    // 1. Draft gamma tokens, one drafter call each.
+    // 1. Draft gamma tokens: prompt lookup's first (lookup or hybrid), then the drafter's, one drafter call each.
     std::vector<int64_t> draft;
     std::vector<Tensor> qs;
-    int64_t drafter_kept = 0;  // the drafter's length with `pending` in it
-    if (drafter) {
+    if (lookup_ && gamma > 0) {
+      const auto t0 = Clock::now();
+      std::vector<int64_t> context = prompt;
+      context.insert(context.end(), out.tokens.begin(), out.tokens.end());
+      draft = prompt_lookup(context, gamma, lookup_->n_min, lookup_->n_max);
+      if (!greedy)
+        for (int64_t d : draft)
+          qs.push_back(torch::one_hot(torch::tensor(d), target_.config().vocab_size).to(torch::kFloat32));
+      out.drafter_seconds += since(t0);
+    }
+    // The drafter's cache: lag and `pending` go in with its first call of the step, then the lookup's tokens;
+    // drafter_base is its length up to `pending`, `fed` how many draft tokens follow in it (-1: not called).
+    int64_t drafter_base = 0, fed = -1;
+    if (drafter && static_cast<int64_t>(draft.size()) < gamma) {
       const auto t0 = Clock::now();
       std::vector<int64_t> in = lag;
       in.push_back(pending);
+      drafter_base = drafter->length + static_cast<int64_t>(in.size());
+      in.insert(in.end(), draft.begin(), draft.end());
       lag.clear();
-      for (int64_t i = 0; i < gamma; ++i) {
+      while (static_cast<int64_t>(draft.size()) < gamma) {
         const Tensor logits = drafter->feed(in).select(0, -1);  // [V]
-        if (i == 0) drafter_kept = drafter->length;
+        fed = static_cast<int64_t>(draft.size());
         ++out.counters.num_drafter_calls;
         int64_t d;
         if (greedy) {
@@ -167,15 +188,6 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
         draft.push_back(d);
         in = {d};
       }
-      out.drafter_seconds += since(t0);
-    } else if (lookup_ && gamma > 0) {
-      const auto t0 = Clock::now();
-      std::vector<int64_t> context = prompt;
-      context.insert(context.end(), out.tokens.begin(), out.tokens.end());
-      draft = prompt_lookup(context, gamma, lookup_->n_min, lookup_->n_max);
-      if (!greedy)
-        for (int64_t d : draft)
-          qs.push_back(torch::one_hot(torch::tensor(d), target_.config().vocab_size).to(torch::kFloat32));
       out.drafter_seconds += since(t0);
     }
 
@@ -199,12 +211,19 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
     if (!draft.empty()) out.counters.record_draft(gamma, v.accepted, static_cast<int64_t>(draft.size()));
     out.accepted_per_step.push_back(draft.empty() ? -1 : v.accepted);
 
-    // 3. Roll both caches back to the accepted prefix. The drafter fed d_1..d_{gamma-1}, never d_gamma: after a full
-    //    acceptance d_gamma goes in with the next step's first call.
+    // 3. Roll both caches back to the accepted prefix. The drafter holds `pending` and d_1..d_fed (never d_gamma); the
+    //    accepted tokens it lacks go in with its next call. Without a call this step (a lookup draft of gamma tokens),
+    //    `pending` and every accepted token wait in `lag`.
     target.truncate(base + 1 + v.accepted);
     if (drafter) {
-      drafter->truncate(drafter_kept + std::min(v.accepted, gamma - 1));
-      if (v.accepted == gamma) lag = {draft.back()};
+      if (fed < 0) {
+        lag.push_back(pending);
+        lag.insert(lag.end(), draft.begin(), draft.begin() + v.accepted);
+      } else {
+        const int64_t kept = std::min(v.accepted, fed);
+        drafter->truncate(drafter_base + kept);
+        lag.assign(draft.begin() + kept, draft.begin() + v.accepted);
+      }
     }
 
     // 4. Emit d_1..d_a and the target's token, up to a stop token or the length limit.

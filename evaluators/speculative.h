@@ -17,6 +17,9 @@
 // The drafter is a model, or prompt lookup (acceptance.h: the tokens that followed the latest earlier occurrence of the
 // context's trailing n-gram). A lookup draft may be shorter than gamma, or empty (then the step is a plain target
 // step); for sampling its q is one-hot on the proposed token, so a lookup token is kept with probability p(d).
+// Hybrid drafting is both: the lookup's tokens first (when the trailing n-gram recurs), then the drafter model's for
+// the rest of the gamma, each with its own q; the drafter's cache catches up on tokens it did not propose when it
+// next runs.
 #pragma once
 
 #include <torch/torch.h>
@@ -76,6 +79,8 @@ class SpeculativeDecoder {
   SpeculativeDecoder(model::Llama& target, model::Llama* drafter);
   // Prompt-lookup drafting instead of a drafter model.
   SpeculativeDecoder(model::Llama& target, LookupDrafting lookup);
+  // Hybrid: prompt lookup first, the drafter model for the rest of each draft.
+  SpeculativeDecoder(model::Llama& target, model::Llama& drafter, LookupDrafting lookup);
 
   // Decodes one prompt: up to sp.max_new_tokens tokens, stopping after any of sp.stop_ids; sp.temperature 0 is greedy.
   // `seed` seeds the uniforms (drafter sampling, acceptance, correction) in a fixed order.

@@ -5,8 +5,8 @@
 //   pass 2  k = sum r, E_q[r], alpha = sum min(p, q), and the sums of lq = log q the loss needs;
 //   pass 3  the gradient, which for every loss is an affine function of q r, q and r with per-row coefficients:
 //             tvd            -(s) q (r - E_q[r])                              s = grad_scale / T
-//             tvdpp, q       -(s / sd) q (r - E_q[r])                         sd = std(r) + eps
-//             tvdpp, uniform -(s / (V sd)) (r - mu - q (k - V mu))           mu = mean(r)
+//             tvdpp, q       -(s / sd) q (r - E_q[r])                         sd = sqrt(mu (1 - mu)) + eps
+//             tvdpp, uniform -(s / (V sd)) (r - mu - q (k - V mu))           mu = E_q[r] (q_stats) or k / V
 //           (the first two are the closed forms of docs/TVDPP.md: with weighting q the mean of the normalised
 //           reward cancels against sum_x q = 1, so TVD++ is TVD with each row's gradient divided by sd).
 // r is decided in log space (log p > log q), the same way in passes 2 and 3, and pass 3 needs one exp per element.
@@ -173,7 +173,9 @@ __device__ __forceinline__ Coef row_coef(const TvdArgs& a, float count, float su
   const float s = a.grad_scale * a.inv_temperature;
   if (a.loss == TvdLoss::kTvd) return {-s, s * sum_qr, 0.f, 0.f};
   const float v = static_cast<float>(a.vocab);
-  const float mu = a.batch_scope ? batch_count / (static_cast<float>(a.rows) * v) : count / v;
+  const float per_row = a.q_stats ? 1.f : v;  // E_q[r] = sum_qr, or count / V
+  const float mu = a.batch_scope ? batch_count / (static_cast<float>(a.rows) * per_row)
+                                 : (a.q_stats ? sum_qr : count / v);
   const float sd = sqrtf(fmaxf(mu - mu * mu, 0.f)) + a.eps;
   if (a.loss == TvdLoss::kTvdppQ) return {-s / sd, s * sum_qr / sd, 0.f, 0.f};
   const float w = s / (v * sd);
@@ -250,8 +252,9 @@ __global__ void __launch_bounds__(kMaxThreads) tvd_rows(TvdArgs a, TvdPhase phas
         acc[0] += r;
         acc[1] += q * r;
         acc[2] += __expf(fminf(lp, lq));
-        acc[3] += q * lq;
-        acc[4] += r * q * lq;
+        const float q_lq = q > 0.f ? q * lq : 0.f;  // 0 log 0 = 0 for a -inf student logit
+        acc[3] += q_lq;
+        acc[4] += r * q_lq;
         acc[5] += r * (lq - lq_mean);
         acc[6] += lq - lq_mean;
       }

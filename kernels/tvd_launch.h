@@ -38,12 +38,14 @@ struct TvdArgs {
   const void* teacher = nullptr;
   void* grad = nullptr;           // [rows, vocab] in the student's dtype, row stride grad_stride; may equal student
   float* stats = nullptr;         // [rows, kTvdStats]
-  const float* batch_count = nullptr;  // scope batch only: device scalar, sum of kCount over all rows
+  const float* batch_count = nullptr;  // scope batch only: device scalar, sum of kSumQR (q_stats) or kCount over rows
   int64_t rows = 0, vocab = 0;
   int64_t student_stride = 0, teacher_stride = 0, grad_stride = 0;
   TvdDtype student_dtype = TvdDtype::kFloat32, teacher_dtype = TvdDtype::kFloat32;
   TvdLoss loss = TvdLoss::kTvd;
-  bool batch_scope = false;       // TVD++: normalise the reward over all rows x vocab (needs batch_count) or per row
+  bool batch_scope = false;       // TVD++: normalise the reward over all rows (needs batch_count) or per row
+  bool q_stats = true;            // TVD++: the reward's mean is E_q[r] (kSumQR), else count / vocab (kCount / V);
+                                  // batch_count then holds the sum over rows of that column
   float inv_temperature = 1.0f;
   float eps = 1e-6f;
   float grad_scale = 1.0f;        // multiplies the gradient of the per-row loss (1/N for the mean over rows)

@@ -119,13 +119,15 @@ PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int6
   PairBatch out;
   out.x = x.to(device), out.y = y.to(device);
   out.positions = torch::tensor(positions, torch::kInt64).to(device);
-  if (offline) out.topk_ids = torch::cat(ids).to(device), out.topk_logprobs = torch::cat(lps).to(device);
+  if (offline && !ids.empty()) out.topk_ids = torch::cat(ids).to(device), out.topk_logprobs = torch::cat(lps).to(device);
   return out;
 }
 
-// Rows of [B, T, V] logits at the response positions: [N, V].
-Tensor response_rows(const Tensor& logits, const Tensor& positions) {
-  return logits.reshape({-1, logits.size(-1)}).index_select(0, positions);
+// The logits of the response positions only, [N, V]: the decoder runs over the whole batch, but only the N response
+// rows of its final hidden states reach the vocabulary-wide output head (prompt and padding rows never do).
+Tensor response_logits(model::Llama& m, const Tensor& x, const Tensor& positions) {
+  const Tensor h = m.hidden(x);
+  return m.logits(h.reshape({-1, h.size(-1)}).index_select(0, positions));
 }
 
 }  // namespace
@@ -143,7 +145,7 @@ std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& pr
 
 std::string distill_run_name(const config::DistillSection& d) {
   if (d.loss != "tvdpp") return d.loss;
-  return "tvdpp-" + d.tvdpp_scope + "-" + d.tvdpp_weighting;
+  return "tvdpp-" + d.tvdpp_scope + "-" + d.tvdpp_weighting + (d.tvdpp_stats == "q" ? "" : "-" + d.tvdpp_stats);
 }
 
 int distill(const config::Config& cfg) {
@@ -196,7 +198,7 @@ int distill(const config::Config& cfg) {
 
   KdOptions kd;
   kd.loss = d.loss, kd.temperature = d.temperature, kd.tvdpp_scope = d.tvdpp_scope;
-  kd.tvdpp_weighting = d.tvdpp_weighting;
+  kd.tvdpp_weighting = d.tvdpp_weighting, kd.tvdpp_stats = d.tvdpp_stats;
   const bool fused = d.loss == "tvd" || d.loss == "tvdpp";
 
   // The student's logits at the response positions of a batch, and the two sides the KD loss compares there: the
@@ -204,11 +206,11 @@ int distill(const config::Config& cfg) {
   // bins (offline, losses.h's topk_bins).
   auto student_rows = [&](const PairBatch& b) {
     AutocastGuard guard(rt.bf16_autocast);
-    return response_rows(student->forward(b.x), b.positions);
+    return response_logits(*student, b.x, b.positions);
   };
   auto target_rows = [&](const PairBatch& b) {
     torch::NoGradGuard no_grad;
-    return response_rows(target->forward(b.x), b.positions);
+    return response_logits(*target, b.x, b.positions);
   };
   auto kd_sides = [&](const Tensor& s, const PairBatch& b) -> std::pair<Tensor, Tensor> {
     if (!offline) return {s, target_rows(b)};
@@ -224,6 +226,8 @@ int distill(const config::Config& cfg) {
     std::vector<const Pair*> recs;
     for (int64_t i = 0; i < mbs; ++i) recs.push_back(train_set[order.at(first + (m * dist.world() + dist.rank()) * mbs + i)]);
     const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
+    // Every record's prompt fills the whole train.seq_len window: nothing to learn from (run_training counts it).
+    if (b.positions.size(0) == 0) return MicroBatch::empty({"kd", "ce", "alpha"});
     const Tensor s = student_rows(b);
     const auto [student_side, teacher_side] = kd_sides(s, b);
     const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
@@ -255,6 +259,7 @@ int distill(const config::Config& cfg) {
       for (size_t i = 0; i < mine.size(); i += mbs) {
         const std::vector<const Pair*> recs(mine.begin() + i, mine.begin() + std::min(mine.size(), i + mbs));
         const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
+        if (b.positions.size(0) == 0) continue;
         const Tensor s = student_rows(b), p = target_rows(b);
         const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
         sums[0] += acceptance(s, p, d.temperature).sum().to(torch::kFloat64);

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "data/shards.h"
+#include "io/hf_checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include "trainers/train_loop.h"
 
@@ -84,10 +85,35 @@ double validation_loss(model::Llama& model, const data::TokenStream& val, const 
   return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
 }
 
+}  // namespace
+
+Tensor target_svd_embedding(const stdfs::path& target_dir, int64_t vocab, int64_t hidden) {
+  torch::NoGradGuard no_grad;
+  const io::HfCheckpoint ck = io::HfCheckpoint::open(target_dir);
+  const std::string name = "model.embed_tokens.weight";
+  DA_CHECK(ck.contains(name), target_dir.string(), ": no tensor '", name, "' (pretrain.embedding_init = target-svd)");
+  const Tensor e = ck.get(name).to(torch::kFloat64);
+  DA_CHECK(e.dim() == 2 && e.size(0) == vocab, target_dir.string(), ": ", name, " is ", io::shape_text(e.sizes()),
+           ", but the drafter's vocabulary has ", vocab, " tokens (pretrain.embedding_init = target-svd)");
+  DA_CHECK(hidden <= e.size(1), "pretrain.embedding_init = target-svd: the drafter's hidden_size ", hidden,
+           " exceeds the target's ", e.size(1), " (", target_dir.string(), ")");
+  // The right singular vectors of E are the eigenvectors of E^T E (hidden x hidden, cheap beside an SVD of E); eigh
+  // returns them in ascending order of eigenvalue, so the last `hidden` columns, reversed, are the top ones. Each is
+  // signed so that its largest entry is positive, which makes the result independent of the eigensolver's signs.
+  const auto [values, vectors] = torch::linalg_eigh(e.t().mm(e));
+  Tensor v = vectors.narrow(1, e.size(1) - hidden, hidden).flip({1});
+  const Tensor at_max = v.gather(0, v.abs().argmax(0, /*keepdim=*/true));
+  v = v * at_max.sign();
+  return e.mm(v).to(torch::kFloat32);
+}
+
+namespace {
+
 // The drafter: from pretrain.init_from, or pretrain.model.* with the tokenizer's special ids, initialised from the
-// run seed (the same on every rank; rank 0's weights are broadcast besides).
-std::shared_ptr<model::Llama> make_model(const config::PretrainSection& p, const tok::Tokenizer& tokenizer,
-                                         int64_t seed, Runtime& rt) {
+// run seed (the same on every rank; rank 0's weights are broadcast besides); with embedding_init = target-svd its
+// embedding (and the tied head) starts as target_svd_embedding.
+std::shared_ptr<model::Llama> make_model(const config::PretrainSection& p, const stdfs::path& target_dir,
+                                         const tok::Tokenizer& tokenizer, int64_t seed, Runtime& rt) {
   std::shared_ptr<model::Llama> m;
   if (!p.init_from.empty()) {
     m = model::load_llama(p.init_from, rt.device, torch::kFloat32);
@@ -101,6 +127,14 @@ std::shared_ptr<model::Llama> make_model(const config::PretrainSection& p, const
     m = std::make_shared<model::Llama>(c, torch::TensorOptions().device(rt.device));
     log::info("pretrain: new drafter, ", m->num_params(), " parameters (", c.num_hidden_layers, " layers, hidden ",
               c.hidden_size, ", vocab ", c.vocab_size, ")");
+    if (p.embedding_init == "target-svd") {
+      torch::NoGradGuard no_grad;
+      const Tensor e = target_svd_embedding(target_dir, c.vocab_size, c.hidden_size);
+      for (auto& item : m->named_parameters())
+        if (item.key() == "model.embed_tokens.weight") item.value().copy_(e);
+      log::info("pretrain: embedding from the target's (", target_dir.string(), ") top ", c.hidden_size,
+                " right singular vectors");
+    }
   }
   torch::NoGradGuard no_grad;
   for (auto& t : m->parameters()) rt.dist->broadcast(t, "initial-weights broadcast");
@@ -127,7 +161,9 @@ int pretrain(const config::Config& cfg) {
            " tokens, fewer than one sequence of pretrain.train.seq_len + 1 = ", t.seq_len + 1);
 
   // Model and the loop.
-  auto model = make_model(p, *tokenizer, cfg.run.seed, rt);
+  DA_CHECK(p.embedding_init == "normal" || p.init_from.empty(), "pretrain.embedding_init = ", p.embedding_init,
+           " initialises a drafter from scratch, but pretrain.init_from = ", p.init_from, " loads one");
+  auto model = make_model(p, cfg.target.dir, *tokenizer, cfg.run.seed, rt);
   DA_CHECK(model->config().vocab_size == index.vocab_size, "pretrain.model.vocab_size (", model->config().vocab_size,
            ") differs from the dataset's vocabulary (", index.vocab_size, " in ", p.data_dir, "/index.json)");
   DA_CHECK(t.seq_len <= model->config().max_position_embeddings, "pretrain.train.seq_len (", t.seq_len,

@@ -8,6 +8,10 @@
 // checkpoint, so a resumed run, or a run with another world size and the same global batch, sees the same sequences.
 #pragma once
 
+#include <torch/torch.h>
+
+#include <filesystem>
+
 #include "config/config.h"
 
 namespace draftalign::train {
@@ -15,5 +19,10 @@ namespace draftalign::train {
 // Runs the stage; returns the exit code. Throws Error on a bad dataset, checkpoint or config, or on a non-finite loss
 // with train.on_nonfinite = stop.
 int pretrain(const config::Config& cfg);
+
+// pretrain.embedding_init = target-svd: the target's input embedding E [V, H] (model.embed_tokens.weight of the HF
+// directory `target_dir`) projected on its top `hidden` right singular vectors, E V_d [V, hidden] fp32: the rank-d
+// coordinates of the target's token geometry, at the target's scale. Errors name the directory.
+torch::Tensor target_svd_embedding(const std::filesystem::path& target_dir, int64_t vocab, int64_t hidden);
 
 }  // namespace draftalign::train

@@ -206,7 +206,7 @@ void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, c
   torch::save(rng, (tmp.path() / "rng.pt").string());
   json j = {{"format", "draftalign-checkpoint"}, {"version", 1},       {"step", state.step},
             {"consumed", state.consumed},        {"tokens", state.tokens}, {"skipped", state.skipped},
-            {"world_size", dist.world()},        {"extra", state.extra}};
+            {"empty_micro_batches", state.empty_micro_batches}, {"world_size", dist.world()}, {"extra", state.extra}};
   for (const char* f : kCheckpointFiles) j["checksums"][f] = file_checksum(tmp.path() / f);
   fs::write_file_atomic(tmp.path() / kStateFile, j.dump(2) + "\n");
   tmp.commit();
@@ -238,6 +238,7 @@ TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW&
     s.consumed = j.at("consumed").get<int64_t>();
     s.tokens = j.at("tokens").get<int64_t>();
     s.skipped = j.at("skipped").get<int64_t>();
+    s.empty_micro_batches = j.value("empty_micro_batches", int64_t{0});
     s.extra = j.value("extra", json::object());
   } catch (const json::exception& e) {
     throw Error(str_cat(state_file.string(), ": ", e.what()));
@@ -379,12 +380,20 @@ void run_training(const config::RunSection& run, const config::TrainSection& t, 
     for (int64_t m = 0; m < t.grad_accum; ++m) {
       MicroBatch mb = recipe.micro_batch(state.consumed, m);
       if (m == t.grad_accum - 1) sync.arm();
-      (mb.loss / static_cast<double>(t.grad_accum)).backward();
-      loss_sum += mb.loss.detach() / static_cast<double>(t.grad_accum);
-      tokens += mb.tokens;
+      if (mb.skipped) {
+        ++state.empty_micro_batches;
+        torch::Tensor zero = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
+        for (const auto& p : params) zero = zero + 0.0 * p.sum();  // every gradient hook fires, with zeros
+        zero.backward();
+      } else {
+        (mb.loss / static_cast<double>(t.grad_accum)).backward();
+        loss_sum += mb.loss.detach() / static_cast<double>(t.grad_accum);
+        tokens += mb.tokens;
+      }
       for (size_t i = 0; i < mb.parts.size(); ++i) {
-        const torch::Tensor v = mb.parts[i].second.detach().to(torch::kFloat64) / static_cast<double>(t.grad_accum);
-        if (m == 0) part_names.push_back(mb.parts[i].first), part_sums.push_back(v);
+        const torch::Tensor v =
+            mb.parts[i].second.detach().to(rt.device, torch::kFloat64) / static_cast<double>(t.grad_accum);
+        if (i == part_names.size()) part_names.push_back(mb.parts[i].first), part_sums.push_back(v);
         else part_sums[i] += v;
       }
     }
@@ -422,7 +431,7 @@ void run_training(const config::RunSection& run, const config::TrainSection& t, 
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
       json record = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                      {"tokens", state.tokens}, {"tokens_per_s", interval_tokens / std::max(secs, 1e-9)},
-                     {"skipped", state.skipped}};
+                     {"skipped", state.skipped}, {"empty_micro_batches", state.empty_micro_batches}};
       for (size_t i = 0; i < part_names.size(); ++i)
         record[part_names[i]] = sums[2 + static_cast<int64_t>(i)].item<double>() / static_cast<double>(world);
       metrics.write(record);

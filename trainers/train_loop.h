@@ -103,6 +103,7 @@ struct TrainerState {
   int64_t consumed = 0;      // training sequences consumed (the data cursor, independent of the world size)
   int64_t tokens = 0;        // training tokens consumed
   int64_t skipped = 0;       // steps skipped for a non-finite loss (train.on_nonfinite = skip)
+  int64_t empty_micro_batches = 0;  // micro-batches with nothing to learn from (MicroBatch::skipped)
   nlohmann::json extra;      // recipe-specific fields
 };
 
@@ -133,6 +134,16 @@ struct MicroBatch {
   torch::Tensor loss;  // scalar to minimise: this micro-batch's mean
   int64_t tokens = 0;  // tokens it trained on (throughput and the token counter)
   std::vector<std::pair<std::string, torch::Tensor>> parts;  // detached scalars, logged as the step's mean (kd, ce)
+  // A micro-batch with no position to learn from (e.g. distillation records whose prompts fill the window): the loop
+  // counts it and gives every parameter a zero gradient (so data-parallel ranks stay in step); `loss` is unused and
+  // `parts` must name the same scalars as a real micro-batch's (zeros), since every rank all-reduces them together.
+  bool skipped = false;
+  static MicroBatch empty(const std::vector<std::string>& part_names) {
+    MicroBatch mb;
+    mb.skipped = true;
+    for (const auto& n : part_names) mb.parts.emplace_back(n, torch::zeros({}));
+    return mb;
+  }
 };
 
 // What a recipe (pretrain.cpp, distill.cpp) plugs into run_training.

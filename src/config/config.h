@@ -184,6 +184,7 @@ struct PretrainSection {
 
   std::string data_dir = "${prepare.output_dir}";
   std::string init_from = "";
+  std::string embedding_init = "normal";
   std::string output_dir = "${run.output_dir}/pretrain";
   bool document_mask = true;
   ModelShape model;
@@ -193,6 +194,10 @@ struct PretrainSection {
   void visit(V& s) {
     s.add("data_dir", data_dir, "token shards written by prepare-data");
     s.add("init_from", init_from, "start from this HF checkpoint directory; empty = from scratch (model.*)");
+    s.add_choice("embedding_init", embedding_init,
+                 "from scratch: normal(0, 0.02), or target-svd = the target's embedding matrix projected on its top "
+                 "model.hidden_size right singular vectors (E V_d), the tied head with it",
+                 {"normal", "target-svd"});
     s.add("output_dir", output_dir, "checkpoints, metrics and the final HF-format drafter");
     s.add("document_mask", document_mask,
           "packed sequences: attend only within each document, positions restarting at each one");
@@ -264,6 +269,7 @@ struct DistillSection {
   double ce_weight = 0.0;
   std::string tvdpp_scope = "token";
   std::string tvdpp_weighting = "q";
+  std::string tvdpp_stats = "q";
   double val_fraction = 0.1;
   TrainSection train = demo_train();
 
@@ -282,6 +288,10 @@ struct DistillSection {
                  {"token", "batch"});
     s.add_choice("tvdpp_weighting", tvdpp_weighting, "q = exact policy gradient; uniform = 1/|V| weights",
                  {"q", "uniform"});
+    s.add_choice("tvdpp_stats", tvdpp_stats,
+                 "mean and std of the reward 1[p > q]: q = under the drafter's q (E_q[r]); vocab = over the V entries, "
+                 "which the tail sets (docs/TVDPP.md)",
+                 {"q", "vocab"});
     s.add("val_fraction", val_fraction, "pairs held out for the alpha / tau validation", Bounds::closed_open(0, 0.5));
     s.section("train", train, "training loop");
   }
@@ -311,6 +321,7 @@ struct EvaluateSection {
   int64_t batch_size = 32;
   std::vector<int64_t> exact_gammas = {1, 2, 3, 4, 5, 6, 7, 8};
   bool prompt_lookup = true;
+  bool hybrid = true;
   int64_t prompt_lookup_min = 1;
   int64_t prompt_lookup_max = 3;
   int64_t bootstrap_resamples = 2000;
@@ -342,6 +353,8 @@ struct EvaluateSection {
     s.add("exact_gammas", exact_gammas, "draft lengths of the exact greedy tau (one pass: they cost nothing extra)",
           Bounds::at_least(1));
     s.add("prompt_lookup", prompt_lookup, "add prompt-lookup (n-gram) drafting, the free baseline, as a drafter");
+    s.add("hybrid", hybrid, "add each model drafter with prompt lookup in front (<name>+lookup): the n-gram's "
+                            "continuation when the context's trailing n-gram recurs, the drafter's for the rest");
     s.add("prompt_lookup_min", prompt_lookup_min, "prompt lookup: the shortest n-gram matched", Bounds::at_least(1));
     s.add("prompt_lookup_max", prompt_lookup_max, "prompt lookup: the longest n-gram matched", Bounds::at_least(1));
     s.add("bootstrap_resamples", bootstrap_resamples, "bootstrap resamples of the prompts for the 95% intervals",

@@ -18,16 +18,19 @@ using torch::Tensor;
 
 namespace {
 
-// The normalised reward r~ of TVD++ for r = 1[p > q] ([N, V], no gradient).
-Tensor normalised_reward(const Tensor& p, const Tensor& q, const KdOptions& o) {
-  const Tensor r = (p > q).to(p.scalar_type());
-  if (o.tvdpp_scope == "token") {
-    const Tensor mean = r.mean(-1, /*keepdim=*/true);
-    const Tensor std = r.std(-1, /*unbiased=*/false, /*keepdim=*/true);
-    return (r - mean) / (std + o.eps);
-  }
-  DA_CHECK(o.tvdpp_scope == "batch", "distill.tvdpp_scope must be token or batch, not '", o.tvdpp_scope, "'");
-  return (r - r.mean()) / (r.std(/*unbiased=*/false) + o.eps);
+// The normalised reward r~ of TVD++ for r = 1[log p > log q] ([N, V], no gradient). Its mean and std are q-weighted
+// (stats q: mu = E_q[r], the expectation of the mean of rewards of tokens sampled from the drafter) or uniform over
+// the vocabulary (stats vocab: mu = |{x : p > q}| / V, which the tail sets); since r is 0 or 1, std = sqrt(mu (1 - mu))
+// either way. Per row (scope token) or over all N rows (scope batch: the mean of the rows' mu).
+Tensor normalised_reward(const Tensor& log_p, const Tensor& log_q, const KdOptions& o) {
+  const Tensor r = (log_p > log_q).to(log_p.scalar_type());
+  DA_CHECK(o.tvdpp_scope == "token" || o.tvdpp_scope == "batch", "distill.tvdpp_scope must be token or batch, not '",
+           o.tvdpp_scope, "'");
+  DA_CHECK(o.tvdpp_stats == "q" || o.tvdpp_stats == "vocab", "distill.tvdpp_stats must be q or vocab, not '",
+           o.tvdpp_stats, "'");
+  Tensor mu = o.tvdpp_stats == "q" ? (log_q.exp() * r).sum(-1, /*keepdim=*/true) : r.mean(-1, /*keepdim=*/true);
+  if (o.tvdpp_scope == "batch") mu = mu.mean();
+  return (r - mu) / ((mu - mu * mu).clamp_min(0).sqrt() + o.eps);
 }
 
 }  // namespace
@@ -40,12 +43,14 @@ Tensor kd_loss(const Tensor& student, const Tensor& teacher, const KdOptions& o)
   const Tensor log_q = torch::log_softmax(student.to(type) / o.temperature, -1);
   const Tensor log_p = torch::log_softmax(teacher.detach().to(type) / o.temperature, -1);
   const Tensor q = log_q.exp(), p = log_p.exp();
-  if (o.loss == "fkl") return (p * (log_p - log_q)).sum(-1).mean();
-  if (o.loss == "rkl") return (q * (log_q - log_p)).sum(-1).mean();
+  // w * x with 0 * x = 0 where w = 0, so that -inf logits (probability 0) leave the sums finite: 0 log 0 = 0.
+  auto times = [](const Tensor& w, const Tensor& x) { return torch::where(w != 0, w * x, torch::zeros_like(x)); };
+  if (o.loss == "fkl") return times(p, log_p - log_q).sum(-1).mean();
+  if (o.loss == "rkl") return times(q, log_q - log_p).sum(-1).mean();
   if (o.loss == "tvd") return 0.5 * (p - q).abs().sum(-1).mean();
   DA_CHECK(o.loss == "tvdpp", "kd_loss: unknown loss '", o.loss, "' (fkl, rkl, tvd, tvdpp)");
-  const Tensor reward = normalised_reward(p, q.detach(), o);
-  if (o.tvdpp_weighting == "q") return -((q.detach() * reward) * log_q).sum(-1).mean();
+  const Tensor reward = normalised_reward(log_p, log_q.detach(), o);
+  if (o.tvdpp_weighting == "q") return -times(q.detach() * reward, log_q).sum(-1).mean();
   DA_CHECK(o.tvdpp_weighting == "uniform", "distill.tvdpp_weighting must be q or uniform, not '", o.tvdpp_weighting,
            "'");
   return -(reward * log_q).mean(-1).mean();
@@ -61,11 +66,13 @@ using kernels::TvdStat;
 
 Tensor stat(const Tensor& stats, TvdStat col) { return stats.select(1, col); }
 
-// mean(r) per row ([N]) for scope token, or over all rows and vocabulary entries (a [1] broadcast) for scope batch.
+// The reward's mean mu (see normalised_reward): E_q[r] (stats q) or count / V (stats vocab) per row ([N]) for scope
+// token, or their mean over the rows (a [1] broadcast) for scope batch.
 Tensor reward_mean(const Tensor& stats, const KdOptions& o, int64_t vocab) {
-  const Tensor count = stat(stats, kernels::kCount);
-  if (o.tvdpp_scope == "batch") return (count.sum() / static_cast<double>(count.numel() * vocab)).reshape({1});
-  return count / static_cast<double>(vocab);
+  const Tensor mu = o.tvdpp_stats == "q" ? stat(stats, kernels::kSumQR)
+                                         : stat(stats, kernels::kCount) / static_cast<double>(vocab);
+  if (o.tvdpp_scope == "batch") return mu.mean().reshape({1});
+  return mu;
 }
 
 Tensor reward_sd(const Tensor& mu, double eps) { return (mu - mu * mu).clamp_min(0).sqrt() + eps; }
@@ -89,8 +96,9 @@ void stats_and_grad_reference(const Tensor& student, const Tensor& teacher, cons
   const Tensor u = student.to(type) / o.temperature, w = teacher.to(type) / o.temperature;
   const Tensor max_s = std::get<0>(u.max(-1, true)), max_t = std::get<0>(w.max(-1, true));
   const Tensor lse_s = (u - max_s).exp().sum(-1, true).log(), lse_t = (w - max_t).exp().sum(-1, true).log();
-  const Tensor lq = u - max_s - lse_s, q = lq.exp(), p = (w - max_t - lse_t).exp();
-  const Tensor r = (p > q).to(type);
+  const Tensor lq = u - max_s - lse_s, q = lq.exp(), lp = w - max_t - lse_t, p = lp.exp();
+  const Tensor r = (lp > lq).to(type);  // in log space, as the kernel decides it
+  const Tensor q_lq = torch::where(q > 0, q * lq, torch::zeros_like(q));  // 0 log 0 = 0 for -inf student logits
   stats = torch::zeros({n, kernels::kTvdStats}, student.options().dtype(type));
   stats.select(1, kernels::kMaxS).copy_(max_s.squeeze(1));
   stats.select(1, kernels::kLseS).copy_(lse_s.squeeze(1));
@@ -99,8 +107,8 @@ void stats_and_grad_reference(const Tensor& student, const Tensor& teacher, cons
   stats.select(1, kernels::kCount).copy_(r.sum(-1));
   stats.select(1, kernels::kSumQR).copy_((q * r).sum(-1));
   stats.select(1, kernels::kAlpha).copy_(torch::minimum(p, q).sum(-1));
-  stats.select(1, kernels::kSumQLq).copy_((q * lq).sum(-1));
-  stats.select(1, kernels::kSumQRLq).copy_((q * r * lq).sum(-1));
+  stats.select(1, kernels::kSumQLq).copy_(q_lq.sum(-1));
+  stats.select(1, kernels::kSumQRLq).copy_((r * q_lq).sum(-1));
   const Tensor lq_mean = lq.mean(-1, true);
   stats.select(1, kernels::kSumRLq).copy_((r * (lq - lq_mean)).sum(-1));
   stats.select(1, kernels::kSumLq).copy_((lq - lq_mean).sum(-1));
@@ -146,6 +154,7 @@ void stats_and_grad_cuda(const Tensor& student, const Tensor& teacher, const KdO
            : o.tvdpp_weighting == "q"     ? kernels::TvdLoss::kTvdppQ
                                           : kernels::TvdLoss::kTvdppUniform;
   a.batch_scope = o.loss == "tvdpp" && o.tvdpp_scope == "batch";
+  a.q_stats = o.tvdpp_stats == "q";
   a.inv_temperature = static_cast<float>(1.0 / o.temperature);
   a.eps = static_cast<float>(o.eps);
   a.grad_scale = static_cast<float>(1.0 / static_cast<double>(a.rows));
@@ -156,7 +165,8 @@ void stats_and_grad_cuda(const Tensor& student, const Tensor& teacher, const KdO
   };
   if (!a.batch_scope) return check(kernels::launch_tvd(a, kernels::TvdPhase::kStatsAndGrad, stream));
   check(kernels::launch_tvd(a, kernels::TvdPhase::kStats, stream));
-  const Tensor batch_count = stat(stats, kernels::kCount).sum();  // stays on the device: no synchronisation
+  // sum over rows of E_q[r] (stats q) or of the counts (stats vocab); it stays on the device: no synchronisation
+  const Tensor batch_count = stat(stats, a.q_stats ? kernels::kSumQR : kernels::kCount).sum();
   a.batch_count = batch_count.data_ptr<float>();
   check(kernels::launch_tvd(a, kernels::TvdPhase::kGrad, stream));
 }
@@ -171,6 +181,8 @@ void check_fused_args(const Tensor& student, const Tensor& teacher, const KdOpti
            o.tvdpp_scope, "'");
   DA_CHECK(o.tvdpp_weighting == "q" || o.tvdpp_weighting == "uniform",
            "distill.tvdpp_weighting must be q or uniform, not '", o.tvdpp_weighting, "'");
+  DA_CHECK(o.tvdpp_stats == "q" || o.tvdpp_stats == "vocab", "distill.tvdpp_stats must be q or vocab, not '",
+           o.tvdpp_stats, "'");
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 //   fkl    sum_x p log(p / q)
 //   rkl    sum_x q log(q / p)
 //   tvd    1/2 sum_x |p - q|
-//   tvdpp  a surrogate whose gradient is the policy gradient of the reward r(x) = 1[p(x) > q(x)], normalised to
-//          r~ = (r - mean r) / (std r + eps) over each row's vocabulary (scope token) or over all N x V entries (scope
-//          batch), weighted by
+//   tvdpp  a surrogate whose gradient is the policy gradient of the reward r(x) = 1[log p(x) > log q(x)], normalised
+//          to r~ = (r - mean r) / (std r + eps) per row (scope token) or over all N rows (scope batch), the mean and
+//          std taken under q (stats q: mu = E_q[r], the expected mean reward of tokens the drafter samples, as a
+//          policy-gradient baseline over sampled tokens would be) or uniformly over the V entries (stats vocab:
+//          mu = |{x : p > q}| / V, set by the tail where p and q are both negligible; docs/TVDPP.md), and weighted by
 //            q        -sum_x sg[q(x) r~(x)] log q(x): gradient wrt student logit z_j = -(q_j / T)(r~_j - sum_x q_x r~_x)
 //            uniform  -(1/V) sum_x r~(x) log q(x)
 //          (the gradient of TVD itself is -(q_j / T)(r_j - sum_x q_x r_x): REINFORCE with reward 1[p > q]).
@@ -24,6 +26,7 @@ struct KdOptions {
   double temperature = 1.0;
   std::string tvdpp_scope = "token";  // token, batch
   std::string tvdpp_weighting = "q";  // q, uniform
+  std::string tvdpp_stats = "q";      // q, vocab: the reward normalisation's mean and std
   double eps = 1e-6;                  // in the reward normalisation
 };
 

@@ -94,12 +94,19 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
   EXPECT_EQ(ex["items"], 8);
   EXPECT_EQ(ex["turns"], json({1, 2}));
   EXPECT_EQ(ex["categories"], json({"math", "writing"}));
-  ASSERT_EQ(ex["drafters"].size(), 3u);
-  EXPECT_EQ(ex["drafters"][0]["name"], "prompt-lookup");
-  EXPECT_EQ(ex["drafters"][1]["name"], "drafter");
-  EXPECT_EQ(ex["drafters"][2]["name"], "same");
+  // Prompt lookup, then each model drafter and its hybrid with prompt lookup (evaluate.hybrid, on by default).
+  ASSERT_EQ(ex["drafters"].size(), 5u);
+  const std::vector<std::pair<std::string, std::string>> kinds = {{"prompt-lookup", "prompt-lookup"},
+                                                                  {"drafter", "model"},
+                                                                  {"drafter+lookup", "hybrid"},
+                                                                  {"same", "model"},
+                                                                  {"same+lookup", "hybrid"}};
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    EXPECT_EQ(ex["drafters"][i]["name"], kinds[i].first);
+    EXPECT_EQ(ex["drafters"][i]["kind"], kinds[i].second);
+  }
   const auto exact = jsonl(dir / "exact.jsonl");
-  EXPECT_EQ(exact.size(), 3u * 4 * 8);
+  EXPECT_EQ(exact.size(), 5u * 4 * 8);
   std::map<std::string, SpecCounters> exact_by;  // drafter/gamma/prompt -> counters
   for (const json& e : exact)
     exact_by[str_cat(e["drafter"].get<std::string>(), "/", e["gamma"].get<int64_t>(), "/",
@@ -121,8 +128,8 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
 
   // Timed: every (drafter, temperature, gamma) point against the plain runs it alternated with.
   const auto records = jsonl(dir / "prompts.jsonl");
-  EXPECT_EQ(records.size(), 4u * 3 * 2 * 2);  // timed prompts x drafters x temperatures x gammas
-  ASSERT_EQ(rep["drafters"].size(), 3u);
+  EXPECT_EQ(records.size(), 4u * 5 * 2 * 2);  // timed prompts x drafters x temperatures x gammas
+  ASSERT_EQ(rep["drafters"].size(), 5u);
   const int64_t target_params = rep["target"]["params"];
   for (const json& d : rep["drafters"]) {
     if (d["params"].get<int64_t>() > 0) {
@@ -217,7 +224,7 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
 TEST(Evaluate, InterruptedRunResumesFromTheSweepLog) {
   World w;
   const std::string cmd =
-      w.evaluate(str_cat("evaluate.repeats=1 evaluate.prompt_lookup=false evaluate.drafters=[",
+      w.evaluate(str_cat("evaluate.repeats=1 evaluate.prompt_lookup=false evaluate.hybrid=false evaluate.drafters=[",
                          (w.d / "drafter" / "final").string(), "]"));
   const fsys::path dir = w.d / "report", log = dir / "sweep.jsonl";
   auto r = run_command(cmd);

@@ -80,7 +80,7 @@ Report small_report() {
                     turn_counters(6, 2, {2, 2})}};
   ExactPoint lookup{2, {turn_counters(6, 6, {0, 0}), turn_counters(6, 5, {1, 0}), turn_counters(6, 6, {0}),
                         turn_counters(6, 6, {0})}};
-  r.exact = {{"prompt-lookup", "", 0, {lookup}}, {"kd", "runs/kd/final", 100, {kd}}};
+  r.exact = {{"prompt-lookup", "", 0, "prompt-lookup", {lookup}}, {"kd", "runs/kd/final", 100, "model", {kd}}};
   // Timed: each repeat a plain run then the drafter.
   DrafterResult d;
   d.name = "kd", d.dir = "runs/kd/final", d.params = 100, d.step_seconds = 0.01;

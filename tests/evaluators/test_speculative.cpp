@@ -2,12 +2,15 @@
 // token to the target's own greedy decoding for every prompt and several gamma (with rejections, so cache rollback is
 // exercised); a drafter equal to the target accepts everything; and the distribution of the first two tokens of
 // speculative sampling matches the target's exact distribution (chi-square), where the drafter's own samples fail the
-// same test.
+// same test. Hybrid drafting (prompt lookup, then the drafter) is lossless in both modes, and its greedy counters are
+// exactly those of the one-pass simulation (acceptance.h's hybrid_proposer).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
+#include <random>
 
+#include "evaluators/onepass.h"
 #include "evaluators/speculative.h"
 #include "test_util.h"
 
@@ -131,6 +134,57 @@ TEST(SpeculativeDecoding, GreedyOutputIsTheTargetsOwnGreedyOutput) {
   EXPECT_LT(all.num_accepted_tokens, all.num_draft_tokens);
 }
 
+// Prompts over a few token ids, so that n-grams recur and prompt lookup has something to propose.
+std::vector<std::vector<int64_t>> repetitive_prompts(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<int64_t> p(4 + rng() % 12);
+    for (auto& t : p) t = 4 + static_cast<int64_t>(rng() % 5);
+    out.push_back(p);
+  }
+  return out;
+}
+
+TEST(SpeculativeDecoding, HybridGreedyIsLosslessAndCountsAsTheOnePassSimulation) {
+  const int64_t vocab = 64, max_new = 40;
+  auto target = make(vocab, 2, 1, 8.0);
+  auto drafter = make(vocab, 1, 2, 1.0, target.get());
+  model::SamplingParams sp;
+  sp.temperature = 0, sp.max_new_tokens = max_new, sp.stop_ids = {3};
+  SpeculativeDecoder hybrid(*target, *drafter, LookupDrafting{1, 3});
+  const auto prompts = repetitive_prompts(8, 5);
+  const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, 5, sp.stop_ids, 8);
+  SpecCounters all;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const GreedyAnswer& a = answers[i];
+    const std::vector<int64_t> argmax = teacher_forced_argmax(*drafter, prompts[i], a.tokens);
+    for (int64_t g : {1, 2, 3, 5}) {
+      const Decoded d = hybrid.decode(prompts[i], g, sp, 0);
+      ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
+          << "prompt " << i << ", gamma " << g;
+      const SpecCounters one = simulate_greedy(a, g, hybrid_proposer(prompts[i], a.tokens, argmax, 1, 3));
+      EXPECT_EQ(d.counters, one) << "prompt " << i << ", gamma " << g;
+      all.add(g == 3 ? d.counters : SpecCounters{});
+    }
+  }
+  // Both parts drafted: some draft tokens came from lookup (fewer drafter calls than draft tokens), some from the
+  // drafter; and drafts were both accepted and rejected (the caches rolled back and caught up).
+  EXPECT_GT(all.num_drafter_calls, 0);
+  EXPECT_LT(all.num_drafter_calls, all.num_draft_tokens);
+  EXPECT_GT(all.num_accepted_tokens, 0);
+  EXPECT_LT(all.num_accepted_tokens, all.num_draft_tokens);
+  // The one-pass hybrid proposer by hand. At answer position 0 the context 7 8 9 7 ends in 7, which followed by 8 9 7
+  // at the start: lookup's 3 tokens, then the drafter's argmax at position 3; at position 3 the context ends in 5,
+  // which never occurred: the drafter's 2 tokens.
+  const std::vector<int64_t> prompt = {7, 8, 9, 7}, answer = {8, 9, 5, 6, 1}, am = {50, 51, 52, 53, 54};
+  const Proposal p = hybrid_proposer(prompt, answer, am, 1, 3)(0, 4);
+  EXPECT_EQ(p.tokens, (std::vector<int64_t>{8, 9, 7, 53}));
+  EXPECT_EQ(p.drafter_calls, 1);
+  EXPECT_EQ(hybrid_proposer(prompt, answer, am, 1, 3)(3, 2).tokens, (std::vector<int64_t>{53, 54}));
+  EXPECT_EQ(hybrid_proposer(prompt, answer, am, 1, 3)(3, 2).drafter_calls, 2);
+}
+
 TEST(SpeculativeDecoding, ADrafterEqualToTheTargetIsAlwaysAccepted) {
   auto target = make(64, 2, 1, 8.0);
   SpeculativeDecoder dec(*target, target.get());
@@ -170,8 +224,9 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
   const int64_t V = 8, n = 1200, gamma = 2;
   auto target = make(V, 2, 11, 12.0);
   auto drafter = make(V, 1, 12, 12.0);  // a different random model: many rejections
-  const std::vector<int64_t> prompt = {1, 4, 2};
-  SpeculativeDecoder dec(*target, drafter.get());
+  // The prompt ends in a repeated token, so the hybrid's first draft is lookup's one token (2), then the drafter's.
+  const std::vector<int64_t> prompt = {5, 1, 2, 2};
+  SpeculativeDecoder model_only(*target, drafter.get()), hybrid(*target, *drafter, LookupDrafting{1, 2});
   struct Setting {
     double temperature, top_p;
     int64_t top_k;
@@ -198,24 +253,29 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
       return out;
     };
     const auto p_joint = joint(*target), q_joint = joint(*drafter);
-    std::map<int64_t, int64_t> counts;
-    SpecCounters c;
-    for (int64_t i = 0; i < n; ++i) {
-      const Decoded d = dec.decode(prompt, gamma, sp, 1000 + i);
-      ASSERT_EQ(d.tokens.size(), 2u);
-      ++counts[d.tokens[0] * V + d.tokens[1]];
-      c.add(d.counters);
+    for (SpeculativeDecoder* dec : {&model_only, &hybrid}) {
+      const char* who = dec == &hybrid ? "hybrid" : "drafter";
+      std::map<int64_t, int64_t> counts;
+      SpecCounters c;
+      for (int64_t i = 0; i < n; ++i) {
+        const Decoded d = dec->decode(prompt, gamma, sp, 1000 + i);
+        ASSERT_EQ(d.tokens.size(), 2u);
+        ++counts[d.tokens[0] * V + d.tokens[1]];
+        c.add(d.counters);
+      }
+      const auto [stat, crit] = chi_square(counts, p_joint, n);
+      std::printf("%s T %.1f: chi-square %.1f against the target, critical %.1f\n", who, s.temperature, stat, crit);
+      EXPECT_LT(stat, crit) << who << " T " << s.temperature << ": speculative samples do not follow the target";
+      // The same test rejects the drafter's own distribution: it has the power to see a wrong sampler.
+      const auto [stat_q, crit_q] = chi_square(counts, q_joint, n);
+      std::printf("%s T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", who,
+                  s.temperature, stat_q, crit_q, static_cast<double>(c.num_accepted_tokens) / c.num_draft_tokens);
+      EXPECT_GT(stat_q, crit_q) << who << " T " << s.temperature << ": the test cannot tell the drafter from the target";
+      EXPECT_GT(c.num_accepted_tokens, 0) << who;
+      EXPECT_LT(c.num_accepted_tokens, c.num_draft_tokens) << who;
+      // Lookup proposed some of the hybrid's draft tokens.
+      if (dec == &hybrid) EXPECT_LT(c.num_drafter_calls, c.num_draft_tokens);
     }
-    const auto [stat, crit] = chi_square(counts, p_joint, n);
-    std::printf("T %.1f: chi-square %.1f against the target, critical %.1f\n", s.temperature, stat, crit);
-    EXPECT_LT(stat, crit) << "temperature " << s.temperature << ": speculative samples do not follow the target";
-    // The same test rejects the drafter's own distribution: it has the power to see a wrong sampler.
-    const auto [stat_q, crit_q] = chi_square(counts, q_joint, n);
-    std::printf("T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", s.temperature, stat_q,
-                crit_q, static_cast<double>(c.num_accepted_tokens) / c.num_draft_tokens);
-    EXPECT_GT(stat_q, crit_q) << "temperature " << s.temperature << ": the test cannot tell the drafter from the target";
-    EXPECT_GT(c.num_accepted_tokens, 0);
-    EXPECT_LT(c.num_accepted_tokens, c.num_draft_tokens);
   }
 }
 

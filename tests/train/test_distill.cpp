@@ -126,7 +126,10 @@ TEST(Distill, TvdppOnlineRaisesHeldOutAlphaOfflineRunsAndResumeIsExact) {
 // same weights at the end, and at step 0 the stored teacher's alpha is the real target's. Besides the top-k + rest
 // binning (at k = V the vocabulary reordered), this checks that generate's stored rows line up with distill's
 // response positions: one row off and every figure differs. The stored rows come from the generator's KV-cached
-// decode, the online teacher from one full forward, so they agree to float rounding, not bit for bit.
+// decode, the online teacher from one full forward, so they agree to float rounding, not bit for bit. The run uses
+// tvdpp_stats = vocab: with stats q a rounding-level flip of r = 1[p > q] at a near-tie token that holds most of q's
+// mass moves the row's mean E_q[r] and weight 1 / sd by O(1) (weights then differ by 2e-5 after three steps, not 6e-7),
+// which would test the tie, not the bins.
 TEST(Distill, OfflineWithFullTopkIsTheOnlineLoss) {
   World w;
   const int64_t vocab = 49152;  // SmolLM2's tokenizer, which the tiny models share
@@ -136,10 +139,10 @@ TEST(Distill, OfflineWithFullTopkIsTheOnlineLoss) {
   r = run_command(w.generate("over", str_cat("generate.topk_logprobs=", vocab + 1, " generate.max_prompts=1")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_HAS(r.output, "generate.topk_logprobs = 49153 is more than the target's vocabulary");
-  const std::string run = "distill.loss=tvdpp distill.train.steps=3 distill.train.micro_batch_size=2 run.log_every=1 ";
+  const std::string run = "distill.loss=tvdpp distill.tvdpp_stats=vocab distill.train.steps=3 distill.train.micro_batch_size=2 run.log_every=1 ";
   r = run_command(w.distill("full", run));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const fsys::path online = w.d / "out" / "tvdpp-token-q";
+  const fsys::path online = w.d / "out" / "tvdpp-token-q-vocab";
   fsys::rename(online, w.d / "online");
   r = run_command(w.distill("full", run + "distill.teacher=offline"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -171,6 +174,14 @@ TEST(Distill, MissingTopkAndUnfinishedDataAreClearErrors) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_HAS(r.output, "generate.topk_logprobs");
   EXPECT_HAS(r.output, "shard-00000.safetensors");
+  // A window (train.seq_len = 8) that every prompt fills: no response position in any micro-batch. Each is skipped
+  // and counted, not turned into a NaN or an exception.
+  r = run_command(w.distill("plain", "distill.train.seq_len=8 distill.train.steps=3 distill.train.grad_accum=2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto steps = records_with(w.d / "out" / "tvdpp-token-q" / "metrics.jsonl", "empty_micro_batches");
+  ASSERT_FALSE(steps.empty());
+  EXPECT_EQ(steps.back()["empty_micro_batches"], 6);
+  EXPECT_EQ(steps.back()["loss"], 0.0);
   fsys::remove(w.d / "plain" / "manifest.json");
   r = run_command(w.distill("plain", ""));
   EXPECT_NE(r.exit_code, 0);

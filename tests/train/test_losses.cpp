@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "test_util.h"
 #include "evaluators/metrics.h"
@@ -73,19 +74,22 @@ TEST(KdLoss, TvdGradientIsReinforceWithRewardPGreaterThanQ) {
 }
 
 // r~ for scope token (per row) or batch, computed element by element.
-Tensor reward_by_hand(const Tensor& p, const Tensor& q, bool per_row, double eps) {
+// r~ element by element: r = 1[p > q], its mean and (population) std weighted by q (q_stats) or uniformly, per row or
+// over all rows.
+Tensor reward_by_hand(const Tensor& p, const Tensor& q, bool per_row, bool q_stats, double eps) {
   const int64_t n = p.size(0), v = p.size(1);
   Tensor r = torch::zeros({n, v}, kF64);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < v; ++j) r[i][j] = p[i][j].item<double>() > q[i][j].item<double>() ? 1.0 : 0.0;
+  auto weight = [&](int64_t i, int64_t j) { return q_stats ? q[i][j].item<double>() : 1.0; };
   auto stats = [&](int64_t row_lo, int64_t row_hi) {
-    double sum = 0, sq = 0, count = 0;
+    double sum = 0, sq = 0, total = 0;
     for (int64_t i = row_lo; i < row_hi; ++i)
-      for (int64_t j = 0; j < v; ++j) sum += r[i][j].item<double>(), count += 1;
-    const double mean = sum / count;
+      for (int64_t j = 0; j < v; ++j) sum += weight(i, j) * r[i][j].item<double>(), total += weight(i, j);
+    const double mean = sum / total;
     for (int64_t i = row_lo; i < row_hi; ++i)
-      for (int64_t j = 0; j < v; ++j) sq += std::pow(r[i][j].item<double>() - mean, 2);
-    return std::make_pair(mean, std::sqrt(sq / count));
+      for (int64_t j = 0; j < v; ++j) sq += weight(i, j) * std::pow(r[i][j].item<double>() - mean, 2);
+    return std::make_pair(mean, std::sqrt(sq / total));
   };
   Tensor out = torch::zeros_like(r);
   for (int64_t i = 0; i < n; ++i) {
@@ -100,15 +104,18 @@ TEST(KdLoss, TvdppGradientsEqualTheClosedFormsForEveryOption) {
   const double n = static_cast<double>(c.student.size(0)), v = static_cast<double>(c.student.size(1));
   for (const char* scope : {"token", "batch"}) {
     for (const char* weighting : {"q", "uniform"}) {
-      for (double t : {1.0, 2.5}) {
-        KdOptions o;
-        o.loss = "tvdpp", o.temperature = t, o.tvdpp_scope = scope, o.tvdpp_weighting = weighting;
-        const Tensor q = torch::softmax(c.student / t, -1), p = torch::softmax(c.teacher / t, -1);
-        const Tensor rt = reward_by_hand(p, q, std::string(scope) == "token", o.eps);
-        const Tensor want = std::string(weighting) == "q"
-                                ? -(q / t) * (rt - (q * rt).sum(-1, true)) / n
-                                : -(1.0 / (t * v)) * (rt - q * rt.sum(-1, true)) / n;
-        EXPECT_LT(max_abs(autograd_grad(c, o) - want), 1e-12) << scope << " " << weighting << " T=" << t;
+      for (const char* stats : {"q", "vocab"}) {
+        for (double t : {1.0, 2.5}) {
+          KdOptions o;
+          o.loss = "tvdpp", o.temperature = t, o.tvdpp_scope = scope, o.tvdpp_weighting = weighting;
+          o.tvdpp_stats = stats;
+          const Tensor q = torch::softmax(c.student / t, -1), p = torch::softmax(c.teacher / t, -1);
+          const Tensor rt = reward_by_hand(p, q, std::string(scope) == "token", std::string(stats) == "q", o.eps);
+          const Tensor want = std::string(weighting) == "q"
+                                  ? -(q / t) * (rt - (q * rt).sum(-1, true)) / n
+                                  : -(1.0 / (t * v)) * (rt - q * rt.sum(-1, true)) / n;
+          EXPECT_LT(max_abs(autograd_grad(c, o) - want), 1e-12) << scope << " " << weighting << " " << stats << " T=" << t;
+        }
       }
     }
   }
@@ -190,8 +197,10 @@ TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
     for (const char* loss : {"tvd", "tvdpp"}) {
       for (const char* scope : {"token", "batch"}) {
         for (const char* weighting : {"q", "uniform"}) {
+         for (const char* stats : {"q", "vocab"}) {
           KdOptions o;
           o.loss = loss, o.temperature = 1.7, o.tvdpp_scope = scope, o.tvdpp_weighting = weighting;
+          o.tvdpp_stats = stats;
           const Tensor s0 = c.student.to(dtype), t0 = c.teacher.to(dtype);
           Tensor a = s0.clone().set_requires_grad(true), b = s0.clone().set_requires_grad(true);
           const Tensor ref = kd_loss(a, t0, o);
@@ -199,11 +208,12 @@ TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
           Tensor alpha_sum;
           const Tensor fused = kd_loss_fused(b, t0, o, &alpha_sum);
           (fused * 3.0).backward();
-          const std::string what = str_cat(loss, " ", scope, " ", weighting, " ", dtype);
+          const std::string what = str_cat(loss, " ", scope, " ", weighting, " ", stats, " ", dtype);
           EXPECT_NEAR(fused.item<double>(), ref.item<double>(), tol) << what;
           EXPECT_LT(max_abs(b.grad() - a.grad()), tol) << what;
           EXPECT_EQ(b.grad().scalar_type(), dtype);
           EXPECT_NEAR(alpha_sum.item<double>(), acceptance(s0, t0, 1.7).sum().item<double>(), tol) << what;
+         }
         }
       }
     }
@@ -231,6 +241,76 @@ TEST(KdLossFused, WritesTheGradientIntoAGivenBufferOrInPlace) {
   EXPECT_EQ(in_place.loss.item<double>(), plain.loss.item<double>());
   EXPECT_HAS(testing::error_of([&] { kd_loss_forward_backward(s, t, o, torch::zeros({6, 41})); }),
              "grad_out must be a row-contiguous tensor like the student logits");
+}
+
+// The hard inputs of a real run: peaked rows (logits ~ N(0, 20^2): q and p put nearly all mass on a few tokens).
+//   row 0   p = q exactly: r = 0 everywhere, mu = 0;
+//   row 1   p = q but for +1 on the student's least likely token: r = 1 there only (ties elsewhere resolve to 0 in
+//           any precision, as log p - log q < 0 there), so mu = 1 / V (stats vocab) or its tiny q (stats q);
+//   rows 2+ an independent peaked teacher with -inf at tokens 0..2 (a masked vocabulary), and with `student_inf` the
+//           student -inf at tokens 3..5 too (uniform weighting's (1/V) sum_x r~ log q is infinite there, so that case
+//           is left out).
+// Independent peaked rows keep log p - log q away from 0 except by chance, so fp32 and fp64 agree on r.
+Case hard_case(int64_t n, int64_t v, uint64_t seed, bool student_inf) {
+  torch::manual_seed(seed);
+  const double inf = std::numeric_limits<double>::infinity();
+  Tensor s = torch::randn({n, v}, kF64) * 20.0, t = torch::randn({n, v}, kF64) * 20.0;
+  t.select(0, 0).copy_(s.select(0, 0));
+  t.select(0, 1).copy_(s.select(0, 1));
+  t[1][s.select(0, 1).argmin().item<int64_t>()] += 1.0;
+  t.narrow(0, 2, n - 2).narrow(1, 0, 3).fill_(-inf);
+  if (student_inf) s.narrow(0, 2, n - 2).narrow(1, 3, 3).fill_(-inf);
+  return {s, t};
+}
+
+// The fused path on the hard inputs against the autograd reference (float64): everything finite and equal.
+TEST(KdLossFused, PeakedRowsInfiniteLogitsAndTinyMuStayFiniteAndExact) {
+  for (const char* loss : {"tvd", "tvdpp"}) {
+    for (const char* weighting : {"q", "uniform"}) {
+      for (const char* stats : {"q", "vocab"}) {
+        for (bool student_inf : {false, true}) {
+          if (student_inf && std::string(weighting) == "uniform" && std::string(loss) == "tvdpp") continue;
+          KdOptions o;
+          o.loss = loss, o.tvdpp_weighting = weighting, o.tvdpp_stats = stats;
+          const Case c = hard_case(6, 50, 21, student_inf);
+          const Tensor s0 = c.student;
+          Tensor a = s0.clone().set_requires_grad(true), b = s0.clone().set_requires_grad(true);
+          const Tensor ref = kd_loss(a, c.teacher, o);
+          ref.backward();
+          const Tensor fused = kd_loss_fused(b, c.teacher, o);
+          fused.backward();
+          const std::string what = str_cat(loss, " ", weighting, " ", stats, student_inf ? " -inf student" : "");
+          ASSERT_TRUE(std::isfinite(fused.item<double>())) << what;
+          ASSERT_TRUE(torch::isfinite(b.grad()).all().item<bool>()) << what;
+          EXPECT_NEAR(fused.item<double>(), ref.item<double>(), 1e-9 * std::max(1.0, std::abs(ref.item<double>())))
+              << what;
+          EXPECT_LT(max_abs(b.grad() - a.grad()), 1e-9) << what;
+        }
+      }
+    }
+  }
+}
+
+// With token scope and stats vocab the per-row weight 1 / sd is set by how many vocabulary entries have p > q, which
+// the tail decides: appending tokens with negligible p and q (a wider vocabulary of unused tokens) moves it a lot. With
+// stats q it stays where the mass is: the gradient barely moves.
+TEST(KdLoss, RewardStatisticsUnderQAreNotSetByTheTail) {
+  torch::manual_seed(4);
+  const Tensor s = torch::randn({4, 20}, kF64) * 2, t = s + torch::randn({4, 20}, kF64) * 0.5;
+  // 2000 tail tokens at -30 for the student and -30 +- 0.1 for the teacher: p > q on about half of them.
+  const Tensor tail_s = torch::full({4, 2000}, -30.0, kF64);
+  const Tensor tail_t = tail_s + torch::randn({4, 2000}, kF64) * 0.1;
+  const Tensor s_wide = torch::cat({s, tail_s}, 1), t_wide = torch::cat({t, tail_t}, 1);
+  for (const char* stats : {"q", "vocab"}) {
+    KdOptions o;
+    o.tvdpp_stats = stats;
+    const Tensor g = kd_loss_forward_backward(s, t, o).grad;
+    const Tensor g_wide = kd_loss_forward_backward(s_wide, t_wide, o).grad.narrow(1, 0, 20);
+    const double change = ((g_wide - g).norm() / g.norm()).item<double>();
+    std::printf("stats %s: the tail changes the head's gradient by %.2e (relative)\n", stats, change);
+    if (std::string(stats) == "q") EXPECT_LT(change, 1e-6);
+    else EXPECT_GT(change, 0.5);
+  }
 }
 
 // Relative error in the 2-norm: |a - b| / |b|.
@@ -310,6 +390,36 @@ TEST(GpuKdFused, KernelEqualsTheFloat64ReferenceOnFreshInputs) {
   }
   std::printf("%d cases; worst relative error: fp32 gradient %.2e, loss %.2e; worst |alpha error| %.2e\n", cases,
               worst_grad, worst_loss, worst_alpha);
+}
+
+// The kernel on the hard inputs (hard_case at V = 1003 and 49152: peaked rows, -inf entries, mu = 0 and tiny) against
+// the float64 reference, for every loss and statistics option, fp32 and bf16 logits.
+TEST(GpuKdFused, KernelOnPeakedRowsInfiniteLogitsAndTinyMu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (int64_t v : {1003, 49152}) {
+    for (const char* loss : {"tvd", "tvdpp"}) {
+      for (const char* weighting : {"q", "uniform"}) {
+        for (const char* stats : {"q", "vocab"}) {
+          for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+            const bool student_inf = !(std::string(loss) == "tvdpp" && std::string(weighting) == "uniform");
+            const Case c = hard_case(8, v, 31, student_inf);
+            KdOptions o;
+            o.loss = loss, o.tvdpp_weighting = weighting, o.tvdpp_stats = stats;
+            const Tensor s = c.student.to(torch::kCUDA, dtype), t = c.teacher.to(torch::kCUDA, dtype);
+            const KdFused ref = kd_loss_forward_backward(s.to(torch::kCPU, torch::kFloat64),
+                                                         t.to(torch::kCPU, torch::kFloat64), o);
+            const KdFused got = kd_loss_forward_backward(s, t, o);
+            const std::string what = str_cat("V ", v, " ", loss, " ", weighting, " ", stats, " ", dtype);
+            ASSERT_TRUE(torch::isfinite(got.grad).all().item<bool>()) << what;
+            ASSERT_TRUE(std::isfinite(got.loss.item<double>())) << what;
+            EXPECT_LT(rel_err(got.grad, ref.grad), dtype == torch::kBFloat16 ? 8e-3 : 1e-4) << what;
+            EXPECT_LT((got.alpha.to(torch::kCPU, torch::kFloat64) - ref.alpha).abs().max().item<double>(), 1e-4)
+                << what;
+          }
+        }
+      }
+    }
+  }
 }
 
 // In place over the student logits gives the same gradient; through autograd (kd_loss_fused) the kernel's gradient

@@ -48,7 +48,7 @@ distill:
   val_fraction: 0.2
   train: {steps: 4, seq_len: 64, micro_batch_size: 4, eval_every: 0, eval_batches: 1, save_every: 0,
           optim: {lr: 0.001, min_lr: 0.0001, warmup_steps: 1}}
-evaluate: {prompts: [")", (d / "prompts.jsonl").string(), R"("], report_dir: ")", o, R"(/report", gammas: [1, 2],
+evaluate: {prompts: [")", (d / "prompts.jsonl").string(), R"("], report_dir: ")", o, R"(/report", hybrid: false, gammas: [1, 2],
            temperatures: [0, 1], max_new_tokens: 8, max_prompts: 2, repeats: 1, timed_prompts: 2,
            timed_max_new_tokens: 8, python: "off"}
 pipeline: {losses: [tvdpp, fkl]}

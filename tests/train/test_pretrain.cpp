@@ -13,6 +13,8 @@
 #include "data/prepare.h"
 #include "model/llama.h"
 #include "test_util.h"
+#include "tiny_models.h"
+#include "trainers/pretrain.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {
@@ -173,6 +175,41 @@ TEST(Pretrain, LossFallsAndKeepsTheLastCheckpoints) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_HAS(r.output, "starting from");
   EXPECT_LT(losses_of(metrics_of(d / "more")).front(), losses.front() - 3.0);
+
+  // pretrain.embedding_init = target-svd: the embedding starts from the target's; not with init_from.
+  const std::string svd = " pretrain.embedding_init=target-svd target.dir=" + kSmolDir.string();
+  r = run_command(pretrain_cmd(shards, d / "svd", "pretrain.train.steps=2" + svd));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "top 32 right singular vectors");
+  r = run_command(pretrain_cmd(shards, d / "svd2", "pretrain.train.steps=2 pretrain.init_from=" +
+                                                       (d / "run" / "final").string() + svd));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_HAS(r.output, "pretrain.embedding_init = target-svd initialises a drafter from scratch");
+}
+
+// The target-svd embedding is E V_d for the top d right singular vectors of E: its columns are orthogonal with squared
+// norms the top d squared singular values (from LibTorch's SVD, another algorithm than the eigensolver used), in
+// descending order, and it keeps as much of E as any rank-d projection can: |E V_d|^2 = sum of those.
+TEST(Pretrain, TargetSvdEmbeddingIsTheTopSingularSubspace) {
+  ScratchDir d;
+  const fsys::path target = testing::save_tiny(d / "t", 1, 3, 1.0);
+  const torch::Tensor e = model::load_llama(target)->named_parameters()["model.embed_tokens.weight"].to(torch::kFloat64);
+  const int64_t k = 8;
+  const torch::Tensor r = target_svd_embedding(target, e.size(0), k).to(torch::kFloat64);
+  ASSERT_EQ(r.sizes(), (std::vector<int64_t>{e.size(0), k}));
+  const torch::Tensor sv = torch::linalg_svdvals(e).narrow(0, 0, k);
+  const torch::Tensor gram = r.t().mm(r);
+  EXPECT_LT(((gram.diagonal() - sv * sv).abs() / (sv * sv)).max().item<double>(), 1e-5);
+  EXPECT_LT((gram - torch::diag(gram.diagonal())).abs().max().item<double>(), 1e-5 * gram.diagonal().max().item<double>());
+  // Each column lies in E's row space: projecting E on the columns' directions reproduces them.
+  const torch::Tensor v = torch::linalg_pinv(e).mm(r);  // [H, k]: E v = r
+  EXPECT_LT(((e.mm(v) - r).norm() / r.norm()).item<double>(), 1e-6);
+  EXPECT_LT((v.t().mm(v) - torch::eye(k, torch::kFloat64)).abs().max().item<double>(), 1e-5) << "orthonormal";
+  // Deterministic signs: each direction's largest entry is positive.
+  EXPECT_TRUE((v.gather(0, v.abs().argmax(0, true)) > 0).all().item<bool>());
+  EXPECT_HAS(testing::error_of([&] { target_svd_embedding(target, e.size(0), e.size(1) + 1); }),
+             "exceeds the target's");
+  EXPECT_HAS(testing::error_of([&] { target_svd_embedding(target, 1000, k); }), "vocabulary has 1000 tokens");
 }
 
 TEST(Pretrain, SigkillThenResumeIsBitwiseEqualToAnUninterruptedRun) {
