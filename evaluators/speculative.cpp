@@ -83,16 +83,22 @@ SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama* draft
              drafter_->config().vocab_size, " tokens, the target ", target_.config().vocab_size);
 }
 
-SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, LookupDrafting lookup) : target_(target), lookup_(lookup) {
+namespace {
+
+LookupDrafting checked(LookupDrafting lookup) {
   DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
            lookup.n_max);
+  return lookup;
 }
+
+}  // namespace
+
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, LookupDrafting lookup)
+    : target_(target), lookup_(checked(lookup)) {}
 
 SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama& drafter, LookupDrafting lookup)
     : SpeculativeDecoder(target, &drafter) {
-  DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
-           lookup.n_max);
-  lookup_ = lookup;
+  lookup_ = checked(lookup);
 }
 
 namespace {

@@ -18,19 +18,29 @@ using torch::Tensor;
 
 namespace {
 
-// The normalised reward r~ of TVD++ for r = 1[log p > log q] ([N, V], no gradient). Its mean and std are q-weighted
-// (stats q: mu = E_q[r], the expectation of the mean of rewards of tokens sampled from the drafter) or uniform over
-// the vocabulary (stats vocab: mu = |{x : p > q}| / V, which the tail sets); since r is 0 or 1, std = sqrt(mu (1 - mu))
-// either way. Per row (scope token) or over all N rows (scope batch: the mean of the rows' mu).
-Tensor normalised_reward(const Tensor& log_p, const Tensor& log_q, const KdOptions& o) {
-  const Tensor r = (log_p > log_q).to(log_p.scalar_type());
+// The TVD++ options every path reads (the fused path checks the loss name besides).
+void check_tvdpp_options(const KdOptions& o) {
   DA_CHECK(o.tvdpp_scope == "token" || o.tvdpp_scope == "batch", "distill.tvdpp_scope must be token or batch, not '",
            o.tvdpp_scope, "'");
+  DA_CHECK(o.tvdpp_weighting == "q" || o.tvdpp_weighting == "uniform",
+           "distill.tvdpp_weighting must be q or uniform, not '", o.tvdpp_weighting, "'");
   DA_CHECK(o.tvdpp_stats == "q" || o.tvdpp_stats == "vocab", "distill.tvdpp_stats must be q or vocab, not '",
            o.tvdpp_stats, "'");
+}
+
+// The reward's std from its mean (r is 0 or 1, so its variance is mu (1 - mu) under any weighting), plus eps.
+Tensor reward_sd(const Tensor& mu, double eps) { return (mu - mu * mu).clamp_min(0).sqrt() + eps; }
+
+// The normalised reward r~ of TVD++ for r = 1[log p > log q] ([N, V], no gradient). Its mean and std are q-weighted
+// (stats q: mu = E_q[r], the expectation of the mean of rewards of tokens sampled from the drafter) or uniform over
+// the vocabulary (stats vocab: mu = |{x : p > q}| / V, which the tail sets). Per row (scope token) or over all N rows
+// (scope batch: the mean of the rows' mu).
+Tensor normalised_reward(const Tensor& log_p, const Tensor& log_q, const KdOptions& o) {
+  check_tvdpp_options(o);
+  const Tensor r = (log_p > log_q).to(log_p.scalar_type());
   Tensor mu = o.tvdpp_stats == "q" ? (log_q.exp() * r).sum(-1, /*keepdim=*/true) : r.mean(-1, /*keepdim=*/true);
   if (o.tvdpp_scope == "batch") mu = mu.mean();
-  return (r - mu) / ((mu - mu * mu).clamp_min(0).sqrt() + o.eps);
+  return (r - mu) / reward_sd(mu, o.eps);
 }
 
 }  // namespace
@@ -51,9 +61,7 @@ Tensor kd_loss(const Tensor& student, const Tensor& teacher, const KdOptions& o)
   DA_CHECK(o.loss == "tvdpp", "kd_loss: unknown loss '", o.loss, "' (fkl, rkl, tvd, tvdpp)");
   const Tensor reward = normalised_reward(log_p, log_q.detach(), o);
   if (o.tvdpp_weighting == "q") return -times(q.detach() * reward, log_q).sum(-1).mean();
-  DA_CHECK(o.tvdpp_weighting == "uniform", "distill.tvdpp_weighting must be q or uniform, not '", o.tvdpp_weighting,
-           "'");
-  return -(reward * log_q).mean(-1).mean();
+  return -(reward * log_q).mean(-1).mean();  // uniform (normalised_reward checked the options)
 }
 
 namespace {
@@ -74,8 +82,6 @@ Tensor reward_mean(const Tensor& stats, const KdOptions& o, int64_t vocab) {
   if (o.tvdpp_scope == "batch") return mu.mean().reshape({1});
   return mu;
 }
-
-Tensor reward_sd(const Tensor& mu, double eps) { return (mu - mu * mu).clamp_min(0).sqrt() + eps; }
 
 Tensor loss_from_stats(const Tensor& stats, const KdOptions& o, int64_t vocab) {
   if (o.loss == "tvd") return (1.0 - stat(stats, kernels::kAlpha)).mean();
@@ -177,12 +183,7 @@ void check_fused_args(const Tensor& student, const Tensor& teacher, const KdOpti
   DA_CHECK(student.dim() == 2 && student.sizes() == teacher.sizes(), "kd_loss_fused: student ", student.sizes(),
            " and teacher ", teacher.sizes(), " logits must both be [N, V]");
   DA_CHECK(o.temperature > 0, "kd_loss_fused: temperature must be > 0");
-  DA_CHECK(o.tvdpp_scope == "token" || o.tvdpp_scope == "batch", "distill.tvdpp_scope must be token or batch, not '",
-           o.tvdpp_scope, "'");
-  DA_CHECK(o.tvdpp_weighting == "q" || o.tvdpp_weighting == "uniform",
-           "distill.tvdpp_weighting must be q or uniform, not '", o.tvdpp_weighting, "'");
-  DA_CHECK(o.tvdpp_stats == "q" || o.tvdpp_stats == "vocab", "distill.tvdpp_stats must be q or vocab, not '",
-           o.tvdpp_stats, "'");
+  check_tvdpp_options(o);
 }
 
 }  // namespace
