@@ -9,6 +9,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <cmath>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include "common/error.h"
@@ -52,6 +56,27 @@ inline io::LlamaConfig tiny_smol_config(int64_t layers) {
   c.rms_norm_eps = 1e-5, c.rope_theta = 10000, c.tie_word_embeddings = false;
   c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
   return c;
+}
+
+// Chi-square goodness of fit of `counts` against `expected` probabilities (cells with an expected count below 5
+// merged); returns {statistic, critical value at p = 0.0005}.
+inline std::pair<double, double> chi_square(const std::map<int64_t, int64_t>& counts, const std::vector<double>& expected,
+                                     int64_t n) {
+  double stat = 0, small_expected = 0, small_observed = 0;
+  int64_t cells = 0;
+  for (size_t x = 0; x < expected.size(); ++x) {
+    const double e = expected[x] * n;
+    const double o = counts.count(static_cast<int64_t>(x)) ? counts.at(static_cast<int64_t>(x)) : 0;
+    if (e < 5) {
+      small_expected += e, small_observed += o;
+      continue;
+    }
+    stat += (o - e) * (o - e) / e, ++cells;
+  }
+  if (small_expected > 0) stat += (small_observed - small_expected) * (small_observed - small_expected) / std::max(small_expected, 1e-9), ++cells;
+  const double df = cells - 1, z = 3.29;  // Wilson-Hilferty quantile of chi-square(df)
+  const double crit = df * std::pow(1 - 2 / (9 * df) + z * std::sqrt(2 / (9 * df)), 3);
+  return {stat, crit};
 }
 
 inline void write_text(const std::filesystem::path& p, const std::string& text) {

@@ -11,6 +11,7 @@
 #include "data/generate.h"
 #include "evaluators/metrics.h"
 #include "io/safetensors.h"
+#include "model/generation.h"
 #include "train/losses.h"
 #include "trainers/train_loop.h"
 
@@ -26,6 +27,7 @@ constexpr int64_t kMaxGamma = 8;  // tau(g) is logged for g = 1 .. kMaxGamma
 // response position.
 struct Pair {
   int64_t request = 0, prompt_len = 0;
+  bool on_policy = false;  // the response was sampled by the student (distill.on_policy_fraction): KD only, no CE
   std::vector<int64_t> tokens;
   Tensor topk_ids, topk_logprobs;  // [response_len, k]
 };
@@ -92,6 +94,7 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
 struct PairBatch {
   Tensor x, y;                     // [B, T]
   Tensor positions;                // [N] flat indices into B * T of the response positions
+  Tensor ce_rows;                  // [N'] the rows of `positions` from target-written responses; undefined = all N
   Tensor topk_ids, topk_logprobs;  // [N, k] the stored teacher of each response position, offline teacher only
 };
 
@@ -102,7 +105,8 @@ PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int6
   len = std::min(len, seq_len + 1);
   const int64_t b = static_cast<int64_t>(recs.size()), t = len - 1;
   Tensor x = torch::full({b, t}, pad, torch::kInt64), y = torch::full({b, t}, pad, torch::kInt64);
-  std::vector<int64_t> positions;
+  std::vector<int64_t> positions, ce_rows;
+  bool any_on_policy = false;
   std::vector<Tensor> ids, lps;
   auto* xp = x.data_ptr<int64_t>();
   auto* yp = y.data_ptr<int64_t>();
@@ -111,14 +115,18 @@ PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int6
     const int64_t n = std::min<int64_t>(p.tokens.size(), len);
     for (int64_t j = 0; j + 1 < n; ++j) {
       xp[r * t + j] = p.tokens[j], yp[r * t + j] = p.tokens[j + 1];
-      if (j + 1 >= p.prompt_len) positions.push_back(r * t + j);
+      if (j + 1 < p.prompt_len) continue;
+      if (!p.on_policy) ce_rows.push_back(static_cast<int64_t>(positions.size()));
+      positions.push_back(r * t + j);
     }
+    any_on_policy = any_on_policy || p.on_policy;
     const int64_t kept = std::max<int64_t>(0, n - p.prompt_len);  // response positions of this record in the batch
     if (offline && kept > 0) ids.push_back(p.topk_ids.narrow(0, 0, kept)), lps.push_back(p.topk_logprobs.narrow(0, 0, kept));
   }
   PairBatch out;
   out.x = x.to(device), out.y = y.to(device);
   out.positions = torch::tensor(positions, torch::kInt64).to(device);
+  if (any_on_policy) out.ce_rows = torch::tensor(ce_rows, torch::kInt64).to(device);
   if (offline && !ids.empty()) out.topk_ids = torch::cat(ids).to(device), out.topk_logprobs = torch::cat(lps).to(device);
   return out;
 }
@@ -132,6 +140,37 @@ Tensor response_logits(model::Llama& m, const Tensor& x, const Tensor& positions
 
 }  // namespace
 
+bool on_policy_sequence(int64_t g, double fraction) {
+  return std::floor(static_cast<double>(g + 1) * fraction) > std::floor(static_cast<double>(g) * fraction);
+}
+
+std::vector<std::vector<int64_t>> sample_responses(model::Llama& student, const std::vector<std::vector<int64_t>>& prompts,
+                                                   const std::vector<int64_t>& max_new,
+                                                   const std::vector<uint64_t>& seeds, double temperature) {
+  DA_CHECK(prompts.size() == max_new.size() && prompts.size() == seeds.size(),
+           "sample_responses: prompts, max_new and seeds differ in length");
+  if (prompts.empty()) return {};
+  model::SamplingParams sp;
+  sp.temperature = temperature;
+  sp.max_new_tokens = *std::max_element(max_new.begin(), max_new.end());
+  sp.stop_ids = student.config().eos_token_ids;
+  std::vector<model::Request> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) requests.push_back({static_cast<int64_t>(i), prompts[i], seeds[i]});
+  const bool was_training = student.is_training();
+  student.eval();
+  std::vector<model::Completion> done =
+      model::Generator(student, sp, static_cast<int64_t>(prompts.size())).run(requests);
+  student.train(was_training);
+  std::vector<std::vector<int64_t>> out;
+  for (size_t i = 0; i < done.size(); ++i) {
+    std::vector<int64_t>& r = done[i].tokens;
+    // A request's own limit cuts its sample: a prefix of a longer sample is a sample of the shorter length.
+    if (static_cast<int64_t>(r.size()) > max_new[i]) r.resize(static_cast<size_t>(max_new[i]));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& prompts, double val_fraction) {
   const int64_t every = val_fraction > 0 ? std::max<int64_t>(2, std::llround(1.0 / val_fraction)) : 0;
   std::map<std::vector<int64_t>, int64_t> order;  // prompt -> order of first appearance
@@ -144,8 +183,11 @@ std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& pr
 }
 
 std::string distill_run_name(const config::DistillSection& d) {
-  if (d.loss != "tvdpp") return d.loss;
-  return "tvdpp-" + d.tvdpp_scope + "-" + d.tvdpp_weighting + (d.tvdpp_stats == "q" ? "" : "-" + d.tvdpp_stats);
+  std::string name = d.loss;
+  if (d.loss == "tvdpp")
+    name += "-" + d.tvdpp_scope + "-" + d.tvdpp_weighting + (d.tvdpp_stats == "q" ? "" : "-" + d.tvdpp_stats);
+  if (d.on_policy_fraction > 0) name += str_cat("-onpolicy", d.on_policy_fraction);
+  return name;
 }
 
 int distill(const config::Config& cfg) {
@@ -218,20 +260,60 @@ int distill(const config::Config& cfg) {
     return {bins.student, bins.teacher};
   };
 
+  // On-policy sequences (distill.on_policy_fraction): the record's prompt with a response the student samples now,
+  // as long as the target's (within the train.seq_len window), seeded by the run seed and the global sequence
+  // index, so a resumed run samples the same tokens from the same restored weights.
+  auto with_on_policy = [&](std::vector<const Pair*>& recs, int64_t first_sequence, std::vector<Pair>& sampled) {
+    std::vector<size_t> which;
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<int64_t> room;
+    std::vector<uint64_t> seeds;
+    for (size_t i = 0; i < recs.size(); ++i) {
+      const int64_t g = first_sequence + static_cast<int64_t>(i);
+      const Pair& p = *recs[i];
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(p.tokens.size()), t.seq_len + 1) - p.prompt_len;
+      if (!on_policy_sequence(g, d.on_policy_fraction) || n <= 0) continue;
+      which.push_back(i);
+      prompts.emplace_back(p.tokens.begin(), p.tokens.begin() + p.prompt_len);
+      room.push_back(n);
+      seeds.push_back(model::splitmix64(static_cast<uint64_t>(cfg.run.seed) ^ model::splitmix64(static_cast<uint64_t>(g))));
+    }
+    const auto responses = sample_responses(*student, prompts, room, seeds, d.on_policy_temperature);
+    sampled.reserve(which.size());
+    for (size_t k = 0; k < which.size(); ++k) {
+      Pair p = *recs[which[k]];
+      p.tokens = prompts[k];
+      p.tokens.insert(p.tokens.end(), responses[k].begin(), responses[k].end());
+      p.on_policy = true;
+      sampled.push_back(std::move(p));
+      recs[which[k]] = &sampled.back();
+    }
+  };
+
   const int64_t mbs = t.micro_batch_size;
   Recipe recipe;
   recipe.name = "distill";
   recipe.validate_at_start = true;
   recipe.micro_batch = [&](int64_t first, int64_t m) {
+    const int64_t first_sequence = first + (m * dist.world() + dist.rank()) * mbs;
     std::vector<const Pair*> recs;
-    for (int64_t i = 0; i < mbs; ++i) recs.push_back(train_set[order.at(first + (m * dist.world() + dist.rank()) * mbs + i)]);
+    for (int64_t i = 0; i < mbs; ++i) recs.push_back(train_set[order.at(first_sequence + i)]);
+    std::vector<Pair> sampled;
+    if (d.on_policy_fraction > 0) with_on_policy(recs, first_sequence, sampled);
     const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
     // Every record's prompt fills the whole train.seq_len window: nothing to learn from (run_training counts it).
     if (b.positions.size(0) == 0) return MicroBatch::empty({"kd", "ce", "alpha"});
     const Tensor s = student_rows(b);
     const auto [student_side, teacher_side] = kd_sides(s, b);
     const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
-    const Tensor ce = F::cross_entropy(s.to(torch::kFloat32), y);
+    // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew.
+    Tensor ce;
+    if (!b.ce_rows.defined())
+      ce = F::cross_entropy(s.to(torch::kFloat32), y);
+    else if (b.ce_rows.size(0) > 0)
+      ce = F::cross_entropy(s.index_select(0, b.ce_rows).to(torch::kFloat32), y.index_select(0, b.ce_rows));
+    else
+      ce = torch::zeros({}, s.options().dtype(torch::kFloat32));
     Tensor kd_value, alpha_sum;
     if (d.loss == "ce") {
       kd_value = ce;

@@ -15,6 +15,14 @@
 // so a resumed run or one with another world size sees the same sequences. A micro-batch pads its records on the right
 // to the longest (at most train.seq_len + 1 tokens; longer records are cut).
 //
+// On-policy distillation (distill.on_policy_fraction = lambda > 0; DistillSpec, GKD): a lambda share of the training
+// sequences (on_policy_sequence) keeps its prompt but gets a response the student samples itself at that moment, from
+// its own KV cache at distill.on_policy_temperature, as long as the target's response (an end token may stop it
+// earlier). The online teacher scores it in the same teacher-forced forward as any other sequence, and the KD loss
+// applies to its tokens; the CE term does not (it would reinforce the student's own draws). Needs teacher = online.
+// The seed of sequence g is a hash of run.seed and g, and the weights it samples from are the checkpointed ones, so a
+// resumed run is exact; lambda = 0 never enters this path (the run is the off-policy one bit for bit).
+//
 // Validation (at the start and every train.eval_every steps), always against the real target (one teacher-forced
 // target forward over the held-out records, also when training is offline): on up to eval_batches * micro_batch_size
 // held-out records, the mean over response tokens of alpha = sum_x min(p, q) (the expected acceptance of speculative
@@ -25,7 +33,7 @@
 // real alpha, by the data-processing inequality).
 //
 // Output: <output_dir>/<run name>/ with checkpoints, metrics.jsonl and final/ (an HF directory); the run name is the
-// loss (tvdpp-<scope>-<weighting> for TVD++), so the losses of an ablation sit side by side.
+// loss (tvdpp-<scope>-<weighting> for TVD++, then -vocab for tvdpp_stats = vocab and -onpolicy<lambda>), so the losses of an ablation sit side by side.
 #pragma once
 
 #include <cstdint>
@@ -34,11 +42,27 @@
 
 #include "config/config.h"
 
+namespace draftalign::model {
+class Llama;
+}
+
 namespace draftalign::train {
 
 // The held-out split: record i is held out when its prompt (the token sequence) is every round(1 / val_fraction)-th
 // distinct prompt in order of first appearance; all responses to one prompt fall on the same side.
 std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& prompts, double val_fraction);
+
+// Whether global training sequence g (0-based, counted over the whole run and all ranks) is on-policy at
+// distill.on_policy_fraction = f: floor((g + 1) f) > floor(g f), so any n consecutive sequences hold n f (+-1) of them,
+// the choice does not depend on the world size or on resuming, and f = 0 picks none.
+bool on_policy_sequence(int64_t g, double fraction);
+
+// The student's own responses to `prompts`, sampled from its KV cache at `temperature` (0 = greedy; model/generation.h,
+// one batch): response i has at most max_new[i] tokens, ends after an end token (kept), and draws its uniforms from
+// seed seeds[i] alone, so it does not depend on the other requests.
+std::vector<std::vector<int64_t>> sample_responses(model::Llama& student, const std::vector<std::vector<int64_t>>& prompts,
+                                                   const std::vector<int64_t>& max_new,
+                                                   const std::vector<uint64_t>& seeds, double temperature);
 
 // The sub-directory of distill.output_dir this configuration writes to.
 std::string distill_run_name(const config::DistillSection& d);

@@ -1,11 +1,14 @@
 #include "trainers/pipeline.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "data/generate.h"
+#include "data/magpie.h"
 #include "data/prepare.h"
 #include "evaluators/evaluate.h"
 #include "io/hf_checkpoint.h"
@@ -72,7 +75,11 @@ int pipeline(const config::Config& cfg) {
            "distill under torchrun or srun), as the header of configs/llama2-7b-chat-gpu.yaml shows");
   DA_CHECK(!cfg.pipeline.losses.empty(), "pipeline.losses: must not be empty");
   const config::Config c = pipeline_stage_config(cfg);
-  const int total = 4 + static_cast<int>(c.pipeline.losses.size());
+  DA_CHECK(!c.pipeline.target_prompts || std::find(c.generate.prompts.begin(), c.generate.prompts.end(),
+                                                   c.magpie.output) != c.generate.prompts.end(),
+           "pipeline.target_prompts: magpie.output (", c.magpie.output, ") is not among generate.prompts, so the ",
+           "prompts the target writes would not be answered; add it there");
+  const int total = 4 + static_cast<int>(c.pipeline.losses.size()) + (c.pipeline.target_prompts ? 1 : 0);
   int k = 0;
 
   stage("prepare-data: " + c.prepare.output_dir, ++k, total);
@@ -83,6 +90,11 @@ int pipeline(const config::Config& cfg) {
     log::info("pipeline: pretrain is complete (", c.distill.student, "), skipped");
   else
     pretrain(c);
+
+  if (c.pipeline.target_prompts) {
+    stage("magpie: " + c.magpie.output, ++k, total);
+    data::write_target_prompts(c);
+  }
 
   stage("generate: " + c.generate.output_dir, ++k, total);
   const data::GenerateSummary g = data::generate(c);

@@ -1,6 +1,7 @@
 // pipeline.h: `draftalign pipeline` (every stage in order, the README's main command) and `draftalign export`.
 //
-// pipeline: prepare-data -> pretrain -> generate -> distill (one run per loss in pipeline.losses) -> evaluate (the
+// pipeline: prepare-data -> pretrain -> [magpie: the target writes prompts, with pipeline.target_prompts] -> generate
+// -> distill (one run per loss in pipeline.losses) -> evaluate (the
 // pretrained-only drafter against each distilled one). The stages are wired together here, whatever the YAML says:
 // pretrain reads prepare's shards, distill starts from pretrain's final drafter and reads generate's pairs, evaluate
 // compares pretrain/final with distill/<run>/final. A stage whose outputs are complete is skipped (prepare-data and

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "common/device.h"
 #include "data/generate.h"
+#include "data/magpie.h"
 #include "data/prepare.h"
 #include "evaluators/evaluate.h"
 #include "trainers/distill.h"
@@ -39,6 +40,17 @@ int main(int argc, char** argv) {
        {"run", "target", "generate"},
        [](const draftalign::config::LoadedConfig& l) {
          draftalign::data::generate(l.cfg);
+         return 0;
+       }},
+      {"magpie", "the target writes instruction prompts (Magpie: sampled from the bare user-turn prefix)",
+       "The target samples user turns from its chat template's bare prefix (system turn, then the opening of a\n"
+       "user turn); unfinished, junk, duplicate and near-duplicate samples, and any that overlap the evaluation\n"
+       "prompts (magpie.exclude), are dropped until magpie.count are kept. Writes magpie.output, a prompt JSONL\n"
+       "with provenance (seed, temperature), and a manifest; list it in generate.prompts, with\n"
+       "generate.prompt_weights for the mix with other prompt files.",
+       {"run", "target", "magpie"},
+       [](const draftalign::config::LoadedConfig& l) {
+         draftalign::data::write_target_prompts(l.cfg);
          return 0;
        }},
       {"data stats", "counts, finish reasons and length histograms of generated data",
@@ -88,10 +100,10 @@ int main(int argc, char** argv) {
        {"run", "target", "export"},
        [](const draftalign::config::LoadedConfig& l) { return draftalign::train::export_drafter(l.cfg); }},
       {"pipeline", "all stages in order, skipping finished ones",
-       "prepare-data -> pretrain -> generate -> distill (each loss in pipeline.losses) -> evaluate, skipping\n"
+       "prepare-data -> pretrain -> [magpie, with pipeline.target_prompts] -> generate -> distill (each loss in pipeline.losses) -> evaluate, skipping\n"
        "stages whose outputs are complete and resuming an interrupted one. The stages' inputs are wired to the\n"
        "earlier stages' outputs; the report compares the pretrained-only drafter with each distilled one.",
-       {"run", "target", "prepare", "pretrain", "generate", "distill", "evaluate", "pipeline"},
+       {"run", "target", "prepare", "pretrain", "generate", "magpie", "distill", "evaluate", "pipeline"},
        [](const draftalign::config::LoadedConfig& l) { return draftalign::train::pipeline(l.cfg); }},
   };
   return draftalign::cli::run_cli(std::vector<std::string>(argv + 1, argv + argc), commands,

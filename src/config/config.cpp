@@ -34,6 +34,14 @@ std::vector<Config::Problem> Config::cross_checks() const {
   check_train(distill.train, "distill.train", out);
   if (distill.kd_weight == 0 && distill.ce_weight == 0)
     out.push_back({"distill.kd_weight", "kd_weight and ce_weight are both 0: nothing to train"});
+  if (!generate.prompt_weights.empty() && generate.prompt_weights.size() != generate.prompts.size())
+    out.push_back({"generate.prompt_weights", str_cat("has ", generate.prompt_weights.size(), " weights for ",
+                                                      generate.prompts.size(), " files in generate.prompts")});
+  if (magpie.min_chars > magpie.max_chars)
+    out.push_back({"magpie.min_chars", str_cat("must not exceed magpie.max_chars (", magpie.max_chars, ")")});
+  if (distill.on_policy_fraction > 0 && distill.teacher != "online")
+    out.push_back({"distill.on_policy_fraction", "on-policy responses need distill.teacher = online: the stored top-k "
+                                                 "log-probs score only the target's own answers"});
   for (const auto& [key, empty] : {std::pair<const char*, bool>{"evaluate.drafters",
                                                                 evaluate.drafters.empty() && !evaluate.prompt_lookup},
                                    {"evaluate.prompts", evaluate.prompts.empty()},

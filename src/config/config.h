@@ -222,6 +222,7 @@ struct GenerateSection {
   int64_t max_prompts = 160;
   int64_t topk_logprobs = 20;
   int64_t shard_size = 32;
+  std::vector<double> prompt_weights = {};
   std::string shard = "";
   std::string on_bad_record = "error";
 
@@ -241,10 +242,54 @@ struct GenerateSection {
     s.add("topk_logprobs", topk_logprobs, "store the target's top-k log-probs per response token; 0 = none",
           Bounds::at_least(0));
     s.add("shard_size", shard_size, "requests per output shard (the unit a killed run redoes)", Bounds::at_least(1));
+    s.add("prompt_weights", prompt_weights,
+          "one weight per prompt file: the files are interleaved in this ratio (before max_prompts); empty = the "
+          "files one after another", Bounds::at_least(0));
     s.add("shard", shard, "i/n: this process takes every n-th shard from i (independent processes); "
                           "empty = RANK/WORLD_SIZE of the launcher");
     s.add_choice("on_bad_record", on_bad_record, "a malformed prompt line: error (with file:line) or skip and count",
                  {"error", "skip"});
+  }
+};
+
+// magpie: instruction prompts written by the target itself (Magpie, Xu et al. 2024). The target samples the user turn
+// from the bare chat prefix (for ChatML: the system turn, then `<|im_start|>user\n`); what it writes, up to the end of
+// the turn, is a request in its own distribution. Unfinished, too short or long, template-bearing, non-text and
+// repetitive samples are dropped, then exact and near duplicates (word n-gram containment) among themselves and
+// against the evaluation prompts (`exclude`), until `count` are kept. Deterministic for a seed.
+struct MagpieSection {
+  std::string output = "${run.output_dir}/prompts/target-written.jsonl";
+  int64_t count = 800;
+  int64_t max_samples = 0;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t max_new_tokens = 64;
+  int64_t min_chars = 20;
+  int64_t max_chars = 400;
+  int64_t ngram = 3;
+  double max_overlap = 0.5;
+  std::vector<std::string> exclude = {".cache/prompts/mt-bench.jsonl"};
+  std::string system = "";
+  int64_t batch_size = 32;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("output", output, "the prompt JSONL written (instruction + provenance per line)");
+    s.add("count", count, "prompts to keep", Bounds::at_least(1));
+    s.add("max_samples", max_samples, "give up after this many samples; 0 = 4 x count", Bounds::at_least(0));
+    s.add("temperature", temperature, "sampling temperature of the user turn", Bounds::positive());
+    s.add("top_p", top_p, "nucleus sampling mass", Bounds::open_closed(0, 1));
+    s.add("max_new_tokens", max_new_tokens, "longest user turn in tokens (a longer one is dropped)",
+          Bounds::at_least(1));
+    s.add("min_chars", min_chars, "shortest prompt kept, in characters", Bounds::at_least(1));
+    s.add("max_chars", max_chars, "longest prompt kept, in characters", Bounds::at_least(1));
+    s.add("ngram", ngram, "word n-gram length of the near-duplicate test", Bounds::at_least(1));
+    s.add("max_overlap", max_overlap,
+          "a prompt sharing this fraction of its (or the other's) word n-grams with a kept or excluded one is a "
+          "near duplicate", Bounds::open_closed(0, 1));
+    s.add("exclude", exclude, "prompt files no kept prompt may overlap (the evaluation prompts)");
+    s.add("system", system, "system prompt of the prefix; empty = the template's default (as generate uses)");
+    s.add("batch_size", batch_size, "sequences sampled together", Bounds::at_least(1));
   }
 };
 
@@ -270,6 +315,8 @@ struct DistillSection {
   std::string tvdpp_scope = "token";
   std::string tvdpp_weighting = "q";
   std::string tvdpp_stats = "q";
+  double on_policy_fraction = 0.0;
+  double on_policy_temperature = 1.0;
   double val_fraction = 0.1;
   TrainSection train = demo_train();
 
@@ -292,6 +339,11 @@ struct DistillSection {
                  "mean and std of the reward 1[p > q]: q = under the drafter's q (E_q[r]); vocab = over the V entries, "
                  "which the tail sets (docs/TVDPP.md)",
                  {"q", "vocab"});
+    s.add("on_policy_fraction", on_policy_fraction,
+          "fraction of training sequences whose response the drafter samples itself (needs teacher = online)",
+          Bounds::closed(0, 1));
+    s.add("on_policy_temperature", on_policy_temperature,
+          "sampling temperature of the drafter's on-policy responses (0 = greedy)", Bounds::at_least(0));
     s.add("val_fraction", val_fraction, "pairs held out for the alpha / tau validation", Bounds::closed_open(0, 0.5));
     s.section("train", train, "training loop");
   }
@@ -412,11 +464,14 @@ struct DataSection {
 
 struct PipelineSection {
   std::vector<std::string> losses = {"tvdpp", "fkl", "tvd"};
+  bool target_prompts = false;
 
   template <class V>
   void visit(V& s) {
     s.add_choice("losses", losses, "distillation losses trained and compared by the pipeline",
                  {"tvdpp", "fkl", "rkl", "tvd", "ce"});
+    s.add("target_prompts", target_prompts,
+          "run magpie before generate (the target writes prompts to magpie.output; list that file in generate.prompts)");
   }
 };
 
@@ -426,6 +481,7 @@ struct Config {
   PrepareSection prepare;
   PretrainSection pretrain;
   GenerateSection generate;
+  MagpieSection magpie;
   DistillSection distill;
   EvaluateSection evaluate;
   ExportSection export_;
@@ -439,6 +495,7 @@ struct Config {
     s.section("prepare", prepare, "prepare-data: corpus -> token shards");
     s.section("pretrain", pretrain, "pretrain: the drafter on the corpus");
     s.section("generate", generate, "generate: the target answers instruction prompts");
+    s.section("magpie", magpie, "magpie: the target writes instruction prompts");
     s.section("distill", distill, "distill: the drafter against the target's distributions");
     s.section("evaluate", evaluate, "evaluate: speculative decoding with each drafter");
     s.section("export", export_, "export: a checkpoint as a Hugging Face directory");

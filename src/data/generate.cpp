@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "data/magpie.h"
 #include "data/prompts.h"
 #include "data/shards.h"
 #include "io/safetensors.h"
@@ -58,6 +59,7 @@ std::string plan_fingerprint(const config::Config& cfg, int64_t requests) {
                           " requests=", requests);
   for (const auto& x : g.stop) s += " stop=" + x;
   for (int64_t x : g.stop_ids) s += str_cat(" stop_id=", x);
+  for (double w : g.prompt_weights) s += str_cat(" weight=", w);
   for (const auto& f : g.prompts) s += str_cat(" ", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
   const std::string cfg_json = fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
   s += " target_config=" + checksum_hex(cfg_json);
@@ -152,6 +154,27 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
   return true;
 }
 
+// magpie (data/magpie.h): the prompt writer shares this translation unit with generate, the other torch user here.
+
+std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r\n");
+  if (a == std::string::npos) return {};
+  return s.substr(a, s.find_last_not_of(" \t\r\n") - a + 1);
+}
+
+// What the kept prompts depend on: a manifest with another fingerprint means the file is made again.
+std::string magpie_fingerprint(const config::Config& cfg) {
+  const config::MagpieSection& m = cfg.magpie;
+  std::string s = str_cat("seed=", cfg.run.seed, " target=", stdfs::absolute(cfg.target.dir).string(),
+                          " template=", cfg.target.chat_template, " dtype=", cfg.target.dtype, " count=", m.count,
+                          " max_samples=", m.max_samples, " T=", m.temperature, " p=", m.top_p, " new=",
+                          m.max_new_tokens, " chars=", m.min_chars, "-", m.max_chars, " n=", m.ngram, " overlap=",
+                          m.max_overlap, " system=", m.system);
+  for (const auto& f : m.exclude) s += str_cat(" exclude=", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
+  s += " target_config=" + fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
+  return checksum_hex(s);
+}
+
 }  // namespace
 
 GenerateSummary generate(const config::Config& cfg) {
@@ -164,7 +187,7 @@ GenerateSummary generate(const config::Config& cfg) {
   const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
   const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
   const io::LlamaConfig target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
-  const PromptSet prompts = load_prompts(g.prompts, g.on_bad_record == "skip", g.max_prompts);
+  const PromptSet prompts = load_prompts(g.prompts, g.on_bad_record == "skip", g.max_prompts, g.prompt_weights);
   if (prompts.skipped > 0)
     log::warn("generate: skipped ", prompts.skipped, " malformed prompt lines (the first: ", prompts.first_skip_reason,
               ")");
@@ -434,6 +457,113 @@ std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_di
                    tokenizer->decode(response), "\n");
   }
   return out;
+}
+
+MagpieSummary write_target_prompts(const config::Config& cfg) {
+  const config::MagpieSection& m = cfg.magpie;
+  const stdfs::path out = m.output, manifest = out.string() + ".manifest.json";
+  for (const auto& f : m.exclude) DA_CHECK(stdfs::is_regular_file(f), "magpie.exclude: ", f, ": prompt file not found");
+  const std::string plan = magpie_fingerprint(cfg);
+  MagpieSummary sum;
+  if (stdfs::exists(out) && stdfs::exists(manifest)) {
+    const json old = json::parse(fs::read_file(manifest), nullptr, false);
+    if (!old.is_discarded() && old.value("plan", "") == plan) {
+      sum.reused = true, sum.kept = old.value("kept", int64_t{0}), sum.samples = old.value("samples", int64_t{0});
+      log::info("magpie: ", out.string(), " holds ", sum.kept, " prompts made with these settings; kept as it is");
+      return sum;
+    }
+  }
+
+  // Everything the kept prompts must not repeat: every turn of every evaluation prompt.
+  NearDuplicates seen(m.ngram, m.max_overlap);
+  if (!m.exclude.empty())
+    for (const Prompt& p : load_prompts(m.exclude, false).prompts) {
+      seen.add(p.messages.back().content);
+      for (const auto& t : p.later_turns) seen.add(t);
+    }
+  const int64_t excluded = seen.size();
+
+  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
+  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  const std::vector<int64_t> prefix = tokenizer->encode(chat.user_prefix(m.system));
+  const std::string dev = resolve_device(cfg.run.device);
+  const torch::Device device = dev == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  if (cfg.run.threads > 0) torch::set_num_threads(static_cast<int>(cfg.run.threads));
+  const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && device.is_cuda());
+  auto target = model::load_llama(cfg.target.dir, device, bf16 ? torch::kBFloat16 : torch::kFloat32);
+  target->eval();
+  model::SamplingParams sp;
+  sp.temperature = m.temperature, sp.top_p = m.top_p, sp.max_new_tokens = m.max_new_tokens;
+  sp.stop_strings = {chat.user_turn_end()};
+  sp.stop_ids = target->config().eos_token_ids;
+  if (tokenizer->special().eos >= 0 &&
+      std::find(sp.stop_ids.begin(), sp.stop_ids.end(), tokenizer->special().eos) == sp.stop_ids.end())
+    sp.stop_ids.push_back(tokenizer->special().eos);
+  model::Generator gen(*target, sp, m.batch_size, 0, tokenizer.get());
+
+  const int64_t max_samples = m.max_samples > 0 ? m.max_samples : 4 * m.count;
+  const uint64_t base = model::splitmix64(model::splitmix64(static_cast<uint64_t>(cfg.run.seed)) ^ 0x6d61677069650000ULL);
+  std::string lines;
+  log::Progress progress("magpie", m.count, "prompt", stdout, -1, cfg.run.progress_interval_s);
+  // Samples are judged in sample order, whatever the rounds they are drawn in: what is kept depends on the seed only.
+  while (sum.kept < m.count && sum.samples < max_samples) {
+    // A round: about what is still needed (a fifth more for the drops), at least a batch, at most four.
+    const int64_t need = std::max(m.batch_size, (m.count - sum.kept) * 5 / 4);
+    const int64_t round = std::min({4 * m.batch_size, need, max_samples - sum.samples});
+    std::vector<model::Request> requests;
+    for (int64_t i = 0; i < round; ++i) {
+      const int64_t k = sum.samples + i;
+      requests.push_back({k, prefix, model::splitmix64(base ^ static_cast<uint64_t>(k))});
+    }
+    const std::vector<model::Completion> done = gen.run(requests);
+    for (size_t i = 0; i < done.size() && sum.kept < m.count; ++i) {
+      const model::Completion& c = done[i];
+      ++sum.samples;
+      std::vector<int64_t> ids = c.tokens;
+      while (!ids.empty() && std::find(sp.stop_ids.begin(), sp.stop_ids.end(), ids.back()) != sp.stop_ids.end())
+        ids.pop_back();
+      std::string text = tokenizer->decode(ids);
+      const size_t end = text.find(chat.user_turn_end());
+      if (end != std::string::npos) text.resize(end);
+      text = trim(text);
+      std::string why = c.finish == "length" ? "unfinished" : junk_reason(text, m);
+      if (why.empty()) {
+        const int64_t dup = seen.find(text);
+        if (dup >= 0) why = dup < excluded ? "evaluation overlap" : "duplicate";
+      }
+      if (!why.empty()) {
+        ++sum.dropped[why];
+        continue;
+      }
+      seen.add(text);
+      lines += json({{"instruction", text},
+                     {"id", str_cat("target-", sum.kept)},
+                     {"source", "target"},
+                     {"sample", c.id},
+                     {"seed", requests[i].seed},
+                     {"temperature", m.temperature},
+                     {"top_p", m.top_p},
+                     {"target", cfg.target.dir}})
+                   .dump() +
+               "\n";
+      ++sum.kept;
+    }
+    progress.update(sum.kept, str_cat(sum.samples, " samples"));
+  }
+  progress.finish(str_cat(sum.samples, " samples"));
+  DA_CHECK(sum.kept > 0, "magpie: none of ", sum.samples, " samples was kept as a prompt");
+  if (sum.kept < m.count)
+    log::warn("magpie: kept ", sum.kept, " of the ", m.count, " prompts asked for after ", sum.samples,
+              " samples (magpie.max_samples)");
+  json dropped = json::object();
+  for (const auto& [why, n] : sum.dropped) dropped[why] = n;
+  fs::ensure_dir(out.parent_path().empty() ? stdfs::path(".") : out.parent_path());
+  fs::write_file_atomic(out, lines);
+  fs::write_file_atomic(manifest, json({{"plan", plan}, {"kept", sum.kept}, {"samples", sum.samples},
+                                        {"dropped", dropped}, {"prefix", chat.user_prefix(m.system)}})
+                                      .dump(2) + "\n");
+  log::info("magpie: kept ", sum.kept, " of ", sum.samples, " samples -> ", out.string(), "; dropped ", dropped.dump());
+  return sum;
 }
 
 }  // namespace draftalign::data

@@ -1,6 +1,7 @@
 #include "data/prompts.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -101,7 +102,34 @@ Prompt parse(const std::string& line, const std::string& where) {
 
 }  // namespace
 
-PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts) {
+PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts,
+                       const std::vector<double>& weights) {
+  if (!weights.empty()) {
+    DA_CHECK(weights.size() == files.size(), weights.size(), " prompt weights for ", files.size(), " prompt files");
+    std::vector<PromptSet> each;
+    PromptSet set;
+    for (size_t i = 0; i < files.size(); ++i) {
+      DA_CHECK(weights[i] >= 0 && std::isfinite(weights[i]), "prompt weight ", weights[i], " of ", files[i],
+               ": must be finite and >= 0");
+      each.push_back(load_prompts({files[i]}, skip_bad));
+      set.skipped += each.back().skipped;
+      if (set.first_skip_reason.empty()) set.first_skip_reason = each.back().first_skip_reason;
+    }
+    std::vector<size_t> taken(files.size(), 0);
+    while (max_prompts <= 0 || static_cast<int64_t>(set.prompts.size()) < max_prompts) {
+      size_t best = files.size();
+      for (size_t i = 0; i < files.size(); ++i) {
+        if (weights[i] <= 0 || taken[i] >= each[i].prompts.size()) continue;
+        if (best == files.size() || (taken[i] + 1) / weights[i] < (taken[best] + 1) / weights[best]) best = i;
+      }
+      if (best == files.size()) break;
+      Prompt p = each[best].prompts[taken[best]++];
+      p.index = static_cast<int64_t>(set.prompts.size());
+      set.prompts.push_back(std::move(p));
+    }
+    DA_CHECK(!set.prompts.empty(), "the prompt files with a weight above 0 hold no prompt");
+    return set;
+  }
   PromptSet set;
   DA_CHECK(!files.empty(), "no prompt files given");
   for (const std::string& file : files) {

@@ -34,7 +34,11 @@ struct PromptSet {
   std::string first_skip_reason;  // "file:line: why" of the first one
 };
 
-// `max_prompts` > 0 keeps only the first that many.
-PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts = 0);
+// `max_prompts` > 0 keeps only the first that many. With `weights` (one per file), the files are interleaved in that
+// ratio before the cut: the next prompt comes from the file with the smallest (taken + 1) / weight (the first such
+// file on a tie), so every prefix holds each file's share to within one prompt; a file that runs dry leaves the rest
+// to the others, and weight 0 leaves a file out.
+PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts = 0,
+                       const std::vector<double>& weights = {});
 
 }  // namespace draftalign::data

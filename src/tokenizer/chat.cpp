@@ -100,4 +100,12 @@ std::string ChatTemplate::render(const std::vector<Message>& messages, bool add_
   return out;
 }
 
+std::string ChatTemplate::user_prefix(const std::string& system) const {
+  if (format_ == Format::kChatML) {
+    const std::string& sys = system.empty() ? default_system_ : system;
+    return (sys.empty() ? std::string() : "<|im_start|>system\n" + sys + "<|im_end|>\n") + "<|im_start|>user\n";
+  }
+  return bos_text_ + "[INST] " + (system.empty() ? std::string() : "<<SYS>>\n" + system + "\n<</SYS>>\n\n");
+}
+
 }  // namespace draftalign::tok

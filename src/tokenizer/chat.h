@@ -34,6 +34,12 @@ class ChatTemplate {
   // [/INST]).
   std::string render(const std::vector<Message>& messages, bool add_generation_prompt = true) const;
 
+  // The text that opens a user turn, as render() writes it when the conversation is {system (if any), user: ...}:
+  // what comes before the user's words. An empty `system` takes the template's default (chatml), or none (llama2).
+  // Magpie samples the user turn from here; it ends where user_turn_end() begins.
+  std::string user_prefix(const std::string& system = {}) const;
+  std::string user_turn_end() const { return format_ == Format::kChatML ? "<|im_end|>" : "[/INST]"; }
+
   Format format() const { return format_; }
   std::string name() const { return format_ == Format::kChatML ? "chatml" : "llama2"; }
   const std::string& default_system() const { return default_system_; }

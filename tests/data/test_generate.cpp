@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "data/magpie.h"
+#include "data/prompts.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "test_util.h"
@@ -145,6 +148,53 @@ TEST(Generate, BadPromptLinesAreNamedOrSkipped) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_HAS(r.output, "skipped 1 malformed prompt lines");
   EXPECT_EQ(json::parse(testing::read_text(d / "b/manifest.json"))["records"], 2);
+}
+
+// Magpie with the real target: SmolLM2 writes user turns from its bare chat prefix. The kept prompts are requests
+// that load_prompts reads, none overlaps an MT-bench turn (the check of DemoPrompts.TrainingPromptsHoldNoMtBenchQuestion:
+// neither normalised text holds the other), drops are counted, the file is the same with another batch size, and a
+// second run with the same settings keeps the file as it is.
+TEST(Magpie, TheTargetWritesPromptsReproduciblyWithoutMtBenchOverlap) {
+  ScratchDir d;
+  const fsys::path mt = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/prompts/mt-bench.jsonl";
+  ASSERT_TRUE(fsys::exists(mt)) << "run `bash tools/test.sh` (tools/make_prompts.py makes " << mt << ")";
+  auto magpie = [&](const std::string& out, int batch) {
+    return run_command(str_cat(DRAFTALIGN_BIN, " magpie run.threads=2 target.dir=", kSmolDir.string(),
+                               " magpie.count=6 magpie.max_new_tokens=40 magpie.exclude=[", mt.string(),
+                               "] magpie.batch_size=", batch, " magpie.output=", (d / out).string()));
+  };
+  auto r = magpie("a.jsonl", 8);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string a = testing::read_text(d / "a.jsonl");
+  const PromptSet set = load_prompts({(d / "a.jsonl").string()}, false);
+  ASSERT_EQ(set.prompts.size(), 6u);
+  const json manifest = json::parse(testing::read_text(d / "a.jsonl.manifest.json"));
+  int64_t dropped = 0;
+  for (const auto& [why, n] : manifest["dropped"].items()) dropped += n.get<int64_t>();
+  EXPECT_EQ(manifest["kept"].get<int64_t>() + dropped, manifest["samples"].get<int64_t>());
+  EXPECT_HAS(manifest["prefix"].get<std::string>(), "<|im_start|>user\n");
+  std::vector<std::string> turns;
+  std::istringstream in(testing::read_text(mt));
+  for (std::string line; std::getline(in, line);)
+    for (const auto& t : json::parse(line)["turns"]) turns.push_back(normalise_text(t.get<std::string>()));
+  std::istringstream kept(a);
+  for (std::string line; std::getline(kept, line);) {
+    const json j = json::parse(line);
+    const std::string text = j["instruction"];
+    std::printf("target-written: %s\n", text.c_str());
+    EXPECT_EQ(j["source"], "target");
+    EXPECT_TRUE(j.contains("seed") && j.contains("temperature") && j.contains("sample"));
+    EXPECT_EQ(junk_reason(text, config::MagpieSection{}), "");
+    const std::string t = normalise_text(text);
+    for (const std::string& q : turns)
+      EXPECT_TRUE(t.find(q) == std::string::npos && q.find(t) == std::string::npos) << text << " overlaps " << q;
+  }
+  r = magpie("b.jsonl", 5);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(testing::read_text(d / "b.jsonl") == a) << "another batch size, other prompts";
+  r = magpie("a.jsonl", 8);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "kept as it is");
 }
 
 }  // namespace

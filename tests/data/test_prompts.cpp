@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/magpie.h"
 #include "data/prompts.h"
 #include "test_util.h"
 
@@ -95,6 +96,65 @@ std::string normalise(const std::string& s) {
   }
   while (!out.empty() && out.back() == ' ') out.pop_back();
   return out;
+}
+
+// Weighted interleaving: every prefix holds each file's share to within one prompt; a file that runs dry leaves the
+// rest to the others; weight 0 leaves a file out; the count must match.
+TEST(PromptFiles, WeightsInterleaveFilesInTheirRatio) {
+  ScratchDir d;
+  auto file = [&](const std::string& name, int n) {
+    std::string text;
+    for (int i = 0; i < n; ++i) text += nlohmann::json({{"prompt", str_cat(name, i)}}).dump() + "\n";
+    testing::write_text(d / (name + ".jsonl"), text);
+    return (d / (name + ".jsonl")).string();
+  };
+  const std::string a = file("a", 40), b = file("b", 40), c = file("c", 3);
+  const PromptSet mixed = load_prompts({a, b}, false, 32, {3, 1});
+  ASSERT_EQ(mixed.prompts.size(), 32u);
+  int64_t from_a = 0;
+  for (size_t n = 0; n < mixed.prompts.size(); ++n) {
+    const Prompt& p = mixed.prompts[n];
+    EXPECT_EQ(p.index, static_cast<int64_t>(n));
+    from_a += p.messages.back().content[0] == 'a';
+    EXPECT_NEAR(static_cast<double>(from_a), 0.75 * static_cast<double>(n + 1), 1.0) << "prefix " << n + 1;
+  }
+  EXPECT_EQ(mixed.prompts[0].messages.back().content, "a0");
+  EXPECT_EQ(mixed.prompts[3].messages.back().content, "b0") << "in file order within each file";
+  // c runs dry after 3: the rest is b's.
+  const PromptSet dry = load_prompts({c, b}, false, 0, {1, 1});
+  ASSERT_EQ(dry.prompts.size(), 43u);
+  EXPECT_EQ(dry.prompts.back().messages.back().content, "b39");
+  const PromptSet only_b = load_prompts({a, b}, false, 5, {0, 1});
+  for (const Prompt& p : only_b.prompts) EXPECT_EQ(p.messages.back().content[0], 'b');
+  EXPECT_HAS(error_of([&] { load_prompts({a, b}, false, 0, {1}); }), "1 prompt weights for 2 prompt files");
+}
+
+// Magpie's filters: each junk reason on a sample made to have it, and none on a plain request.
+TEST(Magpie, JunkReasons) {
+  config::MagpieSection m;
+  m.min_chars = 20, m.max_chars = 120;
+  EXPECT_EQ(junk_reason("How do I plan a week of healthy dinners for a family of four?", m), "");
+  EXPECT_EQ(junk_reason("Hi there.", m), "short");
+  EXPECT_EQ(junk_reason(std::string(200, 'a'), m), "long");
+  EXPECT_EQ(junk_reason("Tell me a joke.<|im_start|>assistant", m), "markup");
+  EXPECT_EQ(junk_reason("What is 12 + 7 * (3 - 1) / 2 ?", m), "not text");
+  EXPECT_EQ(junk_reason("the cat the cat the cat the cat the cat the cat the cat", m), "repetitive");
+  EXPECT_EQ(normalise_text("  Hello, World!\n\tIt's  me. "), "hello world it s me");
+}
+
+// Near duplicates: the same words in another case and punctuation, one text inside the other, half the word 3-grams
+// shared; unrelated requests are not.
+TEST(Magpie, NearDuplicatesByContainmentAndNgramOverlap) {
+  NearDuplicates held(3, 0.5);
+  held.add("Write a persuasive essay about the benefits of public libraries in small towns.");
+  held.add("Explain how photosynthesis works.");
+  EXPECT_EQ(held.find("write a PERSUASIVE essay -- about the benefits of public libraries in small towns"), 0);
+  EXPECT_EQ(held.find("Can you explain how photosynthesis works in simple terms?"), 1) << "holds the other";
+  EXPECT_EQ(held.find("Write a persuasive essay about the benefits of public parks in large cities."), 0)
+      << "7 of its 11 word 3-grams are the first text's";
+  EXPECT_EQ(held.find("Describe the water cycle for a school project."), -1);
+  EXPECT_EQ(held.find("Write a short poem about autumn leaves falling."), -1);
+  EXPECT_EQ(held.size(), 2);
 }
 
 TEST(DemoPrompts, TrainingPromptsHoldNoMtBenchQuestion) {

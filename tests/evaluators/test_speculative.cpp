@@ -199,27 +199,6 @@ TEST(SpeculativeDecoding, ADrafterEqualToTheTargetIsAlwaysAccepted) {
   }
 }
 
-// Chi-square goodness of fit of `counts` against `expected` probabilities (cells with an expected count below 5
-// merged); returns {statistic, critical value at p = 0.0005}.
-std::pair<double, double> chi_square(const std::map<int64_t, int64_t>& counts, const std::vector<double>& expected,
-                                     int64_t n) {
-  double stat = 0, small_expected = 0, small_observed = 0;
-  int64_t cells = 0;
-  for (size_t x = 0; x < expected.size(); ++x) {
-    const double e = expected[x] * n;
-    const double o = counts.count(static_cast<int64_t>(x)) ? counts.at(static_cast<int64_t>(x)) : 0;
-    if (e < 5) {
-      small_expected += e, small_observed += o;
-      continue;
-    }
-    stat += (o - e) * (o - e) / e, ++cells;
-  }
-  if (small_expected > 0) stat += (small_observed - small_expected) * (small_observed - small_expected) / std::max(small_expected, 1e-9), ++cells;
-  const double df = cells - 1, z = 3.29;  // Wilson-Hilferty quantile of chi-square(df)
-  const double crit = df * std::pow(1 - 2 / (9 * df) + z * std::sqrt(2 / (9 * df)), 3);
-  return {stat, crit};
-}
-
 TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
   const int64_t V = 8, n = 1200, gamma = 2;
   auto target = make(V, 2, 11, 12.0);
@@ -263,11 +242,11 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
         ++counts[d.tokens[0] * V + d.tokens[1]];
         c.add(d.counters);
       }
-      const auto [stat, crit] = chi_square(counts, p_joint, n);
+      const auto [stat, crit] = testing::chi_square(counts, p_joint, n);
       std::printf("%s T %.1f: chi-square %.1f against the target, critical %.1f\n", who, s.temperature, stat, crit);
       EXPECT_LT(stat, crit) << who << " T " << s.temperature << ": speculative samples do not follow the target";
       // The same test rejects the drafter's own distribution: it has the power to see a wrong sampler.
-      const auto [stat_q, crit_q] = chi_square(counts, q_joint, n);
+      const auto [stat_q, crit_q] = testing::chi_square(counts, q_joint, n);
       std::printf("%s T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", who,
                   s.temperature, stat_q, crit_q, static_cast<double>(c.num_accepted_tokens) / c.num_draft_tokens);
       EXPECT_GT(stat_q, crit_q) << who << " T " << s.temperature << ": the test cannot tell the drafter from the target";

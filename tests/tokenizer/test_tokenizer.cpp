@@ -82,6 +82,23 @@ TEST(ChatTemplate, ChatMLEqualsApplyChatTemplate) {
   EXPECT_EQ(checked, 2);
 }
 
+// user_prefix is what render writes before the user's words (render equals transformers, above), with and without a
+// system prompt, in both formats; user_turn_end is what follows them.
+TEST(ChatTemplate, UserPrefixOpensTheUserTurnAsRenderDoes) {
+  const ChatTemplate chatml = ChatTemplate::from_dir(kSmolDir);
+  const ChatTemplate llama2(ChatTemplate::Format::kLlama2, "<s>", "</s>");
+  for (const ChatTemplate* chat : {&chatml, &llama2}) {
+    const std::string with_system = chat->render({{"system", "Be brief."}, {"user", "XYZ"}});
+    EXPECT_EQ(with_system.rfind(chat->user_prefix("Be brief.") + "XYZ" + (chat == &llama2 ? " " : ""), 0), 0u)
+        << chat->name() << ": " << with_system;
+    const std::string bare = chat->render({{"user", "XYZ"}});
+    EXPECT_EQ(bare.rfind(chat->user_prefix() + "XYZ", 0), 0u) << chat->name() << ": " << bare;
+    const size_t end = (chat->user_prefix() + "XYZ").size();
+    EXPECT_EQ(bare.find(chat->user_turn_end(), end - 0), end + (chat == &llama2 ? 1 : 0)) << chat->name();
+  }
+  EXPECT_HAS(chatml.user_prefix(), chatml.default_system());
+}
+
 TEST(BpeTokenizerErrors, NameTheFileAndThePlace) {
   testing::ScratchDir dir;
   json j = json::parse(fs::read_file(kSmolDir / "tokenizer.json"));

@@ -9,6 +9,8 @@
 
 #include "tiny_models.h"
 #include "io/safetensors.h"
+#include "model/llama.h"
+#include "model/generation.h"
 #include "trainers/distill.h"
 
 namespace draftalign::train {
@@ -186,6 +188,106 @@ TEST(Distill, MissingTopkAndUnfinishedDataAreClearErrors) {
   r = run_command(w.distill("plain", ""));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_HAS(r.output, "manifest.json is missing");
+}
+
+// Any n consecutive sequences hold n * lambda (+-1) on-policy ones, whatever the start; lambda = 0 picks none.
+TEST(Distill, OnPolicySequencesAreTheRequestedShare) {
+  for (const double f : {0.0, 0.1, 0.25, 0.5, 1.0})
+    for (const int64_t start : {0, 7, 1000}) {
+      int64_t n = 0;
+      for (int64_t g = start; g < start + 200; ++g) n += on_policy_sequence(g, f);
+      EXPECT_NEAR(static_cast<double>(n), 200 * f, 1.0) << "fraction " << f << " from " << start;
+    }
+  for (int64_t g = 0; g < 100; ++g) EXPECT_FALSE(on_policy_sequence(g, 0.0));
+}
+
+// The on-policy responses are the student's own samples: the first response token over 2400 seeds follows
+// softmax(logits / T) of the student (chi-square), and does not follow it at another temperature; T = 0 is the argmax;
+// a response stops at max_new or after an end token.
+TEST(Distill, OnPolicyResponsesFollowTheStudentsDistribution) {
+  torch::manual_seed(3);
+  model::Llama m(testing::tiny_smol_config(1));
+  const std::vector<int64_t> prompt = {1, 17, 923, 4005};
+  torch::Tensor logits;
+  {
+    // Sharpen the final norm until the first token's perplexity is below 40: mass on a few dozen tokens, so that the
+    // chi-square has cells to compare (a random tiny model is near-uniform over 49k tokens).
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < 40; ++i) {
+      logits = m.forward(torch::tensor(prompt).unsqueeze(0))[0][-1].to(torch::kFloat64);
+      const torch::Tensor p = torch::softmax(logits, -1);
+      if (std::exp(-(p * p.clamp_min(1e-300).log()).sum().item<double>()) < 40) break;
+      m.named_parameters()["model.norm.weight"].mul_(1.25);
+    }
+  }
+  const int64_t n = 2400, chunk = 200;
+  for (const double temperature : {1.0, 0.7}) {
+    std::map<int64_t, int64_t> counts;
+    for (int64_t c = 0; c < n; c += chunk) {
+      std::vector<uint64_t> seeds;
+      for (int64_t i = 0; i < chunk; ++i) seeds.push_back(model::splitmix64(static_cast<uint64_t>(c + i)));
+      const auto r = sample_responses(m, std::vector<std::vector<int64_t>>(chunk, prompt),
+                                      std::vector<int64_t>(chunk, 3), seeds, temperature);
+      for (const auto& tokens : r) {
+        ASSERT_FALSE(tokens.empty());
+        ASSERT_LE(tokens.size(), 3u);
+        if (tokens.size() < 3) EXPECT_EQ(tokens.back(), 2) << "only an end token stops a response early";
+        ++counts[tokens[0]];
+      }
+    }
+    auto probs = [&](double t) {
+      const torch::Tensor p = torch::softmax(logits / t, -1).contiguous();
+      return std::vector<double>(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+    };
+    const auto [stat, crit] = testing::chi_square(counts, probs(temperature), n);
+    const auto [wrong, wrong_crit] = testing::chi_square(counts, probs(temperature == 1.0 ? 0.7 : 1.0), n);
+    std::printf("T %.1f: first-token probability %.3f; chi-square %.1f (critical %.1f); against the other temperature %.1f (critical %.1f)\n",
+                temperature, torch::softmax(logits / temperature, -1).max().item<double>(), stat, crit, wrong,
+                wrong_crit);
+    EXPECT_LT(stat, crit) << "samples at T " << temperature << " do not follow the student's distribution";
+    EXPECT_GT(wrong, wrong_crit) << "the test cannot tell the two temperatures apart";
+  }
+  const auto greedy = sample_responses(m, {prompt, prompt}, {1, 1}, {1, 2}, 0.0);
+  EXPECT_EQ(greedy[0], std::vector<int64_t>{logits.argmax().item<int64_t>()});
+  EXPECT_EQ(greedy[1], greedy[0]);
+}
+
+// On-policy distillation end to end: lambda = 0.5 trains (alpha is logged, the run writes to its own directory), its
+// weights differ from the off-policy run's, a run resumed from the mid-way checkpoint ends with the same weights, and
+// lambda = 0 at another on-policy temperature is the off-policy run bit for bit. The offline teacher is refused.
+TEST(Distill, OnPolicyRunsResumeExactlyAndZeroIsOffPolicy) {
+  World w;
+  auto r = run_command(w.generate("data"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string base = "distill.loss=tvdpp distill.train.steps=8 distill.train.save_every=4 distill.train.keep_last=3";
+  r = run_command(w.distill("data", base));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string off = testing::read_text(w.d / "out" / "tvdpp-token-q" / "final" / "model.safetensors");
+  fs::remove_tree(w.d / "out" / "tvdpp-token-q");
+  r = run_command(w.distill("data", base + " distill.on_policy_fraction=0 distill.on_policy_temperature=0.3"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(testing::read_text(w.d / "out" / "tvdpp-token-q" / "final" / "model.safetensors") == off)
+      << "on_policy_fraction = 0 is not the off-policy run";
+
+  const std::string on = base + " distill.on_policy_fraction=0.5 distill.on_policy_temperature=1";
+  r = run_command(w.distill("data", on));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fsys::path run = w.d / "out" / "tvdpp-token-q-onpolicy0.5";
+  const std::string whole = testing::read_text(run / "final" / "model.safetensors");
+  EXPECT_FALSE(whole == off) << "half the responses sampled by the student, yet the off-policy weights";
+  const auto steps = records_with(run / "metrics.jsonl", "kd");
+  ASSERT_FALSE(steps.empty());
+  EXPECT_TRUE(std::isfinite(steps.back()["kd"].get<double>()) && steps.back()["alpha"].get<double>() > 0);
+  fs::remove_tree(run / "checkpoints" / "step-0000008");
+  fs::remove_tree(run / "final");
+  r = run_command(w.distill("data", on));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "resumed from");
+  EXPECT_TRUE(testing::read_text(run / "final" / "model.safetensors") == whole) << "resumed on-policy run ends elsewhere";
+
+  r = run_command(w.distill("data", "distill.teacher=offline distill.on_policy_fraction=0.5"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_HAS(r.output, "distill.on_policy_fraction");
 }
 
 }  // namespace
