@@ -9,7 +9,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DRAFTALIGN_ASSETS=1 bash "$root/tools/setup.sh"
 cd "$root"
 .venv/bin/python tools/prepare_target.py --out .cache/models/SmolLM2-135M-Instruct
-[ -f .cache/corpus/debian-text.jsonl ] || .venv/bin/python tools/make_corpus.py --out .cache/corpus/debian-text.jsonl
+.venv/bin/python tools/make_corpus.py --out .cache/corpus/debian-text.jsonl  # a no-op when up to date
 [ -f .cache/prompts/train.jsonl ] && [ -f .cache/prompts/mt-bench.jsonl ] ||
   .venv/bin/python tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl
 
