@@ -172,17 +172,13 @@ int evaluate(const config::Config& cfg) {
                        std::max({e.max_new_tokens, e.timed_max_new_tokens, e.sampling_max_new_tokens}) - 2 * max_gamma - 1;
 
   // 2. Models, in the target's compute dtype.
-  const std::string dev = resolve_device(cfg.run.device);
-  const torch::Device device = dev == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-  if (cfg.run.threads > 0) torch::set_num_threads(static_cast<int>(cfg.run.threads));
-  const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && device.is_cuda());
-  const torch::ScalarType dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+  const model::TargetCompute compute = model::target_compute(cfg);
+  const std::string& dev = compute.name;
+  const torch::Device device = compute.device;
+  const torch::ScalarType dtype = compute.dtype;
   auto target = model::load_llama(cfg.target.dir, device, dtype);
   target->eval();
-  std::vector<int64_t> stop_ids;
-  if (tokenizer->special().eos >= 0) stop_ids.push_back(tokenizer->special().eos);
-  for (int64_t id : target_cfg.eos_token_ids)
-    if (std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end()) stop_ids.push_back(id);
+  const std::vector<int64_t> stop_ids = model::end_token_ids(*tokenizer, target_cfg);
 
   // 3. The target's greedy answers, turn by turn: a later turn is asked after the target's own answer to the one
   //    before (as Spec-Bench and EAGLE ask MT-bench's second turn).
@@ -248,7 +244,7 @@ int evaluate(const config::Config& cfg) {
   DA_CHECK(!turns.empty(), "evaluate: every prompt is too long for evaluate.max_new_tokens = ", e.max_new_tokens);
 
   Report report;
-  report.target_dir = cfg.target.dir, report.device = dev, report.dtype = bf16 ? "bf16" : "fp32";
+  report.target_dir = cfg.target.dir, report.device = dev, report.dtype = dtype == torch::kBFloat16 ? "bf16" : "fp32";
   report.environment = runtime_environment(dev);
   report.fingerprint = evaluate_fingerprint(cfg);
   report.target_params = target->num_params();

@@ -292,7 +292,8 @@ def man_page(source):
         elif req in ("BR", "RB", "IR", "RI", "BI", "IB"):
             out.append(roff_inline("".join(roff_args(rest))))
         elif req in ("nf", "EX"):
-            out.append("\n```"), (code := True)
+            out.append("\n```")
+            code = True
         elif req in ("fi", "EE") and code:
             out.append("```\n")
             code = False
@@ -305,7 +306,6 @@ def man_page(source):
         out.append("```")
     text = "\n".join(out)
     text = re.sub(r"(?<!\n)\n(?!\n|#|- |```)", " ", text)  # re-flow filled text; keep blocks and code apart
-    text = re.sub(r"```([^`]*)```", lambda m: "```" + m.group(1).replace(" ", " ") + "```", text)
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     return text
 

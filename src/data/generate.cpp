@@ -6,7 +6,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/device.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -239,23 +238,18 @@ GenerateSummary generate(const config::Config& cfg) {
             sum.shards, " shards; this process (", part, "/", parts, ") has ", mine.size(), " left");
 
   if (!mine.empty()) {
-    const std::string dev = resolve_device(cfg.run.device);
-    const torch::Device device = dev == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-    if (cfg.run.threads > 0) torch::set_num_threads(static_cast<int>(cfg.run.threads));
-    const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && device.is_cuda());
-    auto target = model::load_llama(cfg.target.dir, device, bf16 ? torch::kBFloat16 : torch::kFloat32);
+    const model::TargetCompute compute = model::target_compute(cfg);
+    auto target = model::load_llama(cfg.target.dir, compute.device, compute.dtype);
     target->eval();
     model::SamplingParams sp;
     sp.temperature = g.temperature, sp.top_p = g.top_p, sp.top_k = g.top_k, sp.max_new_tokens = g.max_new_tokens;
     sp.stop_strings = g.stop;
-    if (tokenizer->special().eos >= 0) sp.stop_ids.push_back(tokenizer->special().eos);
+    sp.stop_ids = model::end_token_ids(*tokenizer, target_cfg);
     for (int64_t id : g.stop_ids) {
       DA_CHECK(id < target_cfg.vocab_size, "generate.stop_ids: ", id, " is outside the target's vocabulary (",
                target_cfg.vocab_size, ")");
       sp.stop_ids.push_back(id);
     }
-    for (int64_t id : target_cfg.eos_token_ids)
-      if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), id) == sp.stop_ids.end()) sp.stop_ids.push_back(id);
     DA_CHECK(g.topk_logprobs <= target_cfg.vocab_size, "generate.topk_logprobs = ", g.topk_logprobs,
              " is more than the target's vocabulary of ", target_cfg.vocab_size, " tokens");
     model::Generator gen(*target, sp, g.batch_size, g.topk_logprobs, tokenizer.get());
@@ -486,23 +480,18 @@ MagpieSummary write_target_prompts(const config::Config& cfg) {
   const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
   const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
   const std::vector<int64_t> prefix = tokenizer->encode(chat.user_prefix(m.system));
-  const std::string dev = resolve_device(cfg.run.device);
-  const torch::Device device = dev == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-  if (cfg.run.threads > 0) torch::set_num_threads(static_cast<int>(cfg.run.threads));
-  const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && device.is_cuda());
-  auto target = model::load_llama(cfg.target.dir, device, bf16 ? torch::kBFloat16 : torch::kFloat32);
+  const model::TargetCompute compute = model::target_compute(cfg);
+  auto target = model::load_llama(cfg.target.dir, compute.device, compute.dtype);
   target->eval();
   model::SamplingParams sp;
   sp.temperature = m.temperature, sp.top_p = m.top_p, sp.max_new_tokens = m.max_new_tokens;
   sp.stop_strings = {chat.user_turn_end()};
-  sp.stop_ids = target->config().eos_token_ids;
-  if (tokenizer->special().eos >= 0 &&
-      std::find(sp.stop_ids.begin(), sp.stop_ids.end(), tokenizer->special().eos) == sp.stop_ids.end())
-    sp.stop_ids.push_back(tokenizer->special().eos);
+  sp.stop_ids = model::end_token_ids(*tokenizer, target->config());
   model::Generator gen(*target, sp, m.batch_size, 0, tokenizer.get());
 
   const int64_t max_samples = m.max_samples > 0 ? m.max_samples : 4 * m.count;
-  const uint64_t base = model::splitmix64(model::splitmix64(static_cast<uint64_t>(cfg.run.seed)) ^ 0x6d61677069650000ULL);
+  const uint64_t base =
+      model::splitmix64(model::splitmix64(static_cast<uint64_t>(cfg.run.seed)) ^ 0x6d61677069650000ULL);
   std::string lines;
   log::Progress progress("magpie", m.count, "prompt", stdout, -1, cfg.run.progress_interval_s);
   // Samples are judged in sample order, whatever the rounds they are drawn in: what is kept depends on the seed only.

@@ -46,6 +46,20 @@ struct World {
                    " distill.train.save_every=0 distill.train.optim.lr=0.001 distill.train.optim.min_lr=0.0001",
                    " distill.train.optim.warmup_steps=3 ", extra);
   }
+  // Drops the last checkpoint (step `steps`) and the final model of a finished run in `run`, runs it again with the
+  // same `extra`: it must resume from the checkpoint before and end with the same weights.
+  void expect_exact_resume(const std::string& data, const std::string& extra, const fsys::path& run,
+                           int64_t steps) const {
+    const std::string whole = testing::read_text(run / "final" / "model.safetensors");
+    char step[32];
+    std::snprintf(step, sizeof step, "step-%07lld", static_cast<long long>(steps));
+    fs::remove_tree(run / "checkpoints" / step);
+    fs::remove_tree(run / "final");
+    const auto r = run_command(distill(data, extra));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_HAS(r.output, "resumed from");
+    EXPECT_TRUE(testing::read_text(run / "final" / "model.safetensors") == whole) << "resumed run ends elsewhere";
+  }
 };
 
 // The records of metrics.jsonl that hold `key`.
@@ -114,14 +128,7 @@ TEST(Distill, TvdppOnlineRaisesHeldOutAlphaOfflineRunsAndResumeIsExact) {
   const std::string fkl = "distill.loss=fkl distill.train.steps=12 distill.train.save_every=6 distill.train.keep_last=3";
   r = run_command(w.distill("data", fkl));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const fsys::path f = w.d / "out" / "fkl";
-  const std::string whole = testing::read_text(f / "final" / "model.safetensors");
-  fs::remove_tree(f / "checkpoints" / "step-0000012");
-  fs::remove_tree(f / "final");
-  r = run_command(w.distill("data", fkl));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_HAS(r.output, "resumed from");
-  EXPECT_TRUE(testing::read_text(f / "final" / "model.safetensors") == whole) << "resumed run ends elsewhere";
+  w.expect_exact_resume("data", fkl, w.d / "out" / "fkl", 12);
 }
 
 // The offline teacher with k = V is the online teacher: the same loss, alpha and gradient norm at every step, the
@@ -278,12 +285,7 @@ TEST(Distill, OnPolicyRunsResumeExactlyAndZeroIsOffPolicy) {
   const auto steps = records_with(run / "metrics.jsonl", "kd");
   ASSERT_FALSE(steps.empty());
   EXPECT_TRUE(std::isfinite(steps.back()["kd"].get<double>()) && steps.back()["alpha"].get<double>() > 0);
-  fs::remove_tree(run / "checkpoints" / "step-0000008");
-  fs::remove_tree(run / "final");
-  r = run_command(w.distill("data", on));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_HAS(r.output, "resumed from");
-  EXPECT_TRUE(testing::read_text(run / "final" / "model.safetensors") == whole) << "resumed on-policy run ends elsewhere";
+  w.expect_exact_resume("data", on, run, 8);
 
   r = run_command(w.distill("data", "distill.teacher=offline distill.on_policy_fraction=0.5"));
   EXPECT_NE(r.exit_code, 0);
