@@ -4,12 +4,13 @@
 # MT-bench turns, and print the table with 95% intervals (tools/science_table.py; also written to
 # <out>/science.md). Finished stages are skipped or resumed, so a killed run continues where it stopped.
 #
-# Drafters compared: prompt lookup (no model), pretrained-only, FKL, TVD, TVD++, TVD++ on-policy (lambda 0.5), and
-# each with lookup in front (hybrid). Ablation, each lever against the main TVD++ drafter, everything else equal:
+# Drafters compared: prompt lookup (no model), pretrained-only, FKL, TVD, TVD++, TVD++ with 60 more steps against the
+# online target off-policy and on-policy (lambda 0.5), and each with lookup in front (hybrid). Ablation, each lever
+# against the main TVD++ drafter, everything else equal:
 #   target prompts   distilled on Debian-built prompts only (no magpie prompts)
 #   corpus           pretrained on the first demo's corpus (KJV, GCIDE, WordNet, fortunes)
 #   initialisation   pretrained from normal(0, 0.02) instead of target-svd
-#   on-policy        the lambda = 0.5 run above
+#   on-policy        the lambda = 0.5 continuation against the lambda = 0 one above
 #   hybrid           the +lookup rows above
 #   more distillation  twice the prompts and twice the steps (more compute: its minutes are in the table)
 #   more pretraining   twice the pretraining steps (more compute)
@@ -62,8 +63,15 @@ done
 drafter FKL "$out/distill/fkl/final" "$out/distill/fkl"
 drafter TVD "$out/distill/tvd/final" "$out/distill/tvd"
 drafter TVD++ "$out/distill/tvdpp-token-q/final" "$out/distill/tvdpp-token-q"
-step "distill tvdpp on-policy" run distill distill.on_policy_fraction=0.5 "${common[@]}"
-drafter "TVD++ on-policy" "$out/distill/tvdpp-token-q-onpolicy0.5/final" "$out/distill/tvdpp-token-q-onpolicy0.5"
+# on-policy: from the TVD++ drafter, 60 more steps against the online target, with half of the responses sampled by
+# the drafter itself (lambda 0.5) or none (the control at equal compute).
+online=(distill.student="$out/distill/tvdpp-token-q/final" distill.teacher=online distill.train.steps=60
+  distill.train.optim.lr=2e-4 distill.output_dir="$out/distill-online")
+step "distill tvdpp +60 online" run distill "${online[@]}" "${common[@]}"
+step "distill tvdpp +60 on-policy" run distill distill.on_policy_fraction=0.5 "${online[@]}" "${common[@]}"
+drafter "TVD++ +60 online" "$out/distill-online/tvdpp-token-q/final" "$out/distill-online/tvdpp-token-q"
+drafter "TVD++ +60 on-policy" "$out/distill-online/tvdpp-token-q-onpolicy0.5/final" \
+  "$out/distill-online/tvdpp-token-q-onpolicy0.5"
 
 if [ "${SCIENCE_ABLATION:-1}" = 1 ]; then
   a="$out/ablation"
@@ -88,10 +96,10 @@ if [ "${SCIENCE_ABLATION:-1}" = 1 ]; then
   drafter "TVD++, normal init" "$a/normal/tvdpp-token-q/final" "$a/normal/tvdpp-token-q"
   # more distillation: twice the prompts (the mix goes on into more magpie prompts) and twice the steps.
   step "magpie x2" run magpie magpie.count=400 magpie.output="$a/prompts/target-written-x2.jsonl" "${common[@]}"
-  step "generate x2" run generate generate.max_prompts=640 \
+  step "generate x2" run generate generate.max_prompts=800 \
     generate.prompts=[.cache/prompts/train.jsonl,"$a/prompts/target-written-x2.jsonl"] generate.output_dir="$a/data-x2" \
     "${common[@]}"
-  step "distill x2" run distill distill.data_dir="$a/data-x2" distill.train.steps=160 distill.output_dir="$a/x2" \
+  step "distill x2" run distill distill.data_dir="$a/data-x2" distill.train.steps=600 distill.output_dir="$a/x2" \
     "${common[@]}"
   drafter "TVD++, 2x distillation" "$a/x2/tvdpp-token-q/final" "$a/x2/tvdpp-token-q"
   # more pretraining: twice the steps.
