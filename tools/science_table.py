@@ -96,18 +96,22 @@ def main():
         print("| " + " | ".join(cells) + " |")
 
     name = {label: d["name"] for label, d, _, _ in rows}
+    by_label = {label: (d, run) for label, d, run, _ in rows}
+
+    def tau4(label):
+        return point(by_label[label][0], GAMMA)["tau"]
+
     kd = [l for l in ("FKL", "TVD", "TVD++", "TVD++ +60 online", "TVD++ +60 on-policy") if l in name]
-    best = max(kd, key=lambda l: point(next(d for x, d, _, _ in rows if x == l), GAMMA)["tau"]) if kd else None
+    best = max(kd, key=tau4) if kd else None
     print("\n## The issue's targets\n")
     if best:
-        bd = next(d for x, d, _, _ in rows if x == best)
-        run = next(r for x, _, r, _ in rows if x == best)
+        bd, run = by_label[best]
         a = held_out_alpha(run)
         t4 = point(bd, GAMMA)
         print(f"- best KD drafter by tau(4): {best}, held-out alpha {fmt(a)} (target >= 0.45: "
               f"{'reached' if a is not None and a >= 0.45 else 'not reached'}), tau(4) {fmt(t4['tau'], t4['tau_ci'])} "
               f"(target >= 1.8: {'reached' if t4['tau'] >= 1.8 else 'not reached'})")
-        pre = point(next(d for x, d, _, _ in rows if x == "pretrained"), GAMMA)
+        pre = point(by_label["pretrained"][0], GAMMA)
         ratio = t4["tau"] / pre["tau"] - 1
         sep = t4["tau_ci"][0] > pre["tau_ci"][1]
         d = paired(items, name[best], name["pretrained"])
@@ -121,7 +125,7 @@ def main():
               f"{fmt(lk['tau'], lk['tau_ci'])})")
         hy = [x for x, _, _, _ in rows if x.endswith("+ lookup")]
         if hy:
-            hb = max(hy, key=lambda l: point(next(d for x, d, _, _ in rows if x == l), GAMMA)["tau"])
+            hb = max(hy, key=tau4)
             diff = paired(items, name[hb], lookup["name"])
             print(f"- best hybrid, {hb}, against prompt lookup on tau(4): {fmt(diff[0], diff[1:])}")
 

@@ -155,12 +155,6 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
 
 // magpie (data/magpie.h): the prompt writer shares this translation unit with generate, the other torch user here.
 
-std::string trim(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t\r\n");
-  if (a == std::string::npos) return {};
-  return s.substr(a, s.find_last_not_of(" \t\r\n") - a + 1);
-}
-
 // What the kept prompts depend on: a manifest with another fingerprint means the file is made again.
 std::string magpie_fingerprint(const config::Config& cfg) {
   const config::MagpieSection& m = cfg.magpie;
@@ -514,7 +508,7 @@ MagpieSummary write_target_prompts(const config::Config& cfg) {
       std::string text = tokenizer->decode(ids);
       const size_t end = text.find(chat.user_turn_end());
       if (end != std::string::npos) text.resize(end);
-      text = trim(text);
+      text = tok::strip(text);
       std::string why = c.finish == "length" ? "unfinished" : junk_reason(text, m);
       if (why.empty()) {
         const int64_t dup = seen.find(text);

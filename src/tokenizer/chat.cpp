@@ -6,15 +6,15 @@
 #include "tokenizer/internal.h"
 
 namespace draftalign::tok {
-namespace {
 
-// Python's str.strip() for the whitespace a chat message can hold.
 std::string strip(const std::string& s) {
   const char* ws = " \t\n\r\v\f";
   const size_t b = s.find_first_not_of(ws);
   if (b == std::string::npos) return "";
   return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
+
+namespace {
 
 // SmolLM2's template inserts '<|im_start|>system\n<default><|im_end|>\n' when messages[0] is not a system message.
 std::string default_system_of(const std::string& jinja) {
@@ -101,11 +101,13 @@ std::string ChatTemplate::render(const std::vector<Message>& messages, bool add_
 }
 
 std::string ChatTemplate::user_prefix(const std::string& system) const {
-  if (format_ == Format::kChatML) {
-    const std::string& sys = system.empty() ? default_system_ : system;
-    return (sys.empty() ? std::string() : "<|im_start|>system\n" + sys + "<|im_end|>\n") + "<|im_start|>user\n";
-  }
-  return bos_text_ + "[INST] " + (system.empty() ? std::string() : "<<SYS>>\n" + system + "\n<</SYS>>\n\n");
+  // render() is the one place that knows the formats: render {system, user: a marker} and cut at the marker.
+  const std::string marker = "\x01";
+  std::vector<Message> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  messages.push_back({"user", marker});
+  const std::string text = render(messages, false);
+  return text.substr(0, text.find(marker));
 }
 
 }  // namespace draftalign::tok

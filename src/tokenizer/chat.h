@@ -13,6 +13,9 @@
 
 namespace draftalign::tok {
 
+// Python's str.strip() for the whitespace a chat message can hold (the Llama 2 template strips each message).
+std::string strip(const std::string& s);
+
 struct Message {
   std::string role;  // system, user, assistant
   std::string content;
