@@ -42,7 +42,8 @@ import sys
 B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 PACKAGES = ("fortunes fortunes-min dict-gcide bible-kjv bible-kjv-text wordnet-base libpython3.11-stdlib python3.11-doc "
             "debian-reference-en manpages manpages-dev")
-VERSION = 2  # of the readers: a change to what a reader yields is a new version (OUT is made again)
+MIN_CHARS = 200  # shorter documents (stubs, link pages, empty sections) are dropped
+VERSION = 3  # of the readers: a change to what a reader yields is a new version (OUT is made again)
 DEFAULT_WEIGHTS = ("bible-kjv=1,gcide=1,wordnet=1,fortunes=0.5,python-stdlib=2,python-doc=2,debian-reference=1,"
                    "man-pages=1.5")
 
@@ -145,7 +146,7 @@ def python_stdlib():
             continue
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read().strip()
-        if len(text) > 200:
+        if len(text) > MIN_CHARS:
             yield text
 
 
@@ -221,7 +222,7 @@ class Markdown(html.parser.HTMLParser):
         text = re.sub(r"\n{3,}", "\n\n", "\n".join(ln if ln.strip() else "" for ln in lines)).strip()
         text = re.sub(r"(^|\n)- *\n+ *", r"\1- ", text)  # a list item whose text sits in a paragraph
         text = re.sub(r"``", "", text) if text.count("```") % 2 else text
-        if len(text) > 200:
+        if len(text) > MIN_CHARS:
             self.docs.append(text)
 
 
@@ -249,7 +250,7 @@ def debian_reference():
 
 
 ROFF_CHARS = {"em": "\u2014", "en": "\u2013", "aq": "'", "dq": '"', "lq": '"', "rq": '"', "oq": "'", "cq": "'",
-              "bu": "*", "mu": "x", "co": "(c)", "ha": "^", "ti": "~", "rs": "\\", "at": "@", "sh": "#", "lh": "<=",
+              "bu": "*", "mu": "x", "co": "(c)", "ha": "^", "ti": "~", "rs": "\0", "at": "@", "sh": "#", "lh": "<=",
               "rh": "=>", "->": "->", "<-": "<-", ">=": ">=", "<=": "<=", "!=": "!=", "ga": "`", "pl": "+"}
 
 
@@ -259,9 +260,9 @@ def roff_inline(text):
     text = re.sub(r"\\\((..)", lambda m: ROFF_CHARS.get(m.group(1), ""), text)
     text = re.sub(r"\\\*(\(..|\[[^\]]*\]|.)", "", text)  # strings
     text = re.sub(r"\\s[-+]?\d", "", text)
-    text = text.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "").replace("\\ ", " ")
+    text = text.replace("\\-", "-").replace("\\e", "\0").replace("\\&", "").replace("\\ ", " ")
     text = text.replace("\\|", "").replace("\\^", "").replace("\\%", "").replace("\\:", "").replace("\\c", "")
-    return re.sub(r"\\(.)", r"\1", text)
+    return re.sub(r"\\(.)", r"\1", text).replace("\0", "\\")  # \e is a printed backslash, not an escape
 
 
 def roff_args(rest):
@@ -303,11 +304,11 @@ def man_page(source):
             a = roff_args(rest)
             out.append("\n- " + roff_inline(a[0]) if a and a[0] not in ("", "\\(bu") else "\n- ")
     if code:
-        out.append("```")
-    text = "\n".join(out)
-    text = re.sub(r"(?<!\n)\n(?!\n|#|- |```)", " ", text)  # re-flow filled text; keep blocks and code apart
-    text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    return text
+        out.append("```\n")
+    # re-flow filled text, keeping headings, list items and the fenced (no-fill) blocks line by line
+    parts = re.split(r"(\n```\n.*?```\n)", "\n".join(out), flags=re.S)
+    text = "".join(p if i % 2 else re.sub(r"(?<=[^\n])\n(?![\n#]|- |\Z)", " ", p) for i, p in enumerate(parts))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 def man_pages():
@@ -316,7 +317,7 @@ def man_pages():
             continue
         with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
             text = man_page(f.read())
-        if len(text) > 200:
+        if len(text) > MIN_CHARS:
             yield text
 
 

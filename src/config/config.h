@@ -184,7 +184,7 @@ struct PretrainSection {
 
   std::string data_dir = "${prepare.output_dir}";
   std::string init_from = "";
-  std::string embedding_init = "normal";
+  std::string embedding_init = "target-svd";
   std::string output_dir = "${run.output_dir}/pretrain";
   bool document_mask = true;
   ModelShape model;
@@ -206,10 +206,11 @@ struct PretrainSection {
   }
 };
 
-// generate: the target answers instruction prompts. The demo's budget: 160 answers of up to 96 tokens with the top-20
-// log-probs for the offline teacher (about 2 minutes on 2 CPU cores); configs/demo-gpu.yaml answers every prompt.
+// generate: the target answers instruction prompts. The demo's budget: 400 answers of up to 96 tokens with the top-20
+// log-probs for the offline teacher, half to the Debian-built prompts and half to the ones the target wrote itself
+// (magpie; about 4 minutes on 2 CPU cores); configs/demo-gpu.yaml answers every prompt.
 struct GenerateSection {
-  std::vector<std::string> prompts = {".cache/prompts/train.jsonl"};
+  std::vector<std::string> prompts = {".cache/prompts/train.jsonl", "${magpie.output}"};
   std::string output_dir = "${run.output_dir}/distill-data";
   double temperature = 1.0;
   double top_p = 1.0;
@@ -219,7 +220,7 @@ struct GenerateSection {
   std::vector<int64_t> stop_ids = {};
   int64_t responses_per_prompt = 1;
   int64_t batch_size = 32;
-  int64_t max_prompts = 160;
+  int64_t max_prompts = 400;
   int64_t topk_logprobs = 20;
   int64_t shard_size = 32;
   std::vector<double> prompt_weights = {};
@@ -243,8 +244,8 @@ struct GenerateSection {
           Bounds::at_least(0));
     s.add("shard_size", shard_size, "requests per output shard (the unit a killed run redoes)", Bounds::at_least(1));
     s.add("prompt_weights", prompt_weights,
-          "one weight per prompt file: the files are interleaved in this ratio (before max_prompts); empty = the "
-          "files one after another", Bounds::at_least(0));
+          "one weight per prompt file: the files are interleaved in this ratio (before max_prompts); empty = "
+          "an even mix (every weight 1)", Bounds::at_least(0));
     s.add("shard", shard, "i/n: this process takes every n-th shard from i (independent processes); "
                           "empty = RANK/WORLD_SIZE of the launcher");
     s.add_choice("on_bad_record", on_bad_record, "a malformed prompt line: error (with file:line) or skip and count",
@@ -259,7 +260,7 @@ struct GenerateSection {
 // against the evaluation prompts (`exclude`), until `count` are kept. Deterministic for a seed.
 struct MagpieSection {
   std::string output = "${run.output_dir}/prompts/target-written.jsonl";
-  int64_t count = 800;
+  int64_t count = 200;
   int64_t max_samples = 0;
   double temperature = 1.0;
   double top_p = 1.0;
@@ -293,13 +294,13 @@ struct MagpieSection {
   }
 };
 
-// distill: knowledge distillation of the drafter against the target's token distributions. The demo's budget: 40
-// steps of 4 answers against the stored top-20 log-probs (offline: no target forward), about a minute per loss on 2
-// CPU cores, with the settings of the loss ablation (docs/TVDPP.md); configs/demo-gpu.yaml trains online, longer.
+// distill: knowledge distillation of the drafter against the target's token distributions. The demo's budget: 300
+// steps of 4 answers (3.3 epochs of the 360 training pairs) against the stored top-20 log-probs (offline: no target
+// forward), about 2 minutes per loss on 2 CPU cores, with the settings of the loss ablation (docs/TVDPP.md); configs/demo-gpu.yaml trains online, longer.
 struct DistillSection {
   static TrainSection demo_train() {
     TrainSection t;
-    t.steps = 40, t.seq_len = 192, t.micro_batch_size = 4, t.eval_every = 0, t.eval_batches = 4, t.save_every = 0;
+    t.steps = 300, t.seq_len = 192, t.micro_batch_size = 4, t.eval_every = 0, t.eval_batches = 4, t.save_every = 0;
     t.optim.lr = 5e-4, t.optim.min_lr = 5e-5, t.optim.warmup_steps = 4;
     return t;
   }
@@ -385,7 +386,7 @@ struct EvaluateSection {
   int64_t top_k = 0;
   int64_t repeats = 3;
   std::vector<double> sampling_temperatures = {1.0};
-  int64_t sampling_prompts = 8;
+  int64_t sampling_prompts = 24;
   int64_t sampling_max_new_tokens = 32;
   int64_t sampling_gamma = 1;
   std::string python = "auto";
@@ -464,7 +465,7 @@ struct DataSection {
 
 struct PipelineSection {
   std::vector<std::string> losses = {"tvdpp", "fkl", "tvd"};
-  bool target_prompts = false;
+  bool target_prompts = true;
 
   template <class V>
   void visit(V& s) {

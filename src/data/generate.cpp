@@ -180,7 +180,13 @@ GenerateSummary generate(const config::Config& cfg) {
   const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
   const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
   const io::LlamaConfig target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
-  const PromptSet prompts = load_prompts(g.prompts, g.on_bad_record == "skip", g.max_prompts, g.prompt_weights);
+  for (const auto& f : g.prompts)
+    DA_CHECK(f != cfg.magpie.output || stdfs::is_regular_file(f), f, ": prompt file not found (generate.prompts); it is ",
+             "magpie.output, the prompts the target writes: run `draftalign magpie` first (the pipeline does, with ",
+             "pipeline.target_prompts), or leave it out of generate.prompts");
+  const std::vector<double> weights =
+      g.prompt_weights.empty() ? std::vector<double>(g.prompts.size(), 1.0) : g.prompt_weights;
+  const PromptSet prompts = load_prompts(g.prompts, g.on_bad_record == "skip", g.max_prompts, weights);
   if (prompts.skipped > 0)
     log::warn("generate: skipped ", prompts.skipped, " malformed prompt lines (the first: ", prompts.first_skip_reason,
               ")");

@@ -2,6 +2,7 @@
 // out exactly the embedded defaults (the README main command runs it; `draftalign pipeline` with no file is the same).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "config/loader.h"
@@ -26,7 +27,11 @@ TEST(ShippedConfigs, EveryFileLoadsAndNamesItsCommand) {
     SCOPED_TRACE(f.string());
     EXPECT_NO_THROW({
       try {
-        load_config(f.string(), {});
+        const Config c = load_config(f.string(), {}).cfg;
+        const auto& prompts = c.generate.prompts;
+        EXPECT_TRUE(!c.pipeline.target_prompts ||
+                    std::find(prompts.begin(), prompts.end(), c.magpie.output) != prompts.end())
+            << "the pipeline would refuse it: pipeline.target_prompts without magpie.output in generate.prompts";
       } catch (const Error& e) {
         ADD_FAILURE() << e.what();
       }

@@ -148,6 +148,14 @@ TEST(Generate, BadPromptLinesAreNamedOrSkipped) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_HAS(r.output, "skipped 1 malformed prompt lines");
   EXPECT_EQ(json::parse(testing::read_text(d / "b/manifest.json"))["records"], 2);
+
+  // The default mix lists magpie's output: missing, it names the stage that writes it.
+  const std::string magpie = (d / "magpie.jsonl").string();
+  r = run_command(generate_cmd(d, d / "c", str_cat("generate.on_bad_record=skip generate.prompts=[",
+                                                   (d / "prompts.jsonl").string(), ",", magpie, "] magpie.output=", magpie)));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, magpie + ": prompt file not found (generate.prompts); it is magpie.output, the prompts the "
+                                "target writes: run `draftalign magpie` first");
 }
 
 // Magpie with the real target: SmolLM2 writes user turns from its bare chat prefix. The kept prompts are requests

@@ -38,6 +38,7 @@ target: {dir: ")", (d / "target").string(), R"("}
 prepare: {inputs: [")", (d / "corpus.jsonl").string(), R"("], output_dir: ")", o, R"(/shards", val_fraction: 0.05}
 pretrain:
   output_dir: ")", o, R"(/pretrain"
+  embedding_init: normal
   model: {hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 4, num_kv_heads: 2, max_seq_len: 256}
   train: {steps: 8, seq_len: 32, micro_batch_size: 4, eval_every: 0, eval_batches: 1, save_every: 4,
           optim: {lr: 0.01, min_lr: 0.001, warmup_steps: 2}}
@@ -51,7 +52,7 @@ distill:
 evaluate: {prompts: [")", (d / "prompts.jsonl").string(), R"("], report_dir: ")", o, R"(/report", hybrid: false, gammas: [1, 2],
            temperatures: [0, 1], max_new_tokens: 8, max_prompts: 2, repeats: 1, timed_prompts: 2,
            timed_max_new_tokens: 8, python: "off"}
-pipeline: {losses: [tvdpp, fkl]}
+pipeline: {losses: [tvdpp, fkl], target_prompts: false}
 export: {checkpoint: ")", o, R"(/distill/tvdpp-token-q/final", output_dir: ")", o, R"(/export"}
 )"));
   }

@@ -54,7 +54,8 @@ std::string pretrain_cmd(const fsys::path& shards, const fsys::path& out, const 
                  " pretrain.model.num_heads=4 pretrain.model.num_kv_heads=2 pretrain.train.seq_len=32",
                  " pretrain.train.micro_batch_size=4 pretrain.train.steps=12 pretrain.train.eval_every=6",
                  " pretrain.train.eval_batches=2 pretrain.train.save_every=3 pretrain.train.keep_last=2",
-                 " pretrain.train.optim.lr=0.01 pretrain.train.optim.min_lr=0.001 pretrain.train.optim.warmup_steps=2 ",
+                 " pretrain.train.optim.lr=0.01 pretrain.train.optim.min_lr=0.001 pretrain.train.optim.warmup_steps=2",
+                 " pretrain.embedding_init=normal ",
                  extra);
 }
 
