@@ -4,13 +4,13 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "common/device.h"
+#include "train/runtime.h"
 #include "kernels/copy.h"
 
 int main(int argc, char** argv) {
   const long mib = argc > 1 ? std::atol(argv[1]) : 1024;
   const int iters = argc > 2 ? std::atoi(argv[2]) : 20;
-  if (draftalign::resolve_device("auto") != "cuda") {
+  if (!draftalign::train::compute_device("auto").is_cuda()) {
     std::printf("bench_copy: no CUDA device visible; nothing to measure\n");
     return 0;
   }

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "bench/bench_args.h"
-#include "common/device.h"
+#include "train/runtime.h"
 #include "model/llama.h"
 #include "train/losses.h"
 
@@ -26,8 +26,8 @@ int main(int argc, char** argv) {
                                           {"--loss", &loss}, {"--device", &device_name}, {"--out", &out}}))
     return 2;
   try {
-    const bool cuda = resolve_device(device_name) == "cuda";
-    const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    const torch::Device device = train::compute_device(device_name);
+    const bool cuda = device.is_cuda();
     auto student = model::load_llama(student_dir, device, torch::kFloat32);
     auto target = model::load_llama(target_dir, device, cuda ? torch::kBFloat16 : torch::kFloat32);
     target->eval();

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_args.h"
-#include "common/device.h"
+#include "train/runtime.h"
 #include "common/fs.h"
 #include "data/prompts.h"
 #include "model/generation.h"
@@ -28,8 +28,8 @@ int main(int argc, char** argv) {
                                           {"--out", &out}}))
     return 2;
   try {
-    const bool cuda = resolve_device(device_name) == "cuda";
-    const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    const torch::Device device = train::compute_device(device_name);
+    const bool cuda = device.is_cuda();
     auto model = model::load_llama(model_dir, device, cuda ? torch::kBFloat16 : torch::kFloat32);
     model->eval();
     const auto tokenizer = tok::load_tokenizer(model_dir);

@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_args.h"
-#include "common/device.h"
+#include "train/runtime.h"
 #include "common/fs.h"
 #include "config/loader.h"
 #include "io/hf_config.h"
@@ -38,8 +38,7 @@ int main(int argc, char** argv) {
     return 2;
   try {
     const config::Config cfg = config::load_config(config_file, {}).cfg;
-    const torch::Device device = resolve_device(device_name) == "cuda" ? torch::Device(torch::kCUDA, 0)
-                                                                       : torch::Device(torch::kCPU);
+    const torch::Device device = train::compute_device(device_name);
     const bool cuda = device.is_cuda();
     io::LlamaConfig c = cfg.pretrain.model.hf_config();
     torch::manual_seed(0);

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_args.h"
-#include "common/device.h"
+#include "train/runtime.h"
 #include "evaluators/metrics.h"
 #include "evaluators/speculative.h"
 #include "tokenizer/chat.h"
@@ -29,8 +29,8 @@ int main(int argc, char** argv) {
                                           {"--device", &device_name}, {"--out", &out}}))
     return 2;
   try {
-    const bool cuda = resolve_device(device_name) == "cuda";
-    const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    const torch::Device device = train::compute_device(device_name);
+    const bool cuda = device.is_cuda();
     const torch::ScalarType dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
     auto target = model::load_llama(target_dir, device, dtype);
     auto drafter = model::load_llama(drafter_dir, device, dtype);

@@ -23,10 +23,10 @@ int main() {
 #include <torch/torch.h>
 
 #include "bench/bench_args.h"
-#include "common/device.h"
 #include "kernels/copy.h"
 #include "kernels/tvd_launch.h"
 #include "train/losses.h"
+#include "train/runtime.h"
 
 using namespace draftalign;
 using torch::Tensor;
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   int64_t iters = 20;
   std::string out;
   if (!bench::parse_options(argc, argv, {{"--iters", &iters}, {"--out", &out}})) return 2;
-  if (resolve_device("auto") != "cuda") {
+  if (!train::compute_device("auto").is_cuda()) {
     std::printf("bench_tvd: no CUDA device visible; nothing to measure\n");
     return 0;
   }

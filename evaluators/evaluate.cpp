@@ -21,6 +21,7 @@
 #include "io/hf_checkpoint.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
+#include "train/runtime.h"
 
 namespace draftalign::eval {
 
@@ -172,13 +173,11 @@ int evaluate(const config::Config& cfg) {
                        std::max({e.max_new_tokens, e.timed_max_new_tokens, e.sampling_max_new_tokens}) - 2 * max_gamma - 1;
 
   // 2. Models, in the target's compute dtype.
-  const model::TargetCompute compute = model::target_compute(cfg);
-  const std::string& dev = compute.name;
-  const torch::Device device = compute.device;
-  const torch::ScalarType dtype = compute.dtype;
-  auto target = model::load_llama(cfg.target.dir, device, dtype);
-  target->eval();
-  const std::vector<int64_t> stop_ids = model::end_token_ids(*tokenizer, target_cfg);
+  const torch::Device device = train::make_compute(cfg.run).device;
+  const std::string dev = device.is_cuda() ? "cuda" : "cpu";
+  const torch::ScalarType dtype = train::pick_dtype(cfg.target.dtype, device);
+  auto target = train::load_frozen_target(cfg, device);
+  const std::vector<int64_t> stop_ids = train::stop_ids_for(*tokenizer, target_cfg);
 
   // 3. The target's greedy answers, turn by turn: a later turn is asked after the target's own answer to the one
   //    before (as Spec-Bench and EAGLE ask MT-bench's second turn).

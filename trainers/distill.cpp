@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "model/generation.h"
 #include "train/losses.h"
+#include "train/runtime.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {
@@ -206,11 +207,7 @@ int distill(const config::Config& cfg) {
   const int64_t vocab = student->config().vocab_size;
   // The target: the teacher when online, and always the reference of validation (an offline run scores its held-out
   // records against the real target too, not against the stored top-k).
-  const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && rt.device.is_cuda());
-  std::shared_ptr<model::Llama> target = model::load_llama(cfg.target.dir, rt.device,
-                                                           bf16 ? torch::kBFloat16 : torch::kFloat32);
-  target->eval();
-  for (auto& p : target->parameters()) p.set_requires_grad(false);
+  std::shared_ptr<model::Llama> target = train::load_frozen_target(cfg, rt.device);
   DA_CHECK(target->config().vocab_size == vocab, "the drafter ", d.student, " has a vocabulary of ", vocab,
            " tokens, the target ", cfg.target.dir, " one of ", target->config().vocab_size,
            ": distillation needs the same vocabulary");

@@ -10,13 +10,13 @@
 #include <fstream>
 #include <thread>
 
-#include "common/device.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "data/shards.h"
 #include "io/hf_config.h"
+#include "train/runtime.h"
 
 namespace draftalign::train {
 namespace {
@@ -38,14 +38,12 @@ std::vector<torch::Tensor> generator_states(torch::Device device) {
 }  // namespace
 
 Runtime make_runtime(const config::RunSection& run, const config::TrainSection& train) {
-  const DistEnv env = dist_env_from_environment();
+  const Compute compute = make_compute(run);
+  const DistEnv& env = compute.env;
   log::set_rank(env.rank, env.world);
   Runtime rt;
-  const std::string dev = resolve_device(run.device);
-  rt.device = dev == "cuda" ? torch::Device(torch::kCUDA, env.local_rank) : torch::Device(torch::kCPU);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = run.threads > 0 ? static_cast<int>(run.threads) : std::max(1, cores / env.local_world);
-  torch::set_num_threads(threads);
+  rt.device = compute.device;
+  const int threads = compute.threads;
   rt.bf16_autocast = rt.device.is_cuda() && train.dtype != "fp32";
   DA_CHECK(!(train.dtype == "bf16" && !rt.device.is_cuda()),
            "train.dtype = bf16 needs a CUDA device (bf16 autocast); use auto or fp32 on CPU");

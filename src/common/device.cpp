@@ -109,13 +109,4 @@ void use_cpu_compute_memory() {
   });
 }
 
-std::string resolve_device(const std::string& requested) {
-  const bool cuda = torch::cuda::is_available();
-  DA_CHECK(requested != "cuda" || cuda, "run.device is cuda, but no CUDA device is visible (CUDA devices: ",
-           torch::cuda::device_count(), "); use run.device=cpu or auto");
-  const std::string device = requested == "cpu" || !cuda ? "cpu" : "cuda";
-  if (device == "cpu") use_cpu_compute_memory();
-  return device;
-}
-
 }  // namespace draftalign

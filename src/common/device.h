@@ -1,4 +1,5 @@
-// device.h: what LibTorch and CUDA this binary runs with, and the choice of device for `run.device`.
+// device.h: what LibTorch and CUDA this binary runs with, and the host memory of CPU compute (the choice of device
+// is train/runtime.h's).
 // The only torch-facing piece of src/common; kept out of the torch-free headers so they compile fast.
 #pragma once
 
@@ -19,10 +20,6 @@ struct RuntimeEnvironment {
   int64_t threads = 0;      // intra-op CPU threads
 };
 RuntimeEnvironment runtime_environment(const std::string& device);
-
-// "cuda" or "cpu" for a `run.device` value of auto / cpu / cuda; cuda without a device is an Error. Choosing the CPU
-// also calls use_cpu_compute_memory().
-std::string resolve_device(const std::string& requested);
 
 // Host memory set up for computing on the CPU (once per process; later calls do nothing). glibc maps every block over
 // 32 MB afresh and unmaps it on free, so each training step faulted in and zeroed its large tensors again (the demo

@@ -17,6 +17,7 @@
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 #include "train/dist.h"
+#include "train/runtime.h"
 
 namespace draftalign::data {
 namespace {
@@ -238,18 +239,11 @@ GenerateSummary generate(const config::Config& cfg) {
             sum.shards, " shards; this process (", part, "/", parts, ") has ", mine.size(), " left");
 
   if (!mine.empty()) {
-    const model::TargetCompute compute = model::target_compute(cfg);
-    auto target = model::load_llama(cfg.target.dir, compute.device, compute.dtype);
-    target->eval();
+    auto target = train::load_frozen_target(cfg, train::make_compute(cfg.run).device);
     model::SamplingParams sp;
     sp.temperature = g.temperature, sp.top_p = g.top_p, sp.top_k = g.top_k, sp.max_new_tokens = g.max_new_tokens;
     sp.stop_strings = g.stop;
-    sp.stop_ids = model::end_token_ids(*tokenizer, target_cfg);
-    for (int64_t id : g.stop_ids) {
-      DA_CHECK(id < target_cfg.vocab_size, "generate.stop_ids: ", id, " is outside the target's vocabulary (",
-               target_cfg.vocab_size, ")");
-      sp.stop_ids.push_back(id);
-    }
+    sp.stop_ids = train::stop_ids_for(*tokenizer, target_cfg, g.stop_ids, "generate.stop_ids");
     DA_CHECK(g.topk_logprobs <= target_cfg.vocab_size, "generate.topk_logprobs = ", g.topk_logprobs,
              " is more than the target's vocabulary of ", target_cfg.vocab_size, " tokens");
     model::Generator gen(*target, sp, g.batch_size, g.topk_logprobs, tokenizer.get());
@@ -480,13 +474,11 @@ MagpieSummary write_target_prompts(const config::Config& cfg) {
   const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
   const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
   const std::vector<int64_t> prefix = tokenizer->encode(chat.user_prefix(m.system));
-  const model::TargetCompute compute = model::target_compute(cfg);
-  auto target = model::load_llama(cfg.target.dir, compute.device, compute.dtype);
-  target->eval();
+  auto target = train::load_frozen_target(cfg, train::make_compute(cfg.run).device);
   model::SamplingParams sp;
   sp.temperature = m.temperature, sp.top_p = m.top_p, sp.max_new_tokens = m.max_new_tokens;
   sp.stop_strings = {chat.user_turn_end()};
-  sp.stop_ids = model::end_token_ids(*tokenizer, target->config());
+  sp.stop_ids = train::stop_ids_for(*tokenizer, target->config());
   model::Generator gen(*target, sp, m.batch_size, 0, tokenizer.get());
 
   const int64_t max_samples = m.max_samples > 0 ? m.max_samples : 4 * m.count;

@@ -3,31 +3,12 @@
 #include <algorithm>
 #include <random>
 
-#include "common/device.h"
 #include "common/error.h"
 #include "tokenizer/tokenizer.h"
 
 namespace draftalign::model {
 
 using torch::Tensor;
-
-TargetCompute target_compute(const config::Config& cfg) {
-  TargetCompute c;
-  c.name = resolve_device(cfg.run.device);
-  c.device = c.name == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-  if (cfg.run.threads > 0) torch::set_num_threads(static_cast<int>(cfg.run.threads));
-  const bool bf16 = cfg.target.dtype == "bf16" || (cfg.target.dtype == "auto" && c.device.is_cuda());
-  c.dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
-  return c;
-}
-
-std::vector<int64_t> end_token_ids(const tok::Tokenizer& tokenizer, const io::LlamaConfig& config) {
-  std::vector<int64_t> ids;
-  if (tokenizer.special().eos >= 0) ids.push_back(tokenizer.special().eos);
-  for (int64_t id : config.eos_token_ids)
-    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-  return ids;
-}
 
 Tensor sampling_probs(const Tensor& logits, double temperature, double top_p, int64_t top_k) {
   DA_CHECK(temperature > 0, "sampling_probs: temperature must be > 0 (0 is greedy: take the argmax)");

@@ -63,18 +63,6 @@ inline uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Where a single-process stage that samples from the target (generate, magpie, evaluate) runs it: run.device (cuda:0
-// or the CPU; `name` is "cuda" or "cpu"), with run.threads applied, in target.dtype (auto = bf16 on CUDA, else fp32).
-struct TargetCompute {
-  std::string name;
-  torch::Device device = torch::kCPU;
-  torch::ScalarType dtype = torch::kFloat32;
-};
-TargetCompute target_compute(const config::Config& cfg);
-
-// The ids that end an answer: the tokenizer's EOS token, then the model config's eos_token_ids, each once.
-std::vector<int64_t> end_token_ids(const tok::Tokenizer& tokenizer, const io::LlamaConfig& config);
-
 // The next-token distribution's filters, batched: logits [B, V] -> probabilities [B, V] (fp32).
 torch::Tensor sampling_probs(const torch::Tensor& logits, double temperature, double top_p, int64_t top_k);
 

@@ -1,16 +1,22 @@
-// The CPU's host memory set-up (common/device.h): choosing the CPU installs the huge-page allocator for LibTorch.
+// The CPU's host memory set-up (common/device.h): choosing the CPU installs the huge-page allocator for LibTorch. And
+// train/runtime.h, the one place that picks a device: cuda:LOCAL_RANK under a launcher, the CPU threads shared among
+// the local ranks, the target's dtype.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <thread>
 
 #include "common/device.h"
+#include "test_util.h"
+#include "train/runtime.h"
 
 namespace draftalign {
 namespace {
 
 TEST(HostMemory, ChoosingTheCpuBacksLargeTensorsWithHugePageAlignedBlocks) {
-  ASSERT_EQ(resolve_device("cpu"), "cpu");
+  ASSERT_TRUE(train::compute_device("cpu").is_cpu());
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   // glibc's own blocks are 16-byte aligned: eight 2 MB-aligned in a row are not chance.
   std::vector<torch::Tensor> large;
@@ -22,6 +28,43 @@ TEST(HostMemory, ChoosingTheCpuBacksLargeTensorsWithHugePageAlignedBlocks) {
   large.clear();
   torch::Tensor t = torch::arange(1 << 20, torch::kFloat32);
   EXPECT_EQ(t.sum().item<double>(), (double(1 << 20) - 1) * (1 << 20) / 2);
+}
+
+TEST(Runtime, EachLocalRankGetsItsOwnGpu) {
+  using testing::error_of;
+  using train::pick_device;
+  EXPECT_EQ(pick_device("auto", 3, 8), torch::Device(torch::kCUDA, 3));  // torchrun --nproc-per-node=8, LOCAL_RANK=3
+  EXPECT_EQ(pick_device("cuda", 0, 1), torch::Device(torch::kCUDA, 0));
+  EXPECT_EQ(pick_device("cpu", 3, 8), torch::Device(torch::kCPU));
+  EXPECT_EQ(pick_device("auto", 3, 0), torch::Device(torch::kCPU));
+  EXPECT_HAS(error_of([] { pick_device("cuda", 0, 0); }), "run.device is cuda, but no CUDA device is visible");
+  EXPECT_HAS(error_of([] { pick_device("auto", 8, 8); }),
+             "this process has LOCAL_RANK 8 but 8 CUDA device(s) are visible");
+  EXPECT_HAS(error_of([] { pick_device("gpu", 0, 1); }), "run.device: 'gpu' is not one of auto, cpu, cuda");
+
+  EXPECT_EQ(train::pick_threads(0, 16, 8), 2);
+  EXPECT_EQ(train::pick_threads(0, 2, 8), 1);
+  EXPECT_EQ(train::pick_threads(3, 16, 8), 3);
+  EXPECT_EQ(train::pick_dtype("auto", torch::Device(torch::kCUDA, 1)), torch::kBFloat16);
+  EXPECT_EQ(train::pick_dtype("auto", torch::kCPU), torch::kFloat32);
+  EXPECT_EQ(train::pick_dtype("fp32", torch::Device(torch::kCUDA, 0)), torch::kFloat32);
+  EXPECT_EQ(train::pick_dtype("bf16", torch::kCPU), torch::kBFloat16);
+}
+
+// Under a launcher's environment: the rank and the thread share come from it (the device is the CPU here).
+TEST(Runtime, MakeComputeReadsTheLauncher) {
+  const int threads_before = torch::get_num_threads();
+  setenv("RANK", "1", 1), setenv("WORLD_SIZE", "2", 1), setenv("LOCAL_RANK", "1", 1), setenv("LOCAL_WORLD_SIZE", "2", 1);
+  config::RunSection run;
+  run.device = "cpu";
+  const train::Compute c = train::make_compute(run);
+  for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}) unsetenv(v);
+  EXPECT_EQ(c.env.local_rank, 1);
+  EXPECT_TRUE(c.device.is_cpu());
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(c.threads, std::max(1, cores / 2));
+  EXPECT_EQ(torch::get_num_threads(), c.threads);
+  torch::set_num_threads(threads_before);
 }
 
 }  // namespace

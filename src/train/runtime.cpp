@@ -1,0 +1,77 @@
+#include "train/runtime.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "common/device.h"
+#include "common/error.h"
+#include "common/log.h"
+
+namespace draftalign::train {
+
+torch::Device pick_device(const std::string& requested, int local_rank, int cuda_devices) {
+  DA_CHECK(requested == "auto" || requested == "cpu" || requested == "cuda", "run.device: '", requested,
+           "' is not one of auto, cpu, cuda");
+  DA_CHECK(requested != "cuda" || cuda_devices > 0, "run.device is cuda, but no CUDA device is visible (CUDA devices: ",
+           cuda_devices, "); use run.device=cpu or auto");
+  if (requested == "cpu" || cuda_devices == 0) return torch::kCPU;
+  DA_CHECK(local_rank >= 0 && local_rank < cuda_devices, "this process has LOCAL_RANK ", local_rank, " but ",
+           cuda_devices, " CUDA device(s) are visible: launch at most one process per GPU (--nproc-per-node=",
+           cuda_devices, ")");
+  return {torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank)};
+}
+
+int pick_threads(int64_t requested, int cores, int local_world) {
+  if (requested > 0) return static_cast<int>(requested);
+  return std::max(1, cores / std::max(1, local_world));
+}
+
+torch::ScalarType pick_dtype(const std::string& requested, torch::Device device) {
+  DA_CHECK(requested == "auto" || requested == "bf16" || requested == "fp32", "target.dtype: '", requested,
+           "' is not one of auto, bf16, fp32");
+  const bool bf16 = requested == "bf16" || (requested == "auto" && device.is_cuda());
+  return bf16 ? torch::kBFloat16 : torch::kFloat32;
+}
+
+Compute make_compute(const config::RunSection& run) {
+  Compute c;
+  c.env = dist_env_from_environment();
+  const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  c.device = pick_device(run.device, c.env.local_rank, gpus);
+  c.threads = pick_threads(run.threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+                           c.env.local_world);
+  torch::set_num_threads(c.threads);
+  if (c.device.is_cpu()) use_cpu_compute_memory();
+  return c;
+}
+
+torch::Device compute_device(const std::string& requested) {
+  config::RunSection run;
+  run.device = requested;
+  return make_compute(run).device;
+}
+
+std::shared_ptr<model::Llama> load_frozen_target(const config::Config& cfg, torch::Device device) {
+  auto target = model::load_llama(cfg.target.dir, device, pick_dtype(cfg.target.dtype, device));
+  target->eval();
+  for (auto& p : target->parameters()) p.set_requires_grad(false);
+  return target;
+}
+
+std::vector<int64_t> stop_ids_for(const tok::Tokenizer& tokenizer, const io::LlamaConfig& config,
+                                  const std::vector<int64_t>& extra, const std::string& extra_key) {
+  std::vector<int64_t> ids;
+  auto add = [&](int64_t id) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  };
+  if (tokenizer.special().eos >= 0) add(tokenizer.special().eos);
+  for (int64_t id : config.eos_token_ids) add(id);
+  for (int64_t id : extra) {
+    DA_CHECK(id >= 0 && id < config.vocab_size, extra_key, ": ", id, " is outside the target's vocabulary (",
+             config.vocab_size, ")");
+    add(id);
+  }
+  return ids;
+}
+
+}  // namespace draftalign::train

@@ -1,0 +1,52 @@
+// runtime.h: where a stage computes. The one place that picks a device (cuda:LOCAL_RANK under a launcher), the CPU
+// threads (run.threads, or the cores shared among the local ranks) and the target's dtype, and the one way a stage
+// loads the frozen target and the ids that end its answers. Every stage (pretrain, generate, magpie, distill,
+// evaluate) and every benchmark calls these.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "model/llama.h"
+#include "tokenizer/tokenizer.h"
+#include "train/launch_env.h"
+
+namespace draftalign::train {
+
+// The device for run.device = auto / cpu / cuda of the process with `local_rank` on a machine with `cuda_devices`
+// visible GPUs: cuda:local_rank (auto: when there is one), else the CPU. A cuda request without a GPU, or with fewer
+// GPUs than local ranks, is an Error naming both numbers. Pure: the tests give the device count.
+torch::Device pick_device(const std::string& requested, int local_rank, int cuda_devices);
+
+// run.threads when > 0, else the cores divided among the local ranks (at least one).
+int pick_threads(int64_t requested, int cores, int local_world);
+
+// bf16 or fp32 for target.dtype = auto / bf16 / fp32 on `device` (auto: bf16 on CUDA, fp32 on the CPU).
+torch::ScalarType pick_dtype(const std::string& requested, torch::Device device);
+
+// Where this process computes, from run.* and the launcher environment.
+struct Compute {
+  DistEnv env;
+  torch::Device device = torch::kCPU;
+  int threads = 1;
+};
+// Reads the launcher environment, picks device and threads, sets torch's CPU threads and, on the CPU, the host memory
+// (use_cpu_compute_memory).
+Compute make_compute(const config::RunSection& run);
+// make_compute's device for a tool with only a --device option (the benchmarks).
+torch::Device compute_device(const std::string& requested);
+
+// The target of cfg.target.dir on `device` in target.dtype: eval mode, no parameter wants a gradient.
+std::shared_ptr<model::Llama> load_frozen_target(const config::Config& cfg, torch::Device device);
+
+// The ids that end an answer: the tokenizer's EOS token, the model config's eos_token_ids, then `extra` (a stage's
+// own stop ids, each checked against the vocabulary, named by `extra_key` in the error), each once.
+std::vector<int64_t> stop_ids_for(const tok::Tokenizer& tokenizer, const io::LlamaConfig& config,
+                                  const std::vector<int64_t>& extra = {}, const std::string& extra_key = "");
+
+}  // namespace draftalign::train
