@@ -7,6 +7,8 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "config/loader.h"
+#include "config/schema.h"
 #include "data/generate.h"
 #include "data/magpie.h"
 #include "data/prepare.h"
@@ -26,16 +28,18 @@ namespace stdfs = std::filesystem;
 
 config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss) {
   config::Config c = cfg;
-  c.pretrain.data_dir = c.prepare.output_dir;
-  c.distill.student = (stdfs::path(c.pretrain.output_dir) / "final").string();
-  c.distill.data_dir = c.generate.output_dir;
   c.distill.loss = loss.empty() ? c.pipeline.losses.at(0) : loss;
-  c.evaluate.drafters = {c.distill.student};
+  std::vector<std::string> drafters = {c.distill.student};
   for (const auto& l : c.pipeline.losses) {
     config::DistillSection d = c.distill;
     d.loss = l;
-    c.evaluate.drafters.push_back((stdfs::path(d.output_dir) / distill_run_name(d) / "final").string());
+    drafters.push_back((stdfs::path(d.output_dir) / distill_run_name(d) / "final").string());
   }
+  for (const auto& d : cfg.evaluate.drafters) drafters.push_back(d);
+  c.evaluate.drafters.clear();
+  for (const auto& d : drafters)
+    if (std::find(c.evaluate.drafters.begin(), c.evaluate.drafters.end(), d) == c.evaluate.drafters.end())
+      c.evaluate.drafters.push_back(d);
   return c;
 }
 
@@ -63,6 +67,12 @@ bool evaluation_complete(const config::Config& c) {
 
 void stage(const std::string& name, int index, int total) {
   log::info("pipeline: [", index, "/", total, "] ", name);
+}
+
+// A stage's config as the pipeline ran it, beside the pipeline's own (<run.output_dir>/pipeline-<name>.config.yaml).
+void record(config::Config c, const std::string& name) {
+  fs::write_file_atomic(stdfs::path(c.run.output_dir) / ("pipeline-" + name + ".config.yaml"),
+                        config::to_yaml(c, "draftalign pipeline: the config its " + name + " stage ran with"));
 }
 
 }  // namespace
@@ -105,6 +115,10 @@ int pipeline(const config::Config& cfg) {
     const config::Config d = pipeline_stage_config(cfg, loss);
     const stdfs::path out = stdfs::path(d.distill.output_dir) / distill_run_name(d.distill);
     stage("distill " + loss + ": " + out.string(), ++k, total);
+    if (loss != cfg.distill.loss)
+      log::info("pipeline: distill.loss = ", loss, " for this run (from pipeline.losses; the config's distill.loss = ",
+                cfg.distill.loss, " is not used)");
+    record(d, "distill-" + distill_run_name(d.distill));
     if (training_complete(out, d.distill.train.steps))
       log::info("pipeline: distill ", loss, " is complete (", (out / "final").string(), "), skipped");
     else
@@ -112,6 +126,10 @@ int pipeline(const config::Config& cfg) {
   }
 
   stage("evaluate: " + c.evaluate.report_dir, ++k, total);
+  if (c.evaluate.drafters != cfg.evaluate.drafters)
+    log::info("pipeline: evaluate.drafters = ", config::join(c.evaluate.drafters), " (distill.student and each ",
+              "distilled drafter, then the config's own list)");
+  record(c, "evaluate");
   if (evaluation_complete(c))
     log::info("pipeline: ", (stdfs::path(c.evaluate.report_dir) / "report.json").string(),
               " was made from these drafters and settings, skipped");

@@ -2,9 +2,11 @@
 //
 // pipeline: prepare-data -> pretrain -> [magpie: the target writes prompts, with pipeline.target_prompts] -> generate
 // -> distill (one run per loss in pipeline.losses) -> evaluate (the
-// pretrained-only drafter against each distilled one). The stages are wired together here, whatever the YAML says:
-// pretrain reads prepare's shards, distill starts from pretrain's final drafter and reads generate's pairs, evaluate
-// compares pretrain/final with distill/<run>/final. A stage whose outputs are complete is skipped (prepare-data and
+// pretrained-only drafter against each distilled one). The stages chain through the config's ${...} references
+// (pretrain reads ${prepare.output_dir}, distill starts from ${pretrain.output_dir}/final and reads
+// ${generate.output_dir}); what the pipeline sets itself, it logs and records (<run.output_dir>/pipeline-<stage>.config.yaml):
+// distill.loss, each of pipeline.losses in turn, and evaluate.drafters, distill.student and every distilled drafter
+// ahead of the config's own list. A stage whose outputs are complete is skipped (prepare-data and
 // generate check their own outputs; a training run is complete when its final drafter and the checkpoint of its
 // last step exist; evaluate when report.json was made from the same inputs); an interrupted stage resumes (training
 // from its newest checkpoint, generate from its missing shards, evaluate from its unfinished sweep points).
@@ -20,8 +22,9 @@ namespace draftalign::train {
 int pipeline(const config::Config& cfg);
 int export_drafter(const config::Config& cfg);
 
-// The config each stage of the pipeline runs with: `cfg` with the stages' inputs wired to the earlier stages'
-// outputs; `loss` picks the distillation run (empty: the first of pipeline.losses).
+// The config each stage of the pipeline runs with: `cfg` with distill.loss = `loss` (empty: the first of
+// pipeline.losses) and evaluate.drafters = distill.student, each pipeline.losses run's final drafter, then
+// cfg.evaluate.drafters, each once. Nothing else is changed.
 config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss = "");
 
 }  // namespace draftalign::train

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tiny_models.h"
+#include "trainers/pipeline.h"
 
 namespace draftalign::train {
 namespace {
@@ -61,6 +62,25 @@ export: {checkpoint: ")", o, R"(/distill/tvdpp-token-q/final", output_dir: ")", 
   }
 };
 
+// The stages chain through ${...} references: a path the user set is kept; only distill.loss and the drafters
+// evaluated are the pipeline's, the user's own drafters evaluated after its.
+TEST(Pipeline, StageConfigKeepsWhatTheUserSet) {
+  config::Config cfg;
+  cfg.pretrain.data_dir = "my-shards";
+  cfg.distill.student = "mine/final";
+  cfg.distill.data_dir = "my-pairs";
+  cfg.distill.output_dir = "d";
+  cfg.pipeline.losses = {"tvdpp", "fkl"};
+  cfg.evaluate.drafters = {"extra", "mine/final"};
+  const config::Config c = train::pipeline_stage_config(cfg, "fkl");
+  EXPECT_EQ(c.pretrain.data_dir, "my-shards");
+  EXPECT_EQ(c.distill.student, "mine/final");
+  EXPECT_EQ(c.distill.data_dir, "my-pairs");
+  EXPECT_EQ(c.distill.loss, "fkl");
+  EXPECT_EQ(c.evaluate.drafters,
+            (std::vector<std::string>{"mine/final", "d/tvdpp-token-q/final", "d/fkl/final", "extra"}));
+}
+
 TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
   World w;
   auto r = w.run("pipeline");
@@ -74,6 +94,10 @@ TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
   EXPECT_EQ(rep["drafters"][1]["points"].size(), 4u);  // 2 temperatures x 2 gammas
   EXPECT_EQ(rep["exact_greedy"]["drafters"].size(), 4u);
   EXPECT_EQ(rep["exact_greedy"]["items"], 2);  // 2 prompts of one turn
+  // What the pipeline set itself is said and recorded.
+  EXPECT_HAS(r.output, "pipeline: distill.loss = fkl for this run (from pipeline.losses");
+  EXPECT_HAS(testing::read_text(out / "pipeline-distill-fkl.config.yaml"), "loss: \"fkl\"");
+  EXPECT_HAS(testing::read_text(out / "pipeline-evaluate.config.yaml"), (out / "distill" / "fkl" / "final").string());
 
   r = w.run("pipeline");
   ASSERT_EQ(r.exit_code, 0) << r.output;
