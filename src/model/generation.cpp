@@ -174,4 +174,45 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
   return out;
 }
 
+std::vector<std::vector<int64_t>> greedy_decode(Llama& model, const std::vector<std::vector<int64_t>>& prompts,
+                                                int64_t max_new, const std::vector<int64_t>& stop_ids) {
+  torch::NoGradGuard no_grad;
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  const torch::Device device = model.parameters()[0].device();
+  int64_t longest = 0;
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    DA_CHECK(!prompts[b].empty(), "greedy_decode: prompt ", b, " is empty");
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(prompts[b].size()));
+  }
+  Tensor tokens = torch::zeros({B, longest}, torch::kInt64), n = torch::empty({B}, torch::kInt64);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[static_cast<size_t>(b)];
+    tokens[b].narrow(0, 0, static_cast<int64_t>(p.size())).copy_(torch::tensor(p, torch::kInt64));
+    n[b] = static_cast<int64_t>(p.size());
+  }
+  KVCache cache = model.new_cache(B, longest + max_new);
+  tokens = tokens.to(device);
+  n = n.to(device);
+  Tensor logits = model.forward(tokens, cache, n);
+  Tensor last = logits.gather(1, (n - 1).view({B, 1, 1}).expand({B, 1, logits.size(2)}));
+
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
+  std::vector<bool> done(static_cast<size_t>(B), false);
+  for (int64_t step = 0; step < max_new; ++step) {
+    Tensor next = last.argmax(-1);  // [B, 1]
+    Tensor host = next.to(torch::kCPU);
+    bool all_done = true;
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[static_cast<size_t>(b)]) continue;
+      const int64_t t = host[b][0].item<int64_t>();
+      out[static_cast<size_t>(b)].push_back(t);
+      if (std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end()) done[static_cast<size_t>(b)] = true;
+      all_done = all_done && done[static_cast<size_t>(b)];
+    }
+    if (all_done || step + 1 == max_new) break;
+    last = model.forward(next, cache);
+  }
+  return out;
+}
+
 }  // namespace draftalign::model

@@ -83,4 +83,10 @@ class Generator {
   const tok::Tokenizer* tokenizer_;
 };
 
+// The reference decoder the batched Generator and the speculative decoders are tested against: greedy decoding of a
+// ragged batch with the KV cache, each prompt gets up to max_new tokens, stopping after any of
+// `stop_ids`. Returns the new tokens of each prompt (the stop token included).
+std::vector<std::vector<int64_t>> greedy_decode(Llama& model, const std::vector<std::vector<int64_t>>& prompts,
+                                                int64_t max_new, const std::vector<int64_t>& stop_ids = {});
+
 }  // namespace draftalign::model

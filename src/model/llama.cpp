@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <optional>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -19,37 +20,6 @@ struct Weight : torch::nn::Module {
 };
 
 namespace {
-
-struct Attention : torch::nn::Module {
-  std::shared_ptr<Weight> q_proj, k_proj, v_proj, o_proj;
-};
-
-struct Mlp : torch::nn::Module {
-  std::shared_ptr<Weight> gate_proj, up_proj, down_proj;
-};
-
-struct Layer : torch::nn::Module {
-  std::shared_ptr<Attention> self_attn;
-  std::shared_ptr<Mlp> mlp;
-  std::shared_ptr<Weight> input_layernorm, post_attention_layernorm;
-
-  Layer(const io::LlamaConfig& c, const torch::TensorOptions& o) {
-    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-    self_attn = register_module("self_attn", std::make_shared<Attention>());
-    self_attn->q_proj = self_attn->register_module("q_proj", std::make_shared<Weight>(std::vector<int64_t>{q, h}, o));
-    self_attn->k_proj = self_attn->register_module("k_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o));
-    self_attn->v_proj = self_attn->register_module("v_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o));
-    self_attn->o_proj = self_attn->register_module("o_proj", std::make_shared<Weight>(std::vector<int64_t>{h, q}, o));
-    const int64_t m = c.intermediate_size;
-    mlp = register_module("mlp", std::make_shared<Mlp>());
-    mlp->gate_proj = mlp->register_module("gate_proj", std::make_shared<Weight>(std::vector<int64_t>{m, h}, o));
-    mlp->up_proj = mlp->register_module("up_proj", std::make_shared<Weight>(std::vector<int64_t>{m, h}, o));
-    mlp->down_proj = mlp->register_module("down_proj", std::make_shared<Weight>(std::vector<int64_t>{h, m}, o));
-    input_layernorm = register_module("input_layernorm", std::make_shared<Weight>(std::vector<int64_t>{h}, o));
-    post_attention_layernorm =
-        register_module("post_attention_layernorm", std::make_shared<Weight>(std::vector<int64_t>{h}, o));
-  }
-};
 
 // transformers' LlamaRMSNorm: normalise in fp32, scale in the model dtype.
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
@@ -104,11 +74,96 @@ std::string dtype_name(torch::ScalarType t) {
 
 }  // namespace
 
+// What every layer's attention shares in one forward call: the rotary tables of these positions, the mask, and the KV
+// cache with the slots the new keys and values go to.
+struct Step {
+  Tensor cos, sin;             // [B, 1, T, head_dim] in the model dtype
+  std::optional<Tensor> mask;  // [B or 1, 1, T, keys] bool, true = attend; none = causal over the T new tokens
+  KVCache* cache = nullptr;    // decoding: layer l's keys and values are written to cache->k[l], cache->v[l]
+  Tensor cache_index;          // [B, kv_heads, T, head_dim]: the cache positions of the new tokens
+  int64_t used = 0;            // cache positions attended (the longest row after this call)
+};
+
+// Grouped-query self-attention with rotary embeddings, through LibTorch's fused scaled_dot_product_attention.
+struct Attention : torch::nn::Module {
+  std::shared_ptr<Weight> q_proj, k_proj, v_proj, o_proj;
+  int64_t heads, kv_heads, head_dim;
+
+  Attention(const io::LlamaConfig& c, const torch::TensorOptions& o)
+      : heads(c.num_attention_heads), kv_heads(c.num_key_value_heads), head_dim(c.head_dim) {
+    const int64_t h = c.hidden_size, q = heads * head_dim, kv = kv_heads * head_dim;
+    q_proj = register_module("q_proj", std::make_shared<Weight>(std::vector<int64_t>{q, h}, o));
+    k_proj = register_module("k_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o));
+    v_proj = register_module("v_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o));
+    o_proj = register_module("o_proj", std::make_shared<Weight>(std::vector<int64_t>{h, q}, o));
+  }
+
+  // x [B, T, hidden] (normed) -> [B, T, hidden]; `layer` picks this layer's slot of the KV cache.
+  Tensor forward(const Tensor& x, const Step& step, size_t layer) {
+    const int64_t B = x.size(0), T = x.size(1);
+    Tensor q = project(x, q_proj->weight).view({B, T, heads, head_dim}).transpose(1, 2);
+    Tensor k = project(x, k_proj->weight).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    Tensor v = project(x, v_proj->weight).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    q = q * step.cos + rotate_half(q) * step.sin;
+    k = k * step.cos + rotate_half(k) * step.sin;
+    if (step.cache) {
+      step.cache->k[layer].scatter_(2, step.cache_index, k);
+      step.cache->v[layer].scatter_(2, step.cache_index, v);
+      k = step.cache->k[layer].narrow(2, 0, step.used);
+      v = step.cache->v[layer].narrow(2, 0, step.used);
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    Tensor a = at::scaled_dot_product_attention(q, k, v, step.mask, 0.0, /*is_causal=*/!step.mask.has_value(), scale,
+                                                /*enable_gqa=*/kv_heads != heads);
+    return project(a.transpose(1, 2).reshape({B, T, heads * head_dim}), o_proj->weight);
+  }
+};
+
+// SwiGLU: down(silu(gate(x)) * up(x)).
+struct Mlp : torch::nn::Module {
+  std::shared_ptr<Weight> gate_proj, up_proj, down_proj;
+
+  Mlp(const io::LlamaConfig& c, const torch::TensorOptions& o) {
+    const int64_t h = c.hidden_size, m = c.intermediate_size;
+    gate_proj = register_module("gate_proj", std::make_shared<Weight>(std::vector<int64_t>{m, h}, o));
+    up_proj = register_module("up_proj", std::make_shared<Weight>(std::vector<int64_t>{m, h}, o));
+    down_proj = register_module("down_proj", std::make_shared<Weight>(std::vector<int64_t>{h, m}, o));
+  }
+
+  Tensor forward(const Tensor& x) {
+    Tensor gate = torch::silu(project(x, gate_proj->weight));
+    return project(gate * project(x, up_proj->weight), down_proj->weight);
+  }
+};
+
+// A pre-norm decoder block: x + attention(norm(x)), then + mlp(norm(x)).
+struct Layer : torch::nn::Module {
+  std::shared_ptr<Attention> self_attn;
+  std::shared_ptr<Mlp> mlp;
+  std::shared_ptr<Weight> input_layernorm, post_attention_layernorm;
+  double eps;
+
+  Layer(const io::LlamaConfig& c, const torch::TensorOptions& o) : eps(c.rms_norm_eps) {
+    self_attn = register_module("self_attn", std::make_shared<Attention>(c, o));
+    mlp = register_module("mlp", std::make_shared<Mlp>(c, o));
+    const std::vector<int64_t> h = {c.hidden_size};
+    input_layernorm = register_module("input_layernorm", std::make_shared<Weight>(h, o));
+    post_attention_layernorm = register_module("post_attention_layernorm", std::make_shared<Weight>(h, o));
+  }
+
+  Tensor forward(Tensor x, const Step& step, size_t layer) {
+    x = x + self_attn->forward(rms_norm(x, input_layernorm->weight, eps), step, layer);
+    return x + mlp->forward(rms_norm(x, post_attention_layernorm->weight, eps));
+  }
+};
+
+// model.*: token embeddings, the blocks, the final norm. tokens [B, T] -> final hidden states [B, T, hidden].
 struct Body : torch::nn::Module {
   std::shared_ptr<Weight> embed_tokens, norm;
   std::vector<std::shared_ptr<Layer>> layers;
+  double eps;
 
-  Body(const io::LlamaConfig& c, const torch::TensorOptions& o) {
+  Body(const io::LlamaConfig& c, const torch::TensorOptions& o) : eps(c.rms_norm_eps) {
     embed_tokens =
         register_module("embed_tokens", std::make_shared<Weight>(std::vector<int64_t>{c.vocab_size, c.hidden_size}, o));
     auto list = register_module("layers", torch::nn::ModuleList());
@@ -117,6 +172,12 @@ struct Body : torch::nn::Module {
       list->push_back(layers.back());
     }
     norm = register_module("norm", std::make_shared<Weight>(std::vector<int64_t>{c.hidden_size}, o));
+  }
+
+  Tensor forward(const Tensor& tokens, const Step& step) {
+    Tensor x = torch::embedding(embed_tokens->weight, tokens);
+    for (size_t l = 0; l < layers.size(); ++l) x = layers[l]->forward(x, step, l);
+    return rms_norm(x, norm->weight, eps);
   }
 };
 
@@ -160,47 +221,20 @@ int64_t Llama::num_params() const {
 
 Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& mask, KVCache* cache) {
   const io::LlamaConfig& c = config_;
-  const int64_t B = tokens.size(0), T = tokens.size(1), nh = c.num_attention_heads, nkv = c.num_key_value_heads,
-                hd = c.head_dim;
-  Tensor x = torch::embedding(body_->embed_tokens->weight, tokens);
-
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  const torch::ScalarType dtype = body_->embed_tokens->weight.scalar_type();
+  Step step;
   // Rotary tables for these positions, computed in fp32 as transformers does, then cast to the model dtype.
   Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.to(positions.device());
   Tensor emb = torch::cat({freqs, freqs}, -1);
-  Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1), sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
-
-  std::optional<Tensor> attn_mask;
-  if (mask.defined()) attn_mask = mask;
-  const bool causal = !mask.defined();
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  Tensor cache_index;
-  int64_t used = 0;
+  step.cos = emb.cos().to(dtype).unsqueeze(1), step.sin = emb.sin().to(dtype).unsqueeze(1);
+  if (mask.defined()) step.mask = mask;
   if (cache) {
-    cache_index = positions.view({B, 1, T, 1}).expand({B, nkv, T, hd});
-    used = mask.size(-1);
+    step.cache = cache;
+    step.cache_index = positions.view({B, 1, T, 1}).expand({B, c.num_key_value_heads, T, c.head_dim});
+    step.used = mask.size(-1);
   }
-
-  for (size_t l = 0; l < body_->layers.size(); ++l) {
-    const Layer& L = *body_->layers[l];
-    Tensor h = rms_norm(x, L.input_layernorm->weight, c.rms_norm_eps);
-    Tensor q = project(h, L.self_attn->q_proj->weight).view({B, T, nh, hd}).transpose(1, 2);
-    Tensor k = project(h, L.self_attn->k_proj->weight).view({B, T, nkv, hd}).transpose(1, 2);
-    Tensor v = project(h, L.self_attn->v_proj->weight).view({B, T, nkv, hd}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    if (cache) {
-      cache->k[l].scatter_(2, cache_index, k);
-      cache->v[l].scatter_(2, cache_index, v);
-      k = cache->k[l].narrow(2, 0, used);
-      v = cache->v[l].narrow(2, 0, used);
-    }
-    Tensor a = at::scaled_dot_product_attention(q, k, v, attn_mask, 0.0, causal, scale, /*enable_gqa=*/nkv != nh);
-    x = x + project(a.transpose(1, 2).reshape({B, T, nh * hd}), L.self_attn->o_proj->weight);
-    h = rms_norm(x, L.post_attention_layernorm->weight, c.rms_norm_eps);
-    Tensor gate = torch::silu(project(h, L.mlp->gate_proj->weight));
-    x = x + project(gate * project(h, L.mlp->up_proj->weight), L.mlp->down_proj->weight);
-  }
-  return rms_norm(x, body_->norm->weight, c.rms_norm_eps);
+  return body_->forward(tokens, step);
 }
 
 Tensor Llama::hidden(const Tensor& tokens, const Tensor& segments) {
@@ -295,47 +329,6 @@ void save_llama(const Llama& model, const std::filesystem::path& dir, torch::Sca
     }
   }
   out.commit();
-}
-
-std::vector<std::vector<int64_t>> greedy_decode(Llama& model, const std::vector<std::vector<int64_t>>& prompts,
-                                                int64_t max_new, const std::vector<int64_t>& stop_ids) {
-  torch::NoGradGuard no_grad;
-  const int64_t B = static_cast<int64_t>(prompts.size());
-  const torch::Device device = model.parameters()[0].device();
-  int64_t longest = 0;
-  for (size_t b = 0; b < prompts.size(); ++b) {
-    DA_CHECK(!prompts[b].empty(), "greedy_decode: prompt ", b, " is empty");
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(prompts[b].size()));
-  }
-  Tensor tokens = torch::zeros({B, longest}, torch::kInt64), n = torch::empty({B}, torch::kInt64);
-  for (int64_t b = 0; b < B; ++b) {
-    const auto& p = prompts[static_cast<size_t>(b)];
-    tokens[b].narrow(0, 0, static_cast<int64_t>(p.size())).copy_(torch::tensor(p, torch::kInt64));
-    n[b] = static_cast<int64_t>(p.size());
-  }
-  KVCache cache = model.new_cache(B, longest + max_new);
-  tokens = tokens.to(device);
-  n = n.to(device);
-  Tensor logits = model.forward(tokens, cache, n);
-  Tensor last = logits.gather(1, (n - 1).view({B, 1, 1}).expand({B, 1, logits.size(2)}));
-
-  std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
-  std::vector<bool> done(static_cast<size_t>(B), false);
-  for (int64_t step = 0; step < max_new; ++step) {
-    Tensor next = last.argmax(-1);  // [B, 1]
-    Tensor host = next.to(torch::kCPU);
-    bool all_done = true;
-    for (int64_t b = 0; b < B; ++b) {
-      if (done[static_cast<size_t>(b)]) continue;
-      const int64_t t = host[b][0].item<int64_t>();
-      out[static_cast<size_t>(b)].push_back(t);
-      if (std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end()) done[static_cast<size_t>(b)] = true;
-      all_done = all_done && done[static_cast<size_t>(b)];
-    }
-    if (all_done || step + 1 == max_new) break;
-    last = model.forward(next, cache);
-  }
-  return out;
 }
 
 void set_cpu_pad_single_row(bool on) { pad_single_row.store(on, std::memory_order_relaxed); }

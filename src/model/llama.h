@@ -86,9 +86,4 @@ std::shared_ptr<Llama> load_llama(const std::filesystem::path& dir, torch::Devic
 void save_llama(const Llama& model, const std::filesystem::path& dir, torch::ScalarType dtype = torch::kFloat32,
                 const std::filesystem::path& tokenizer_dir = {});
 
-// Greedy decoding of a ragged batch with the KV cache: each prompt gets up to max_new tokens, stopping after any of
-// `stop_ids`. Returns the new tokens of each prompt (the stop token included).
-std::vector<std::vector<int64_t>> greedy_decode(Llama& model, const std::vector<std::vector<int64_t>>& prompts,
-                                                int64_t max_new, const std::vector<int64_t>& stop_ids = {});
-
 }  // namespace draftalign::model

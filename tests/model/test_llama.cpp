@@ -7,6 +7,7 @@
 #include "config/loader.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
+#include "model/generation.h"
 #include "model/llama.h"
 #include "test_util.h"
 
