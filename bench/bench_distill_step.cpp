@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     const torch::Device device = train::compute_device(device_name);
     const bool cuda = device.is_cuda();
     auto student = model::load_llama(student_dir, device, torch::kFloat32);
-    auto target = model::load_llama(target_dir, device, cuda ? torch::kBFloat16 : torch::kFloat32);
+    auto target = model::load_llama(target_dir, device, train::pick_dtype("auto", device));
     target->eval();
     for (auto& p : target->parameters()) p.set_requires_grad(false);
     torch::manual_seed(0);

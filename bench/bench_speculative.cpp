@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   try {
     const torch::Device device = train::compute_device(device_name);
     const bool cuda = device.is_cuda();
-    const torch::ScalarType dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
+    const torch::ScalarType dtype = train::pick_dtype("auto", device);
     auto target = model::load_llama(target_dir, device, dtype);
     auto drafter = model::load_llama(drafter_dir, device, dtype);
     target->eval(), drafter->eval();

@@ -29,17 +29,18 @@ namespace stdfs = std::filesystem;
 config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss) {
   config::Config c = cfg;
   c.distill.loss = loss.empty() ? c.pipeline.losses.at(0) : loss;
-  std::vector<std::string> drafters = {c.distill.student};
+  std::vector<std::string>& drafters = c.evaluate.drafters;
+  drafters.clear();
+  auto add = [&](const std::string& dir) {
+    if (std::find(drafters.begin(), drafters.end(), dir) == drafters.end()) drafters.push_back(dir);
+  };
+  add(c.distill.student);
   for (const auto& l : c.pipeline.losses) {
     config::DistillSection d = c.distill;
     d.loss = l;
-    drafters.push_back((stdfs::path(d.output_dir) / distill_run_name(d) / "final").string());
+    add((stdfs::path(d.output_dir) / distill_run_name(d) / "final").string());
   }
-  for (const auto& d : cfg.evaluate.drafters) drafters.push_back(d);
-  c.evaluate.drafters.clear();
-  for (const auto& d : drafters)
-    if (std::find(c.evaluate.drafters.begin(), c.evaluate.drafters.end(), d) == c.evaluate.drafters.end())
-      c.evaluate.drafters.push_back(d);
+  for (const auto& d : cfg.evaluate.drafters) add(d);
   return c;
 }
 
