@@ -8,7 +8,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "data/generate.h"
+#include "data/shards.h"
 #include "evaluators/metrics.h"
 #include "io/safetensors.h"
 #include "model/generation.h"

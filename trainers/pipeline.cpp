@@ -9,16 +9,14 @@
 #include "common/log.h"
 #include "config/loader.h"
 #include "config/schema.h"
-#include "data/generate.h"
-#include "data/magpie.h"
-#include "data/prepare.h"
 #include "evaluators/evaluate.h"
 #include "io/hf_checkpoint.h"
-#include "io/hf_config.h"
-#include "model/llama.h"
 #include "train/dist.h"
 #include "train/launch_env.h"
 #include "trainers/distill.h"
+#include "trainers/generate.h"
+#include "trainers/magpie.h"
+#include "trainers/prepare_data.h"
 #include "trainers/pretrain.h"
 #include "trainers/train_loop.h"
 
@@ -94,7 +92,7 @@ int pipeline(const config::Config& cfg) {
   int k = 0;
 
   stage("prepare-data: " + c.prepare.output_dir, ++k, total);
-  data::prepare_data(c);
+  prepare_data(c);
 
   stage("pretrain: " + c.pretrain.output_dir, ++k, total);
   if (training_complete(c.pretrain.output_dir, c.pretrain.train.steps))
@@ -104,12 +102,12 @@ int pipeline(const config::Config& cfg) {
 
   if (c.pipeline.target_prompts) {
     stage("magpie: " + c.magpie.output, ++k, total);
-    data::write_target_prompts(c);
+    magpie(c);
   }
 
   stage("generate: " + c.generate.output_dir, ++k, total);
-  const data::GenerateSummary g = data::generate(c);
-  DA_CHECK(g.complete, "pipeline: generate did not finish every shard (", c.generate.output_dir,
+  generate(c);
+  DA_CHECK(stdfs::exists(stdfs::path(c.generate.output_dir) / "manifest.json"), "pipeline: generate did not finish every shard (", c.generate.output_dir,
            "); with generate.shard set, run the other processes, then the pipeline again");
 
   for (const auto& loss : c.pipeline.losses) {
@@ -137,24 +135,6 @@ int pipeline(const config::Config& cfg) {
   else
     eval::evaluate(c);
   log::info("pipeline: done; the report is ", (stdfs::path(c.evaluate.report_dir) / "report.md").string());
-  return 0;
-}
-
-int export_drafter(const config::Config& cfg) {
-  const config::ExportSection& e = cfg.export_;
-  const stdfs::path src = e.checkpoint;
-  DA_CHECK(stdfs::is_directory(src), "export.checkpoint: ", src.string(), " is not a directory (a drafter checkpoint: ",
-           "config.json + model.safetensors, e.g. <output_dir>/final or <output_dir>/checkpoints/step-NNNNNNN)");
-  auto model = model::load_llama(src, torch::kCPU, torch::kFloat32);
-  // The tokenizer files travel with the weights: the checkpoint's own, else the target's.
-  const bool own = stdfs::exists(src / "tokenizer.json") || stdfs::exists(src / "tokenizer.model");
-  const stdfs::path tokenizer_dir = own ? src : stdfs::path(cfg.target.dir);
-  const torch::ScalarType dtype =
-      e.dtype == "bf16" ? torch::kBFloat16 : e.dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
-  model::save_llama(*model, e.output_dir, dtype, tokenizer_dir);
-  io::HfCheckpoint::open(e.output_dir).check_llama();
-  log::info("export: ", src.string(), " (", model->num_params(), " parameters) -> ", e.output_dir, " (", e.dtype,
-            ", tokenizer from ", tokenizer_dir.string(), ")");
   return 0;
 }
 

@@ -1,4 +1,4 @@
-// pipeline.h: `draftalign pipeline` (every stage in order, the README's main command) and `draftalign export`.
+// pipeline.h: `draftalign pipeline`: every stage in order, the README's main command.
 //
 // pipeline: prepare-data -> pretrain -> [magpie: the target writes prompts, with pipeline.target_prompts] -> generate
 // -> distill (one run per loss in pipeline.losses) -> evaluate (the
@@ -10,9 +10,6 @@
 // generate check their own outputs; a training run is complete when its final drafter and the checkpoint of its
 // last step exist; evaluate when report.json was made from the same inputs); an interrupted stage resumes (training
 // from its newest checkpoint, generate from its missing shards, evaluate from its unfinished sweep points).
-//
-// export: a checkpoint directory (a training checkpoint or a final drafter) -> a Hugging Face directory in
-// export.dtype with the tokenizer files, reopened and checked after writing; transformers and vLLM load it.
 #pragma once
 
 #include "config/config.h"
@@ -20,7 +17,6 @@
 namespace draftalign::train {
 
 int pipeline(const config::Config& cfg);
-int export_drafter(const config::Config& cfg);
 
 // The config each stage of the pipeline runs with: `cfg` with distill.loss = `loss` (empty: the first of
 // pipeline.losses) and evaluate.drafters = distill.student, each pipeline.losses run's final drafter, then

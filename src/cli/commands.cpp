@@ -18,21 +18,19 @@ std::string top_help(const std::vector<Command>& commands) {
       "       draftalign --version\n\ncommands:\n";
   for (const auto& c : commands) {
     char line[160];
-    std::snprintf(line, sizeof line, "  %-13s %s%s\n", c.name.c_str(), c.summary.c_str(),
-                  c.run ? "" : " (not built yet)");
+    std::snprintf(line, sizeof line, "  %-13s %s\n", c.name.c_str(), c.summary.c_str());
     out += line;
   }
   out +=
       "\nOptions come from the YAML file, then from section.key=value overrides (lists as [a, b]); with no\n"
       "--config the embedded defaults are used (the demo: configs/demo.yaml spells them out).\n"
-      "Exit codes: 0 ok, 1 failed run or bad config/input, 2 bad usage, 3 stage not built yet.\n";
+      "Exit codes: 0 ok, 1 failed run or bad config/input, 2 bad usage.\n";
   return out;
 }
 
 std::string command_help(const Command& c) {
   config::Config defaults;
   return str_cat("usage: draftalign ", c.name, " [--config FILE.yaml] [section.key=value ...]\n\n", c.description,
-                 c.run ? "" : "\n\nThis stage is not built yet: it checks its config and exits with code 3.",
                  "\n\noptions (key = default, then meaning and accepted values):\n",
                  config::options_help(defaults, c.sections));
 }
@@ -150,20 +148,13 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
       std::fputs(config::to_yaml(loaded.raw, as_written).c_str(), out);
       return kOk;
     }
-    if (!cmd->run) {
-      std::fprintf(err,
-                   "error: '%s' is not built yet in draftalign %s; its config (%s) is valid, and nothing was "
-                   "run or written\n",
-                   cmd->name.c_str(), DRAFTALIGN_VERSION, from.c_str());
-      return kNotBuilt;
-    }
     // Rank 0 prints the resolved config and records it next to the outputs: every artifact says what produced it.
     if (log::rank() == 0 && cmd->records_config) {
       const std::string yaml = config::to_yaml(loaded.cfg, header);
       std::fprintf(out, "%s\n", yaml.c_str());
       fs::write_file_atomic(std::filesystem::path(loaded.cfg.run.output_dir) / (cmd->name + ".config.yaml"), yaml);
     }
-    return cmd->run(loaded);
+    return cmd->run(loaded.cfg);
   } catch (const Error& e) {
     std::fprintf(err, "error: %s\n", e.what());
     return kFailed;

@@ -1,7 +1,7 @@
 // commands.h: the `draftalign <command> [--config FILE] [section.key=value ...]` front end.
 // Parsing, help, config loading, printing and recording the resolved config, and error reporting are here, once, for
-// every subcommand; a subcommand itself is a function that takes the loaded config. Exit codes: 0 success,
-// 1 a failed run or a bad config/input file, 2 bad command-line usage, 3 a stage that is not built yet.
+// every subcommand; a subcommand itself is a stage, `int stage(const config::Config&)` (trainers/, evaluators/).
+// Exit codes: 0 success, 1 a failed run or a bad config/input file, 2 bad command-line usage.
 #pragma once
 
 #include <cstdio>
@@ -13,15 +13,18 @@
 
 namespace draftalign::cli {
 
-enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kNotBuilt = 3 };
+enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2 };
+
+// Every command's signature: the resolved config in, an exit code out (0 unless the stage says otherwise); a failure
+// throws draftalign::Error.
+using Stage = std::function<int(const config::Config&)>;
 
 struct Command {
   std::string name;  // one word, or two for a tool with subcommands ("data show")
   std::string summary;                // one line, for `draftalign --help`
   std::string description;            // a paragraph, for `draftalign <name> --help`
   std::vector<std::string> sections;  // the config sections it reads
-  // The stage; empty = not built yet. Returns an exit code; throws draftalign::Error on failure.
-  std::function<int(const config::LoadedConfig&)> run;
+  Stage run;
   // A stage prints its resolved config and records it in <run.output_dir>/<name>.config.yaml; a read-only tool
   // (`data show`) does neither.
   bool records_config = true;

@@ -1,20 +1,23 @@
 // main.cpp: the `draftalign` binary: the command table, each stage bound to the function that runs it.
-// The stages live in trainers/ and evaluators/; this file only says which command runs which and what it reads.
+// Every command is one stage, one file in trainers/ or evaluators/, `int stage(const config::Config&)`; this file only
+// says which command runs which and what it reads.
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "common/device.h"
-#include "data/generate.h"
-#include "data/magpie.h"
-#include "data/prepare.h"
 #include "evaluators/evaluate.h"
 #include "trainers/distill.h"
+#include "trainers/export.h"
+#include "trainers/generate.h"
+#include "trainers/magpie.h"
 #include "trainers/pipeline.h"
+#include "trainers/prepare_data.h"
 #include "trainers/pretrain.h"
 
 using draftalign::cli::Command;
+namespace train = draftalign::train;
 
 int main(int argc, char** argv) {
   draftalign::cli::init_rank_from_env();
@@ -24,24 +27,18 @@ int main(int argc, char** argv) {
        "binary token shards (magic, version, count, checksum) with index.json and a held-out validation split.\n"
        "Deterministic whatever the number of workers; an up-to-date dataset is left as it is.",
        {"run", "target", "prepare"},
-       [](const draftalign::config::LoadedConfig& l) {
-         draftalign::data::prepare_data(l.cfg);
-         return 0;
-       }},
+       train::prepare_data},
       {"pretrain", "pretrain the drafter on token shards (data parallel)",
        "Trains a Llama-architecture drafter with next-token cross-entropy on the shards of prepare-data.\n"
        "Data parallel over c10d (NCCL on GPU, Gloo on CPU) when launched with torchrun or srun.",
        {"run", "pretrain"},
-       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::pretrain(l.cfg); }},
+       train::pretrain},
       {"generate", "the target answers instruction prompts (distillation data)",
        "Batched KV-cache sampling (continuous batching) from the target on instruction prompts; writes\n"
        "prompt/response shards, a manifest and a JSONL preview. Resumable: a restarted run does only the shards\n"
        "that are missing. Ranks (torchrun/srun) or generate.shard=i/n processes take disjoint shards.",
        {"run", "target", "generate"},
-       [](const draftalign::config::LoadedConfig& l) {
-         draftalign::data::generate(l.cfg);
-         return 0;
-       }},
+       train::generate},
       {"magpie", "the target writes instruction prompts (Magpie: sampled from the bare user-turn prefix)",
        "The target samples user turns from its chat template's bare prefix (system turn, then the opening of a\n"
        "user turn); unfinished, junk, duplicate and near-duplicate samples, and any that overlap the evaluation\n"
@@ -49,39 +46,24 @@ int main(int argc, char** argv) {
        "with provenance (seed, temperature), and a manifest; list it in generate.prompts, with\n"
        "generate.prompt_weights for the mix with other prompt files.",
        {"run", "target", "magpie"},
-       [](const draftalign::config::LoadedConfig& l) {
-         draftalign::data::write_target_prompts(l.cfg);
-         return 0;
-       }},
+       train::magpie},
       {"data stats", "counts, finish reasons and length histograms of generated data",
        "Reads the shards of a generate output directory (data.dir, default generate.output_dir), complete or not,\n"
        "and prints record and token counts, finish reasons, and prompt and response length histograms.",
        {"generate", "data"},
-       [](const draftalign::config::LoadedConfig& l) {
-         const auto& c = l.cfg;
-         std::fputs(draftalign::data::dataset_stats(c.data.dir.empty() ? c.generate.output_dir : c.data.dir,
-                                                    c.data.bins).c_str(), stdout);
-         return 0;
-       },
-       false},
+       train::data_stats, false},
       {"data show", "print generated records, decoded",
        "Prints data.samples records from data.first of a generate output directory (data.dir, default\n"
        "generate.output_dir): the prompt as the target saw it (chat template included) and its response.",
        {"target", "generate", "data"},
-       [](const draftalign::config::LoadedConfig& l) {
-         const auto& c = l.cfg;
-         std::fputs(draftalign::data::dataset_show(c.data.dir.empty() ? c.generate.output_dir : c.data.dir,
-                                                   c.target.dir, c.data.first, c.data.samples).c_str(), stdout);
-         return 0;
-       },
-       false},
+       train::data_show, false},
       {"distill", "finetune the drafter on the target's distributions (TVD++, FKL, RKL, TVD)",
        "Knowledge distillation of the pretrained drafter against the target's token distributions on the\n"
        "generated responses, with TVD++ (fused CUDA kernel on GPU) or a baseline loss. Online teacher (the target\n"
        "runs alongside) or offline (the top-k log-probs generate stored). Loss on response tokens only; logs the\n"
        "held-out expected acceptance alpha and tau(g). Data parallel, checkpoints and exact resume as pretrain.",
        {"run", "target", "distill"},
-       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::distill(l.cfg); }},
+       train::distill},
       {"evaluate", "speculative decoding: block efficiency, acceptance, MBSU, speed-up",
        "Is a drafter worth deploying? The target answers every prompt (every MT-bench turn, the second after its\n"
        "own first answer) greedily once; each drafter in evaluate.drafters, and prompt lookup, reads prompt +\n"
@@ -92,19 +74,19 @@ int main(int argc, char** argv) {
        "measured acceptance. Writes report.json, report.md, exact.jsonl, prompts.jsonl and plots to\n"
        "evaluate.report_dir.",
        {"run", "target", "evaluate"},
-       [](const draftalign::config::LoadedConfig& l) { return draftalign::eval::evaluate(l.cfg); }},
+       draftalign::eval::evaluate},
       {"export", "write a checkpoint as a Hugging Face directory",
        "Writes export.checkpoint as a Hugging Face directory (config.json, generation_config.json, model.safetensors\n"
        "in export.dtype, the tokenizer files: the checkpoint's own, else the target's) that transformers'\n"
        "AutoModelForCausalLM and vLLM load, written atomically and checked after writing.",
        {"run", "target", "export"},
-       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::export_drafter(l.cfg); }},
+       train::export_drafter},
       {"pipeline", "all stages in order, skipping finished ones",
        "prepare-data -> pretrain -> [magpie, with pipeline.target_prompts] -> generate -> distill (each loss in pipeline.losses) -> evaluate, skipping\n"
-       "stages whose outputs are complete and resuming an interrupted one. The stages' inputs are wired to the\n"
-       "earlier stages' outputs; the report compares the pretrained-only drafter with each distilled one.",
+       "stages whose outputs are complete and resuming an interrupted one. The stages chain through the config's\n"
+       "${...} references; the report compares the pretrained-only drafter with each distilled one.",
        {"run", "target", "prepare", "pretrain", "generate", "magpie", "distill", "evaluate", "pipeline"},
-       [](const draftalign::config::LoadedConfig& l) { return draftalign::train::pipeline(l.cfg); }},
+       train::pipeline},
   };
   return draftalign::cli::run_cli(std::vector<std::string>(argv + 1, argv + argc), commands,
                                   draftalign::runtime_summary);

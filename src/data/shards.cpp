@@ -120,6 +120,7 @@ void write_index(const stdfs::path& dir, const DatasetIndex& index) {
   j["token_bytes"] = index.token_bytes;
   j["tokenizer"] = index.tokenizer;
   j["source"] = index.source;
+  j["skipped_empty"] = index.skipped_empty;
   for (const auto& [split, shards] : index.splits) {
     json list = json::array();
     for (const auto& s : shards)
@@ -161,6 +162,7 @@ DatasetIndex read_index(const stdfs::path& dir) {
   DA_CHECK(index.eos_id < index.vocab_size, path.string(), ": 'eos_id' is outside the vocabulary");
   if (j.contains("tokenizer") && j["tokenizer"].is_string()) index.tokenizer = j["tokenizer"];
   if (j.contains("source") && j["source"].is_string()) index.source = j["source"];
+  if (j.contains("skipped_empty")) index.skipped_empty = integer(j, "skipped_empty", "", 0);
   const json& splits = field(j, "splits", "");
   DA_CHECK(splits.is_object(), path.string(), ": 'splits' must be an object");
   for (const auto& [name, split] : splits.items()) {
@@ -250,6 +252,18 @@ void TokenStream::read(int64_t start, int64_t n, int64_t* out) const {
     const Shard& sh = *shards_[s];
     for (int64_t j = start + i - starts_[s]; j < sh.size() && i < n; ++j, ++i) out[i] = sh.at(j);
   }
+}
+
+std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
+  DA_CHECK(stdfs::is_directory(dir), dir.string(), ": not a directory (data.dir or generate.output_dir)");
+  std::vector<stdfs::path> files;
+  for (const auto& e : stdfs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("shard-", 0) == 0 && e.path().extension() == ".safetensors") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  DA_CHECK(!files.empty(), dir.string(), ": no shard-*.safetensors (is it a `draftalign generate` output directory?)");
+  return files;
 }
 
 }  // namespace draftalign::data

@@ -49,6 +49,7 @@ struct DatasetIndex {
   int64_t token_bytes = 2;        // 2 or 4
   std::string tokenizer;          // the tokenizer file it was made with
   std::string source;             // fingerprint of the inputs and options (prepare-data skips an up-to-date dataset)
+  int64_t skipped_empty = 0;      // input documents with no text, left out (absent from older index.json files: 0)
   std::map<std::string, std::vector<ShardInfo>> splits;  // "train", "val" -> shards in order
   int64_t tokens(const std::string& split) const;
   int64_t docs(const std::string& split) const;
@@ -75,6 +76,10 @@ class ShardWriter {
 void write_index(const stdfs::path& dir, const DatasetIndex& index);
 // Reads and checks index.json; errors name the file and the key.
 DatasetIndex read_index(const stdfs::path& dir);
+
+// The shard-*.safetensors files of a `draftalign generate` output directory (trainers/generate.h), sorted; an Error
+// when there is none or `dir` is not a directory.
+std::vector<stdfs::path> shard_files(const stdfs::path& dir);
 
 // A shard mapped read-only and checked against its header and index entry.
 class Shard {

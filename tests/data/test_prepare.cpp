@@ -6,10 +6,10 @@
 #include <fstream>
 
 #include "common/fs.h"
-#include "data/prepare.h"
 #include "data/shards.h"
 #include "tokenizer/tokenizer.h"
 #include "test_util.h"
+#include "trainers/prepare_data.h"
 
 namespace draftalign::data {
 namespace {
@@ -51,6 +51,12 @@ config::Config prepare_config(const std::vector<std::string>& inputs, const fsys
   return cfg;
 }
 
+// The stage, then the index it wrote.
+DatasetIndex prepare_data(const config::Config& cfg) {
+  EXPECT_EQ(train::prepare_data(cfg), 0);
+  return read_index(cfg.prepare.output_dir);
+}
+
 std::vector<int64_t> read_all(const fsys::path& dir, const std::string& split) {
   const DatasetIndex index = read_index(dir);
   TokenStream s(dir, index, split);
@@ -66,10 +72,10 @@ TEST(PrepareData, StreamIsTheDocumentsWithEosAndDoesNotDependOnWorkers) {
   const auto one = prepare_data(prepare_config({jsonl, txt}, d / "w1", 1));
   const auto two = prepare_data(prepare_config({jsonl, txt}, d / "w2", 2));
   EXPECT_EQ(one.skipped_empty, 1);
-  ASSERT_GT(one.index.splits.at("train").size(), 2u) << "shard_tokens=1024 should cut several shards";
+  ASSERT_GT(one.splits.at("train").size(), 2u) << "shard_tokens=1024 should cut several shards";
   for (const auto& split : {"train", "val"}) {
-    ASSERT_EQ(one.index.splits.at(split).size(), two.index.splits.at(split).size());
-    for (const auto& s : one.index.splits.at(split))
+    ASSERT_EQ(one.splits.at(split).size(), two.splits.at(split).size());
+    for (const auto& s : one.splits.at(split))
       EXPECT_EQ(testing::read_text(d / "w1" / s.file), testing::read_text(d / "w2" / s.file)) << s.file;
   }
 
@@ -87,10 +93,12 @@ TEST(PrepareData, StreamIsTheDocumentsWithEosAndDoesNotDependOnWorkers) {
   }
   EXPECT_EQ(read_all(d / "w1", "train"), want_train);
   EXPECT_EQ(read_all(d / "w1", "val"), want_val);
-  EXPECT_EQ(one.index.docs("train") + one.index.docs("val"), k);
+  EXPECT_EQ(one.docs("train") + one.docs("val"), k);
 
   // Same inputs and options: nothing is rewritten.
-  EXPECT_TRUE(prepare_data(prepare_config({jsonl, txt}, d / "w1", 2)).up_to_date);
+  const auto written = fsys::last_write_time(d / "w1" / "index.json");
+  prepare_data(prepare_config({jsonl, txt}, d / "w1", 2));
+  EXPECT_EQ(fsys::last_write_time(d / "w1" / "index.json"), written) << "an up-to-date dataset is left as it is";
 }
 
 TEST(PrepareData, BadInputNamesFileAndLineAndKeepsThePreviousDataset) {
@@ -121,14 +129,14 @@ TEST(PrepareData, BadInputNamesFileAndLineAndKeepsThePreviousDataset) {
   EXPECT_HAS(e, "missing.jsonl: input file not found");
 
   EXPECT_EQ(testing::read_text(d / "out" / "index.json"), index_before);
-  EXPECT_EQ(read_index(d / "out").tokens("train"), prepare_data(prepare_config({jsonl}, d / "out", 1)).index.tokens("train"));
+  EXPECT_EQ(read_index(d / "out").tokens("train"), prepare_data(prepare_config({jsonl}, d / "out", 1)).tokens("train"));
 }
 
 TEST(TokenShards, DamageIsNamedWithTheFile) {
   ScratchDir d;
   std::string jsonl, txt;
   write_inputs(d, jsonl, txt);
-  const DatasetIndex index = prepare_data(prepare_config({jsonl}, d / "out", 2)).index;
+  const DatasetIndex index = prepare_data(prepare_config({jsonl}, d / "out", 2));
   const ShardInfo info = index.splits.at("train")[1];
   const fsys::path shard = d / "out" / info.file;
   const std::string good = testing::read_text(shard);

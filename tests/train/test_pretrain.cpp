@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data/prepare.h"
+#include "trainers/prepare_data.h"
 #include "model/llama.h"
 #include "test_util.h"
 #include "tiny_models.h"
@@ -42,7 +42,7 @@ fsys::path make_dataset(const ScratchDir& d) {
   cfg.prepare.inputs = {(d / "corpus.jsonl").string()};
   cfg.prepare.output_dir = (d / "shards").string();
   cfg.prepare.val_fraction = 0.05;
-  data::prepare_data(cfg);
+  prepare_data(cfg);
   return d / "shards";
 }
 

@@ -1,4 +1,4 @@
-#include "data/generate.h"
+#include "trainers/generate.h"
 
 #include <chrono>
 #include <fstream>
@@ -9,7 +9,6 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "data/magpie.h"
 #include "data/prompts.h"
 #include "data/shards.h"
 #include "io/safetensors.h"
@@ -19,11 +18,22 @@
 #include "train/dist.h"
 #include "train/runtime.h"
 
-namespace draftalign::data {
+namespace draftalign::train {
 namespace {
 
+namespace stdfs = std::filesystem;
+using data::checksum_hex;
+using data::load_prompts;
+using data::Prompt;
+using data::PromptSet;
+using data::shard_files;
 using json = nlohmann::json;
 using torch::Tensor;
+
+struct GenerateSummary {
+  int64_t shards = 0, records = 0, skipped_prompts = 0, response_tokens = 0;
+  bool complete = false;  // every shard exists and manifest.json is written
+};
 
 struct Planned {
   model::Request request;
@@ -154,24 +164,9 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
   return true;
 }
 
-// magpie (data/magpie.h): the prompt writer shares this translation unit with generate, the other torch user here.
-
-// What the kept prompts depend on: a manifest with another fingerprint means the file is made again.
-std::string magpie_fingerprint(const config::Config& cfg) {
-  const config::MagpieSection& m = cfg.magpie;
-  std::string s = str_cat("seed=", cfg.run.seed, " target=", stdfs::absolute(cfg.target.dir).string(),
-                          " template=", cfg.target.chat_template, " dtype=", cfg.target.dtype, " count=", m.count,
-                          " max_samples=", m.max_samples, " T=", m.temperature, " p=", m.top_p, " new=",
-                          m.max_new_tokens, " chars=", m.min_chars, "-", m.max_chars, " n=", m.ngram, " overlap=",
-                          m.max_overlap, " system=", m.system);
-  for (const auto& f : m.exclude) s += str_cat(" exclude=", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
-  s += " target_config=" + fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
-  return checksum_hex(s);
-}
-
 }  // namespace
 
-GenerateSummary generate(const config::Config& cfg) {
+int generate(const config::Config& cfg) {
   const auto& g = cfg.generate;
   const auto [part, parts] = shard_spec(g);
   const stdfs::path out = g.output_dir;
@@ -264,7 +259,6 @@ GenerateSummary generate(const config::Config& cfg) {
                                                          " tok/s"));
       });
       write_shard(out, k, plan, part_plan, completions, *tokenizer, g.topk_logprobs);
-      ++sum.shards_done_here;
       progress.update(static_cast<int64_t>(s + 1));
     }
     progress.finish(str_cat(tokens, " tokens"));
@@ -276,27 +270,10 @@ GenerateSummary generate(const config::Config& cfg) {
   else
     log::info("generate: this process's shards are done; manifest.json is written when every shard exists (the last "
               "process to finish writes it, or re-run generate)");
-  return sum;
+  return 0;
 }
-
-}  // namespace draftalign::data
 
 // --- data show / data stats -------------------------------------------------------------------------------------------
-
-namespace draftalign::data {
-
-std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
-  DA_CHECK(stdfs::is_directory(dir), dir.string(), ": not a directory (data.dir or generate.output_dir)");
-  std::vector<stdfs::path> files;
-  for (const auto& e : stdfs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("shard-", 0) == 0 && e.path().extension() == ".safetensors") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  DA_CHECK(!files.empty(), dir.string(), ": no shard-*.safetensors (is it a `draftalign generate` output directory?)");
-  return files;
-}
-
 namespace {
 
 struct Record {
@@ -396,8 +373,6 @@ std::string topk_mass_summary(const std::vector<Record>& records) {
   return line;
 }
 
-}  // namespace
-
 std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
   const auto records = read_records(dir, /*with_tokens=*/false, /*with_topk_mass=*/true);
   const auto files = shard_files(dir);
@@ -447,104 +422,21 @@ std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_di
   return out;
 }
 
-MagpieSummary write_target_prompts(const config::Config& cfg) {
-  const config::MagpieSection& m = cfg.magpie;
-  const stdfs::path out = m.output, manifest = out.string() + ".manifest.json";
-  for (const auto& f : m.exclude) DA_CHECK(stdfs::is_regular_file(f), "magpie.exclude: ", f, ": prompt file not found");
-  const std::string plan = magpie_fingerprint(cfg);
-  MagpieSummary sum;
-  if (stdfs::exists(out) && stdfs::exists(manifest)) {
-    const json old = json::parse(fs::read_file(manifest), nullptr, false);
-    if (!old.is_discarded() && old.value("plan", "") == plan) {
-      sum.reused = true, sum.kept = old.value("kept", int64_t{0}), sum.samples = old.value("samples", int64_t{0});
-      log::info("magpie: ", out.string(), " holds ", sum.kept, " prompts made with these settings; kept as it is");
-      return sum;
-    }
-  }
-
-  // Everything the kept prompts must not repeat: every turn of every evaluation prompt.
-  NearDuplicates seen(m.ngram, m.max_overlap);
-  if (!m.exclude.empty())
-    for (const Prompt& p : load_prompts(m.exclude, false).prompts) {
-      seen.add(p.messages.back().content);
-      for (const auto& t : p.later_turns) seen.add(t);
-    }
-  const int64_t excluded = seen.size();
-
-  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
-  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
-  const std::vector<int64_t> prefix = tokenizer->encode(chat.user_prefix(m.system));
-  auto target = train::load_frozen_target(cfg, train::make_compute(cfg.run).device);
-  model::SamplingParams sp;
-  sp.temperature = m.temperature, sp.top_p = m.top_p, sp.max_new_tokens = m.max_new_tokens;
-  sp.stop_strings = {chat.user_turn_end()};
-  sp.stop_ids = train::stop_ids_for(*tokenizer, target->config());
-  model::Generator gen(*target, sp, m.batch_size, 0, tokenizer.get());
-
-  const int64_t max_samples = m.max_samples > 0 ? m.max_samples : 4 * m.count;
-  const uint64_t base =
-      model::splitmix64(model::splitmix64(static_cast<uint64_t>(cfg.run.seed)) ^ 0x6d61677069650000ULL);
-  std::string lines;
-  log::Progress progress("magpie", m.count, "prompt", stdout, -1, cfg.run.progress_interval_s);
-  // Samples are judged in sample order, whatever the rounds they are drawn in: what is kept depends on the seed only.
-  while (sum.kept < m.count && sum.samples < max_samples) {
-    // A round: about what is still needed (a fifth more for the drops), at least a batch, at most four.
-    const int64_t need = std::max(m.batch_size, (m.count - sum.kept) * 5 / 4);
-    const int64_t round = std::min({4 * m.batch_size, need, max_samples - sum.samples});
-    std::vector<model::Request> requests;
-    for (int64_t i = 0; i < round; ++i) {
-      const int64_t k = sum.samples + i;
-      requests.push_back({k, prefix, model::splitmix64(base ^ static_cast<uint64_t>(k))});
-    }
-    const std::vector<model::Completion> done = gen.run(requests);
-    for (size_t i = 0; i < done.size() && sum.kept < m.count; ++i) {
-      const model::Completion& c = done[i];
-      ++sum.samples;
-      std::vector<int64_t> ids = c.tokens;
-      while (!ids.empty() && std::find(sp.stop_ids.begin(), sp.stop_ids.end(), ids.back()) != sp.stop_ids.end())
-        ids.pop_back();
-      std::string text = tokenizer->decode(ids);
-      const size_t end = text.find(chat.user_turn_end());
-      if (end != std::string::npos) text.resize(end);
-      text = tok::strip(text);
-      std::string why = c.finish == "length" ? "unfinished" : junk_reason(text, m);
-      if (why.empty()) {
-        const int64_t dup = seen.find(text);
-        if (dup >= 0) why = dup < excluded ? "evaluation overlap" : "duplicate";
-      }
-      if (!why.empty()) {
-        ++sum.dropped[why];
-        continue;
-      }
-      seen.add(text);
-      lines += json({{"instruction", text},
-                     {"id", str_cat("target-", sum.kept)},
-                     {"source", "target"},
-                     {"sample", c.id},
-                     {"seed", requests[i].seed},
-                     {"temperature", m.temperature},
-                     {"top_p", m.top_p},
-                     {"target", cfg.target.dir}})
-                   .dump() +
-               "\n";
-      ++sum.kept;
-    }
-    progress.update(sum.kept, str_cat(sum.samples, " samples"));
-  }
-  progress.finish(str_cat(sum.samples, " samples"));
-  DA_CHECK(sum.kept > 0, "magpie: none of ", sum.samples, " samples was kept as a prompt");
-  if (sum.kept < m.count)
-    log::warn("magpie: kept ", sum.kept, " of the ", m.count, " prompts asked for after ", sum.samples,
-              " samples (magpie.max_samples)");
-  json dropped = json::object();
-  for (const auto& [why, n] : sum.dropped) dropped[why] = n;
-  fs::ensure_dir(out.parent_path().empty() ? stdfs::path(".") : out.parent_path());
-  fs::write_file_atomic(out, lines);
-  fs::write_file_atomic(manifest, json({{"plan", plan}, {"kept", sum.kept}, {"samples", sum.samples},
-                                        {"dropped", dropped}, {"prefix", chat.user_prefix(m.system)}})
-                                      .dump(2) + "\n");
-  log::info("magpie: kept ", sum.kept, " of ", sum.samples, " samples -> ", out.string(), "; dropped ", dropped.dump());
-  return sum;
+// data.dir, else generate.output_dir.
+stdfs::path data_dir(const config::Config& cfg) {
+  return cfg.data.dir.empty() ? cfg.generate.output_dir : cfg.data.dir;
 }
 
-}  // namespace draftalign::data
+}  // namespace
+
+int data_stats(const config::Config& cfg) {
+  std::fputs(dataset_stats(data_dir(cfg), cfg.data.bins).c_str(), stdout);
+  return 0;
+}
+
+int data_show(const config::Config& cfg) {
+  std::fputs(dataset_show(data_dir(cfg), cfg.target.dir, cfg.data.first, cfg.data.samples).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace draftalign::train

@@ -17,32 +17,18 @@
 //   topk_mass fp32 [R] (their probability mass, which `data stats` summarises).
 #pragma once
 
-#include <cstdint>
-#include <filesystem>
-#include <string>
-#include <vector>
-
 #include "config/config.h"
 
-namespace draftalign::data {
+namespace draftalign::train {
 
-namespace stdfs = std::filesystem;
-
-struct GenerateSummary {
-  int64_t shards = 0, shards_done_here = 0, records = 0, skipped_prompts = 0, response_tokens = 0;
-  bool complete = false;  // every shard exists and manifest.json is written
-};
-
-GenerateSummary generate(const config::Config& cfg);
-
-// The shard-*.safetensors files of a generate output directory, sorted; an Error when there is none or `dir` is not a
-// directory.
-std::vector<stdfs::path> shard_files(const stdfs::path& dir);
+// The stage. Returns 0 also when this process's shards are done but others' are not (generate.shard, ranks):
+// <output_dir>/manifest.json exists exactly when every shard does.
+int generate(const config::Config& cfg);
 
 // `data stats`: counts, finish reasons, prompt and response length histograms of a generate output directory
-// (complete or not). `data show`: records [first, first + samples) decoded with the target's tokenizer. Both read
-// the shards through the checked safetensors reader; errors name the file.
-std::string dataset_stats(const stdfs::path& dir, int64_t bins);
-std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_dir, int64_t first, int64_t samples);
+// (data.dir, default generate.output_dir; complete or not). `data show`: records [data.first, + data.samples) decoded
+// with the target's tokenizer. Both read the shards through the checked safetensors reader; errors name the file.
+int data_stats(const config::Config& cfg);
+int data_show(const config::Config& cfg);
 
-}  // namespace draftalign::data
+}  // namespace draftalign::train

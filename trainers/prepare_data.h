@@ -1,4 +1,4 @@
-// prepare.h: `draftalign prepare-data`: text and JSONL files -> a tokenized dataset directory (see shards.h).
+// prepare_data.h: `draftalign prepare-data`: text and JSONL files -> a tokenized dataset directory (see shards.h).
 //   *.jsonl  one JSON object per line; the document is the string under prepare.text_field.
 //   *.txt    documents separated by blank lines.
 // Every document gets the end-of-document token appended. Document k (counting over all inputs in order) goes to the
@@ -13,17 +13,12 @@
 #include "config/config.h"
 #include "data/shards.h"
 
-namespace draftalign::data {
-
-struct PrepareResult {
-  DatasetIndex index;
-  int64_t skipped_empty = 0;  // documents with no text
-  bool up_to_date = false;    // nothing was written
-};
+namespace draftalign::train {
 
 // The tokenizer directory of a config: prepare.tokenizer, or the target's directory when that is empty.
 std::string tokenizer_dir(const config::Config& cfg);
 
-PrepareResult prepare_data(const config::Config& cfg);
+// The stage: writes prepare.output_dir (index.json says what it holds, skipped_empty included); returns 0.
+int prepare_data(const config::Config& cfg);
 
-}  // namespace draftalign::data
+}  // namespace draftalign::train

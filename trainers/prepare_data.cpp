@@ -1,4 +1,4 @@
-#include "data/prepare.h"
+#include "trainers/prepare_data.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,10 +10,16 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "data/shards.h"
 #include "tokenizer/tokenizer.h"
 
-namespace draftalign::data {
+namespace draftalign::train {
 namespace {
+
+namespace stdfs = std::filesystem;
+using data::checksum_hex;
+using data::DatasetIndex;
+using data::ShardWriter;
 
 using json = nlohmann::json;
 
@@ -117,31 +123,28 @@ std::string tokenizer_dir(const config::Config& cfg) {
   return cfg.prepare.tokenizer.empty() ? cfg.target.dir : cfg.prepare.tokenizer;
 }
 
-PrepareResult prepare_data(const config::Config& cfg) {
+int prepare_data(const config::Config& cfg) {
   const config::PrepareSection& p = cfg.prepare;
   DA_CHECK(!p.inputs.empty(), "prepare.inputs is empty: name at least one .jsonl or .txt file");
   const auto tokenizer = tok::load_tokenizer(tokenizer_dir(cfg));
   const int64_t eos = tokenizer->special().eos;
   DA_CHECK(eos >= 0, tokenizer->file().string(), ": the tokenizer has no eos_token to end documents with");
 
-  PrepareResult result;
   const std::string source = fingerprint(p, *tokenizer);
   const stdfs::path out_dir = p.output_dir;
   if (stdfs::exists(out_dir / "index.json")) {
     try {
-      DatasetIndex old = read_index(out_dir);
+      const DatasetIndex old = data::read_index(out_dir);
       if (old.source == source) {
         log::info("prepare-data: ", out_dir.string(), " is up to date (", old.tokens("train"), " train tokens)");
-        result.index = old;
-        result.up_to_date = true;
-        return result;
+        return 0;
       }
     } catch (const Error& e) {
       log::warn("prepare-data: rebuilding ", out_dir.string(), ": ", e.what());
     }
   }
 
-  DatasetIndex& index = result.index;
+  DatasetIndex index;
   index.vocab_size = tokenizer->vocab_size();
   index.eos_id = eos;
   index.token_bytes = index.vocab_size <= 65536 ? 2 : 4;
@@ -186,7 +189,7 @@ PrepareResult prepare_data(const config::Config& cfg) {
     DA_CHECK(first.first == docs.size(), docs[std::min(first.first, docs.size() - 1)].where, ": ", first.second);
     for (size_t i = 0; i < docs.size(); ++i) {
       if (ids[i].empty()) {
-        ++result.skipped_empty;
+        ++index.skipped_empty;
         continue;
       }
       ids[i].push_back(eos);
@@ -201,12 +204,12 @@ PrepareResult prepare_data(const config::Config& cfg) {
   if (index.splits["val"].empty()) index.splits.erase("val");
   progress.finish(str_cat(doc_index, " documents"));
   DA_CHECK(!index.splits["train"].empty(), "prepare-data: the inputs hold no documents (",
-           result.skipped_empty, " empty ones skipped)");
-  write_index(dir.path(), index);
+           index.skipped_empty, " empty ones skipped)");
+  data::write_index(dir.path(), index);
   dir.commit();
   log::info("prepare-data: ", index.docs("train"), " train documents (", index.tokens("train"), " tokens), ",
             index.docs("val"), " validation documents (", index.tokens("val"), " tokens) in ", out_dir.string());
-  return result;
+  return 0;
 }
 
-}  // namespace draftalign::data
+}  // namespace draftalign::train

@@ -1,0 +1,149 @@
+#include "trainers/magpie.h"
+
+#include <algorithm>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "data/magpie.h"
+#include "data/prompts.h"
+#include "data/shards.h"
+#include "model/generation.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+#include "train/runtime.h"
+
+namespace draftalign::train {
+namespace {
+
+namespace stdfs = std::filesystem;
+using data::NearDuplicates;
+using data::Prompt;
+using data::junk_reason;
+using data::load_prompts;
+using json = nlohmann::json;
+
+struct MagpieCounts {
+  int64_t samples = 0, kept = 0;
+  std::map<std::string, int64_t> dropped;  // reason -> count
+};
+
+// What the kept prompts depend on: a manifest with another fingerprint means the file is made again.
+std::string magpie_fingerprint(const config::Config& cfg) {
+  const config::MagpieSection& m = cfg.magpie;
+  std::string s = str_cat("seed=", cfg.run.seed, " target=", stdfs::absolute(cfg.target.dir).string(),
+                          " template=", cfg.target.chat_template, " dtype=", cfg.target.dtype, " count=", m.count,
+                          " max_samples=", m.max_samples, " T=", m.temperature, " p=", m.top_p, " new=",
+                          m.max_new_tokens, " chars=", m.min_chars, "-", m.max_chars, " n=", m.ngram, " overlap=",
+                          m.max_overlap, " system=", m.system);
+  for (const auto& f : m.exclude) s += str_cat(" exclude=", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
+  s += " target_config=" + fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
+  return data::checksum_hex(s);
+}
+
+}  // namespace
+
+int magpie(const config::Config& cfg) {
+  const config::MagpieSection& m = cfg.magpie;
+  const stdfs::path out = m.output, manifest = out.string() + ".manifest.json";
+  for (const auto& f : m.exclude) DA_CHECK(stdfs::is_regular_file(f), "magpie.exclude: ", f, ": prompt file not found");
+  const std::string plan = magpie_fingerprint(cfg);
+  MagpieCounts sum;
+  if (stdfs::exists(out) && stdfs::exists(manifest)) {
+    const json old = json::parse(fs::read_file(manifest), nullptr, false);
+    if (!old.is_discarded() && old.value("plan", "") == plan) {
+      log::info("magpie: ", out.string(), " holds ", old.value("kept", int64_t{0}),
+                " prompts made with these settings; kept as it is");
+      return 0;
+    }
+  }
+
+  // Everything the kept prompts must not repeat: every turn of every evaluation prompt.
+  NearDuplicates seen(m.ngram, m.max_overlap);
+  if (!m.exclude.empty())
+    for (const Prompt& p : load_prompts(m.exclude, false).prompts) {
+      seen.add(p.messages.back().content);
+      for (const auto& t : p.later_turns) seen.add(t);
+    }
+  const int64_t excluded = seen.size();
+
+  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
+  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  const std::vector<int64_t> prefix = tokenizer->encode(chat.user_prefix(m.system));
+  auto target = train::load_frozen_target(cfg, train::make_compute(cfg.run).device);
+  model::SamplingParams sp;
+  sp.temperature = m.temperature, sp.top_p = m.top_p, sp.max_new_tokens = m.max_new_tokens;
+  sp.stop_strings = {chat.user_turn_end()};
+  sp.stop_ids = train::stop_ids_for(*tokenizer, target->config());
+  model::Generator gen(*target, sp, m.batch_size, 0, tokenizer.get());
+
+  const int64_t max_samples = m.max_samples > 0 ? m.max_samples : 4 * m.count;
+  const uint64_t base =
+      model::splitmix64(model::splitmix64(static_cast<uint64_t>(cfg.run.seed)) ^ 0x6d61677069650000ULL);
+  std::string lines;
+  log::Progress progress("magpie", m.count, "prompt", stdout, -1, cfg.run.progress_interval_s);
+  // Samples are judged in sample order, whatever the rounds they are drawn in: what is kept depends on the seed only.
+  while (sum.kept < m.count && sum.samples < max_samples) {
+    // A round: about what is still needed (a fifth more for the drops), at least a batch, at most four.
+    const int64_t need = std::max(m.batch_size, (m.count - sum.kept) * 5 / 4);
+    const int64_t round = std::min({4 * m.batch_size, need, max_samples - sum.samples});
+    std::vector<model::Request> requests;
+    for (int64_t i = 0; i < round; ++i) {
+      const int64_t k = sum.samples + i;
+      requests.push_back({k, prefix, model::splitmix64(base ^ static_cast<uint64_t>(k))});
+    }
+    const std::vector<model::Completion> done = gen.run(requests);
+    for (size_t i = 0; i < done.size() && sum.kept < m.count; ++i) {
+      const model::Completion& c = done[i];
+      ++sum.samples;
+      std::vector<int64_t> ids = c.tokens;
+      while (!ids.empty() && std::find(sp.stop_ids.begin(), sp.stop_ids.end(), ids.back()) != sp.stop_ids.end())
+        ids.pop_back();
+      std::string text = tokenizer->decode(ids);
+      const size_t end = text.find(chat.user_turn_end());
+      if (end != std::string::npos) text.resize(end);
+      text = tok::strip(text);
+      std::string why = c.finish == "length" ? "unfinished" : junk_reason(text, m);
+      if (why.empty()) {
+        const int64_t dup = seen.find(text);
+        if (dup >= 0) why = dup < excluded ? "evaluation overlap" : "duplicate";
+      }
+      if (!why.empty()) {
+        ++sum.dropped[why];
+        continue;
+      }
+      seen.add(text);
+      lines += json({{"instruction", text},
+                     {"id", str_cat("target-", sum.kept)},
+                     {"source", "target"},
+                     {"sample", c.id},
+                     {"seed", requests[i].seed},
+                     {"temperature", m.temperature},
+                     {"top_p", m.top_p},
+                     {"target", cfg.target.dir}})
+                   .dump() +
+               "\n";
+      ++sum.kept;
+    }
+    progress.update(sum.kept, str_cat(sum.samples, " samples"));
+  }
+  progress.finish(str_cat(sum.samples, " samples"));
+  DA_CHECK(sum.kept > 0, "magpie: none of ", sum.samples, " samples was kept as a prompt");
+  if (sum.kept < m.count)
+    log::warn("magpie: kept ", sum.kept, " of the ", m.count, " prompts asked for after ", sum.samples,
+              " samples (magpie.max_samples)");
+  json dropped = json::object();
+  for (const auto& [why, n] : sum.dropped) dropped[why] = n;
+  fs::ensure_dir(out.parent_path().empty() ? stdfs::path(".") : out.parent_path());
+  fs::write_file_atomic(out, lines);
+  fs::write_file_atomic(manifest, json({{"plan", plan}, {"kept", sum.kept}, {"samples", sum.samples},
+                                        {"dropped", dropped}, {"prefix", chat.user_prefix(m.system)}})
+                                      .dump(2) + "\n");
+  log::info("magpie: kept ", sum.kept, " of ", sum.samples, " samples -> ", out.string(), "; dropped ", dropped.dump());
+  return 0;
+}
+
+}  // namespace draftalign::train
