@@ -21,6 +21,7 @@
 #include "config/loader.h"
 #include "io/hf_config.h"
 #include "model/llama.h"
+#include "train/optim.h"
 #include "trainers/train_loop.h"
 #if DRAFTALIGN_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>

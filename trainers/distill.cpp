@@ -14,6 +14,7 @@
 #include "model/generation.h"
 #include "train/losses.h"
 #include "train/runtime.h"
+#include "train/sampler.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {
@@ -195,7 +196,6 @@ int distill(const config::Config& cfg) {
   const config::DistillSection& d = cfg.distill;
   const config::TrainSection& t = d.train;
   Runtime rt = make_runtime(cfg.run, t);
-  Dist& dist = *rt.dist;
   const stdfs::path out = stdfs::path(d.output_dir) / distill_run_name(d);
   const bool offline = d.teacher == "offline";
   DA_CHECK(!offline || d.temperature == 1.0, "distill.temperature = ", d.temperature,
@@ -260,13 +260,14 @@ int distill(const config::Config& cfg) {
   // On-policy sequences (distill.on_policy_fraction): the record's prompt with a response the student samples now,
   // as long as the target's (within the train.seq_len window), seeded by the run seed and the global sequence
   // index, so a resumed run samples the same tokens from the same restored weights.
-  auto with_on_policy = [&](std::vector<const Pair*>& recs, int64_t first_sequence, std::vector<Pair>& sampled) {
+  auto with_on_policy = [&](std::vector<const Pair*>& recs, const std::vector<int64_t>& sequences,
+                            std::vector<Pair>& sampled) {
     std::vector<size_t> which;
     std::vector<std::vector<int64_t>> prompts;
     std::vector<int64_t> room;
     std::vector<uint64_t> seeds;
     for (size_t i = 0; i < recs.size(); ++i) {
-      const int64_t g = first_sequence + static_cast<int64_t>(i);
+      const int64_t g = sequences[i];
       const Pair& p = *recs[i];
       const int64_t n = std::min<int64_t>(static_cast<int64_t>(p.tokens.size()), t.seq_len + 1) - p.prompt_len;
       if (!on_policy_sequence(g, d.on_policy_fraction) || n <= 0) continue;
@@ -291,12 +292,11 @@ int distill(const config::Config& cfg) {
   Recipe recipe;
   recipe.name = "distill";
   recipe.validate_at_start = true;
-  recipe.micro_batch = [&](int64_t first, int64_t m) {
-    const int64_t first_sequence = first + (m * dist.world() + dist.rank()) * mbs;
+  recipe.micro_batch = [&](const std::vector<int64_t>& sequences) {
     std::vector<const Pair*> recs;
-    for (int64_t i = 0; i < mbs; ++i) recs.push_back(train_set[order.at(first_sequence + i)]);
+    for (const int64_t g : sequences) recs.push_back(train_set[order.at(g)]);
     std::vector<Pair> sampled;
-    if (d.on_policy_fraction > 0) with_on_policy(recs, first_sequence, sampled);
+    if (d.on_policy_fraction > 0) with_on_policy(recs, sequences, sampled);
     const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
     // Every record's prompt fills the whole train.seq_len window: nothing to learn from (run_training counts it).
     if (b.positions.size(0) == 0) return MicroBatch::empty({"kd", "ce", "alpha"});
@@ -328,17 +328,14 @@ int distill(const config::Config& cfg) {
   };
   if (!val_set.empty())
     recipe.validate = [&](int64_t step) {
-      torch::NoGradGuard no_grad;
-      student->eval();
-      // Sums over this rank's share of the held-out records (every world-th): alpha against the real target, response
-      // tokens, CE, greedy agreement with the target, and (offline) alpha over the stored top-k + rest bins.
-      Tensor sums = torch::zeros({5}, torch::TensorOptions().dtype(torch::kFloat64).device(rt.device));
-      std::vector<const Pair*> mine;
-      for (size_t i = dist.rank(); i < val_set.size(); i += dist.world()) mine.push_back(val_set[i]);
-      for (size_t i = 0; i < mine.size(); i += mbs) {
-        const std::vector<const Pair*> recs(mine.begin() + i, mine.begin() + std::min(mine.size(), i + mbs));
+      // Sums over this rank's share of the held-out records: alpha against the real target, response tokens, CE,
+      // greedy agreement with the target, and (offline) alpha over the stored top-k + rest bins.
+      const int64_t n_val = static_cast<int64_t>(val_set.size());
+      const Tensor c = held_out_sums(*student, rt, n_val, mbs, 5, [&](const std::vector<int64_t>& mine, Tensor& sums) {
+        std::vector<const Pair*> recs;
+        for (const int64_t i : mine) recs.push_back(val_set[i]);
         const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
-        if (b.positions.size(0) == 0) continue;
+        if (b.positions.size(0) == 0) return;
         const Tensor s = student_rows(b), p = target_rows(b);
         const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
         sums[0] += acceptance(s, p, d.temperature).sum().to(torch::kFloat64);
@@ -350,10 +347,7 @@ int distill(const config::Config& cfg) {
           const TopkBins bins = topk_bins(s, b.topk_ids, b.topk_logprobs);
           sums[4] += acceptance(bins.student, bins.teacher, 1.0).sum().to(torch::kFloat64);
         }
-      }
-      dist.all_reduce_sum(sums, "validation all-reduce");
-      student->train();
-      const Tensor c = sums.cpu();
+      });
       const double tokens = std::max(1.0, c[1].item<double>());
       const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / tokens;
       const double agree = c[3].item<double>() / tokens;

@@ -18,6 +18,7 @@
 #include "trainers/magpie.h"
 #include "trainers/prepare_data.h"
 #include "trainers/pretrain.h"
+#include "train/checkpoint.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {

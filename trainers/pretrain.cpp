@@ -9,6 +9,7 @@
 #include "data/shards.h"
 #include "io/hf_checkpoint.h"
 #include "tokenizer/tokenizer.h"
+#include "train/sampler.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {
@@ -63,25 +64,18 @@ Tensor next_token_loss(model::Llama& model, const Batch& b, bool autocast) {
 // (fewer when it is short), rank r taking every world-th window: the same windows whatever the world size.
 double validation_loss(model::Llama& model, const data::TokenStream& val, const config::TrainSection& t, int64_t eos,
                        bool document_mask, Runtime& rt) {
-  torch::NoGradGuard no_grad;
-  model.eval();
   const int64_t seq = t.seq_len;
   const int64_t windows = std::min((val.size() - 1) / seq, t.eval_batches * t.micro_batch_size);
-  Tensor sum = torch::zeros({2}, torch::TensorOptions().dtype(torch::kFloat64).device(rt.device));
-  std::vector<int64_t> mine;
-  for (int64_t w = rt.dist->rank(); w < windows; w += rt.dist->world()) mine.push_back(w);
-  for (size_t i = 0; i < mine.size(); i += t.micro_batch_size) {
-    const int64_t n = std::min<int64_t>(t.micro_batch_size, mine.size() - i);
+  const Tensor s = held_out_sums(model, rt, windows, t.micro_batch_size, 2,
+                                 [&](const std::vector<int64_t>& mine, Tensor& sum) {
+    const int64_t n = static_cast<int64_t>(mine.size());
     Tensor rows = torch::empty({n, seq + 1}, torch::kInt64);
-    for (int64_t r = 0; r < n; ++r) val.read(mine[i + r] * seq, seq + 1, rows[r].data_ptr<int64_t>());
+    for (int64_t r = 0; r < n; ++r) val.read(mine[r] * seq, seq + 1, rows[r].data_ptr<int64_t>());
     const Batch b = make_batch(rows, eos, document_mask, rt.device);
     const Tensor loss = next_token_loss(model, b, rt.bf16_autocast);
     sum[0] += loss.to(torch::kFloat64) * static_cast<double>(b.y.numel());
     sum[1] += static_cast<double>(b.y.numel());
-  }
-  rt.dist->all_reduce_sum(sum, "validation-loss all-reduce");
-  model.train();
-  const Tensor s = sum.cpu();
+  });
   return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
 }
 
@@ -147,7 +141,6 @@ int pretrain(const config::Config& cfg) {
   const config::PretrainSection& p = cfg.pretrain;
   const config::TrainSection& t = p.train;
   Runtime rt = make_runtime(cfg.run, t);
-  Dist& dist = *rt.dist;
 
   // Data.
   const data::DatasetIndex index = data::read_index(p.data_dir);
@@ -173,9 +166,8 @@ int pretrain(const config::Config& cfg) {
   Tensor rows = torch::empty({mbs, t.seq_len + 1}, torch::kInt64);
   Recipe recipe;
   recipe.name = "pretrain";
-  recipe.micro_batch = [&](int64_t first, int64_t m) {
-    for (int64_t b = 0; b < mbs; ++b)
-      sampler.fill(first + (m * dist.world() + dist.rank()) * mbs + b, rows[b].data_ptr<int64_t>());
+  recipe.micro_batch = [&](const std::vector<int64_t>& sequences) {
+    for (int64_t b = 0; b < mbs; ++b) sampler.fill(sequences[b], rows[b].data_ptr<int64_t>());
     const Batch batch = make_batch(rows, eos, p.document_mask, rt.device);
     return MicroBatch{next_token_loss(*model, batch, rt.bf16_autocast), mbs * t.seq_len, {}};
   };

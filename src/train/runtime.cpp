@@ -1,5 +1,7 @@
 #include "train/runtime.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <algorithm>
 #include <thread>
 
@@ -72,6 +74,35 @@ std::vector<int64_t> stop_ids_for(const tok::Tokenizer& tokenizer, const io::Lla
     add(id);
   }
   return ids;
+}
+
+Runtime make_runtime(const config::RunSection& run, const config::TrainSection& train) {
+  const Compute compute = make_compute(run);
+  const DistEnv& env = compute.env;
+  log::set_rank(env.rank, env.world);
+  Runtime rt;
+  rt.device = compute.device;
+  const int threads = compute.threads;
+  rt.bf16_autocast = rt.device.is_cuda() && train.dtype != "fp32";
+  DA_CHECK(!(train.dtype == "bf16" && !rt.device.is_cuda()),
+           "train.dtype = bf16 needs a CUDA device (bf16 autocast); use auto or fp32 on CPU");
+  rt.dist = std::make_unique<Dist>(env, rt.device, std::chrono::milliseconds(
+                                                       static_cast<int64_t>(run.dist_timeout_s * 1000)));
+  log::info("runtime: ", rt.device.str(), ", ", threads, " CPU threads per rank, ",
+            rt.bf16_autocast ? "bf16 autocast" : "fp32", ", world size ", env.world);
+  return rt;
+}
+
+AutocastGuard::AutocastGuard(bool on) : on_(on) {
+  if (!on_) return;
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!on_) return;
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
 }
 
 }  // namespace draftalign::train

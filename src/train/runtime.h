@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
+#include "train/dist.h"
 #include "train/launch_env.h"
 
 namespace draftalign::train {
@@ -48,5 +49,28 @@ std::shared_ptr<model::Llama> load_frozen_target(const config::Config& cfg, torc
 // own stop ids, each checked against the vocabulary, named by `extra_key` in the error), each once.
 std::vector<int64_t> stop_ids_for(const tok::Tokenizer& tokenizer, const io::LlamaConfig& config,
                                   const std::vector<int64_t>& extra = {}, const std::string& extra_key = "");
+
+// Device, threads, process group and mixed precision of one training process.
+struct Runtime {
+  torch::Device device = torch::kCPU;
+  bool bf16_autocast = false;  // CUDA + train.dtype auto/bf16: bf16 autocast over fp32 master weights
+  std::unique_ptr<Dist> dist;
+
+  bool is_main() const { return dist->rank() == 0; }
+};
+
+// Reads the launcher environment, picks the device (cuda:LOCAL_RANK under torchrun), sets the CPU threads (run.threads,
+// or the cores divided among the local ranks) and joins the process group.
+Runtime make_runtime(const config::RunSection& run, const config::TrainSection& train);
+
+// Autocast to bf16 on CUDA for the forward pass when `on`; a no-op otherwise.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool on);
+  ~AutocastGuard();
+
+ private:
+  bool on_;
+};
 
 }  // namespace draftalign::train

@@ -15,6 +15,9 @@
 #include "test_util.h"
 #include "tiny_models.h"
 #include "trainers/pretrain.h"
+#include "train/checkpoint.h"
+#include "train/optim.h"
+#include "train/sampler.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {

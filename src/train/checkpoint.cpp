@@ -1,0 +1,190 @@
+#include "train/checkpoint.h"
+
+#include <algorithm>
+#include <fstream>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "data/shards.h"
+#include "io/hf_config.h"
+
+namespace draftalign::train {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kStateFile = "trainer_state.json";
+constexpr const char* kCheckpointFiles[] = {"model.safetensors", "optimizer.pt", "rng.pt"};
+
+std::string file_checksum(const stdfs::path& p) { return data::checksum_hex(fs::read_file(p)); }
+
+// This rank's generator states: the CPU one, and the CUDA one of the current device when training on CUDA.
+std::vector<torch::Tensor> generator_states(torch::Device device) {
+  std::vector<torch::Tensor> out = {at::detail::getDefaultCPUGenerator().get_state()};
+  if (device.is_cuda()) out.push_back(at::globalContext().defaultGenerator(device).get_state());
+  return out;
+}
+
+}  // namespace
+
+stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%07lld", static_cast<long long>(step));
+  return output_dir / "checkpoints" / name;
+}
+
+int64_t checkpoint_step(const stdfs::path& dir) {
+  std::string name = dir.filename().string();
+  if (name.empty()) name = dir.parent_path().filename().string();  // "…/step-0000500/"
+  if (name.size() != 12 || name.rfind("step-", 0) != 0 ||
+      name.find_first_not_of("0123456789", 5) != std::string::npos)
+    return -1;
+  return std::stoll(name.substr(5));
+}
+
+namespace {
+
+std::vector<std::pair<int64_t, stdfs::path>> list_checkpoints(const stdfs::path& output_dir) {
+  std::vector<std::pair<int64_t, stdfs::path>> out;
+  const stdfs::path root = output_dir / "checkpoints";
+  if (!stdfs::is_directory(root)) return out;
+  for (const auto& e : stdfs::directory_iterator(root)) {
+    const int64_t step = checkpoint_step(e.path());
+    if (step >= 0 && stdfs::exists(e.path() / kStateFile)) out.emplace_back(step, e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir) {
+  auto all = list_checkpoints(output_dir);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const std::string& resume) {
+  if (resume == "none") return std::nullopt;
+  if (resume == "auto") return latest_checkpoint(output_dir);
+  DA_CHECK(stdfs::exists(stdfs::path(resume) / kStateFile), "train.resume: ", resume,
+           " is not a checkpoint directory (no ", kStateFile, "); use auto, none or a checkpoints/step-N path");
+  return stdfs::path(resume);
+}
+
+void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, const AdamW& opt,
+                     const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last) {
+  // Every rank's generator states, gathered to all (rank 0 writes them).
+  std::vector<torch::Tensor> rng;
+  for (const torch::Tensor& s : generator_states(dist.device()))
+    for (const torch::Tensor& r : dist.all_gather(s.to(dist.device()), "generator-state gather"))
+      rng.push_back(r.cpu());
+  if (dist.rank() != 0) return;
+
+  const stdfs::path dir = checkpoint_dir(output_dir, state.step);
+  fs::AtomicDir tmp(dir);
+  model::save_llama(model, tmp.path(), torch::kFloat32, tokenizer_dir);  // replaces the empty temporary directory
+  opt.save(tmp.path() / "optimizer.pt");
+  torch::save(rng, (tmp.path() / "rng.pt").string());
+  json j = {{"format", "draftalign-checkpoint"}, {"version", 1},       {"step", state.step},
+            {"consumed", state.consumed},        {"tokens", state.tokens}, {"skipped", state.skipped},
+            {"empty_micro_batches", state.empty_micro_batches}, {"world_size", dist.world()}, {"extra", state.extra}};
+  for (const char* f : kCheckpointFiles) j["checksums"][f] = file_checksum(tmp.path() / f);
+  fs::write_file_atomic(tmp.path() / kStateFile, j.dump(2) + "\n");
+  tmp.commit();
+
+  auto all = list_checkpoints(output_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) fs::remove_tree(all[i].second);
+}
+
+TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW& opt, Dist& dist) {
+  const stdfs::path state_file = dir / kStateFile;
+  json j;
+  try {
+    j = json::parse(fs::read_file(state_file));
+  } catch (const json::exception& e) {
+    throw Error(str_cat(state_file.string(), ": not valid JSON (", e.what(), ")"));
+  }
+  DA_CHECK(j.is_object() && j.value("format", "") == "draftalign-checkpoint" && j.value("version", 0) == 1,
+           state_file.string(), ": not a draftalign checkpoint state (format/version)");
+  for (const char* f : kCheckpointFiles) {
+    const stdfs::path p = dir / f;
+    DA_CHECK(stdfs::exists(p), p.string(), ": missing from the checkpoint");
+    const std::string want = j["checksums"].value(f, "");
+    DA_CHECK(file_checksum(p) == want, p.string(), ": checksum does not match ", state_file.string(),
+             " (the file is damaged; resume from an older checkpoint with train.resume=<dir>)");
+  }
+  TrainerState s;
+  try {
+    s.step = j.at("step").get<int64_t>();
+    s.consumed = j.at("consumed").get<int64_t>();
+    s.tokens = j.at("tokens").get<int64_t>();
+    s.skipped = j.at("skipped").get<int64_t>();
+    s.empty_micro_batches = j.value("empty_micro_batches", int64_t{0});
+    s.extra = j.value("extra", json::object());
+  } catch (const json::exception& e) {
+    throw Error(str_cat(state_file.string(), ": ", e.what()));
+  }
+
+  // The checkpoint's architecture must be the one configured.
+  const io::LlamaConfig have = io::read_hf_config(dir / "config.json");
+  const io::LlamaConfig& want = model.config();
+  auto same = [&](const char* key, auto a, auto b) {
+    DA_CHECK(a == b, (dir / "config.json").string(), ": ", key, " is ", a, " but the configured model has ", b,
+             " (resume with the config the checkpoint was trained with, or train.resume=none)");
+  };
+  same("vocab_size", have.vocab_size, want.vocab_size);
+  same("hidden_size", have.hidden_size, want.hidden_size);
+  same("intermediate_size", have.intermediate_size, want.intermediate_size);
+  same("num_hidden_layers", have.num_hidden_layers, want.num_hidden_layers);
+  same("num_attention_heads", have.num_attention_heads, want.num_attention_heads);
+  same("num_key_value_heads", have.num_key_value_heads, want.num_key_value_heads);
+  same("tie_word_embeddings", have.tie_word_embeddings, want.tie_word_embeddings);
+
+  auto loaded = model::load_llama(dir, torch::kCPU, torch::kFloat32);
+  {
+    torch::NoGradGuard no_grad;
+    auto dst = model.named_parameters();
+    for (const auto& kv : loaded->named_parameters()) dst[kv.key()].copy_(kv.value());
+  }
+  opt.load(dir / "optimizer.pt");
+  std::vector<torch::Tensor> rng;
+  try {
+    torch::load(rng, (dir / "rng.pt").string());
+  } catch (const c10::Error& e) {
+    throw Error(str_cat((dir / "rng.pt").string(), ": cannot load the generator states (",
+                        std::string(e.what_without_backtrace()).substr(0, 200), ")"));
+  }
+  const int64_t per_rank = dist.device().is_cuda() ? 2 : 1;
+  const int64_t saved_world = j.value("world_size", 0);
+  if (saved_world == dist.world() && static_cast<int64_t>(rng.size()) == per_rank * saved_world) {
+    at::Generator cpu = at::detail::getDefaultCPUGenerator();
+    cpu.set_state(rng[dist.rank()]);
+    if (per_rank == 2) {
+      at::Generator cuda = at::globalContext().defaultGenerator(dist.device());
+      cuda.set_state(rng[saved_world + dist.rank()]);
+    }
+  } else {
+    log::warn("checkpoint ", dir.string(), " was written by ", saved_world, " ranks (", rng.size(),
+              " generator states); generators are not restored");
+  }
+  return s;
+}
+
+void truncate_metrics(const stdfs::path& file, int64_t step) {
+  if (!stdfs::exists(file)) return;
+  std::ifstream in(file);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) continue;  // a line cut short by a kill
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step)
+      continue;
+    kept += line + "\n";
+  }
+  fs::write_file_atomic(file, kept);
+}
+
+}  // namespace draftalign::train

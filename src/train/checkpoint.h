@@ -1,0 +1,57 @@
+// checkpoint.h: the checkpoint format and exact resume.
+//
+// A checkpoint is a directory <output_dir>/checkpoints/step-NNNNNNN/:
+//   config.json, model.safetensors (fp32 master weights), tokenizer files   a Hugging Face directory
+//   optimizer.pt                                                             AdamW state (tensors, torch::save)
+//   rng.pt                                                                   every rank's generator state
+//   trainer_state.json                                                       step, data cursor, counters, checksums
+// It is built beside its final name and renamed into place, so a directory with that name is complete; resume checks
+// each file against the checksums in trainer_state.json and names the file that does not match.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/llama.h"
+#include "train/dist.h"
+#include "train/optim.h"
+
+namespace draftalign::train {
+
+namespace stdfs = std::filesystem;
+
+struct TrainerState {
+  int64_t step = 0;          // optimizer steps done
+  int64_t consumed = 0;      // training sequences consumed (the data cursor, independent of the world size)
+  int64_t tokens = 0;        // training tokens consumed
+  int64_t skipped = 0;       // steps skipped for a non-finite loss (train.on_nonfinite = skip)
+  int64_t empty_micro_batches = 0;  // micro-batches with nothing to learn from (MicroBatch::skipped)
+  nlohmann::json extra;      // recipe-specific fields
+};
+
+stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step);
+// The step of a checkpoint directory named as checkpoint_dir names them ("step-0000500" -> 500), or -1.
+int64_t checkpoint_step(const stdfs::path& dir);
+// The newest complete checkpoint under <output_dir>/checkpoints, if any.
+std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir);
+// The checkpoint train.resume asks for: auto = latest_checkpoint, none = nothing, else that path (which must exist).
+std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const std::string& resume);
+
+// Writes a checkpoint (rank 0 writes; every rank must call it: the generator states are gathered) and deletes all
+// but the newest `keep_last`.
+void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, const AdamW& opt,
+                     const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last);
+
+// Loads a checkpoint into `model` (whose config must match the checkpoint's) and `opt`, restores this rank's
+// generator and returns the trainer state. Errors name the file.
+TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW& opt, Dist& dist);
+
+// Keeps the records of a metrics JSONL file whose "step" is at most `step` (a resumed run redoes the later ones).
+void truncate_metrics(const stdfs::path& file, int64_t step);
+
+}  // namespace draftalign::train
