@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     const torch::Device device = train::compute_device(device_name);
     const bool cuda = device.is_cuda();
     auto student = model::load_llama(student_dir, device, torch::kFloat32);
-    auto target = model::load_llama(target_dir, device, train::pick_dtype("auto", device));
+    auto target = model::load_llama(target_dir, device, train::pick_dtype(config::Dtype::kAuto, device));
     target->eval();
     for (auto& p : target->parameters()) p.set_requires_grad(false);
     torch::manual_seed(0);
@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
       for (int64_t t = prompt; t < seq; ++t) rows.push_back(b * seq + t);
     const Tensor positions = torch::tensor(rows, torch::kInt64).to(device);
     train::KdOptions o;
-    o.loss = loss;
+    o.loss = config::enum_from<config::Loss>(loss, "--loss");
     auto select = [&](const Tensor& h) { return h.reshape({-1, h.size(-1)}).index_select(0, positions); };
     auto step = [&](bool response_only) {
       Tensor t, s;

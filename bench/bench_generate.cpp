@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   try {
     const torch::Device device = train::compute_device(device_name);
     const bool cuda = device.is_cuda();
-    auto model = model::load_llama(model_dir, device, train::pick_dtype("auto", device));
+    auto model = model::load_llama(model_dir, device, train::pick_dtype(config::Dtype::kAuto, device));
     model->eval();
     const auto tokenizer = tok::load_tokenizer(model_dir);
     const auto chat = tok::ChatTemplate::from_dir(model_dir);

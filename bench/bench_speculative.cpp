@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   try {
     const torch::Device device = train::compute_device(device_name);
     const bool cuda = device.is_cuda();
-    const torch::ScalarType dtype = train::pick_dtype("auto", device);
+    const torch::ScalarType dtype = train::pick_dtype(config::Dtype::kAuto, device);
     auto target = model::load_llama(target_dir, device, dtype);
     auto drafter = model::load_llama(drafter_dir, device, dtype);
     target->eval(), drafter->eval();

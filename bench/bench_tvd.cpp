@@ -116,10 +116,11 @@ int main(int argc, char** argv) {
     };
     std::vector<Loss> losses(3);
     losses[0] = {"tvd", {}};
-    losses[0].o.loss = "tvd";
+    losses[0].o.loss = config::Loss::kTvd;
     losses[1] = {"tvdpp q token", {}};
     losses[2] = {"tvdpp uniform batch", {}};
-    losses[2].o.tvdpp_weighting = "uniform", losses[2].o.tvdpp_scope = "batch";
+    losses[2].o.tvdpp_weighting = config::TvdppWeighting::kUniform,
+    losses[2].o.tvdpp_scope = config::TvdppScope::kBatch;
     nlohmann::json rows = nlohmann::json::array();
     constexpr int kSets = 2;
     for (const Shape& sh : shapes) {

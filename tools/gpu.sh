@@ -93,8 +93,8 @@ run() {
   echo "$gpu" >"$log/device.txt"
 
   t0=$SECONDS
-  cmake -S . -B "$bin" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr" \
-    -DPython3_EXECUTABLE="$python" -DDRAFTALIGN_CUDA=ON -DDRAFTALIGN_CUDA_ARCHS="$archs" >"$log/configure.log" 2>&1 \
+  DRAFTALIGN_PREFIX_PATH="$torch_prefix;$prefix/usr" DRAFTALIGN_PYTHON="$python" cmake --preset gpu -B "$bin" \
+    -DDRAFTALIGN_CUDA_ARCHS="$archs" >"$log/configure.log" 2>&1 \
     || { tail -40 "$log/configure.log"; echo "gpu.sh: configure failed"; exit 1; }
   grep -E '^-- draftalign' "$log/configure.log" || true
   cmake --build "$bin" -j "$(nproc)" >"$log/build.log" 2>&1 \

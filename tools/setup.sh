@@ -92,11 +92,10 @@ export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_fi
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 if [ ! -f "$build/build.ninja" ]; then
   say "configuring $build"
+  # The build line is CMakePresets.json's (shared with tools/gpu.sh and the README).
   # shellcheck disable=SC2086
-  cmake -S . -B "$build" -G Ninja \
+  DRAFTALIGN_PREFIX_PATH="$prefix" DRAFTALIGN_PYTHON="$torch_python" cmake --preset default -B "$build" \
     -DCMAKE_BUILD_TYPE="${DRAFTALIGN_BUILD_TYPE:-Release}" \
-    -DCMAKE_PREFIX_PATH="$prefix" \
-    -DPython3_EXECUTABLE="$torch_python" \
     ${DRAFTALIGN_CMAKE_ARGS:-} >"$root/.cmake-configure.log" 2>&1 \
     || { cat "$root/.cmake-configure.log" >&2; die "cmake configure failed (log above)"; }
   grep -E '^-- draftalign' "$root/.cmake-configure.log" || true

@@ -185,9 +185,11 @@ std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& pr
 }
 
 std::string distill_run_name(const config::DistillSection& d) {
-  std::string name = d.loss;
-  if (d.loss == "tvdpp")
-    name += "-" + d.tvdpp_scope + "-" + d.tvdpp_weighting + (d.tvdpp_stats == "q" ? "" : "-" + d.tvdpp_stats);
+  using config::name_of;
+  std::string name = name_of(d.loss);
+  if (d.loss == config::Loss::kTvdpp)
+    name += "-" + name_of(d.tvdpp_scope) + "-" + name_of(d.tvdpp_weighting) +
+            (d.tvdpp_stats == config::TvdppStats::kQ ? "" : "-" + name_of(d.tvdpp_stats));
   if (d.on_policy_fraction > 0) name += str_cat("-onpolicy", d.on_policy_fraction);
   return name;
 }
@@ -197,7 +199,7 @@ int distill(const config::Config& cfg) {
   const config::TrainSection& t = d.train;
   Runtime rt = make_runtime(cfg.run, t);
   const stdfs::path out = stdfs::path(d.output_dir) / distill_run_name(d);
-  const bool offline = d.teacher == "offline";
+  const bool offline = d.teacher == config::Teacher::kOffline;
   DA_CHECK(!offline || d.temperature == 1.0, "distill.temperature = ", d.temperature,
            " with distill.teacher = offline: the stored top-k log-probs are the target's at temperature 1, so an "
            "offline run needs distill.temperature = 1 (or distill.teacher = online)");
@@ -235,10 +237,8 @@ int distill(const config::Config& cfg) {
             val_set.size(), " held-out records; kd_weight ", d.kd_weight, ", ce_weight ", d.ce_weight,
             ", temperature ", d.temperature);
 
-  KdOptions kd;
-  kd.loss = d.loss, kd.temperature = d.temperature, kd.tvdpp_scope = d.tvdpp_scope;
-  kd.tvdpp_weighting = d.tvdpp_weighting, kd.tvdpp_stats = d.tvdpp_stats;
-  const bool fused = d.loss == "tvd" || d.loss == "tvdpp";
+  const KdOptions kd = KdOptions::of(d);
+  const bool fused = d.loss == config::Loss::kTvd || d.loss == config::Loss::kTvdpp;
 
   // The student's logits at the response positions of a batch, and the two sides the KD loss compares there: the
   // student's and the target's logits over the vocabulary (online), or their log-probs over the stored top-k + rest
@@ -312,7 +312,7 @@ int distill(const config::Config& cfg) {
     else
       ce = torch::zeros({}, s.options().dtype(torch::kFloat32));
     Tensor kd_value, alpha_sum;
-    if (d.loss == "ce") {
+    if (d.loss == config::Loss::kCe) {
       kd_value = ce;
     } else if (fused) {
       kd_value = kd_loss_fused(student_side, teacher_side, kd, &alpha_sum);

@@ -4,6 +4,7 @@
 #include "common/log.h"
 #include "io/hf_checkpoint.h"
 #include "model/llama.h"
+#include "train/runtime.h"
 
 namespace draftalign::train {
 
@@ -18,8 +19,7 @@ int export_drafter(const config::Config& cfg) {
   // The tokenizer files travel with the weights: the checkpoint's own, else the target's.
   const bool own = stdfs::exists(src / "tokenizer.json") || stdfs::exists(src / "tokenizer.model");
   const stdfs::path tokenizer_dir = own ? src : stdfs::path(cfg.target.dir);
-  const torch::ScalarType dtype =
-      e.dtype == "bf16" ? torch::kBFloat16 : e.dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
+  const torch::ScalarType dtype = pick_dtype(e.dtype, torch::kCPU);  // fp32, bf16 or fp16 (the schema allows no auto)
   model::save_llama(*model, e.output_dir, dtype, tokenizer_dir);
   io::HfCheckpoint::open(e.output_dir).check_llama();
   log::info("export: ", src.string(), " (", model->num_params(), " parameters) -> ", e.output_dir, " (", e.dtype,

@@ -182,7 +182,8 @@ int generate(const config::Config& cfg) {
              "pipeline.target_prompts), or leave it out of generate.prompts");
   const std::vector<double> weights =
       g.prompt_weights.empty() ? std::vector<double>(g.prompts.size(), 1.0) : g.prompt_weights;
-  const PromptSet prompts = load_prompts(g.prompts, g.on_bad_record == "skip", g.max_prompts, weights);
+  const PromptSet prompts =
+      load_prompts(g.prompts, g.on_bad_record == config::OnBadRecord::kSkip, g.max_prompts, weights);
   if (prompts.skipped > 0)
     log::warn("generate: skipped ", prompts.skipped, " malformed prompt lines (the first: ", prompts.first_skip_reason,
               ")");

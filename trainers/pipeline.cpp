@@ -27,18 +27,15 @@ namespace stdfs = std::filesystem;
 
 config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss) {
   config::Config c = cfg;
-  c.distill.loss = loss.empty() ? c.pipeline.losses.at(0) : loss;
+  c.distill = config::with_run(c.distill, loss.empty() ? c.pipeline.losses.at(0) : loss);
   std::vector<std::string>& drafters = c.evaluate.drafters;
   drafters.clear();
   auto add = [&](const std::string& dir) {
     if (std::find(drafters.begin(), drafters.end(), dir) == drafters.end()) drafters.push_back(dir);
   };
   add(c.distill.student);
-  for (const auto& l : c.pipeline.losses) {
-    config::DistillSection d = c.distill;
-    d.loss = l;
-    add((stdfs::path(d.output_dir) / distill_run_name(d) / "final").string());
-  }
+  for (const auto& run : c.pipeline.losses)
+    add((stdfs::path(c.distill.output_dir) / distill_run_name(config::with_run(c.distill, run)) / "final").string());
   for (const auto& d : cfg.evaluate.drafters) add(d);
   return c;
 }
@@ -111,16 +108,22 @@ int pipeline(const config::Config& cfg) {
   DA_CHECK(stdfs::exists(stdfs::path(c.generate.output_dir) / "manifest.json"), "pipeline: generate did not finish every shard (", c.generate.output_dir,
            "); with generate.shard set, run the other processes, then the pipeline again");
 
-  for (const auto& loss : c.pipeline.losses) {
-    const config::Config d = pipeline_stage_config(cfg, loss);
+  for (const auto& run : c.pipeline.losses) {
+    const config::Config d = pipeline_stage_config(cfg, run);
     const stdfs::path out = stdfs::path(d.distill.output_dir) / distill_run_name(d.distill);
-    stage("distill " + loss + ": " + out.string(), ++k, total);
-    if (loss != cfg.distill.loss)
-      log::info("pipeline: distill.loss = ", loss, " for this run (from pipeline.losses; the config's distill.loss = ",
-                cfg.distill.loss, " is not used)");
+    stage("distill " + run + ": " + out.string(), ++k, total);
+    const config::DistillSection& mine = d.distill;
+    const config::DistillSection& theirs = cfg.distill;
+    if (mine.loss != theirs.loss || mine.tvdpp_scope != theirs.tvdpp_scope ||
+        mine.tvdpp_weighting != theirs.tvdpp_weighting || mine.tvdpp_stats != theirs.tvdpp_stats)
+      log::info("pipeline: distill.loss = ", mine.loss,
+                mine.loss == config::Loss::kTvdpp ? str_cat(", tvdpp_scope = ", mine.tvdpp_scope, ", tvdpp_weighting = ",
+                                                            mine.tvdpp_weighting, ", tvdpp_stats = ", mine.tvdpp_stats)
+                                                  : std::string(),
+                " for this run (from pipeline.losses: ", run, "; the config's own are not used)");
     record(d, "distill-" + distill_run_name(d.distill));
     if (training_complete(out, d.distill.train.steps))
-      log::info("pipeline: distill ", loss, " is complete (", (out / "final").string(), "), skipped");
+      log::info("pipeline: distill ", run, " is complete (", (out / "final").string(), "), skipped");
     else
       distill(d);
   }

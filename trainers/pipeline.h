@@ -1,11 +1,11 @@
 // pipeline.h: `draftalign pipeline`: every stage in order, the README's main command.
 //
 // pipeline: prepare-data -> pretrain -> [magpie: the target writes prompts, with pipeline.target_prompts] -> generate
-// -> distill (one run per loss in pipeline.losses) -> evaluate (the
+// -> distill (one run per entry of pipeline.losses: a loss, or a TVD++ variant by its run name) -> evaluate (the
 // pretrained-only drafter against each distilled one). The stages chain through the config's ${...} references
 // (pretrain reads ${prepare.output_dir}, distill starts from ${pretrain.output_dir}/final and reads
 // ${generate.output_dir}); what the pipeline sets itself, it logs and records (<run.output_dir>/pipeline-<stage>.config.yaml):
-// distill.loss, each of pipeline.losses in turn, and evaluate.drafters, distill.student and every distilled drafter
+// the distill loss options of each pipeline.losses run in turn (config::with_run), and evaluate.drafters, distill.student and every distilled drafter
 // ahead of the config's own list. A stage whose outputs are complete is skipped (prepare-data and
 // generate check their own outputs; a training run is complete when its final drafter and the checkpoint of its
 // last step exist; evaluate when report.json was made from the same inputs); an interrupted stage resumes (training
@@ -18,8 +18,8 @@ namespace draftalign::train {
 
 int pipeline(const config::Config& cfg);
 
-// The config each stage of the pipeline runs with: `cfg` with distill.loss = `loss` (empty: the first of
-// pipeline.losses) and evaluate.drafters = distill.student, each pipeline.losses run's final drafter, then
+// The config each stage of the pipeline runs with: `cfg` with the loss options of the run named `loss` (empty: the
+// first of pipeline.losses; config::with_run) and evaluate.drafters = distill.student, each pipeline.losses run's final drafter, then
 // cfg.evaluate.drafters, each once. Nothing else is changed.
 config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss = "");
 

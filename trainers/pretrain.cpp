@@ -121,7 +121,7 @@ std::shared_ptr<model::Llama> make_model(const config::PretrainSection& p, const
     m = std::make_shared<model::Llama>(c, torch::TensorOptions().device(rt.device));
     log::info("pretrain: new drafter, ", m->num_params(), " parameters (", c.num_hidden_layers, " layers, hidden ",
               c.hidden_size, ", vocab ", c.vocab_size, ")");
-    if (p.embedding_init == "target-svd") {
+    if (p.embedding_init == config::EmbeddingInit::kTargetSvd) {
       torch::NoGradGuard no_grad;
       const Tensor e = target_svd_embedding(target_dir, c.vocab_size, c.hidden_size);
       for (auto& item : m->named_parameters())
@@ -154,7 +154,8 @@ int pretrain(const config::Config& cfg) {
            " tokens, fewer than one sequence of pretrain.train.seq_len + 1 = ", t.seq_len + 1);
 
   // Model and the loop.
-  DA_CHECK(p.embedding_init == "normal" || p.init_from.empty(), "pretrain.embedding_init = ", p.embedding_init,
+  DA_CHECK(p.embedding_init == config::EmbeddingInit::kNormal || p.init_from.empty(),
+           "pretrain.embedding_init = ", p.embedding_init,
            " initialises a drafter from scratch, but pretrain.init_from = ", p.init_from, " loads one");
   auto model = make_model(p, cfg.target.dir, *tokenizer, cfg.run.seed, rt);
   DA_CHECK(model->config().vocab_size == index.vocab_size, "pretrain.model.vocab_size (", model->config().vocab_size,

@@ -115,7 +115,7 @@ void run_training(const config::RunSection& run, const config::TrainSection& t, 
     const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
     if (finite) {
       opt.step();
-    } else if (t.on_nonfinite == "stop") {
+    } else if (t.on_nonfinite == config::OnNonfinite::kStop) {
       throw Error(str_cat(name, ": non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm,
                           ") at step ", step + 1, "; ", checkpoint_note(), ". Lower ", name,
                           ".train.optim.lr, or set ", name, ".train.on_nonfinite=skip to skip such steps"));

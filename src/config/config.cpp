@@ -39,7 +39,7 @@ std::vector<Config::Problem> Config::cross_checks() const {
                                                       generate.prompts.size(), " files in generate.prompts")});
   if (magpie.min_chars > magpie.max_chars)
     out.push_back({"magpie.min_chars", str_cat("must not exceed magpie.max_chars (", magpie.max_chars, ")")});
-  if (distill.on_policy_fraction > 0 && distill.teacher != "online")
+  if (distill.on_policy_fraction > 0 && distill.teacher != Teacher::kOnline)
     out.push_back({"distill.on_policy_fraction", "on-policy responses need distill.teacher = online: the stored top-k "
                                                  "log-probs score only the target's own answers"});
   for (const auto& [key, empty] : {std::pair<const char*, bool>{"evaluate.drafters",
@@ -53,6 +53,32 @@ std::vector<Config::Problem> Config::cross_checks() const {
     out.push_back({"evaluate.prompt_lookup_max", str_cat("must be at least evaluate.prompt_lookup_min (",
                                                          evaluate.prompt_lookup_min, ")")});
   return out;
+}
+
+std::vector<std::string> distill_run_choices() {
+  std::vector<std::string> out;
+  for (const char* loss : EnumNames<Loss>::names) out.push_back(loss);
+  for (const char* scope : EnumNames<TvdppScope>::names)
+    for (const char* weighting : EnumNames<TvdppWeighting>::names)
+      for (const char* stats : {"", "-vocab"}) out.push_back(str_cat("tvdpp-", scope, "-", weighting, stats));
+  return out;
+}
+
+DistillSection with_run(DistillSection d, const std::string& run) {
+  const std::vector<std::string> choices = distill_run_choices();
+  index_of_name(run, choices, "pipeline.losses");
+  if (run.rfind("tvdpp-", 0) != 0) {
+    d.loss = enum_from<Loss>(run, "pipeline.losses");
+    return d;
+  }
+  // tvdpp-<scope>-<weighting>[-vocab]: no name of a scope or weighting holds a '-'.
+  const size_t a = run.find('-', 6), b = run.find('-', a + 1);
+  d.loss = Loss::kTvdpp;
+  d.tvdpp_scope = enum_from<TvdppScope>(run.substr(6, a - 6), "pipeline.losses");
+  d.tvdpp_weighting = enum_from<TvdppWeighting>(run.substr(a + 1, b == std::string::npos ? b : b - a - 1),
+                                                "pipeline.losses");
+  d.tvdpp_stats = b == std::string::npos ? TvdppStats::kQ : enum_from<TvdppStats>(run.substr(b + 1), "pipeline.losses");
+  return d;
 }
 
 }  // namespace draftalign::config

@@ -12,11 +12,33 @@
 
 namespace draftalign::config {
 
+// --- Typed choices: each option below that picks one of a few words is one of these; the schema maps the word. ------
+enum class Device { kAuto, kCpu, kCuda };
+DA_ENUM_NAMES(Device, "auto", "cpu", "cuda");
+enum class Dtype { kAuto, kFp32, kBf16, kFp16 };
+DA_ENUM_NAMES(Dtype, "auto", "fp32", "bf16", "fp16");
+enum class OnNonfinite { kStop, kSkip };
+DA_ENUM_NAMES(OnNonfinite, "stop", "skip");
+enum class EmbeddingInit { kNormal, kTargetSvd };
+DA_ENUM_NAMES(EmbeddingInit, "normal", "target-svd");
+enum class OnBadRecord { kError, kSkip };
+DA_ENUM_NAMES(OnBadRecord, "error", "skip");
+enum class Loss { kTvdpp, kFkl, kRkl, kTvd, kCe };
+DA_ENUM_NAMES(Loss, "tvdpp", "fkl", "rkl", "tvd", "ce");
+enum class Teacher { kOnline, kOffline };
+DA_ENUM_NAMES(Teacher, "online", "offline");
+enum class TvdppScope { kToken, kBatch };
+DA_ENUM_NAMES(TvdppScope, "token", "batch");
+enum class TvdppWeighting { kQ, kUniform };
+DA_ENUM_NAMES(TvdppWeighting, "q", "uniform");
+enum class TvdppStats { kQ, kVocab };
+DA_ENUM_NAMES(TvdppStats, "q", "vocab");
+
 // Where a run writes, how it seeds, which device it uses.
 struct RunSection {
   std::string output_dir = "runs/demo";
   int64_t seed = 1234;
-  std::string device = "auto";
+  Device device = Device::kAuto;
   int64_t threads = 0;
   int64_t log_every = 10;
   double progress_interval_s = 10.0;
@@ -27,7 +49,7 @@ struct RunSection {
     s.add("output_dir", output_dir,
           "the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories");
     s.add("seed", seed, "base random seed; each rank and stage derives its own from it", Bounds::at_least(0));
-    s.add_choice("device", device, "auto = CUDA when available, else CPU", {"auto", "cpu", "cuda"});
+    s.add("device", device, "auto = CUDA when available, else CPU");
     s.add("threads", threads, "CPU threads for intra-op parallelism; 0 = all cores", Bounds::at_least(0));
     s.add("log_every", log_every, "steps between metric log lines", Bounds::at_least(1));
     s.add("progress_interval_s", progress_interval_s,
@@ -41,13 +63,13 @@ struct RunSection {
 // The chat-tuned target model: a Hugging Face directory (config.json, *.safetensors, tokenizer.json/.model).
 struct TargetSection {
   std::string dir = ".cache/models/SmolLM2-135M-Instruct";
-  std::string dtype = "auto";
+  Dtype dtype = Dtype::kAuto;
   std::string chat_template = "auto";
 
   template <class V>
   void visit(V& s) {
     s.add("dir", dir, "Hugging Face checkpoint directory of the target (the demo converts it from the GGUF)");
-    s.add_choice("dtype", dtype, "compute dtype; auto = bf16 on CUDA, fp32 on CPU", {"auto", "fp32", "bf16"});
+    s.add("dtype", dtype, "compute dtype; auto = bf16 on CUDA, fp32 on CPU", {"auto", "fp32", "bf16"});
     s.add_choice("chat_template", chat_template, "auto = from tokenizer_config.json",
                  {"auto", "chatml", "llama2"});
   }
@@ -127,8 +149,8 @@ struct TrainSection {
   int64_t keep_last = 2;
   double bucket_mb = 25.0;
   std::string resume = "auto";
-  std::string dtype = "auto";
-  std::string on_nonfinite = "stop";
+  Dtype dtype = Dtype::kAuto;
+  OnNonfinite on_nonfinite = OnNonfinite::kStop;
   OptimSection optim;
 
   template <class V>
@@ -143,10 +165,9 @@ struct TrainSection {
     s.add("keep_last", keep_last, "checkpoints kept on disk (older ones are deleted)", Bounds::at_least(1));
     s.add("bucket_mb", bucket_mb, "data parallel: MB of gradients per all-reduce bucket", Bounds::positive());
     s.add("resume", resume, "auto = latest checkpoint in the output dir, none = start over, or a checkpoint path");
-    s.add_choice("dtype", dtype, "auto = bf16 autocast with fp32 master weights on CUDA, fp32 on CPU",
-                 {"auto", "fp32", "bf16"});
-    s.add_choice("on_nonfinite", on_nonfinite, "a NaN/Inf loss: stop (naming the last good checkpoint) or skip",
-                 {"stop", "skip"});
+    s.add("dtype", dtype, "auto = bf16 autocast with fp32 master weights on CUDA, fp32 on CPU",
+          {"auto", "fp32", "bf16"});
+    s.add("on_nonfinite", on_nonfinite, "a NaN/Inf loss: stop (naming the last good checkpoint) or skip");
     s.section("optim", optim, "AdamW with linear warm-up and cosine decay");
   }
 };
@@ -184,7 +205,7 @@ struct PretrainSection {
 
   std::string data_dir = "${prepare.output_dir}";
   std::string init_from = "";
-  std::string embedding_init = "target-svd";
+  EmbeddingInit embedding_init = EmbeddingInit::kTargetSvd;
   std::string output_dir = "${run.output_dir}/pretrain";
   bool document_mask = true;
   ModelShape model;
@@ -194,10 +215,9 @@ struct PretrainSection {
   void visit(V& s) {
     s.add("data_dir", data_dir, "token shards written by prepare-data");
     s.add("init_from", init_from, "start from this HF checkpoint directory; empty = from scratch (model.*)");
-    s.add_choice("embedding_init", embedding_init,
-                 "from scratch: normal(0, 0.02), or target-svd = the target's embedding matrix projected on its top "
-                 "model.hidden_size right singular vectors (E V_d), the tied head with it",
-                 {"normal", "target-svd"});
+    s.add("embedding_init", embedding_init,
+          "from scratch: normal(0, 0.02), or target-svd = the target's embedding matrix projected on its top "
+          "model.hidden_size right singular vectors (E V_d), the tied head with it");
     s.add("output_dir", output_dir, "checkpoints, metrics and the final HF-format drafter");
     s.add("document_mask", document_mask,
           "packed sequences: attend only within each document, positions restarting at each one");
@@ -225,7 +245,7 @@ struct GenerateSection {
   int64_t shard_size = 32;
   std::vector<double> prompt_weights = {};
   std::string shard = "";
-  std::string on_bad_record = "error";
+  OnBadRecord on_bad_record = OnBadRecord::kError;
 
   template <class V>
   void visit(V& s) {
@@ -248,8 +268,7 @@ struct GenerateSection {
           "an even mix (every weight 1)", Bounds::at_least(0));
     s.add("shard", shard, "i/n: this process takes every n-th shard from i (independent processes); "
                           "empty = RANK/WORLD_SIZE of the launcher");
-    s.add_choice("on_bad_record", on_bad_record, "a malformed prompt line: error (with file:line) or skip and count",
-                 {"error", "skip"});
+    s.add("on_bad_record", on_bad_record, "a malformed prompt line: error (with file:line) or skip and count");
   }
 };
 
@@ -308,14 +327,14 @@ struct DistillSection {
   std::string data_dir = "${generate.output_dir}";
   std::string student = "${pretrain.output_dir}/final";
   std::string output_dir = "${run.output_dir}/distill";
-  std::string loss = "tvdpp";
-  std::string teacher = "offline";
+  Loss loss = Loss::kTvdpp;
+  Teacher teacher = Teacher::kOffline;
   double temperature = 1.0;
   double kd_weight = 1.0;
   double ce_weight = 0.0;
-  std::string tvdpp_scope = "token";
-  std::string tvdpp_weighting = "q";
-  std::string tvdpp_stats = "q";
+  TvdppScope tvdpp_scope = TvdppScope::kToken;
+  TvdppWeighting tvdpp_weighting = TvdppWeighting::kQ;
+  TvdppStats tvdpp_stats = TvdppStats::kQ;
   double on_policy_fraction = 0.0;
   double on_policy_temperature = 1.0;
   double val_fraction = 0.1;
@@ -326,20 +345,16 @@ struct DistillSection {
     s.add("data_dir", data_dir, "prompt/response shards written by generate");
     s.add("student", student, "drafter checkpoint to start from (HF directory)");
     s.add("output_dir", output_dir, "checkpoints, metrics and the distilled drafter (a sub-directory per loss)");
-    s.add_choice("loss", loss, "distillation loss", {"tvdpp", "fkl", "rkl", "tvd", "ce"});
-    s.add_choice("teacher", teacher, "online = run the target; offline = stored top-k log-probs",
-                 {"online", "offline"});
+    s.add("loss", loss, "distillation loss");
+    s.add("teacher", teacher, "online = run the target; offline = stored top-k log-probs");
     s.add("temperature", temperature, "softmax temperature T for both p and q", Bounds::positive());
     s.add("kd_weight", kd_weight, "weight of the distillation loss", Bounds::at_least(0));
     s.add("ce_weight", ce_weight, "weight of next-token cross-entropy on the responses", Bounds::at_least(0));
-    s.add_choice("tvdpp_scope", tvdpp_scope, "reward normalisation statistics: per token or over the global batch",
-                 {"token", "batch"});
-    s.add_choice("tvdpp_weighting", tvdpp_weighting, "q = exact policy gradient; uniform = 1/|V| weights",
-                 {"q", "uniform"});
-    s.add_choice("tvdpp_stats", tvdpp_stats,
-                 "mean and std of the reward 1[p > q]: q = under the drafter's q (E_q[r]); vocab = over the V entries, "
-                 "which the tail sets (docs/TVDPP.md)",
-                 {"q", "vocab"});
+    s.add("tvdpp_scope", tvdpp_scope, "reward normalisation statistics: per token or over the global batch");
+    s.add("tvdpp_weighting", tvdpp_weighting, "q = exact policy gradient; uniform = 1/|V| weights");
+    s.add("tvdpp_stats", tvdpp_stats,
+          "mean and std of the reward 1[p > q]: q = under the drafter's q (E_q[r]); vocab = over the V entries, "
+          "which the tail sets (docs/TVDPP.md)");
     s.add("on_policy_fraction", on_policy_fraction,
           "fraction of training sequences whose response the drafter samples itself (needs teacher = online)",
           Bounds::closed(0, 1));
@@ -437,13 +452,13 @@ struct EvaluateSection {
 struct ExportSection {
   std::string checkpoint = "${distill.output_dir}/tvdpp-token-q/final";
   std::string output_dir = "${run.output_dir}/export/drafter";
-  std::string dtype = "bf16";
+  Dtype dtype = Dtype::kBf16;
 
   template <class V>
   void visit(V& s) {
     s.add("checkpoint", checkpoint, "checkpoint directory to export (a final drafter or checkpoints/step-NNNNNNN)");
     s.add("output_dir", output_dir, "Hugging Face directory to write");
-    s.add_choice("dtype", dtype, "weight dtype in model.safetensors", {"fp32", "bf16", "fp16"});
+    s.add("dtype", dtype, "weight dtype in model.safetensors", {"fp32", "bf16", "fp16"});
   }
 };
 
@@ -463,14 +478,23 @@ struct DataSection {
   }
 };
 
+// The distillation runs pipeline.losses can name: a loss (tvdpp with the distill section's TVD++ options, fkl, rkl,
+// tvd, ce) or a TVD++ variant by the name of its run directory, tvdpp-<scope>-<weighting>[-vocab] (distill.h's
+// distill_run_name), so an ablation of the TVD++ options is one pipeline config (configs/ablation.yaml).
+std::vector<std::string> distill_run_choices();
+// `d` with the loss options `run` names set (a bare loss sets only distill.loss); an Error for another name.
+DistillSection with_run(DistillSection d, const std::string& run);
+
 struct PipelineSection {
   std::vector<std::string> losses = {"tvdpp", "fkl", "tvd"};
   bool target_prompts = true;
 
   template <class V>
   void visit(V& s) {
-    s.add_choice("losses", losses, "distillation losses trained and compared by the pipeline",
-                 {"tvdpp", "fkl", "rkl", "tvd", "ce"});
+    s.add_choice("losses", losses,
+                 "distillation runs trained and compared by the pipeline: a loss, or a TVD++ variant by its run "
+                 "name (tvdpp-<scope>-<weighting>[-vocab])",
+                 distill_run_choices());
     s.add("target_prompts", target_prompts,
           "run magpie before generate (the target writes prompts to magpie.output; list that file in generate.prompts)");
   }

@@ -162,6 +162,12 @@ void assign(const Field& f, const YAML::Node& n, const Place& place) {
       if (!ok) bad(n);
       *v = out;
     }
+    void operator()(const EnumRef& e) const {
+      std::string x;
+      if (!parse_string(n, x)) bad(n);
+      check_choice(f, x, place, n);
+      e.set(static_cast<int>(std::find(e.names.begin(), e.names.end(), x) - e.names.begin()));
+    }
   };
   std::visit(V{f, n, place}, f.target);
 }
@@ -237,10 +243,14 @@ std::string expanded(const Schema& raw, const LoadedConfig& out, const std::stri
       throw out.error_at(chain.front(), str_cat("'${' without its closing '}' in '", text, "'"));
     const std::string ref = text.substr(b + 2, e - b - 2);
     const Field* f = raw.find(ref);
-    if (f == nullptr || !std::holds_alternative<std::string*>(f->target)) {
+    // A string option, or a typed choice (its name: ${distill.loss} is "tvdpp").
+    auto textual = [](const Field& g) {
+      return std::holds_alternative<std::string*>(g.target) || std::holds_alternative<EnumRef>(g.target);
+    };
+    if (f == nullptr || !textual(*f)) {
       std::vector<std::string> strings;
       for (const Field& g : raw.fields())
-        if (std::holds_alternative<std::string*>(g.target)) strings.push_back(g.path);
+        if (textual(g)) strings.push_back(g.path);
       const std::string near = closest(ref, strings);
       throw out.error_at(chain.front(), str_cat("${", ref, "} names no string option",
                                                 near.empty() ? "" : " (did you mean ${" + near + "}?)"));
@@ -249,6 +259,11 @@ std::string expanded(const Schema& raw, const LoadedConfig& out, const std::stri
       std::string cycle;
       for (const auto& c : chain) cycle += c + " -> ";
       throw out.error_at(chain.front(), str_cat("references go round in a circle: ", cycle, ref));
+    }
+    if (const auto* choice = std::get_if<EnumRef>(&f->target)) {
+      result += text.substr(i, b - i) + choice->names.at(static_cast<size_t>(choice->get()));
+      i = e + 1;
+      continue;
     }
     chain.push_back(ref);
     result += text.substr(i, b - i) + expanded(raw, out, *std::get<std::string*>(f->target), chain);

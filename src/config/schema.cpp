@@ -100,6 +100,7 @@ std::string Field::expected() const {
     std::string operator()(std::vector<std::string>*) const {
       return among.empty() ? "a list of strings" : "a list, each " + among;
     }
+    std::string operator()(const EnumRef&) const { return among; }
   };
   return std::visit(V{range, among}, target);
 }
@@ -115,8 +116,15 @@ std::string Field::value_text() const {
     }
     std::string operator()(std::vector<double>* v) const { return list_text(*v, number_text); }
     std::string operator()(std::vector<std::string>* v) const { return list_text(*v, quoted); }
+    std::string operator()(const EnumRef& e) const { return quoted(e.names.at(static_cast<size_t>(e.get()))); }
   };
   return std::visit(V{}, target);
+}
+
+int index_of_name(std::string_view name, const std::vector<std::string>& names, std::string_view what) {
+  const auto it = std::find(names.begin(), names.end(), name);
+  DA_CHECK(it != names.end(), what, ": expected one of: ", join(names), ", got '", name, "'");
+  return static_cast<int>(it - names.begin());
 }
 
 Field& Schema::add_field(std::string_view key, std::string_view help, Target t) {

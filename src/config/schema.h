@@ -4,10 +4,14 @@
 // `--help` (key, default, meaning), and the resolved-config dump written next to every run's outputs.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -31,8 +35,39 @@ struct Bounds {
   std::string describe() const;  // "[0, 1]", "(0, inf)", ...
 };
 
+// A typed choice: the names of an enum's values, in the order of the values (0, 1, ...), declared once beside the
+// enum with DA_ENUM_NAMES. The schema maps the YAML text to the value; code compares enum values, never strings.
+template <class E>
+struct EnumNames;
+#define DA_ENUM_NAMES(E, ...)                                                \
+  template <>                                                                \
+  struct EnumNames<E> {                                                      \
+    static constexpr auto names = std::to_array<const char*>({__VA_ARGS__}); \
+  }
+
+template <class E>
+std::string name_of(E e) {
+  return EnumNames<E>::names.at(static_cast<size_t>(e));
+}
+
+// A typed choice prints as its name (logs, error messages, fingerprints).
+template <class E>
+requires requires { EnumNames<E>::names; }
+std::ostream& operator<<(std::ostream& os, E e) { return os << EnumNames<E>::names.at(static_cast<size_t>(e)); }
+
+// The value named `name`; throws Error naming `what` and the accepted names when there is none.
+template <class E>
+E enum_from(std::string_view name, std::string_view what);
+
+// An enum field as the schema sees it: its value as an index into the field's names.
+struct EnumRef {
+  std::function<int()> get;
+  std::function<void(int)> set;
+  std::vector<std::string> names;  // every name of the enum, by value
+};
+
 using Target = std::variant<int64_t*, double*, bool*, std::string*, std::vector<int64_t>*, std::vector<double>*,
-                            std::vector<std::string>*>;
+                            std::vector<std::string>*, EnumRef>;
 
 struct Field {
   std::string path;  // dotted, e.g. "pretrain.train.optim.lr"
@@ -63,6 +98,14 @@ class Schema {
   void add_choice(std::string_view key, std::string& v, std::string_view help, std::vector<std::string> choices);
   void add_choice(std::string_view key, std::vector<std::string>& v, std::string_view help,
                   std::vector<std::string> choices);
+  // An enum, stored as its value; its text is one of its names (or of `allowed`, a subset, when given).
+  template <class E>
+  requires std::is_enum_v<E>
+  void add(std::string_view key, E& v, std::string_view help, std::vector<std::string> allowed = {}) {
+    std::vector<std::string> names(EnumNames<E>::names.begin(), EnumNames<E>::names.end());
+    add_field(key, help, EnumRef{[&v] { return static_cast<int>(v); }, [&v](int i) { v = static_cast<E>(i); }, names})
+        .choices = allowed.empty() ? names : std::move(allowed);
+  }
 
   template <class S>
   void section(std::string_view key, S& s, std::string_view help) {
@@ -98,6 +141,15 @@ Schema schema_of(C& cfg) {
 
 // "a, b, c".
 std::string join(const std::vector<std::string>& items);
+
+// The index of `name` in `names`; throws Error ("<what>: expected one of: ..., got '<name>'") when absent.
+int index_of_name(std::string_view name, const std::vector<std::string>& names, std::string_view what);
+
+template <class E>
+E enum_from(std::string_view name, std::string_view what) {
+  const std::vector<std::string> names(EnumNames<E>::names.begin(), EnumNames<E>::names.end());
+  return static_cast<E>(index_of_name(name, names, what));
+}
 
 // The closest candidate to `word` by edit distance, or "" when none is close (for "did you mean ...?").
 std::string closest(std::string_view word, const std::vector<std::string>& candidates);

@@ -18,15 +18,10 @@ using torch::Tensor;
 
 namespace {
 
-// The TVD++ options every path reads (the fused path checks the loss name besides).
-void check_tvdpp_options(const KdOptions& o) {
-  DA_CHECK(o.tvdpp_scope == "token" || o.tvdpp_scope == "batch", "distill.tvdpp_scope must be token or batch, not '",
-           o.tvdpp_scope, "'");
-  DA_CHECK(o.tvdpp_weighting == "q" || o.tvdpp_weighting == "uniform",
-           "distill.tvdpp_weighting must be q or uniform, not '", o.tvdpp_weighting, "'");
-  DA_CHECK(o.tvdpp_stats == "q" || o.tvdpp_stats == "vocab", "distill.tvdpp_stats must be q or vocab, not '",
-           o.tvdpp_stats, "'");
-}
+using config::Loss;
+using config::TvdppScope;
+using config::TvdppStats;
+using config::TvdppWeighting;
 
 // The reward's std from its mean (r is 0 or 1, so its variance is mu (1 - mu) under any weighting), plus eps.
 Tensor reward_sd(const Tensor& mu, double eps) { return (mu - mu * mu).clamp_min(0).sqrt() + eps; }
@@ -36,10 +31,10 @@ Tensor reward_sd(const Tensor& mu, double eps) { return (mu - mu * mu).clamp_min
 // the vocabulary (stats vocab: mu = |{x : p > q}| / V, which the tail sets). Per row (scope token) or over all N rows
 // (scope batch: the mean of the rows' mu).
 Tensor normalised_reward(const Tensor& log_p, const Tensor& log_q, const KdOptions& o) {
-  check_tvdpp_options(o);
   const Tensor r = (log_p > log_q).to(log_p.scalar_type());
-  Tensor mu = o.tvdpp_stats == "q" ? (log_q.exp() * r).sum(-1, /*keepdim=*/true) : r.mean(-1, /*keepdim=*/true);
-  if (o.tvdpp_scope == "batch") mu = mu.mean();
+  Tensor mu =
+      o.tvdpp_stats == TvdppStats::kQ ? (log_q.exp() * r).sum(-1, /*keepdim=*/true) : r.mean(-1, /*keepdim=*/true);
+  if (o.tvdpp_scope == TvdppScope::kBatch) mu = mu.mean();
   return (r - mu) / reward_sd(mu, o.eps);
 }
 
@@ -55,13 +50,22 @@ Tensor kd_loss(const Tensor& student, const Tensor& teacher, const KdOptions& o)
   const Tensor q = log_q.exp(), p = log_p.exp();
   // w * x with 0 * x = 0 where w = 0, so that -inf logits (probability 0) leave the sums finite: 0 log 0 = 0.
   auto times = [](const Tensor& w, const Tensor& x) { return torch::where(w != 0, w * x, torch::zeros_like(x)); };
-  if (o.loss == "fkl") return times(p, log_p - log_q).sum(-1).mean();
-  if (o.loss == "rkl") return times(q, log_q - log_p).sum(-1).mean();
-  if (o.loss == "tvd") return 0.5 * (p - q).abs().sum(-1).mean();
-  DA_CHECK(o.loss == "tvdpp", "kd_loss: unknown loss '", o.loss, "' (fkl, rkl, tvd, tvdpp)");
-  const Tensor reward = normalised_reward(log_p, log_q.detach(), o);
-  if (o.tvdpp_weighting == "q") return -times(q.detach() * reward, log_q).sum(-1).mean();
-  return -(reward * log_q).mean(-1).mean();  // uniform (normalised_reward checked the options)
+  switch (o.loss) {
+    case Loss::kFkl:
+      return times(p, log_p - log_q).sum(-1).mean();
+    case Loss::kRkl:
+      return times(q, log_q - log_p).sum(-1).mean();
+    case Loss::kTvd:
+      return 0.5 * (p - q).abs().sum(-1).mean();
+    case Loss::kTvdpp: {
+      const Tensor reward = normalised_reward(log_p, log_q.detach(), o);
+      if (o.tvdpp_weighting == TvdppWeighting::kQ) return -times(q.detach() * reward, log_q).sum(-1).mean();
+      return -(reward * log_q).mean(-1).mean();  // uniform
+    }
+    case Loss::kCe:
+      break;
+  }
+  throw Error("kd_loss: ce is the next-token loss, not a distance between p and q (distill.cpp computes it)");
 }
 
 namespace {
@@ -77,16 +81,16 @@ Tensor stat(const Tensor& stats, TvdStat col) { return stats.select(1, col); }
 // The reward's mean mu (see normalised_reward): E_q[r] (stats q) or count / V (stats vocab) per row ([N]) for scope
 // token, or their mean over the rows (a [1] broadcast) for scope batch.
 Tensor reward_mean(const Tensor& stats, const KdOptions& o, int64_t vocab) {
-  const Tensor mu = o.tvdpp_stats == "q" ? stat(stats, kernels::kSumQR)
-                                         : stat(stats, kernels::kCount) / static_cast<double>(vocab);
-  if (o.tvdpp_scope == "batch") return mu.mean().reshape({1});
+  const Tensor mu = o.tvdpp_stats == TvdppStats::kQ ? stat(stats, kernels::kSumQR)
+                                                    : stat(stats, kernels::kCount) / static_cast<double>(vocab);
+  if (o.tvdpp_scope == TvdppScope::kBatch) return mu.mean().reshape({1});
   return mu;
 }
 
 Tensor loss_from_stats(const Tensor& stats, const KdOptions& o, int64_t vocab) {
-  if (o.loss == "tvd") return (1.0 - stat(stats, kernels::kAlpha)).mean();
+  if (o.loss == Loss::kTvd) return (1.0 - stat(stats, kernels::kAlpha)).mean();
   const Tensor mu = reward_mean(stats, o, vocab), sd = reward_sd(mu, o.eps);
-  if (o.tvdpp_weighting == "q")
+  if (o.tvdpp_weighting == TvdppWeighting::kQ)
     return (-(stat(stats, kernels::kSumQRLq) - mu * stat(stats, kernels::kSumQLq)) / sd).mean();
   // sum_x (r - mu) lq from the sums centred on c: sum r (lq - c) - mu sum (lq - c) + c (k - mu V).
   const Tensor centred = stat(stats, kernels::kSumRLq) - mu * stat(stats, kernels::kSumLq) +
@@ -122,11 +126,11 @@ void stats_and_grad_reference(const Tensor& student, const Tensor& teacher, cons
   // grad = ca q r + cb q + cc r + cd (kernels/tvd.cu's row_coef).
   const double s = 1.0 / (o.temperature * static_cast<double>(n));
   const Tensor count = stat(stats, kernels::kCount).unsqueeze(1), sum_qr = stat(stats, kernels::kSumQR).unsqueeze(1);
-  if (o.loss == "tvd") {
+  if (o.loss == Loss::kTvd) {
     grad = -s * q * (r - sum_qr);
   } else {
     const Tensor mu = reward_mean(stats, o, v).unsqueeze(-1), sd = reward_sd(mu, o.eps);
-    if (o.tvdpp_weighting == "q") {
+    if (o.tvdpp_weighting == TvdppWeighting::kQ) {
       grad = -(s / sd) * q * (r - sum_qr);
     } else {
       const Tensor c = s / (sd * static_cast<double>(v));
@@ -156,11 +160,11 @@ void stats_and_grad_cuda(const Tensor& student, const Tensor& teacher, const KdO
   a.rows = s.size(0), a.vocab = s.size(1);
   a.student_stride = s.stride(0), a.teacher_stride = t.stride(0), a.grad_stride = grad.stride(0);
   a.student_dtype = tvd_dtype(s), a.teacher_dtype = tvd_dtype(t);
-  a.loss = o.loss == "tvd"                ? kernels::TvdLoss::kTvd
-           : o.tvdpp_weighting == "q"     ? kernels::TvdLoss::kTvdppQ
-                                          : kernels::TvdLoss::kTvdppUniform;
-  a.batch_scope = o.loss == "tvdpp" && o.tvdpp_scope == "batch";
-  a.q_stats = o.tvdpp_stats == "q";
+  a.loss = o.loss == Loss::kTvd                      ? kernels::TvdLoss::kTvd
+           : o.tvdpp_weighting == TvdppWeighting::kQ ? kernels::TvdLoss::kTvdppQ
+                                                     : kernels::TvdLoss::kTvdppUniform;
+  a.batch_scope = o.loss == Loss::kTvdpp && o.tvdpp_scope == TvdppScope::kBatch;
+  a.q_stats = o.tvdpp_stats == TvdppStats::kQ;
   a.inv_temperature = static_cast<float>(1.0 / o.temperature);
   a.eps = static_cast<float>(o.eps);
   a.grad_scale = static_cast<float>(1.0 / static_cast<double>(a.rows));
@@ -179,11 +183,11 @@ void stats_and_grad_cuda(const Tensor& student, const Tensor& teacher, const KdO
 #endif
 
 void check_fused_args(const Tensor& student, const Tensor& teacher, const KdOptions& o) {
-  DA_CHECK(o.loss == "tvd" || o.loss == "tvdpp", "kd_loss_fused: only tvd and tvdpp are fused, not '", o.loss, "'");
+  DA_CHECK(o.loss == Loss::kTvd || o.loss == Loss::kTvdpp, "kd_loss_fused: only tvd and tvdpp are fused, not ",
+           config::name_of(o.loss));
   DA_CHECK(student.dim() == 2 && student.sizes() == teacher.sizes(), "kd_loss_fused: student ", student.sizes(),
            " and teacher ", teacher.sizes(), " logits must both be [N, V]");
   DA_CHECK(o.temperature > 0, "kd_loss_fused: temperature must be > 0");
-  check_tvdpp_options(o);
 }
 
 }  // namespace

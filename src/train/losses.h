@@ -19,15 +19,22 @@
 
 #include <string>
 
+#include "config/config.h"
+
 namespace draftalign::train {
 
+// The loss options: a view of the distill section's loss fields (of(d)), or set directly by tests and benchmarks.
 struct KdOptions {
-  std::string loss = "tvdpp";         // fkl, rkl, tvd, tvdpp
+  config::Loss loss = config::Loss::kTvdpp;  // fkl, rkl, tvd, tvdpp (ce is not a distribution loss: distill.cpp)
   double temperature = 1.0;
-  std::string tvdpp_scope = "token";  // token, batch
-  std::string tvdpp_weighting = "q";  // q, uniform
-  std::string tvdpp_stats = "q";      // q, vocab: the reward normalisation's mean and std
-  double eps = 1e-6;                  // in the reward normalisation
+  config::TvdppScope tvdpp_scope = config::TvdppScope::kToken;
+  config::TvdppWeighting tvdpp_weighting = config::TvdppWeighting::kQ;
+  config::TvdppStats tvdpp_stats = config::TvdppStats::kQ;  // the reward normalisation's mean and std
+  double eps = 1e-6;                                        // in the reward normalisation
+
+  static KdOptions of(const config::DistillSection& d) {
+    return {d.loss, d.temperature, d.tvdpp_scope, d.tvdpp_weighting, d.tvdpp_stats};
+  }
 };
 
 // The loss (a scalar, differentiable in `student`), averaged over rows. Any float dtype; computed in fp32 at least.

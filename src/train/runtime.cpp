@@ -11,12 +11,11 @@
 
 namespace draftalign::train {
 
-torch::Device pick_device(const std::string& requested, int local_rank, int cuda_devices) {
-  DA_CHECK(requested == "auto" || requested == "cpu" || requested == "cuda", "run.device: '", requested,
-           "' is not one of auto, cpu, cuda");
-  DA_CHECK(requested != "cuda" || cuda_devices > 0, "run.device is cuda, but no CUDA device is visible (CUDA devices: ",
-           cuda_devices, "); use run.device=cpu or auto");
-  if (requested == "cpu" || cuda_devices == 0) return torch::kCPU;
+torch::Device pick_device(config::Device requested, int local_rank, int cuda_devices) {
+  DA_CHECK(requested != config::Device::kCuda || cuda_devices > 0,
+           "run.device is cuda, but no CUDA device is visible (CUDA devices: ", cuda_devices,
+           "); use run.device=cpu or auto");
+  if (requested == config::Device::kCpu || cuda_devices == 0) return torch::kCPU;
   DA_CHECK(local_rank >= 0 && local_rank < cuda_devices, "this process has LOCAL_RANK ", local_rank, " but ",
            cuda_devices, " CUDA device(s) are visible: launch at most one process per GPU (--nproc-per-node=",
            cuda_devices, ")");
@@ -28,11 +27,18 @@ int pick_threads(int64_t requested, int cores, int local_world) {
   return std::max(1, cores / std::max(1, local_world));
 }
 
-torch::ScalarType pick_dtype(const std::string& requested, torch::Device device) {
-  DA_CHECK(requested == "auto" || requested == "bf16" || requested == "fp32", "target.dtype: '", requested,
-           "' is not one of auto, bf16, fp32");
-  const bool bf16 = requested == "bf16" || (requested == "auto" && device.is_cuda());
-  return bf16 ? torch::kBFloat16 : torch::kFloat32;
+torch::ScalarType pick_dtype(config::Dtype requested, torch::Device device) {
+  switch (requested) {
+    case config::Dtype::kAuto:
+      return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+    case config::Dtype::kFp32:
+      return torch::kFloat32;
+    case config::Dtype::kBf16:
+      return torch::kBFloat16;
+    case config::Dtype::kFp16:
+      return torch::kFloat16;
+  }
+  return torch::kFloat32;
 }
 
 Compute make_compute(const config::RunSection& run) {
@@ -49,7 +55,7 @@ Compute make_compute(const config::RunSection& run) {
 
 torch::Device compute_device(const std::string& requested) {
   config::RunSection run;
-  run.device = requested;
+  run.device = config::enum_from<config::Device>(requested, "--device");
   return make_compute(run).device;
 }
 
@@ -83,8 +89,8 @@ Runtime make_runtime(const config::RunSection& run, const config::TrainSection& 
   Runtime rt;
   rt.device = compute.device;
   const int threads = compute.threads;
-  rt.bf16_autocast = rt.device.is_cuda() && train.dtype != "fp32";
-  DA_CHECK(!(train.dtype == "bf16" && !rt.device.is_cuda()),
+  rt.bf16_autocast = rt.device.is_cuda() && train.dtype != config::Dtype::kFp32;
+  DA_CHECK(!(train.dtype == config::Dtype::kBf16 && !rt.device.is_cuda()),
            "train.dtype = bf16 needs a CUDA device (bf16 autocast); use auto or fp32 on CPU");
   rt.dist = std::make_unique<Dist>(env, rt.device, std::chrono::milliseconds(
                                                        static_cast<int64_t>(run.dist_timeout_s * 1000)));

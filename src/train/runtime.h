@@ -22,13 +22,13 @@ namespace draftalign::train {
 // The device for run.device = auto / cpu / cuda of the process with `local_rank` on a machine with `cuda_devices`
 // visible GPUs: cuda:local_rank (auto: when there is one), else the CPU. A cuda request without a GPU, or with fewer
 // GPUs than local ranks, is an Error naming both numbers. Pure: the tests give the device count.
-torch::Device pick_device(const std::string& requested, int local_rank, int cuda_devices);
+torch::Device pick_device(config::Device requested, int local_rank, int cuda_devices);
 
 // run.threads when > 0, else the cores divided among the local ranks (at least one).
 int pick_threads(int64_t requested, int cores, int local_world);
 
-// bf16 or fp32 for target.dtype = auto / bf16 / fp32 on `device` (auto: bf16 on CUDA, fp32 on the CPU).
-torch::ScalarType pick_dtype(const std::string& requested, torch::Device device);
+// The torch dtype of a dtype option on `device` (auto: bf16 on CUDA, fp32 on the CPU).
+torch::ScalarType pick_dtype(config::Dtype requested, torch::Device device);
 
 // Where this process computes, from run.* and the launcher environment.
 struct Compute {
@@ -39,7 +39,7 @@ struct Compute {
 // Reads the launcher environment, picks device and threads, sets torch's CPU threads and, on the CPU, the host memory
 // (use_cpu_compute_memory).
 Compute make_compute(const config::RunSection& run);
-// make_compute's device for a tool with only a --device option (the benchmarks).
+// make_compute's device for a tool with only a --device option (the benchmarks): auto, cpu or cuda, else an Error.
 torch::Device compute_device(const std::string& requested);
 
 // The target of cfg.target.dir on `device` in target.dtype: eval mode, no parameter wants a gradient.

@@ -33,22 +33,24 @@ TEST(HostMemory, ChoosingTheCpuBacksLargeTensorsWithHugePageAlignedBlocks) {
 TEST(Runtime, EachLocalRankGetsItsOwnGpu) {
   using testing::error_of;
   using train::pick_device;
-  EXPECT_EQ(pick_device("auto", 3, 8), torch::Device(torch::kCUDA, 3));  // torchrun --nproc-per-node=8, LOCAL_RANK=3
-  EXPECT_EQ(pick_device("cuda", 0, 1), torch::Device(torch::kCUDA, 0));
-  EXPECT_EQ(pick_device("cpu", 3, 8), torch::Device(torch::kCPU));
-  EXPECT_EQ(pick_device("auto", 3, 0), torch::Device(torch::kCPU));
-  EXPECT_HAS(error_of([] { pick_device("cuda", 0, 0); }), "run.device is cuda, but no CUDA device is visible");
-  EXPECT_HAS(error_of([] { pick_device("auto", 8, 8); }),
+  EXPECT_EQ(pick_device(config::Device::kAuto, 3, 8),
+            torch::Device(torch::kCUDA, 3));  // torchrun --nproc-per-node=8, LOCAL_RANK=3
+  EXPECT_EQ(pick_device(config::Device::kCuda, 0, 1), torch::Device(torch::kCUDA, 0));
+  EXPECT_EQ(pick_device(config::Device::kCpu, 3, 8), torch::Device(torch::kCPU));
+  EXPECT_EQ(pick_device(config::Device::kAuto, 3, 0), torch::Device(torch::kCPU));
+  EXPECT_HAS(error_of([] { pick_device(config::Device::kCuda, 0, 0); }),
+             "run.device is cuda, but no CUDA device is visible");
+  EXPECT_HAS(error_of([] { pick_device(config::Device::kAuto, 8, 8); }),
              "this process has LOCAL_RANK 8 but 8 CUDA device(s) are visible");
-  EXPECT_HAS(error_of([] { pick_device("gpu", 0, 1); }), "run.device: 'gpu' is not one of auto, cpu, cuda");
+  EXPECT_HAS(error_of([] { train::compute_device("gpu"); }), "--device: expected one of: auto, cpu, cuda, got 'gpu'");
 
   EXPECT_EQ(train::pick_threads(0, 16, 8), 2);
   EXPECT_EQ(train::pick_threads(0, 2, 8), 1);
   EXPECT_EQ(train::pick_threads(3, 16, 8), 3);
-  EXPECT_EQ(train::pick_dtype("auto", torch::Device(torch::kCUDA, 1)), torch::kBFloat16);
-  EXPECT_EQ(train::pick_dtype("auto", torch::kCPU), torch::kFloat32);
-  EXPECT_EQ(train::pick_dtype("fp32", torch::Device(torch::kCUDA, 0)), torch::kFloat32);
-  EXPECT_EQ(train::pick_dtype("bf16", torch::kCPU), torch::kBFloat16);
+  EXPECT_EQ(train::pick_dtype(config::Dtype::kAuto, torch::Device(torch::kCUDA, 1)), torch::kBFloat16);
+  EXPECT_EQ(train::pick_dtype(config::Dtype::kAuto, torch::kCPU), torch::kFloat32);
+  EXPECT_EQ(train::pick_dtype(config::Dtype::kFp32, torch::Device(torch::kCUDA, 0)), torch::kFloat32);
+  EXPECT_EQ(train::pick_dtype(config::Dtype::kBf16, torch::kCPU), torch::kBFloat16);
 }
 
 // Under a launcher's environment: the rank and the thread share come from it (the device is the CPU here).
@@ -56,7 +58,7 @@ TEST(Runtime, MakeComputeReadsTheLauncher) {
   const int threads_before = torch::get_num_threads();
   setenv("RANK", "1", 1), setenv("WORLD_SIZE", "2", 1), setenv("LOCAL_RANK", "1", 1), setenv("LOCAL_WORLD_SIZE", "2", 1);
   config::RunSection run;
-  run.device = "cpu";
+  run.device = config::Device::kCpu;
   const train::Compute c = train::make_compute(run);
   for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}) unsetenv(v);
   EXPECT_EQ(c.env.local_rank, 1);

@@ -211,7 +211,7 @@ TEST(ConfigOverrides, AppliedAfterTheFileInOrder) {
   EXPECT_EQ(a.loaded.cfg.evaluate.gammas, (std::vector<int64_t>{2, 4}));
   EXPECT_EQ(a.loaded.cfg.evaluate.temperatures, (std::vector<double>{0.5}));
   EXPECT_EQ(a.loaded.cfg.pretrain.init_from, "");
-  EXPECT_EQ(a.loaded.cfg.distill.loss, "fkl");
+  EXPECT_EQ(a.loaded.cfg.distill.loss, config::Loss::kFkl);
   EXPECT_EQ(a.loaded.cfg.target.dir, "/models/llama 2");
   EXPECT_EQ(a.loaded.where("run.seed"), "override 'run.seed=3'");
 }

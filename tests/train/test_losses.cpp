@@ -14,6 +14,12 @@
 namespace draftalign::train {
 namespace {
 
+// The option named `name`, as the config loader maps it.
+template <class E>
+E named(const char* name) {
+  return config::enum_from<E>(name, "option");
+}
+
 using torch::Tensor;
 const auto kF64 = torch::TensorOptions().dtype(torch::kFloat64);
 
@@ -39,7 +45,7 @@ TEST(KdLoss, SmoothLossGradientsEqualFiniteDifferences) {
   for (const char* loss : {"fkl", "rkl", "tvd"}) {
     for (double t : {1.0, 2.0}) {
       KdOptions o;
-      o.loss = loss, o.temperature = t;
+      o.loss = named<config::Loss>(loss), o.temperature = t;
       const Tensor g = autograd_grad(c, o);
       Tensor fd = torch::zeros_like(c.student);
       const double h = 1e-6;
@@ -55,7 +61,7 @@ TEST(KdLoss, SmoothLossGradientsEqualFiniteDifferences) {
   }
   // FKL against LibTorch's kl_div, the value.
   KdOptions o;
-  o.loss = "fkl", o.temperature = 1.5;
+  o.loss = config::Loss::kFkl, o.temperature = 1.5;
   const Tensor lq = torch::log_softmax(c.student / 1.5, -1), lp = torch::log_softmax(c.teacher / 1.5, -1);
   const Tensor ref = torch::kl_div(lq, lp, at::Reduction::None, /*log_target=*/true).sum(-1).mean();
   EXPECT_NEAR(kd_loss(c.student, c.teacher, o).item<double>(), ref.item<double>(), 1e-12);
@@ -65,7 +71,7 @@ TEST(KdLoss, TvdGradientIsReinforceWithRewardPGreaterThanQ) {
   const Case c = random_case(6, 13, 3);
   for (double t : {1.0, 0.7}) {
     KdOptions o;
-    o.loss = "tvd", o.temperature = t;
+    o.loss = config::Loss::kTvd, o.temperature = t;
     const Tensor q = torch::softmax(c.student / t, -1), p = torch::softmax(c.teacher / t, -1);
     const Tensor r = (p > q).to(torch::kFloat64);
     const Tensor want = -(q / t) * (r - (q * r).sum(-1, true)) / static_cast<double>(c.student.size(0));
@@ -107,8 +113,9 @@ TEST(KdLoss, TvdppGradientsEqualTheClosedFormsForEveryOption) {
       for (const char* stats : {"q", "vocab"}) {
         for (double t : {1.0, 2.5}) {
           KdOptions o;
-          o.loss = "tvdpp", o.temperature = t, o.tvdpp_scope = scope, o.tvdpp_weighting = weighting;
-          o.tvdpp_stats = stats;
+          o.loss = config::Loss::kTvdpp, o.temperature = t, o.tvdpp_scope = named<config::TvdppScope>(scope),
+          o.tvdpp_weighting = named<config::TvdppWeighting>(weighting);
+          o.tvdpp_stats = named<config::TvdppStats>(stats);
           const Tensor q = torch::softmax(c.student / t, -1), p = torch::softmax(c.teacher / t, -1);
           const Tensor rt = reward_by_hand(p, q, std::string(scope) == "token", std::string(stats) == "q", o.eps);
           const Tensor want = std::string(weighting) == "q"
@@ -119,15 +126,14 @@ TEST(KdLoss, TvdppGradientsEqualTheClosedFormsForEveryOption) {
       }
     }
   }
-  KdOptions bad;
-  bad.tvdpp_scope = "row";
-  EXPECT_HAS(testing::error_of([&] { kd_loss(c.student, c.teacher, bad); }), "tvdpp_scope must be token or batch");
+  // A word that names no scope is refused where the config is read (the schema's enum), not in the loss.
+  EXPECT_HAS(testing::error_of([] { named<config::TvdppScope>("row"); }), "expected one of: token, batch, got 'row'");
 }
 
 TEST(KdLoss, AcceptanceIsOneMinusTvdAndTokensPerCallFollow) {
   const Case c = random_case();
   KdOptions o;
-  o.loss = "tvd", o.temperature = 1.3;
+  o.loss = config::Loss::kTvd, o.temperature = 1.3;
   const Tensor alpha = acceptance(c.student, c.teacher, 1.3);
   EXPECT_NEAR(alpha.mean().item<double>(), 1.0 - kd_loss(c.student, c.teacher, o).item<double>(), 1e-12);
   EXPECT_NEAR(acceptance(c.teacher, c.teacher, 1.0).min().item<double>(), 1.0, 1e-12);
@@ -153,7 +159,7 @@ TEST(TopkBins, FullTopkIsTheFullLossAndFewerBinsBoundTvdFromBelow) {
   for (const char* loss : {"fkl", "rkl", "tvd", "tvdpp"}) {
     for (const char* weighting : {"q", "uniform"}) {
       KdOptions o;
-      o.loss = loss, o.tvdpp_weighting = weighting;
+      o.loss = named<config::Loss>(loss), o.tvdpp_weighting = named<config::TvdppWeighting>(weighting);
       Tensor s_full = c.student.clone().set_requires_grad(true), s_bins = c.student.clone().set_requires_grad(true);
       const Tensor full = kd_loss(s_full, c.teacher, o);
       const TopkBins b = topk_bins(s_bins, perm, lp.gather(1, perm));
@@ -199,8 +205,9 @@ TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
         for (const char* weighting : {"q", "uniform"}) {
          for (const char* stats : {"q", "vocab"}) {
           KdOptions o;
-          o.loss = loss, o.temperature = 1.7, o.tvdpp_scope = scope, o.tvdpp_weighting = weighting;
-          o.tvdpp_stats = stats;
+          o.loss = named<config::Loss>(loss), o.temperature = 1.7, o.tvdpp_scope = named<config::TvdppScope>(scope),
+          o.tvdpp_weighting = named<config::TvdppWeighting>(weighting);
+          o.tvdpp_stats = named<config::TvdppStats>(stats);
           const Tensor s0 = c.student.to(dtype), t0 = c.teacher.to(dtype);
           Tensor a = s0.clone().set_requires_grad(true), b = s0.clone().set_requires_grad(true);
           const Tensor ref = kd_loss(a, t0, o);
@@ -219,7 +226,7 @@ TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
     }
   }
   KdOptions fkl;
-  fkl.loss = "fkl";
+  fkl.loss = config::Loss::kFkl;
   EXPECT_HAS(testing::error_of([&] { kd_loss_fused(c.student, c.teacher, fkl); }), "only tvd and tvdpp are fused");
 }
 
@@ -271,7 +278,8 @@ TEST(KdLossFused, PeakedRowsInfiniteLogitsAndTinyMuStayFiniteAndExact) {
         for (bool student_inf : {false, true}) {
           if (student_inf && std::string(weighting) == "uniform" && std::string(loss) == "tvdpp") continue;
           KdOptions o;
-          o.loss = loss, o.tvdpp_weighting = weighting, o.tvdpp_stats = stats;
+          o.loss = named<config::Loss>(loss), o.tvdpp_weighting = named<config::TvdppWeighting>(weighting),
+          o.tvdpp_stats = named<config::TvdppStats>(stats);
           const Case c = hard_case(6, 50, 21, student_inf);
           const Tensor s0 = c.student;
           Tensor a = s0.clone().set_requires_grad(true), b = s0.clone().set_requires_grad(true);
@@ -303,7 +311,7 @@ TEST(KdLoss, RewardStatisticsUnderQAreNotSetByTheTail) {
   const Tensor s_wide = torch::cat({s, tail_s}, 1), t_wide = torch::cat({t, tail_t}, 1);
   for (const char* stats : {"q", "vocab"}) {
     KdOptions o;
-    o.tvdpp_stats = stats;
+    o.tvdpp_stats = named<config::TvdppStats>(stats);
     const Tensor g = kd_loss_forward_backward(s, t, o).grad;
     const Tensor g_wide = kd_loss_forward_backward(s_wide, t_wide, o).grad.narrow(1, 0, 20);
     const double change = ((g_wide - g).norm() / g.norm()).item<double>();
@@ -323,10 +331,10 @@ double rel_err(const Tensor& a, const Tensor& b) {
 // sum_x q |lq| / sd (weighting q) or (1/V) sum_x |lq - mean lq| / sd (uniform), with sd >= eps the reward's std bound
 // 0.5 + eps. 1 for tvd, whose value 1 - alpha does not cancel.
 double surrogate_scale(const Tensor& student, const KdOptions& o) {
-  if (o.loss == "tvd") return 1.0;
+  if (o.loss == config::Loss::kTvd) return 1.0;
   const Tensor lq = torch::log_softmax(student.to(torch::kCPU, torch::kFloat64) / o.temperature, -1);
-  const Tensor terms = o.tvdpp_weighting == "q" ? (lq.exp() * lq.abs()).sum(-1)
-                                                : (lq - lq.mean(-1, true)).abs().mean(-1);
+  const Tensor terms = o.tvdpp_weighting == config::TvdppWeighting::kQ ? (lq.exp() * lq.abs()).sum(-1)
+                                                                       : (lq - lq.mean(-1, true)).abs().mean(-1);
   return terms.mean().item<double>() / (0.5 + o.eps);
 }
 
@@ -344,10 +352,10 @@ TEST(GpuKdFused, KernelEqualsTheFloat64ReferenceOnFreshInputs) {
       {torch::kFloat32, torch::kFloat32}, {torch::kBFloat16, torch::kBFloat16},
       {torch::kBFloat16, torch::kFloat32}, {torch::kFloat32, torch::kBFloat16}};
   std::vector<KdOptions> options(5);
-  options[0].loss = "tvd";
-  options[2].tvdpp_scope = "batch";
-  options[3].tvdpp_weighting = "uniform";
-  options[4].tvdpp_scope = "batch", options[4].tvdpp_weighting = "uniform";
+  options[0].loss = config::Loss::kTvd;
+  options[2].tvdpp_scope = config::TvdppScope::kBatch;
+  options[3].tvdpp_weighting = config::TvdppWeighting::kUniform;
+  options[4].tvdpp_scope = config::TvdppScope::kBatch, options[4].tvdpp_weighting = config::TvdppWeighting::kUniform;
   int seed = 100, cases = 0;
   double worst_grad = 0, worst_loss = 0, worst_alpha = 0;
   for (const Shape& sh : shapes) {
@@ -404,7 +412,8 @@ TEST(GpuKdFused, KernelOnPeakedRowsInfiniteLogitsAndTinyMu) {
             const bool student_inf = !(std::string(loss) == "tvdpp" && std::string(weighting) == "uniform");
             const Case c = hard_case(8, v, 31, student_inf);
             KdOptions o;
-            o.loss = loss, o.tvdpp_weighting = weighting, o.tvdpp_stats = stats;
+            o.loss = named<config::Loss>(loss), o.tvdpp_weighting = named<config::TvdppWeighting>(weighting),
+            o.tvdpp_stats = named<config::TvdppStats>(stats);
             const Tensor s = c.student.to(torch::kCUDA, dtype), t = c.teacher.to(torch::kCUDA, dtype);
             const KdFused ref = kd_loss_forward_backward(s.to(torch::kCPU, torch::kFloat64),
                                                          t.to(torch::kCPU, torch::kFloat64), o);
@@ -432,7 +441,7 @@ TEST(GpuKdFused, InPlaceAndAutogradAgreeWithTheComposite) {
   const Tensor t = s + torch::randint(0, 2, {64, 49152}, cuda) - 0.5;  // no near-ties (see above)
   for (const char* weighting : {"q", "uniform"}) {
     KdOptions o;
-    o.tvdpp_weighting = weighting;
+    o.tvdpp_weighting = named<config::TvdppWeighting>(weighting);
     const KdFused plain = kd_loss_forward_backward(s, t, o);
     Tensor own = s.clone();
     kd_loss_forward_backward(own, t, o, own);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tiny_models.h"
+#include "trainers/distill.h"
 #include "trainers/pipeline.h"
 
 namespace draftalign::train {
@@ -76,9 +77,33 @@ TEST(Pipeline, StageConfigKeepsWhatTheUserSet) {
   EXPECT_EQ(c.pretrain.data_dir, "my-shards");
   EXPECT_EQ(c.distill.student, "mine/final");
   EXPECT_EQ(c.distill.data_dir, "my-pairs");
-  EXPECT_EQ(c.distill.loss, "fkl");
+  EXPECT_EQ(c.distill.loss, config::Loss::kFkl);
   EXPECT_EQ(c.evaluate.drafters,
             (std::vector<std::string>{"mine/final", "d/tvdpp-token-q/final", "d/fkl/final", "extra"}));
+}
+
+// pipeline.losses names runs: a loss, or a TVD++ variant by its run directory's name, which with_run and
+// distill_run_name map both ways; so an ablation of the TVD++ options is a pipeline config.
+TEST(Pipeline, LossesNameRunsThatRoundTrip) {
+  const config::DistillSection d;
+  for (const std::string& run : config::distill_run_choices()) {
+    const std::string name = train::distill_run_name(config::with_run(d, run));
+    EXPECT_EQ(name, run == "tvdpp" ? "tvdpp-token-q" : run);  // bare tvdpp: the section's options (the defaults)
+  }
+  const config::DistillSection v = config::with_run(d, "tvdpp-batch-uniform-vocab");
+  EXPECT_EQ(v.loss, config::Loss::kTvdpp);
+  EXPECT_EQ(v.tvdpp_scope, config::TvdppScope::kBatch);
+  EXPECT_EQ(v.tvdpp_weighting, config::TvdppWeighting::kUniform);
+  EXPECT_EQ(v.tvdpp_stats, config::TvdppStats::kVocab);
+  EXPECT_HAS(testing::error_of([&] { config::with_run(d, "tvdpp-row-q"); }), "pipeline.losses: expected one of:");
+
+  config::Config cfg;
+  cfg.distill.output_dir = "d";
+  cfg.pipeline.losses = {"fkl", "tvdpp-batch-uniform"};
+  const config::Config c = train::pipeline_stage_config(cfg, "tvdpp-batch-uniform");
+  EXPECT_EQ(c.distill.tvdpp_scope, config::TvdppScope::kBatch);
+  EXPECT_EQ(c.distill.tvdpp_weighting, config::TvdppWeighting::kUniform);
+  EXPECT_EQ(c.evaluate.drafters[2], "d/tvdpp-batch-uniform/final");
 }
 
 TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
