@@ -185,11 +185,7 @@ std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& pr
 }
 
 std::string distill_run_name(const config::DistillSection& d) {
-  using config::name_of;
-  std::string name = name_of(d.loss);
-  if (d.loss == config::Loss::kTvdpp)
-    name += "-" + name_of(d.tvdpp_scope) + "-" + name_of(d.tvdpp_weighting) +
-            (d.tvdpp_stats == config::TvdppStats::kQ ? "" : "-" + name_of(d.tvdpp_stats));
+  std::string name = config::loss_run_name(d);
   if (d.on_policy_fraction > 0) name += str_cat("-onpolicy", d.on_policy_fraction);
   return name;
 }

@@ -105,7 +105,8 @@ int pipeline(const config::Config& cfg) {
 
   stage("generate: " + c.generate.output_dir, ++k, total);
   generate(c);
-  DA_CHECK(stdfs::exists(stdfs::path(c.generate.output_dir) / "manifest.json"), "pipeline: generate did not finish every shard (", c.generate.output_dir,
+  DA_CHECK(stdfs::exists(stdfs::path(c.generate.output_dir) / "manifest.json"),
+           "pipeline: generate did not finish every shard (", c.generate.output_dir,
            "); with generate.shard set, run the other processes, then the pipeline again");
 
   for (const auto& run : c.pipeline.losses) {

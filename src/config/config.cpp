@@ -55,29 +55,49 @@ std::vector<Config::Problem> Config::cross_checks() const {
   return out;
 }
 
+std::string loss_run_name(const DistillSection& d) {
+  std::string name = name_of(d.loss);
+  if (d.loss == Loss::kTvdpp)
+    name += str_cat("-", d.tvdpp_scope, "-", d.tvdpp_weighting,
+                    d.tvdpp_stats == TvdppStats::kQ ? std::string() : str_cat("-", d.tvdpp_stats));
+  return name;
+}
+
+namespace {
+
+// Every TVD++ variant: `d` with each scope, weighting and statistic in turn.
+std::vector<DistillSection> tvdpp_variants(const DistillSection& d) {
+  std::vector<DistillSection> out;
+  for (size_t scope = 0; scope < EnumNames<TvdppScope>::names.size(); ++scope)
+    for (size_t weighting = 0; weighting < EnumNames<TvdppWeighting>::names.size(); ++weighting)
+      for (size_t stats = 0; stats < EnumNames<TvdppStats>::names.size(); ++stats) {
+        DistillSection v = d;
+        v.loss = Loss::kTvdpp;
+        v.tvdpp_scope = static_cast<TvdppScope>(scope);
+        v.tvdpp_weighting = static_cast<TvdppWeighting>(weighting);
+        v.tvdpp_stats = static_cast<TvdppStats>(stats);
+        out.push_back(v);
+      }
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::string> distill_run_choices() {
-  std::vector<std::string> out;
-  for (const char* loss : EnumNames<Loss>::names) out.push_back(loss);
-  for (const char* scope : EnumNames<TvdppScope>::names)
-    for (const char* weighting : EnumNames<TvdppWeighting>::names)
-      for (const char* stats : {"", "-vocab"}) out.push_back(str_cat("tvdpp-", scope, "-", weighting, stats));
+  std::vector<std::string> out(EnumNames<Loss>::names.begin(), EnumNames<Loss>::names.end());
+  for (const DistillSection& v : tvdpp_variants({})) out.push_back(loss_run_name(v));
   return out;
 }
 
 DistillSection with_run(DistillSection d, const std::string& run) {
-  const std::vector<std::string> choices = distill_run_choices();
-  index_of_name(run, choices, "pipeline.losses");
-  if (run.rfind("tvdpp-", 0) != 0) {
-    d.loss = enum_from<Loss>(run, "pipeline.losses");
-    return d;
-  }
-  // tvdpp-<scope>-<weighting>[-vocab]: no name of a scope or weighting holds a '-'.
-  const size_t a = run.find('-', 6), b = run.find('-', a + 1);
-  d.loss = Loss::kTvdpp;
-  d.tvdpp_scope = enum_from<TvdppScope>(run.substr(6, a - 6), "pipeline.losses");
-  d.tvdpp_weighting = enum_from<TvdppWeighting>(run.substr(a + 1, b == std::string::npos ? b : b - a - 1),
-                                                "pipeline.losses");
-  d.tvdpp_stats = b == std::string::npos ? TvdppStats::kQ : enum_from<TvdppStats>(run.substr(b + 1), "pipeline.losses");
+  for (size_t loss = 0; loss < EnumNames<Loss>::names.size(); ++loss)
+    if (run == EnumNames<Loss>::names[loss]) {
+      d.loss = static_cast<Loss>(loss);
+      return d;
+    }
+  for (const DistillSection& v : tvdpp_variants(d))
+    if (loss_run_name(v) == run) return v;
+  index_of_name(run, distill_run_choices(), "pipeline.losses");  // throws: it names no run
   return d;
 }
 

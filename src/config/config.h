@@ -482,6 +482,8 @@ struct DataSection {
 // tvd, ce) or a TVD++ variant by the name of its run directory, tvdpp-<scope>-<weighting>[-vocab] (distill.h's
 // distill_run_name), so an ablation of the TVD++ options is one pipeline config (configs/ablation.yaml).
 std::vector<std::string> distill_run_choices();
+// The part of a distill run's name its loss options make: the loss, or tvdpp-<scope>-<weighting>[-vocab].
+std::string loss_run_name(const DistillSection& d);
 // `d` with the loss options `run` names set (a bare loss sets only distill.loss); an Error for another name.
 DistillSection with_run(DistillSection d, const std::string& run);
 
