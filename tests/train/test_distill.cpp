@@ -36,6 +36,7 @@ struct World {
                    " generate.prompts=[", (d / "prompts.jsonl").string(), "] generate.output_dir=", (d / out).string(),
                    " generate.shard_size=16 generate.batch_size=16 generate.max_new_tokens=32 ", extra);
   }
+  static constexpr double kLr = 0.001;  // distill's peak learning rate
   std::string distill(const std::string& data, const std::string& extra) const {
     return str_cat(DRAFTALIGN_BIN, " distill run.threads=2 run.log_every=5 distill.teacher=online target.dir=",
                    (d / "target").string(),
@@ -43,7 +44,7 @@ struct World {
                    " distill.output_dir=", (d / "out").string(),
                    " distill.val_fraction=0.25 distill.train.steps=30 distill.train.seq_len=64",
                    " distill.train.micro_batch_size=4 distill.train.eval_every=0 distill.train.eval_batches=2",
-                   " distill.train.save_every=0 distill.train.optim.lr=0.001 distill.train.optim.min_lr=0.0001",
+                   " distill.train.save_every=0 distill.train.optim.lr=", kLr, " distill.train.optim.min_lr=0.0001",
                    " distill.train.optim.warmup_steps=3 ", extra);
   }
   // Drops the last checkpoint (step `steps`) and the final model of a finished run in `run`, runs it again with the
@@ -166,11 +167,24 @@ TEST(Distill, OfflineWithFullTopkIsTheOnlineLoss) {
   const auto val = records_with(online / "metrics.jsonl", "val_alpha");
   ASSERT_FALSE(val.empty());
   EXPECT_NEAR(val[0]["val_alpha_offline_teacher"].get<double>(), val[0]["val_alpha"].get<double>(), 1e-5);
+  // The same three updates, up to the near-ties above: AdamW's first step moves every weight by about lr * sign(g),
+  // so a gradient element that is rounding noise around 0 (a token whose 1[p > q] flips between the two teachers) can
+  // move by up to 2 lr per step the other way. At most 1 weight in 10^4 may differ, each by at most that bound; a
+  // misaligned row changes every gradient and so most weights.
   const auto wa = io::SafetensorsFile::open(w.d / "online" / "final" / "model.safetensors");
   const auto wb = io::SafetensorsFile::open(online / "final" / "model.safetensors");
-  for (const auto& e : wa.entries())
-    EXPECT_LT((wa.get(e.name).to(torch::kFloat64) - wb.get(e.name).to(torch::kFloat64)).abs().max().item<double>(), 1e-5)
-        << e.name << ": the same three updates";
+  const double steps = 3;
+  int64_t differing = 0, total = 0;
+  for (const auto& e : wa.entries()) {
+    const torch::Tensor diff = (wa.get(e.name).to(torch::kFloat64) - wb.get(e.name).to(torch::kFloat64)).abs();
+    const int64_t n = (diff > 1e-5).sum().item<int64_t>();
+    EXPECT_LE(n, std::max<int64_t>(1, diff.numel() / 10000)) << e.name << ": weights that differ by more than 1e-5";
+    EXPECT_LE(diff.max().item<double>(), 2 * World::kLr * steps * 1.01) << e.name << ": more than a sign flip per step";
+    differing += n;
+    total += diff.numel();
+  }
+  std::printf("k = V: %lld of %lld weights differ by more than 1e-5\n", static_cast<long long>(differing),
+              static_cast<long long>(total));
   std::printf("k = V: step-1 kd %.6f online, %.6f offline; grad norm %.6f, %.6f\n", a[0]["kd"].get<double>(),
               b[0]["kd"].get<double>(), a[0]["grad_norm"].get<double>(), b[0]["grad_norm"].get<double>());
 }
