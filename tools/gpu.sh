@@ -21,8 +21,9 @@
 #   call 1  carry .cache/debs .cache/gpu-assets .cache/gpu-target-a    bash tools/gpu.sh run
 #   call 2  carry .cache/gpu-target-b                                  bash tools/gpu.sh target demo
 #   call 3  (if call 2 said the demo is not finished)                   bash tools/gpu.sh demo
-# Every step ends by printing the summary table (each step's rows, from build-gpu/out/rows-*.md) and copies it with
-# the step's logs into $OUT when that is set. Environment: DRAFTALIGN_PYTHON (default python3): the interpreter whose
+# Every step records itself in build-gpu/out/steps.jsonl beside the JSON its tests and benchmarks write, and ends by
+# printing the summary table that tools/gpu_summary.py reads from them; it copies the table, the JSON and the step's
+# logs into $OUT when that is set. Environment: DRAFTALIGN_PYTHON (default python3): the interpreter whose
 # torch is built against; DRAFTALIGN_CUDA_ARCHS (default: read off the GPU); DRAFTALIGN_GPU_SECONDS (default 570): the
 # time this invocation may take, which `demo` keeps to.
 set -euo pipefail
@@ -76,15 +77,12 @@ inputs() { [ -f .cache/corpus/debian-text.jsonl ] && [ -f .cache/prompts/train.j
 
 need_build() { [ -x "$bin/draftalign" ] || { echo "gpu.sh: $bin/draftalign is not built: run 'bash tools/gpu.sh run' first"; exit 1; }; }
 
-# squeeze: the cells of awk-made rows without their padding.
-squeeze() { sed 's/  */ /g; s/( /(/g; s/ )/)/g'; }
-
-# rows <step>: the summary rows of a step, read from standard input.
-rows() { cat >"$log/rows-$1.md"; }
+# record <step> <rc> <seconds> [, "key": value...]: one line of steps.jsonl, which the summary reads.
+record() { printf '{"step": "%s", "rc": %d, "seconds": %d%s}\n' "$1" "$2" "$3" "${4:-}" >>"$log/steps.jsonl"; }
 
 run() {
   deps
-  local gpu archs torch_prefix t0
+  local gpu archs torch_prefix t0 t_step=$SECONDS
   gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
   archs=${DRAFTALIGN_CUDA_ARCHS:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}
   torch_prefix=$("$python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
@@ -107,7 +105,8 @@ run() {
     | grep -E 'Function|REG' | sed 's/^ *//' >"$log/tvd-resources.txt" || true
 
   local rc=0
-  (cd "$bin" && ctest -L gpu --output-on-failure -V) >"$log/ctest-gpu.log" 2>&1 || rc=$?
+  (cd "$bin" && ctest -L gpu --output-on-failure -V --output-junit "$log/ctest-gpu.xml") >"$log/ctest-gpu.log" 2>&1 ||
+    rc=$?
   grep -E 'cases; worst|Passed|Failed|SKIPPED|tests passed|FAILED' "$log/ctest-gpu.log" | tail -20
   # The end-to-end tests of distill, evaluate and pipeline (and the std::filesystem link check) run on the GPU here
   # (run.device=auto): bf16 autocast, the fused kernel, speculative decoding with bf16 models.
@@ -115,28 +114,23 @@ run() {
     mkdir -p "$smol" && cp .cache/gpu-assets/tokenizer/* "$smol/"
   fi
   (cd "$bin" && ctest -R '^(Distill|TorchLink|Evaluate|SpeculativeDecoding|AcceptReject|Pipeline)\.' \
-    --output-on-failure -V) >"$log/ctest-distill.log" 2>&1 || rc=$?
+    --output-on-failure -V --output-junit "$log/ctest-distill.xml") >"$log/ctest-distill.log" 2>&1 || rc=$?
   grep -E 'held-out alpha|Passed|Failed|tests passed' "$log/ctest-distill.log" | tail -8
 
-  "$bin/bench/bench_copy" 2048 20 | tee "$log/bench_copy.txt"
+  "$bin/bench/bench_copy" --mib 2048 --iters 20 --out "$log/bench_copy.json" | tee "$log/bench_copy.txt"
   "$bin/bench/bench_tvd" --iters 20 --out "$log/bench_tvd.json" | tee "$log/bench_tvd.txt"
   # Pretraining step: our binary next to transformers + torch.optim.AdamW in the same run (bench/pretrain_vs_eager.py).
   DRAFTALIGN_BUILD_DIR=$bin timeout 300 "$python" bench/pretrain_vs_eager.py --device cuda \
     --json "$log/bench_pretrain.json" 2>&1 | tee "$log/bench_pretrain.txt" || echo "gpu.sh: pretrain benchmark failed"
 
-  {
-    echo "| build (sm_$archs) | ${build_s} s |"
-    echo "| ctest -L gpu | $(grep -E 'tests passed' "$log/ctest-gpu.log" || echo 'see ctest-gpu.log') |"
-    echo "| distill / evaluate / pipeline tests on the GPU | $(grep -E 'tests passed' "$log/ctest-distill.log" || echo 'see ctest-distill.log') |"
-    echo "| copy bandwidth | $(grep -E '^\| Tensor::copy_' "$log/bench_copy.txt" | cut -d'|' -f3) GB/s |"
-    grep -E '^\| (115M|demo)' "$log/bench_pretrain.txt" | sed 's/^/| pretrain /; s/ |$//' | cut -c1-200 || true
-    grep -E '^\| [0-9]' "$log/bench_tvd.txt" | awk -F'|' '{printf "| tvd kernel %s %s %s | %s ms vs composite %s ms, %s, %s GB/s |\n", $2, $3, $4, $6 < $7 ? $6 : $7, $5, $8, $9}'
-  } | rows 1-run
-  finish ctest-gpu.log ctest-distill.log bench_tvd.json bench_pretrain.json
+  record run "$rc" $((SECONDS - t_step)) ", \"build_s\": $build_s, \"archs\": \"$archs\""
+  finish ctest-gpu.log ctest-distill.log ctest-gpu.xml ctest-distill.xml bench_copy.json bench_tvd.json \
+    bench_pretrain.json
   return "$rc"
 }
 
 target() {
+  local t_step=$SECONDS
   deps
   need_build
   if [ ! -f "$smol/draftalign-asset.json" ]; then
@@ -155,10 +149,7 @@ target() {
   inputs
   DRAFTALIGN_BUILD_DIR=$bin "$python" bench/generate_vs_hf.py --device "$device" --json "$log/generate_vs_hf.json" 2>&1 |
     tee "$log/generate_vs_hf.txt" || echo "gpu.sh: generation benchmark failed"
-  grep -E '^\| [0-9]' "$log/generate_vs_hf.txt" |
-    awk -F'|' '{printf "| generate, batch %s (%s prompts) | ours %s tokens/s vs transformers %s (%s); identical %s |\n", $2, $3, $4, $5, $6, $8}' |
-    squeeze | rows 2-target
-  [ -s "$log/rows-2-target.md" ] || echo "| generate vs transformers | failed: see generate_vs_hf.txt |" | rows 2-target
+  record target 0 $((SECONDS - t_step))
   finish generate_vs_hf.txt generate_vs_hf.json
 }
 
@@ -173,41 +164,15 @@ demo() {
   DRAFTALIGN_PYTHON=$python timeout "$left" "$bin/draftalign" pipeline --config configs/demo-gpu.yaml \
     ${DRAFTALIGN_DEMO_ARGS:-} >>"$log/pipeline.log" 2>&1 || rc=$?
   local report=runs/demo-gpu/report/report.json
+  record demo "$rc" $((SECONDS - t0)) ", \"report\": \"$report\""
   if [ "$rc" -ne 0 ] || [ ! -f "$report" ]; then
     tail -5 "$log/pipeline.log"
-    if [ "$rc" -eq 124 ]; then
-      echo "| demo pipeline | not finished in this call ($((SECONDS - t0)) s): run 'bash tools/gpu.sh demo' again |"
-    else
-      echo "| demo pipeline | failed (exit $rc after $((SECONDS - t0)) s): see pipeline.log |"
-    fi | rows 3-demo
     finish pipeline.log
     return 0
   fi
-  echo "| demo pipeline | finished ($((SECONDS - t0)) s in this call; stage times in pipeline.log) |" >"$log/rows-3-demo.md"
-  "$python" - "$report" >>"$log/rows-3-demo.md" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-ex = r["exact_greedy"]
-print(f"| demo report | exact greedy tau over {ex['items']} MT-bench turns x {r['max_new_tokens']} tokens; "
-      f"timed: {r['timed']['prompts']} turns, median of {r['timed']['repeats']} alternated runs |")
-for d in ex["drafters"]:
-    taus = " ".join(f"{p['tau']:.2f} [{p['tau_ci'][0]:.2f}, {p['tau_ci'][1]:.2f}]" for p in d["points"])
-    print(f"| {d['name']} exact greedy tau | {taus} |")
-for d in r["drafters"]:
-    for t in sorted({p["temperature"] for p in d["points"]}):
-        pts = sorted((p for p in d["points"] if p["temperature"] == t), key=lambda p: p["gamma"])
-        best = max(pts, key=lambda p: p["speedup"])
-        print(f"| {d['name']} T={t:g} timed | best speed-up {best['speedup']:.2f}x "
-              f"[{best['speedup_ci'][0]:.2f}, {best['speedup_ci'][1]:.2f}] at g={best['gamma']} "
-              f"(bound {best['speedup_bound']:.2f}) |")
-EOF
   local drafter=runs/demo-gpu/distill/tvdpp-token-q/final
   "$bin/bench/bench_speculative" --target "$smol" --drafter "$drafter" --device "$device" \
     --out "$log/bench_speculative.json" | tee "$log/bench_speculative.txt" || echo "gpu.sh: bench_speculative failed"
-  grep -E '^\| [0-9]' "$log/bench_speculative.txt" | awk -F'|' \
-    '{printf "| spec. step cost, block %s | target %s ms (%s of one token), break-even tau %s |\n", $2, $3, $4, $6}' |
-    squeeze >>"$log/rows-3-demo.md"
-  grep -q 'spec. step cost' "$log/rows-3-demo.md" || echo "| bench_speculative | failed: see bench_speculative.txt |" >>"$log/rows-3-demo.md"
   cp runs/demo-gpu/report/report.md "$log/demo-report.md"
   finish pipeline.log demo-report.md bench_speculative.json
 }
@@ -223,13 +188,7 @@ finish() {
   return 0
 }
 
-table() {
-  echo
-  echo "## summary ($(cat "$log/device.txt" 2>/dev/null || echo 'device not recorded'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
-  echo "| step | result |"
-  echo "|---|---|"
-  cat "$log"/rows-*.md 2>/dev/null || true
-}
+table() { "$python" tools/gpu_summary.py "$log"; }
 
 [ $# -gt 0 ] || { echo "usage: bash tools/gpu.sh fetch | {run|target|demo|table}..."; exit 2; }
 [ "$1" = fetch ] && { fetch; exit; }
