@@ -90,14 +90,11 @@ std::vector<std::string> distill_run_choices() {
 }
 
 DistillSection with_run(DistillSection d, const std::string& run) {
-  for (size_t loss = 0; loss < EnumNames<Loss>::names.size(); ++loss)
-    if (run == EnumNames<Loss>::names[loss]) {
-      d.loss = static_cast<Loss>(loss);
-      return d;
-    }
-  for (const DistillSection& v : tvdpp_variants(d))
-    if (loss_run_name(v) == run) return v;
-  index_of_name(run, distill_run_choices(), "pipeline.losses");  // throws: it names no run
+  // distill_run_choices lists the bare losses, then tvdpp_variants in order.
+  const size_t i = index_of_name(run, distill_run_choices(), "pipeline.losses");
+  const size_t losses = EnumNames<Loss>::names.size();
+  if (i >= losses) return tvdpp_variants(d)[i - losses];
+  d.loss = static_cast<Loss>(i);
   return d;
 }
 

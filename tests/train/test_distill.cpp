@@ -149,7 +149,9 @@ TEST(Distill, OfflineWithFullTopkIsTheOnlineLoss) {
   r = run_command(w.generate("over", str_cat("generate.topk_logprobs=", vocab + 1, " generate.max_prompts=1")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_HAS(r.output, "generate.topk_logprobs = 49153 is more than the target's vocabulary");
-  const std::string run = "distill.loss=tvdpp distill.tvdpp_stats=vocab distill.train.steps=3 distill.train.micro_batch_size=2 run.log_every=1 ";
+  const int steps = 3;
+  const std::string run = str_cat("distill.loss=tvdpp distill.tvdpp_stats=vocab distill.train.steps=", steps,
+                                  " distill.train.micro_batch_size=2 run.log_every=1 ");
   r = run_command(w.distill("full", run));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const fsys::path online = w.d / "out" / "tvdpp-token-q-vocab";
@@ -157,8 +159,8 @@ TEST(Distill, OfflineWithFullTopkIsTheOnlineLoss) {
   r = run_command(w.distill("full", run + "distill.teacher=offline"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto a = records_with(w.d / "online" / "metrics.jsonl", "kd"), b = records_with(online / "metrics.jsonl", "kd");
-  ASSERT_EQ(a.size(), 3u);
-  ASSERT_EQ(b.size(), 3u);
+  ASSERT_EQ(a.size(), static_cast<size_t>(steps));
+  ASSERT_EQ(b.size(), static_cast<size_t>(steps));
   for (size_t i = 0; i < a.size(); ++i)
     for (const char* key : {"loss", "kd", "alpha", "grad_norm"}) {
       const double x = a[i][key], y = b[i][key];
@@ -173,7 +175,6 @@ TEST(Distill, OfflineWithFullTopkIsTheOnlineLoss) {
   // misaligned row changes every gradient and so most weights.
   const auto wa = io::SafetensorsFile::open(w.d / "online" / "final" / "model.safetensors");
   const auto wb = io::SafetensorsFile::open(online / "final" / "model.safetensors");
-  const double steps = 3;
   int64_t differing = 0, total = 0;
   for (const auto& e : wa.entries()) {
     const torch::Tensor diff = (wa.get(e.name).to(torch::kFloat64) - wb.get(e.name).to(torch::kFloat64)).abs();
