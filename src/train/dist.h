@@ -1,10 +1,10 @@
 // dist.h: data parallelism over c10d, the process-group layer of torch.distributed, from C++.
 //
-// The world comes from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
-// MASTER_PORT) or, under srun, from SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (MASTER_ADDR and MASTER_PORT are then
-// the user's). Rendezvous goes through a TCPStore (torchrun's agent store when it hosts one, else rank 0's). The
-// backend is NCCL for CUDA tensors and Gloo for CPU tensors. Every collective waits at most `timeout`: a rank that dies
-// or hangs makes the others fail with an Error naming the collective instead of waiting forever.
+// The world comes from the launcher's environment (launch_env.h: torchrun, or the tasks of an srun step, whose
+// MASTER_ADDR and MASTER_PORT are the user's; anything else is one process). Rendezvous goes through a TCPStore
+// (torchrun's agent store when it hosts one, else rank 0's). The backend is NCCL for CUDA tensors and Gloo for CPU
+// tensors. Every collective waits at most `timeout`: a rank that dies or hangs makes the others fail with an Error
+// naming the collective instead of waiting forever.
 //
 // GradSync all-reduces gradients in fixed-order buckets of about 25 MB while the backward pass is still running: a
 // hook on each parameter copies its finished gradient into its bucket, and a full bucket is sent (buckets go out in
