@@ -234,11 +234,10 @@ int distill(const config::Config& cfg) {
             ", temperature ", d.temperature);
 
   const KdOptions kd = KdOptions::of(d);
-  const bool fused = d.loss == config::Loss::kTvd || d.loss == config::Loss::kTvdpp;
 
-  // The student's logits at the response positions of a batch, and the two sides the KD loss compares there: the
-  // student's and the target's logits over the vocabulary (online), or their log-probs over the stored top-k + rest
-  // bins (offline, losses.h's topk_bins).
+  // The logits of the response positions (validation), and the rows of a training micro-batch's objective: the
+  // student's and (online) the target's final hidden states there with their heads, or (offline) the stored top-k;
+  // distill_objective fuses the heads with the loss, so neither model's [N, V] logits exist.
   auto student_rows = [&](const PairBatch& b) {
     AutocastGuard guard(rt.bf16_autocast);
     return response_logits(*student, b.x, b.positions);
@@ -247,10 +246,28 @@ int distill(const config::Config& cfg) {
     torch::NoGradGuard no_grad;
     return response_logits(*target, b.x, b.positions);
   };
-  auto kd_sides = [&](const Tensor& s, const PairBatch& b) -> std::pair<Tensor, Tensor> {
-    if (!offline) return {s, target_rows(b)};
-    TopkBins bins = topk_bins(s, b.topk_ids, b.topk_logprobs);
-    return {bins.student, bins.teacher};
+  auto response_hidden = [&](model::Llama& m, const PairBatch& b) {
+    const Tensor h = m.hidden(b.x);
+    return h.reshape({-1, h.size(-1)}).index_select(0, b.positions);
+  };
+  auto objective_rows = [&](const PairBatch& b) {
+    DistillRows r;
+    r.student_hidden = response_hidden(*student, b);
+    r.student_head = student->head_weight();
+    if (offline) {
+      r.topk_ids = b.topk_ids, r.topk_logprobs = b.topk_logprobs;
+    } else {
+      torch::NoGradGuard no_grad;
+      r.teacher_hidden = response_hidden(*target, b);
+      r.teacher_head = target->head_weight();
+    }
+    // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew.
+    r.targets = b.y.reshape({-1}).index_select(0, b.positions);
+    if (b.ce_rows.defined()) {
+      const Tensor keep = torch::zeros_like(r.targets, torch::kBool).index_fill_(0, b.ce_rows, true);
+      r.targets = torch::where(keep, r.targets, torch::full_like(r.targets, -100));
+    }
+    return r;
   };
 
   // On-policy sequences (distill.on_policy_fraction): the record's prompt with a response the student samples now,
@@ -296,31 +313,10 @@ int distill(const config::Config& cfg) {
     const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
     // Every record's prompt fills the whole train.seq_len window: nothing to learn from (run_training counts it).
     if (b.positions.size(0) == 0) return MicroBatch::empty({"kd", "ce", "alpha"});
-    const Tensor s = student_rows(b);
-    const auto [student_side, teacher_side] = kd_sides(s, b);
-    const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
-    // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew.
-    Tensor ce;
-    if (!b.ce_rows.defined())
-      ce = F::cross_entropy(s.to(torch::kFloat32), y);
-    else if (b.ce_rows.size(0) > 0)
-      ce = F::cross_entropy(s.index_select(0, b.ce_rows).to(torch::kFloat32), y.index_select(0, b.ce_rows));
-    else
-      ce = torch::zeros({}, s.options().dtype(torch::kFloat32));
-    Tensor kd_value, alpha_sum;
-    if (d.loss == config::Loss::kCe) {
-      kd_value = ce;
-    } else if (fused) {
-      kd_value = kd_loss_fused(student_side, teacher_side, kd, &alpha_sum);
-    } else {
-      kd_value = kd_loss(student_side, teacher_side, kd);
-    }
-    if (!alpha_sum.defined()) alpha_sum = acceptance(student_side.detach(), teacher_side, d.temperature).sum();
-    Tensor loss = d.kd_weight * kd_value;
-    if (d.ce_weight > 0) loss = loss + d.ce_weight * ce;
+    AutocastGuard guard(rt.bf16_autocast);
+    const DistillTerms o = distill_objective(objective_rows(b), kd, d.loss, d.kd_weight, d.ce_weight);
     const double n = static_cast<double>(b.positions.size(0));
-    return MicroBatch{loss, b.positions.size(0),
-                      {{"kd", kd_value.detach()}, {"ce", ce.detach()}, {"alpha", alpha_sum.detach() / n}}};
+    return MicroBatch{o.loss, b.positions.size(0), {{"kd", o.kd}, {"ce", o.ce}, {"alpha", o.alpha_sum / n}}};
   };
   if (!val_set.empty())
     recipe.validate = [&](int64_t step) {

@@ -9,6 +9,7 @@
 #include "data/shards.h"
 #include "io/hf_checkpoint.h"
 #include "tokenizer/tokenizer.h"
+#include "train/losses.h"
 #include "train/sampler.h"
 #include "trainers/train_loop.h"
 
@@ -16,7 +17,6 @@ namespace draftalign::train {
 namespace {
 
 using torch::Tensor;
-namespace F = torch::nn::functional;
 
 // Windows of seq_len + 1 tokens of a token stream, visited in a seeded random order per epoch.
 class WindowSampler {
@@ -54,10 +54,17 @@ Batch make_batch(Tensor rows, int64_t eos, bool document_mask, torch::Device dev
   return b;
 }
 
+// The mean next-token cross-entropy, with the output head fused into the loss (train/losses.h): the [B T, V] logits
+// exist one chunk of rows at a time.
 Tensor next_token_loss(model::Llama& model, const Batch& b, bool autocast) {
   AutocastGuard guard(autocast);
-  const Tensor logits = model.forward(b.x, b.segments);
-  return F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32), b.y.reshape({-1}));
+  const Tensor h = model.hidden(b.x, b.segments);
+  const Tensor hidden = h.reshape({-1, h.size(-1)}), targets = b.y.reshape({-1});
+  const double count = static_cast<double>(targets.size(0));
+  const HeadScore score = [&](const Tensor& logits, int64_t begin, int64_t end) {
+    return cross_entropy_chunk(logits, targets.narrow(0, begin, end - begin), count);
+  };
+  return fused_head_loss(hidden, model.head_weight(), score);
 }
 
 // Mean next-token loss over the first eval_batches * micro_batch_size non-overlapping windows of the validation split

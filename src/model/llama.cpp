@@ -254,9 +254,9 @@ Tensor Llama::hidden(const Tensor& tokens, const Tensor& segments) {
   return run(tokens, positions_in_documents(segments), causal.logical_and(same_doc), nullptr);
 }
 
-Tensor Llama::logits(const Tensor& hidden) {
-  return project(hidden, lm_head_ ? lm_head_->weight : body_->embed_tokens->weight);
-}
+const Tensor& Llama::head_weight() const { return lm_head_ ? lm_head_->weight : body_->embed_tokens->weight; }
+
+Tensor Llama::logits(const Tensor& hidden) { return project(hidden, head_weight()); }
 
 Tensor Llama::forward(const Tensor& tokens, const Tensor& segments) { return logits(hidden(tokens, segments)); }
 

@@ -51,6 +51,9 @@ class Llama : public torch::nn::Module {
   // that need only some positions project only those.
   torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& segments = {});
   torch::Tensor logits(const torch::Tensor& hidden);
+  // The output projection's weight [vocab, hidden]: lm_head.weight, or model.embed_tokens.weight when tied. Losses
+  // that fuse the head (train/losses.h, fused_head_loss) multiply by it themselves.
+  const torch::Tensor& head_weight() const;
 
   // An empty cache on this model's device and dtype.
   KVCache new_cache(int64_t batch, int64_t capacity) const;

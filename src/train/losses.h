@@ -17,6 +17,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 
 #include "config/config.h"
@@ -75,5 +76,60 @@ struct TopkBins {
 };
 TopkBins topk_bins(const torch::Tensor& student_logits, const torch::Tensor& topk_ids,
                    const torch::Tensor& topk_logprobs);
+
+// --- The output head fused with its loss: the [N, V] logits never exist ------------------------------------------
+// A loss of logits = hidden W^T, computed over chunks of rows: each chunk's logits are made, scored (the loss and its
+// gradient with respect to those logits) and dropped, and only d loss / d hidden [N, H] and d loss / d W [V, H] are
+// kept (Liger's fused linear losses). The student's logits, the teacher's (its own hidden states through its own head,
+// chunk by chunk) and every [N, V] intermediate of the loss exist for one chunk at a time.
+
+// One chunk's part of the loss.
+struct HeadChunk {
+  torch::Tensor value;  // scalar: this chunk's contribution (a mean over N rows contributes sum over its rows / N)
+  torch::Tensor grad;   // [rows, V]: d value / d logits
+};
+// Scores rows [begin, end) from their logits [end - begin, V].
+using HeadScore = std::function<HeadChunk(const torch::Tensor& logits, int64_t begin, int64_t end)>;
+
+// Rows per chunk for N rows, hidden size H and vocabulary V, as Liger chooses: N / ceil(V / H) rounded up to a power
+// of two, so that a chunk's logits are about the size of the hidden states [N, H].
+int64_t head_chunk_rows(int64_t rows, int64_t hidden, int64_t vocab);
+
+// The sum of `score`'s values over all chunks of hidden [N, H] W^T (W = `weight` [V, H]), differentiable in both
+// (an autograd function: the gradients are computed here, chunk by chunk, and backward scales them). Under CUDA
+// autocast the head's matrix products run in bf16, as the unfused head's would. chunk_rows <= 0: head_chunk_rows.
+torch::Tensor fused_head_loss(const torch::Tensor& hidden, const torch::Tensor& weight, const HeadScore& score,
+                              int64_t chunk_rows = 0);
+
+// A HeadScore's gradient by autograd: `loss(logits)` over a chunk's logits (a leaf that wants a gradient) is any
+// differentiable scalar; the chunk's value is its result and the gradient d result / d logits.
+HeadChunk score_by_autograd(const torch::Tensor& logits,
+                            const std::function<torch::Tensor(const torch::Tensor&)>& loss);
+
+// Next-token cross-entropy as a HeadScore: the mean over the rows whose target (`targets` [N] int64, all N rows) is
+// >= 0, `count` of them (a negative target is ignored), in fp32 at least.
+HeadChunk cross_entropy_chunk(const torch::Tensor& logits, const torch::Tensor& targets, double count);
+
+// --- Stage 3's objective at the response rows of a micro-batch -------------------------------------------------
+//   loss = kd_weight * KD + ce_weight * CE
+// KD: the mean over the N rows of distill.loss between the student's and the teacher's distributions (online: the
+// teacher's logits from its hidden states; offline: the stored top-k + rest bins, topk_bins), or the CE itself for
+// loss = ce. CE: the mean next-token loss over the rows whose target is >= 0 (on-policy rows have none).
+struct DistillRows {
+  torch::Tensor student_hidden;                // [N, H], differentiable
+  torch::Tensor student_head;                  // [V, H], differentiable (Llama::head_weight)
+  torch::Tensor teacher_hidden, teacher_head;  // [N, H'], [V, H']: online teacher
+  torch::Tensor topk_ids, topk_logprobs;       // [N, k]: offline teacher
+  torch::Tensor targets;                       // [N] int64: the next token, or -100 where CE does not apply
+};
+struct DistillTerms {
+  torch::Tensor loss;               // differentiable in student_hidden and student_head
+  torch::Tensor kd, ce, alpha_sum;  // detached: KD and CE as above, sum over the rows of sum_x min(p, q)
+};
+// Every row is independent except under tvdpp_scope = batch (one reward mean over all N rows), so the head is fused
+// (fused_head_loss: no [N, V] logits, of student or teacher) in chunks of chunk_rows (<= 0: head_chunk_rows; all N
+// rows for scope batch). `fused` = false materialises the logits and differentiates through them: the reference.
+DistillTerms distill_objective(const DistillRows& rows, const KdOptions& kd, config::Loss loss, double kd_weight,
+                               double ce_weight, bool fused = true, int64_t chunk_rows = 0);
 
 }  // namespace draftalign::train

@@ -338,6 +338,107 @@ double surrogate_scale(const Tensor& student, const KdOptions& o) {
   return terms.mean().item<double>() / (0.5 + o.eps);
 }
 
+// --- The fused head: chunks of rows through the output projection, no [N, V] logits ---------------------------------
+
+TEST(FusedHead, ChunkRowsFollowLiger) {
+  EXPECT_EQ(head_chunk_rows(16384, 576, 49152), 256);    // ceil(49152 / 576) = 86: 16384 / 86 -> 191 -> 256
+  EXPECT_EQ(head_chunk_rows(16384, 4096, 128256), 512);  // ceil(128256 / 4096) = 32: 16384 / 32 = 512
+  EXPECT_EQ(head_chunk_rows(10, 64, 64), 16);
+  EXPECT_EQ(head_chunk_rows(1, 8, 1000), 1);
+}
+
+// Cross-entropy through the fused head equals it through the materialised logits, in value and in the gradients of
+// the hidden states and the weight, for chunks that divide N, that do not, of one row and of more than N rows.
+TEST(FusedHead, CrossEntropyEqualsTheMaterialisedHead) {
+  torch::manual_seed(3);
+  const int64_t n = 13, h = 6, v = 29;
+  const Tensor hidden0 = torch::randn({n, h}, kF64), weight0 = torch::randn({v, h}, kF64);
+  Tensor targets = torch::randint(v, {n}, torch::kInt64);
+  targets[4] = -100, targets[9] = -100;  // ignored rows
+  Tensor hr = hidden0.clone().set_requires_grad(true), wr = weight0.clone().set_requires_grad(true);
+  const Tensor ref = torch::nn::functional::cross_entropy(
+      torch::matmul(hr, wr.t()), targets, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+  (ref * 2.5).backward();
+  const double count = targets.ge(0).sum().item<double>();
+  for (int64_t chunk : {1, 4, 5, 13, 64, 0}) {
+    Tensor hf = hidden0.clone().set_requires_grad(true), wf = weight0.clone().set_requires_grad(true);
+    const HeadScore score = [&](const Tensor& logits, int64_t begin, int64_t end) {
+      return cross_entropy_chunk(logits, targets.narrow(0, begin, end - begin), count);
+    };
+    const Tensor fused = fused_head_loss(hf, wf, score, chunk);
+    (fused * 2.5).backward();
+    EXPECT_NEAR(fused.item<double>(), ref.item<double>(), 1e-12) << "chunk " << chunk;
+    EXPECT_LT(max_abs(hf.grad() - hr.grad()), 1e-12) << "chunk " << chunk;
+    EXPECT_LT(max_abs(wf.grad() - wr.grad()), 1e-12) << "chunk " << chunk;
+  }
+}
+
+// Stage 3's objective with the heads fused equals it through materialised logits, for every loss, both teachers,
+// CE with rows that have no target, in float64: the loss, its parts, and the gradients of the student's hidden states
+// and head. TVD++ with batch scope couples the rows, so it runs as one chunk; the others in chunks of 3 of 10 rows.
+TEST(FusedHead, DistillObjectiveEqualsTheMaterialisedHeadForEveryLossAndTeacher) {
+  torch::manual_seed(11);
+  const int64_t n = 10, h = 5, ht = 7, v = 23, k = 4;
+  DistillRows rows;
+  rows.student_hidden = torch::randn({n, h}, kF64);
+  rows.student_head = torch::randn({v, h}, kF64);
+  rows.teacher_hidden = torch::randn({n, ht}, kF64);
+  rows.teacher_head = torch::randn({v, ht}, kF64) * 1.5;
+  rows.targets = torch::randint(v, {n}, torch::kInt64);
+  rows.targets[2] = -100;  // an on-policy row: KD only
+  const Tensor teacher_logits = torch::matmul(rows.teacher_hidden, rows.teacher_head.t());
+  const auto top = torch::log_softmax(teacher_logits, -1).topk(k, -1);
+  struct Variant {
+    const char *loss, *scope;
+  };
+  for (const Variant var : {Variant{"fkl", "token"},
+                            {"rkl", "token"},
+                            {"tvd", "token"},
+                            {"ce", "token"},
+                            {"tvdpp", "token"},
+                            {"tvdpp", "batch"}})
+    for (bool offline : {false, true}) {
+      DistillRows r = rows;
+      if (offline) {
+        r.teacher_hidden = Tensor(), r.teacher_head = Tensor();
+        r.topk_ids = std::get<1>(top), r.topk_logprobs = std::get<0>(top);
+      }
+      KdOptions o;
+      o.loss = named<config::Loss>(var.loss);
+      o.tvdpp_scope = named<config::TvdppScope>(var.scope);
+      o.temperature = offline ? 1.0 : 1.3;
+      const std::string what = str_cat(var.loss, " ", var.scope, offline ? " offline" : " online");
+      auto run = [&](bool fused, Tensor& gh, Tensor& gw) {
+        DistillRows x = r;
+        x.student_hidden = r.student_hidden.clone().set_requires_grad(true);
+        x.student_head = r.student_head.clone().set_requires_grad(true);
+        DistillTerms t = distill_objective(x, o, o.loss, 0.7, 0.4, fused, 3);
+        t.loss.backward();
+        gh = x.student_hidden.grad(), gw = x.student_head.grad();
+        return t;
+      };
+      Tensor gh_ref, gw_ref, gh, gw;
+      const DistillTerms ref = run(false, gh_ref, gw_ref), fused = run(true, gh, gw);
+      EXPECT_NEAR(fused.loss.item<double>(), ref.loss.item<double>(), 1e-12) << what;
+      EXPECT_NEAR(fused.kd.item<double>(), ref.kd.item<double>(), 1e-12) << what;
+      EXPECT_NEAR(fused.ce.item<double>(), ref.ce.item<double>(), 1e-12) << what;
+      EXPECT_NEAR(fused.alpha_sum.item<double>(), ref.alpha_sum.item<double>(), 1e-12) << what;
+      EXPECT_LT(max_abs(gh - gh_ref), 1e-12) << what;
+      EXPECT_LT(max_abs(gw - gw_ref), 1e-12) << what;
+      EXPECT_GT(max_abs(gw_ref), 1e-3) << what;  // a gradient that is there to compare
+      if (!offline && var.loss != std::string("ce")) {
+        // The reference itself: the loss of the materialised logits, composed here from kd_loss and CE.
+        const Tensor s = torch::matmul(r.student_hidden, r.student_head.t());
+        const Tensor kd_ref = kd_loss(s, teacher_logits, o);
+        const Tensor ce_ref = torch::nn::functional::cross_entropy(
+            s, r.targets, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+        EXPECT_NEAR(ref.kd.item<double>(), kd_ref.item<double>(), 1e-12) << what;
+        EXPECT_NEAR(ref.ce.item<double>(), ce_ref.item<double>(), 1e-12) << what;
+        EXPECT_NEAR(ref.loss.item<double>(), 0.7 * kd_ref.item<double>() + 0.4 * ce_ref.item<double>(), 1e-12) << what;
+      }
+    }
+}
+
 // The CUDA kernel against the float64 reference (LibTorch on the CPU, from the same input values), on fresh random
 // logits for every case: shapes that take the 16-byte and the one-element paths, rows held in shared memory and
 // streamed, V up to 256k; fp32, bf16 and mixed inputs; every loss and option; two temperatures. The gradient buffer is
