@@ -8,7 +8,8 @@
 // caching allocator's peak; CPU: the process's resident high-water mark), each case in a fresh child process so that
 // no case's peak hides another's. CUDA: bf16 autocast over fp32 student weights, the teacher in bf16; CPU: fp32.
 // Usage: bench_fused_head [--device auto] [--tokens N] [--hidden 768] [--teacher-hidden 2048]
-//                         [--vocabs 49152,128256] [--iters 5] [--out result.json]
+//                         [--vocabs 49152,128256] [--iters 5] [--chunk-rows 0 (train/losses.h's choice)]
+//                         [--out result.json]
 // N defaults to 16384 on CUDA and 1024 on the CPU (the unfused step at N = 16k, V = 128k needs some 50 GB there).
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -42,6 +43,7 @@ struct Case {
   std::string objective;  // tvdpp, ce
   bool fused = false;
   int64_t tokens = 0, hidden = 0, teacher_hidden = 0, vocab = 0, iters = 0;
+  int64_t chunk_rows = 0;  // 0: head_chunk_rows
 };
 
 // The process's resident set now and at its high-water mark, in MiB (/proc/self/status).
@@ -82,13 +84,13 @@ nlohmann::json run_case(const Case& c, torch::Device device) {
     train::AutocastGuard autocast(cuda);
     Tensor loss;
     if (c.objective == "tvdpp") {
-      loss = train::distill_objective(rows, kd, d.loss, d.kd_weight, d.ce_weight, c.fused).loss;
+      loss = train::distill_objective(rows, kd, d.loss, d.kd_weight, d.ce_weight, c.fused, c.chunk_rows).loss;
     } else if (c.fused) {
       const double count = static_cast<double>(c.tokens);
       const train::HeadScore score = [&](const Tensor& logits, int64_t begin, int64_t end) {
         return train::cross_entropy_chunk(logits, rows.targets.narrow(0, begin, end - begin), count);
       };
-      loss = train::fused_head_loss(hidden, head, score);
+      loss = train::fused_head_loss(hidden, head, score, c.chunk_rows);
     } else {
       loss = torch::nn::functional::cross_entropy(torch::matmul(hidden, head.t()).to(torch::kFloat32), rows.targets);
     }
@@ -126,6 +128,7 @@ nlohmann::json run_case(const Case& c, torch::Device device) {
 
 // run_case in a child process (the parent touches no tensor, so forking is safe); its JSON through a pipe.
 nlohmann::json in_child(const Case& c, const std::string& device) {
+  std::fflush(stdout);  // the child must not inherit (and print again) what is buffered
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
   const pid_t pid = fork();
@@ -155,14 +158,20 @@ nlohmann::json in_child(const Case& c, const std::string& device) {
 
 int main(int argc, char** argv) {
   std::string device = "auto", vocabs = "49152,128256", out;
-  int64_t tokens = 0, hidden = 768, teacher_hidden = 2048, iters = 5;
+  int64_t tokens = 0, hidden = 768, teacher_hidden = 2048, iters = 5, chunk_rows = 0;
   if (!bench::parse_options(argc, argv,
-                            {{"--device", &device}, {"--tokens", &tokens}, {"--hidden", &hidden},
-                             {"--teacher-hidden", &teacher_hidden}, {"--vocabs", &vocabs}, {"--iters", &iters},
+                            {{"--device", &device},
+                             {"--tokens", &tokens},
+                             {"--hidden", &hidden},
+                             {"--teacher-hidden", &teacher_hidden},
+                             {"--vocabs", &vocabs},
+                             {"--iters", &iters},
+                             {"--chunk-rows", &chunk_rows},
                              {"--out", &out}}))
     return 2;
   // Which device, asked in a child too: the parent stays free of CUDA and threads, so that it may fork.
   const bool cuda = [&] {
+    std::fflush(stdout);
     const pid_t pid = fork();
     if (pid == 0) _exit(train::compute_device(device).is_cuda() ? 0 : 1);
     int status = 0;
@@ -170,16 +179,17 @@ int main(int argc, char** argv) {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
   }();
   if (tokens <= 0) tokens = cuda ? 16384 : 1024;
-  std::printf("bench_fused_head: %s, N = %ld tokens, student hidden %ld, teacher hidden %ld, %s\n",
+  std::printf("bench_fused_head: %s, N = %ld tokens, student hidden %ld, teacher hidden %ld, chunk rows %s%s\n",
               cuda ? "CUDA (bf16 autocast, teacher bf16)" : "CPU (fp32)", static_cast<long>(tokens),
-              static_cast<long>(hidden), static_cast<long>(teacher_hidden), cuda ? "" : "peak = resident high-water");
+              static_cast<long>(hidden), static_cast<long>(teacher_hidden),
+              chunk_rows > 0 ? std::to_string(chunk_rows).c_str() : "auto", cuda ? "" : ", peak = resident high-water");
   std::printf("| vocab | objective | unfused ms | fused ms | time fused / unfused | unfused peak MiB | fused peak MiB | "
               "memory fused / unfused | loss unfused / fused |\n|---|---|---|---|---|---|---|---|---|\n");
   nlohmann::json rows = nlohmann::json::array();
   std::stringstream list(vocabs);
   for (std::string v; std::getline(list, v, ',');) {
     for (const char* objective : {"tvdpp", "ce"}) {
-      Case c{objective, false, tokens, hidden, teacher_hidden, std::stoll(v), iters};
+      Case c{objective, false, tokens, hidden, teacher_hidden, std::stoll(v), iters, chunk_rows};
       const nlohmann::json unfused = in_child(c, device);
       c.fused = true;
       const nlohmann::json fused = in_child(c, device);
@@ -196,8 +206,12 @@ int main(int argc, char** argv) {
                       {"time_ratio", tf / tu}, {"memory_ratio", mf / mu}});
     }
   }
-  bench::write_result({{"device", cuda ? "cuda" : "cpu"}, {"tokens", tokens}, {"hidden", hidden},
-                       {"teacher_hidden", teacher_hidden}, {"rows", rows}},
+  bench::write_result({{"device", cuda ? "cuda" : "cpu"},
+                       {"tokens", tokens},
+                       {"hidden", hidden},
+                       {"chunk_rows", chunk_rows},
+                       {"teacher_hidden", teacher_hidden},
+                       {"rows", rows}},
                       out);
   return 0;
 }

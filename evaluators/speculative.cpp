@@ -104,18 +104,29 @@ SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama& draft
 namespace {
 
 // A model with its cache and the number of valid positions, kept on the host so a rollback needs no device read.
+// On CUDA the short steps (a drafter's token, a target's verification of a draft) replay CUDA graphs
+// (model::DecodeGraphs, one per step length); prompts run eagerly.
 struct Stream {
+  static constexpr int64_t kMaxGraphTokens = 16;
+
   model::Llama& model;
   model::KVCache cache;
   int64_t length = 0;
+  std::unique_ptr<model::DecodeGraphs> graphs;
 
-  Stream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {}
+  Stream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {
+    if (model::use_cuda_graphs(cache.lengths.device())) graphs = std::make_unique<model::DecodeGraphs>(model, cache);
+  }
 
   // Appends tokens; returns their logits [T, V].
   Tensor feed(const std::vector<int64_t>& tokens) {
     const torch::Device device = cache.lengths.device();
+    const int64_t t = static_cast<int64_t>(tokens.size());
+    DA_CHECK(length + t <= cache.capacity(), "speculative decoding: the KV cache holds ", cache.capacity(),
+             " positions, ", length + t, " are needed");
     const Tensor x = torch::tensor(tokens, torch::kInt64).view({1, -1}).to(device);
-    length += static_cast<int64_t>(tokens.size());
+    length += t;
+    if (graphs && t <= kMaxGraphTokens) return graphs->step(x).squeeze(0);
     return model.forward(x, cache).squeeze(0);
   }
   void truncate(int64_t n) {

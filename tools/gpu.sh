@@ -10,7 +10,8 @@
 # On the GPU machine, with those folders copied along; steps can be chained (`bash tools/gpu.sh target demo`):
 #   run       unpacks the .debs into a prefix, builds build-gpu/ with the CUDA kernels for the GPU's architecture, runs
 #             the gpu-labelled tests and the distill/evaluate/pipeline tests on the GPU, and the benchmarks: copy
-#             bandwidth, the fused TVD++ kernel against the composite loss, the pretraining step against PyTorch eager
+#             bandwidth, the fused TVD++ kernel against the composite loss, the fused head + loss against materialised
+#             logits, the pretraining step against PyTorch eager
 #   target    joins the GGUF halves and converts SmolLM2-135M-Instruct (transformers + the carried gguf wheel), then
 #             generation tokens/s against transformers' generate (bench/generate_vs_hf.py)
 #   demo      `draftalign pipeline --config configs/demo-gpu.yaml` within the call's time left (complete stages are
@@ -119,13 +120,16 @@ run() {
 
   "$bin/bench/bench_copy" --mib 2048 --iters 20 --out "$log/bench_copy.json" | tee "$log/bench_copy.txt"
   "$bin/bench/bench_tvd" --iters 20 --out "$log/bench_tvd.json" | tee "$log/bench_tvd.txt"
+  # The fused output head + loss against the materialised logits, N = 16k tokens, V = 49k and 128k.
+  timeout 240 "$bin/bench/bench_fused_head" --iters 10 --out "$log/bench_fused_head.json" | tee "$log/bench_fused_head.txt" ||
+    echo "gpu.sh: bench_fused_head failed"
   # Pretraining step: our binary next to transformers + torch.optim.AdamW in the same run (bench/pretrain_vs_eager.py).
   DRAFTALIGN_BUILD_DIR=$bin timeout 300 "$python" bench/pretrain_vs_eager.py --device cuda \
     --json "$log/bench_pretrain.json" 2>&1 | tee "$log/bench_pretrain.txt" || echo "gpu.sh: pretrain benchmark failed"
 
   record run "$rc" $((SECONDS - t_step)) ", \"build_s\": $build_s, \"archs\": \"$archs\""
   finish ctest-gpu.log ctest-distill.log ctest-gpu.xml ctest-distill.xml bench_copy.json bench_tvd.json \
-    bench_pretrain.json
+    bench_fused_head.json bench_pretrain.json
   return "$rc"
 }
 

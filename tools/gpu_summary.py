@@ -61,6 +61,19 @@ def run_rows(log, step):
                f"{r['composite_ms']:.3f} ms, {r['composite_ms'] / best:.1f}x, {r['kernel_gbps']:.0f} GB/s |")
 
 
+    fused = load(log, "bench_fused_head.json")
+    if fused is None:
+        yield "| fused head + loss | no result: see bench_fused_head.txt |"
+    for r in (fused or {}).get("rows", []):
+        if "time_ratio" not in r:
+            yield f"| fused head {r['objective']} V={r['vocab']} | failed: see bench_fused_head.txt |"
+            continue
+        u, f = r["unfused"], r["fused"]
+        yield (f"| fused head {r['objective']} N={fused['tokens']} V={r['vocab']} | {f['ms']:.1f} ms vs "
+               f"{u['ms']:.1f} ms ({r['time_ratio']:.2f}x time), peak {f['peak_mib']:.0f} vs {u['peak_mib']:.0f} MiB "
+               f"({r['memory_ratio']:.3f}x memory) |")
+
+
 def target_rows(log, step):
     gen = load(log, "generate_vs_hf.json")
     if gen is None:

@@ -69,6 +69,9 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
   const torch::Device device = model_.parameters()[0].device();
   const int64_t vocab = model_.config().vocab_size;
   KVCache cache = model_.new_cache(B, capacity);
+  // On CUDA the decode steps (every row one token or none) replay a CUDA graph; prefills run eagerly.
+  std::unique_ptr<DecodeGraphs> graphs;
+  if (use_cuda_graphs(device)) graphs = std::make_unique<DecodeGraphs>(model_, cache);
   std::vector<Slot> slots(static_cast<size_t>(B));
   size_t next = 0;
   auto finish = [&](Slot& s, const std::string& why) {
@@ -168,7 +171,8 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
       tokens[b][0] = slots[static_cast<size_t>(b)].tokens.back();
       n[b] = 1;
     }
-    const Tensor logits = model_.forward(tokens.to(device), cache, n.to(device));
+    const Tensor logits =
+        graphs ? graphs->step(tokens.to(device), n.to(device)) : model_.forward(tokens.to(device), cache, n.to(device));
     sample(active, logits.select(1, 0));
   }
   return out;

@@ -88,6 +88,52 @@ std::shared_ptr<Llama> peaked_model() {
   return m;
 }
 
+// The steps a CUDA graph captures (Llama::forward_static through DecodeGraphs: keys over the whole capacity, no host
+// synchronisation) equal the eager forward: a ragged prefill, then one-token steps of a ragged batch (a row taking
+// none), three-token verification steps, and rollbacks, with greedy choices fed back. On the CPU DecodeGraphs runs the
+// static step eagerly; GpuDecodeGraphs replays captured graphs.
+void expect_static_steps_equal_eager(torch::Device device, bool graphs_expected) {
+  auto model = peaked_model();
+  model->to(device);
+  torch::NoGradGuard no_grad;
+  const int64_t B = 3, capacity = 40;
+  KVCache eager = model->new_cache(B, capacity), fixed = model->new_cache(B, capacity);
+  DecodeGraphs steps(*model, fixed);
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  torch::manual_seed(5);
+  const Tensor prompt = torch::randint(32, {B, 6}, opts), n_prompt = torch::tensor({6, 2, 4}, opts);
+  Tensor next = model->forward(prompt, eager, n_prompt).select(1, 1).argmax(-1);  // any column: just a start
+  model->forward(prompt, fixed, n_prompt);
+  auto compare = [&](const Tensor& a, const Tensor& b, const std::string& what) {
+    ASSERT_EQ(a.sizes(), b.sizes()) << what;
+    EXPECT_LT((a - b).abs().max().item<double>(), 1e-5 * (1 + a.abs().max().item<double>())) << what;
+    EXPECT_TRUE(torch::equal(a.argmax(-1), b.argmax(-1))) << what;
+  };
+  for (int step = 0; step < 8; ++step) {
+    const Tensor n = torch::tensor({1, step % 3 == 0 ? 0 : 1, 1}, opts);  // row 1 idles every third step
+    const Tensor x = next.view({B, 1});
+    const Tensor a = model->forward(x, eager, n), b = steps.step(x, n);
+    compare(a, b, str_cat("one-token step ", step));
+    EXPECT_TRUE(torch::equal(eager.lengths, fixed.lengths));
+    next = a.select(1, 0).argmax(-1);
+  }
+  for (int round = 0; round < 3; ++round) {  // verify three tokens, keep the first one, roll the rest back
+    const Tensor x = torch::stack({next, (next + 1) % 32, (next + 7) % 32}, 1);
+    const Tensor a = model->forward(x, eager), b = steps.step(x);
+    compare(a, b, str_cat("verification ", round));
+    eager.lengths.sub_(2), fixed.lengths.sub_(2);
+    next = a.select(1, 0).argmax(-1);
+  }
+  EXPECT_EQ(steps.graphs(), graphs_expected ? 2 : 0);  // one per shape: one ragged token, three tokens
+}
+
+TEST(DecodeGraphs, StaticStepsEqualTheEagerForward) { expect_static_steps_equal_eager(torch::kCPU, false); }
+
+TEST(GpuDecodeGraphs, ReplayedGraphsEqualTheEagerForward) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  expect_static_steps_equal_eager(torch::Device(torch::kCUDA, 0), true);
+}
+
 TEST(Generator, SamplesOfARequestDoNotDependOnItsBatchAndStopsAreApplied) {
   auto model = peaked_model();
   std::vector<Request> requests;
