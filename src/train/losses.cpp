@@ -276,9 +276,10 @@ TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const T
 
 // --- The fused head ---------------------------------------------------------------------------------------------
 
-int64_t head_chunk_rows(int64_t rows, int64_t hidden, int64_t vocab) {
+int64_t head_chunk_rows(int64_t rows, int64_t hidden, int64_t vocab, bool cuda) {
   const int64_t factor = (vocab + hidden - 1) / std::max<int64_t>(1, hidden);
-  const int64_t want = std::max<int64_t>(1, (rows + factor - 1) / std::max<int64_t>(1, factor));
+  const int64_t floor = cuda ? 1024 : 256;
+  const int64_t want = std::max<int64_t>(floor, (rows + factor - 1) / std::max<int64_t>(1, factor));
   int64_t c = 1;
   while (c < want) c *= 2;
   return c;
@@ -327,7 +328,8 @@ struct FusedHeadFunction : public torch::autograd::Function<FusedHeadFunction> {
 Tensor fused_head_loss(const Tensor& hidden, const Tensor& weight, const HeadScore& score, int64_t chunk_rows) {
   DA_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1), "fused_head_loss: hidden ",
            hidden.sizes(), " and weight ", weight.sizes(), " must be [N, H] and [V, H]");
-  const int64_t chunk = chunk_rows > 0 ? chunk_rows : head_chunk_rows(hidden.size(0), weight.size(1), weight.size(0));
+  const int64_t chunk =
+      chunk_rows > 0 ? chunk_rows : head_chunk_rows(hidden.size(0), weight.size(1), weight.size(0), hidden.is_cuda());
   // Without autograd (validation) only the values are summed.
   const bool need_grad = torch::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad());
   return FusedHeadFunction::apply(hidden, weight, &score, chunk, need_grad);

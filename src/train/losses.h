@@ -91,9 +91,12 @@ struct HeadChunk {
 // Scores rows [begin, end) from their logits [end - begin, V].
 using HeadScore = std::function<HeadChunk(const torch::Tensor& logits, int64_t begin, int64_t end)>;
 
-// Rows per chunk for N rows, hidden size H and vocabulary V, as Liger chooses: N / ceil(V / H) rounded up to a power
-// of two, so that a chunk's logits are about the size of the hidden states [N, H].
-int64_t head_chunk_rows(int64_t rows, int64_t hidden, int64_t vocab);
+// Rows per chunk for N rows, hidden size H and vocabulary V: Liger's N / ceil(V / H) rounded up to a power of two (a
+// chunk's logits about the size of the hidden states [N, H]), but at least 256 rows on the CPU and 1024 on CUDA. Below
+// that each chunk's pass over d loss / d W ([V, H] in fp32, read and written once per chunk) costs more than its
+// matrix products: with a drafter's small H, Liger's rule gives 16-row chunks, 3.2x the unfused step's time on the CPU
+// machine; 128 rows 1.04x, 512 rows 0.89x (docs/PERFORMANCE.md). The CUDA floor is reasoned, not yet measured.
+int64_t head_chunk_rows(int64_t rows, int64_t hidden, int64_t vocab, bool cuda);
 
 // The sum of `score`'s values over all chunks of hidden [N, H] W^T (W = `weight` [V, H]), differentiable in both
 // (an autograd function: the gradients are computed here, chunk by chunk, and backward scales them). Under CUDA

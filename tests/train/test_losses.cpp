@@ -340,11 +340,13 @@ double surrogate_scale(const Tensor& student, const KdOptions& o) {
 
 // --- The fused head: chunks of rows through the output projection, no [N, V] logits ---------------------------------
 
-TEST(FusedHead, ChunkRowsFollowLiger) {
-  EXPECT_EQ(head_chunk_rows(16384, 576, 49152), 256);    // ceil(49152 / 576) = 86: 16384 / 86 -> 191 -> 256
-  EXPECT_EQ(head_chunk_rows(16384, 4096, 128256), 512);  // ceil(128256 / 4096) = 32: 16384 / 32 = 512
-  EXPECT_EQ(head_chunk_rows(10, 64, 64), 16);
-  EXPECT_EQ(head_chunk_rows(1, 8, 1000), 1);
+TEST(FusedHead, ChunkRowsFollowLigerAboveAFloor) {
+  EXPECT_EQ(head_chunk_rows(16384, 4096, 128256, false), 512);  // ceil(128256 / 4096) = 32: 16384 / 32 = 512
+  EXPECT_EQ(head_chunk_rows(65536, 576, 49152, false), 1024);   // ceil(49152 / 576) = 86: 65536 / 86 -> 763 -> 1024
+  EXPECT_EQ(head_chunk_rows(16384, 576, 49152, false), 256);    // 191 -> the CPU floor
+  EXPECT_EQ(head_chunk_rows(16384, 576, 49152, true), 1024);    // the CUDA floor
+  EXPECT_EQ(head_chunk_rows(262144, 768, 128256, true), 2048);  // ceil(128256 / 768) = 167: 1570 -> 2048
+  EXPECT_EQ(head_chunk_rows(10, 64, 64, false), 256);           // above N: one chunk
 }
 
 // Cross-entropy through the fused head equals it through the materialised logits, in value and in the gradients of
