@@ -252,7 +252,10 @@ int distill(const config::Config& cfg) {
   };
   auto objective_rows = [&](const PairBatch& b) {
     DistillRows r;
-    r.student_hidden = response_hidden(*student, b);
+    {
+      AutocastGuard guard(rt.bf16_autocast);
+      r.student_hidden = response_hidden(*student, b);
+    }
     r.student_head = student->head_weight();
     if (offline) {
       r.topk_ids = b.topk_ids, r.topk_logprobs = b.topk_logprobs;
@@ -313,8 +316,9 @@ int distill(const config::Config& cfg) {
     const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
     // Every record's prompt fills the whole train.seq_len window: nothing to learn from (run_training counts it).
     if (b.positions.size(0) == 0) return MicroBatch::empty({"kd", "ce", "alpha"});
-    AutocastGuard guard(rt.bf16_autocast);
-    const DistillTerms o = distill_objective(objective_rows(b), kd, d.loss, d.kd_weight, d.ce_weight);
+    const DistillRows rows = objective_rows(b);
+    AutocastGuard guard(rt.bf16_autocast);  // the heads' products in bf16, as the student's forward
+    const DistillTerms o = distill_objective(rows, kd, d.loss, d.kd_weight, d.ce_weight);
     const double n = static_cast<double>(b.positions.size(0));
     return MicroBatch{o.loss, b.positions.size(0), {{"kd", o.kd}, {"ce", o.ce}, {"alpha", o.alpha_sum / n}}};
   };
