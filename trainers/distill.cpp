@@ -133,11 +133,16 @@ PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int6
   return out;
 }
 
-// The logits of the response positions only, [N, V]: the decoder runs over the whole batch, but only the N response
-// rows of its final hidden states reach the vocabulary-wide output head (prompt and padding rows never do).
-Tensor response_logits(model::Llama& m, const Tensor& x, const Tensor& positions) {
+// The final hidden states of the response positions only, [N, hidden]: the decoder runs over the whole batch, but
+// only the N response rows reach the vocabulary-wide output head (prompt and padding rows never do).
+Tensor response_hidden(model::Llama& m, const Tensor& x, const Tensor& positions) {
   const Tensor h = m.hidden(x);
-  return m.logits(h.reshape({-1, h.size(-1)}).index_select(0, positions));
+  return h.reshape({-1, h.size(-1)}).index_select(0, positions);
+}
+
+// Their logits, [N, V] (validation; training fuses the head with the loss).
+Tensor response_logits(model::Llama& m, const Tensor& x, const Tensor& positions) {
+  return m.logits(response_hidden(m, x, positions));
 }
 
 }  // namespace
@@ -246,22 +251,18 @@ int distill(const config::Config& cfg) {
     torch::NoGradGuard no_grad;
     return response_logits(*target, b.x, b.positions);
   };
-  auto response_hidden = [&](model::Llama& m, const PairBatch& b) {
-    const Tensor h = m.hidden(b.x);
-    return h.reshape({-1, h.size(-1)}).index_select(0, b.positions);
-  };
   auto objective_rows = [&](const PairBatch& b) {
     DistillRows r;
     {
       AutocastGuard guard(rt.bf16_autocast);
-      r.student_hidden = response_hidden(*student, b);
+      r.student_hidden = response_hidden(*student, b.x, b.positions);
     }
     r.student_head = student->head_weight();
     if (offline) {
       r.topk_ids = b.topk_ids, r.topk_logprobs = b.topk_logprobs;
     } else {
       torch::NoGradGuard no_grad;
-      r.teacher_hidden = response_hidden(*target, b);
+      r.teacher_hidden = response_hidden(*target, b.x, b.positions);
       r.teacher_head = target->head_weight();
     }
     // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew.

@@ -290,30 +290,25 @@ Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new)
   const int64_t used = (cache.lengths + n_real).max().item<int64_t>();
   DA_CHECK(used <= cache.capacity(), "Llama: the KV cache holds ", cache.capacity(), " positions, ", used,
            " are needed");
-  Tensor positions = (cache.lengths.unsqueeze(1) + torch::arange(T, cache.lengths.options()).unsqueeze(0))
-                         .clamp_max(cache.capacity() - 1);
   DA_CHECK(used <= config_.max_position_embeddings, "Llama: position ", used - 1,
            " is past max_position_embeddings (", config_.max_position_embeddings, ")");
-  // Query i of row b sits at positions[b, i] and sees every key at or before it: the row's cached prefix and the new
-  // tokens up to itself. Keys past it (padding of this call, stale entries of a rolled-back draft) are masked.
-  Tensor keys = torch::arange(used, positions.options());
-  Tensor mask = (keys.view({1, 1, 1, used}) <= positions.view({positions.size(0), 1, T, 1}));
-  Tensor h = run(tokens, positions, mask, &cache);
-  cache.lengths += n_real;
-  return logits(h);
+  return decode(tokens, cache, n_real, used);
 }
 
 Tensor Llama::forward_static(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
-  const int64_t B = tokens.size(0), T = tokens.size(1), capacity = cache.capacity();
-  Tensor positions =
-      (cache.lengths.unsqueeze(1) + torch::arange(T, cache.lengths.options()).unsqueeze(0)).clamp_max(capacity - 1);
-  Tensor keys = torch::arange(capacity, positions.options());
-  Tensor mask = keys.view({1, 1, 1, capacity}) <= positions.view({B, 1, T, 1});
+  const Tensor n_real = n_new.defined() ? n_new : torch::full_like(cache.lengths, tokens.size(1));
+  return decode(tokens, cache, n_real, cache.capacity());
+}
+
+Tensor Llama::decode(const Tensor& tokens, KVCache& cache, const Tensor& n_real, int64_t keys) {
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  Tensor positions = (cache.lengths.unsqueeze(1) + torch::arange(T, cache.lengths.options()).unsqueeze(0))
+                         .clamp_max(cache.capacity() - 1);
+  // Query i of row b sits at positions[b, i] and sees every key at or before it: the row's cached prefix and the new
+  // tokens up to itself. Keys past it (padding of this call, stale entries of a rolled-back draft) are masked.
+  Tensor mask = torch::arange(keys, positions.options()).view({1, 1, 1, keys}) <= positions.view({B, 1, T, 1});
   Tensor h = run(tokens, positions, mask, &cache);
-  if (n_new.defined())
-    cache.lengths.add_(n_new);
-  else
-    cache.lengths.add_(T);
+  cache.lengths.add_(n_real);
   return logits(h);
 }
 

@@ -69,6 +69,9 @@ class Llama : public torch::nn::Module {
  private:
   torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask,
                     KVCache* cache);
+  // Both cached forwards: tokens appended at each row's length, attending over the cache's first `keys` positions,
+  // then each row's length raised by n_real [B].
+  torch::Tensor decode(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real, int64_t keys);
 
   io::LlamaConfig config_;
   std::shared_ptr<Body> body_;

@@ -21,24 +21,22 @@ DistEnv launch_of(const Env& env) {
   });
 }
 
-TEST(LaunchEnv, NoLauncherIsOneProcess) {
-  const DistEnv e = launch_of({});
-  EXPECT_EQ(e.launcher, Launcher::kSingle);
-  EXPECT_EQ(e.rank, 0);
-  EXPECT_EQ(e.world, 1);
-  EXPECT_EQ(e.local_rank, 0);
-  EXPECT_EQ(e.local_world, 1);
+// The launch and the process's place in it.
+void expect_place(const DistEnv& e, Launcher launcher, int rank, int world, int local_rank, int local_world) {
+  EXPECT_EQ(e.launcher, launcher);
+  EXPECT_EQ(e.rank, rank);
+  EXPECT_EQ(e.world, world);
+  EXPECT_EQ(e.local_rank, local_rank);
+  EXPECT_EQ(e.local_world, local_world);
 }
+
+TEST(LaunchEnv, NoLauncherIsOneProcess) { expect_place(launch_of({}), Launcher::kSingle, 0, 1, 0, 1); }
 
 TEST(LaunchEnv, TorchrunGivesRankWorldAndLocalRank) {
   const DistEnv e = launch_of({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "4"},
                                {"MASTER_ADDR", "node0"}, {"MASTER_PORT", "29511"},
                                {"TORCHELASTIC_USE_AGENT_STORE", "True"}});
-  EXPECT_EQ(e.launcher, Launcher::kTorchrun);
-  EXPECT_EQ(e.rank, 5);
-  EXPECT_EQ(e.world, 8);
-  EXPECT_EQ(e.local_rank, 1);
-  EXPECT_EQ(e.local_world, 4);
+  expect_place(e, Launcher::kTorchrun, 5, 8, 1, 4);
   EXPECT_EQ(e.master_addr, "node0");
   EXPECT_EQ(e.master_port, 29511);
   EXPECT_TRUE(e.agent_store);
@@ -53,12 +51,7 @@ Env batch_script() {
           {"SLURM_TASKS_PER_NODE", "4(x2)"}, {"SLURM_JOB_NUM_NODES", "2"}};
 }
 
-TEST(LaunchEnv, ABatchScriptIsOneProcess) {
-  const DistEnv e = launch_of(batch_script());
-  EXPECT_EQ(e.launcher, Launcher::kSingle);
-  EXPECT_EQ(e.world, 1);
-  EXPECT_EQ(e.rank, 0);
-}
+TEST(LaunchEnv, ABatchScriptIsOneProcess) { expect_place(launch_of(batch_script()), Launcher::kSingle, 0, 1, 0, 1); }
 
 // A task of `srun` inside that job: srun adds the step's variables. Task 6 is the third task on the second node.
 TEST(LaunchEnv, AnSrunStepTaskGivesItsPlace) {
@@ -71,11 +64,7 @@ TEST(LaunchEnv, AnSrunStepTaskGivesItsPlace) {
   env["SLURM_STEP_TASKS_PER_NODE"] = "4,3";
   env["MASTER_ADDR"] = "gnode10";
   const DistEnv e = launch_of(env);
-  EXPECT_EQ(e.launcher, Launcher::kSrunStep);
-  EXPECT_EQ(e.rank, 6);
-  EXPECT_EQ(e.world, 7);
-  EXPECT_EQ(e.local_rank, 2);
-  EXPECT_EQ(e.local_world, 3);
+  expect_place(e, Launcher::kSrunStep, 6, 7, 2, 3);
   EXPECT_EQ(e.master_addr, "gnode10");
 
   env.erase("MASTER_ADDR");
