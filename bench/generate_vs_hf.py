@@ -3,7 +3,8 @@
 
 Greedy decoding of the first n training prompts (.cache/prompts/train.jsonl), rendered with the model's chat template,
 at batch 1, 16 and 64. Ours (build/bench/bench_generate) decodes with continuous batching: a finished sequence is
-replaced at once. transformers decodes static batches of the prompts, left-padded, until every row of the batch is
+replaced at once; it runs twice, with and without prefix sharing (the prompts' common prefix, the chat template's
+system prompt, prefilled once). transformers decodes static batches of the prompts, left-padded, until every row of the batch is
 done. Both count the tokens of each response up to and including its end token, and time the decoding only (model
 loading and a warm-up excluded); fp32 on CPU, bf16 on CUDA; the same threads. Also reported: how many responses are
 token-for-token identical between the two (greedy decoding of the same model should agree but for floating-point
@@ -97,23 +98,28 @@ def main():
     for batch in [int(b) for b in args.batches.split(",")]:
         n = max(batch, 4 if batch == 1 and not gpu else batch)
         texts = prompts(args.prompts, n)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "r.json")
-            subprocess.run([args.bin, "--model", args.model, "--prompts", args.prompts, "--n", str(n), "--batch",
-                            str(batch), "--max-new", str(max_new), "--device", args.device, "--out", out], check=True)
-            ours = json.load(open(out))
+        def run_ours(share_prefix):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = os.path.join(tmp, "r.json")
+                subprocess.run([args.bin, "--model", args.model, "--prompts", args.prompts, "--n", str(n), "--batch",
+                                str(batch), "--max-new", str(max_new), "--device", args.device, "--share-prefix",
+                                str(share_prefix), "--out", out], check=True)
+                return json.load(open(out))
+        ours, unshared = run_ours(1), run_ours(0)
         ref = hf_generate(args.model, texts, batch, max_new, args.device)
         same = sum(a == b for a, b in zip(ours["responses"], ref["responses"]))
-        rows.append({"batch": batch, "prompts": n, "ours": ours, "hf": ref, "identical": same})
+        rows.append({"batch": batch, "prompts": n, "ours": ours, "ours_unshared": unshared, "hf": ref,
+                     "identical": same})
 
     print()
-    print("| batch | prompts | draftalign tokens/s | transformers tokens/s | ratio | tokens (ours / hf) | "
-          "identical responses |")
-    print("|---|---|---|---|---|---|---|")
+    print("| batch | prompts | shared prefix | draftalign tokens/s | without prefix sharing | transformers tokens/s | "
+          "ratio | ratio without sharing | tokens (ours / hf) | identical responses |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        o, h = r["ours"], r["hf"]
-        print(f"| {r['batch']} | {r['prompts']} | {o['tokens_per_s']:.1f} | {h['tokens_per_s']:.1f} | "
-              f"{o['tokens_per_s'] / h['tokens_per_s']:.2f}x | {o['tokens']} / {h['tokens']} | "
+        o, u, h = r["ours"], r["ours_unshared"], r["hf"]
+        print(f"| {r['batch']} | {r['prompts']} | {o['shared_prefix']} | {o['tokens_per_s']:.1f} | "
+              f"{u['tokens_per_s']:.1f} | {h['tokens_per_s']:.1f} | {o['tokens_per_s'] / h['tokens_per_s']:.2f}x | "
+              f"{u['tokens_per_s'] / h['tokens_per_s']:.2f}x | {o['tokens']} / {h['tokens']} | "
               f"{r['identical']} / {r['prompts']} |")
     if args.json:
         with open(args.json, "w") as f:

@@ -120,14 +120,24 @@ struct Stream {
 
   // Appends tokens; returns their logits [T, V].
   Tensor feed(const std::vector<int64_t>& tokens) {
-    const torch::Device device = cache.lengths.device();
+    const Tensor x = admit(tokens);
+    if (graphs && x.size(1) <= kMaxGraphTokens) return graphs->step(x).squeeze(0);
+    return model.forward(x, cache).squeeze(0);
+  }
+  // Appends tokens; returns the last one's logits [V]. Only that token goes through the output projection (on CUDA a
+  // short step still replays the graph, which projects all).
+  Tensor feed_last(const std::vector<int64_t>& tokens) {
+    const Tensor x = admit(tokens);
+    if (graphs && x.size(1) <= kMaxGraphTokens) return graphs->step(x).select(1, -1).squeeze(0);
+    return model.forward_last(x, cache).squeeze(0);
+  }
+  // The tokens as a [1, T] tensor on the cache's device, counted into `length`.
+  Tensor admit(const std::vector<int64_t>& tokens) {
     const int64_t t = static_cast<int64_t>(tokens.size());
     DA_CHECK(length + t <= cache.capacity(), "speculative decoding: the KV cache holds ", cache.capacity(),
              " positions, ", length + t, " are needed");
-    const Tensor x = torch::tensor(tokens, torch::kInt64).view({1, -1}).to(device);
     length += t;
-    if (graphs && t <= kMaxGraphTokens) return graphs->step(x).squeeze(0);
-    return model.forward(x, cache).squeeze(0);
+    return torch::tensor(tokens, torch::kInt64).view({1, -1}).to(cache.lengths.device());
   }
   void truncate(int64_t n) {
     length = n;
@@ -161,8 +171,8 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   if (gamma > 0 && drafter_ != nullptr) drafter.emplace(*drafter_, capacity);
   const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
   if (!head.empty()) {
-    target.feed(head);
-    if (drafter) drafter->feed(head);
+    target.feed_last(head);
+    if (drafter) drafter->feed_last(head);
   }
   int64_t pending = prompt.back();
   std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending`
@@ -192,7 +202,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
       in.insert(in.end(), draft.begin(), draft.end());
       lag.clear();
       while (static_cast<int64_t>(draft.size()) < gamma) {
-        const Tensor logits = drafter->feed(in).select(0, -1);  // [V]
+        const Tensor logits = drafter->feed_last(in);  // [V]
         fed = static_cast<int64_t>(draft.size());
         ++out.counters.num_drafter_calls;
         int64_t d;
@@ -272,7 +282,7 @@ double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& cont
            model.config().max_position_embeddings, " positions");
   torch::NoGradGuard no_grad;
   Stream s(model, n);
-  if (n > block) s.feed(std::vector<int64_t>(context.begin(), context.end() - block));
+  if (n > block) s.feed_last(std::vector<int64_t>(context.begin(), context.end() - block));
   const int64_t base = s.length;
   const std::vector<int64_t> last(context.end() - block, context.end());
   std::vector<double> times;

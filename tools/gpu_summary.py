@@ -79,9 +79,10 @@ def target_rows(log, step):
     if gen is None:
         yield "| generate vs transformers | no result: see generate_vs_hf.txt |"
     for r in (gen or {}).get("rows", []):
-        o, h = r["ours"]["tokens_per_s"], r["hf"]["tokens_per_s"]
+        o, u, h = r["ours"]["tokens_per_s"], r["ours_unshared"]["tokens_per_s"], r["hf"]["tokens_per_s"]
         yield (f"| generate, batch {r['batch']} ({r['prompts']} prompts) | ours {o:.1f} tokens/s vs transformers "
-               f"{h:.1f} ({o / h:.2f}x); identical {r['identical']} / {r['prompts']} |")
+               f"{h:.1f} ({o / h:.2f}x; {u / h:.2f}x without prefix sharing); identical {r['identical']} / "
+               f"{r['prompts']} |")
 
 
 def demo_rows(log, step):

@@ -40,6 +40,20 @@ struct Slot {
   bool fresh = false;  // waiting for its prompt to be prefilled
 };
 
+// The longest prefix all prompts share, leaving at least one token of each to prefill (its logits give the first
+// token).
+int64_t common_prefix(const std::vector<Request>& requests) {
+  const std::vector<int64_t>& first = requests[0].prompt;
+  int64_t n = static_cast<int64_t>(first.size()) - 1;
+  for (const auto& r : requests) {
+    n = std::min<int64_t>(n, static_cast<int64_t>(r.prompt.size()) - 1);
+    int64_t i = 0;
+    while (i < n && r.prompt[static_cast<size_t>(i)] == first[static_cast<size_t>(i)]) ++i;
+    n = i;
+  }
+  return std::max<int64_t>(n, 0);
+}
+
 }  // namespace
 
 Generator::Generator(Llama& model, SamplingParams params, int64_t batch_size, int64_t topk_logprobs,
@@ -69,6 +83,15 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
   const torch::Device device = model_.parameters()[0].device();
   const int64_t vocab = model_.config().vocab_size;
   KVCache cache = model_.new_cache(B, capacity);
+  // The shared prefix's keys and values, [1, kv_heads, shared, head_dim] per layer.
+  shared_prefix_ = share_prefix_ ? common_prefix(requests) : 0;
+  const int64_t shared = shared_prefix_;
+  KVCache prefix;
+  if (shared > 0) {
+    prefix = model_.new_cache(1, shared);
+    const std::vector<int64_t> head(requests[0].prompt.begin(), requests[0].prompt.begin() + shared);
+    model_.forward_last(torch::tensor(head, torch::kInt64).view({1, shared}).to(device), prefix);
+  }
   // On CUDA the decode steps (every row one token or none) replay a CUDA graph; prefills run eagerly.
   std::unique_ptr<DecodeGraphs> graphs;
   if (use_cuda_graphs(device)) graphs = std::make_unique<DecodeGraphs>(model_, cache);
@@ -143,21 +166,31 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
       fresh.push_back(b);
     }
     if (!fresh.empty()) {
+      // Each fresh row starts with the shared prefix's keys and values and prefills the rest of its prompt.
       int64_t t = 0;
-      for (int64_t b : fresh) t = std::max<int64_t>(t, requests[slots[static_cast<size_t>(b)].request].prompt.size());
+      for (int64_t b : fresh)
+        t = std::max<int64_t>(t, requests[slots[static_cast<size_t>(b)].request].prompt.size() - shared);
       Tensor tokens = torch::zeros({B, t}, torch::kInt64), n = torch::zeros({B}, torch::kInt64);
       Tensor lengths = cache.lengths.cpu();
       for (int64_t b : fresh) {
         const auto& p = requests[slots[static_cast<size_t>(b)].request].prompt;
-        tokens[b].narrow(0, 0, static_cast<int64_t>(p.size())).copy_(torch::tensor(p, torch::kInt64));
-        n[b] = static_cast<int64_t>(p.size());
-        lengths[b] = 0;
+        const int64_t rest = static_cast<int64_t>(p.size()) - shared;
+        tokens[b]
+            .narrow(0, 0, rest)
+            .copy_(torch::tensor(std::vector<int64_t>(p.begin() + shared, p.end()), torch::kInt64));
+        n[b] = rest;
+        lengths[b] = shared;
       }
       cache.lengths.copy_(lengths);
-      const Tensor nd = n.to(device);
-      const Tensor logits = model_.forward(tokens.to(device), cache, nd);
-      const Tensor last = logits.gather(1, (nd - 1).clamp_min(0).view({B, 1, 1}).expand({B, 1, vocab})).squeeze(1);
-      sample(fresh, last);
+      if (shared > 0) {
+        const Tensor rows = torch::tensor(fresh, torch::kInt64).to(device);
+        const int64_t f = rows.size(0);
+        for (size_t l = 0; l < cache.k.size(); ++l) {
+          cache.k[l].narrow(2, 0, shared).index_copy_(0, rows, prefix.k[l].expand({f, -1, -1, -1}));
+          cache.v[l].narrow(2, 0, shared).index_copy_(0, rows, prefix.v[l].expand({f, -1, -1, -1}));
+        }
+      }
+      sample(fresh, model_.forward_last(tokens.to(device), cache, n.to(device)));
     }
     std::vector<int64_t> active;
     for (int64_t b = 0; b < B; ++b)
@@ -197,8 +230,7 @@ std::vector<std::vector<int64_t>> greedy_decode(Llama& model, const std::vector<
   KVCache cache = model.new_cache(B, longest + max_new);
   tokens = tokens.to(device);
   n = n.to(device);
-  Tensor logits = model.forward(tokens, cache, n);
-  Tensor last = logits.gather(1, (n - 1).view({B, 1, 1}).expand({B, 1, logits.size(2)}));
+  Tensor last = model.forward_last(tokens, cache, n).unsqueeze(1);
 
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
   std::vector<bool> done(static_cast<size_t>(B), false);

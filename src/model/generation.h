@@ -2,7 +2,8 @@
 //
 // A fixed number of slots decode together. A slot whose sequence finishes (an end token, a stop string, the length
 // limit) is refilled with the next request at once: its cache row is reset and the new prompt is prefilled in one
-// forward pass next to the other rows' single decode tokens, so the batch stays full until the queue runs dry.
+// forward pass next to the other rows' single decode tokens, so the batch stays full until the queue runs dry. The
+// prompts' common prefix is prefilled once and copied into each row's cache (set_prefix_sharing).
 //
 // Sampling is reproducible per request, whatever the batch it runs in: every request carries its own seed, and each
 // token is drawn by inverse-CDF sampling of the (temperature, top-k, top-p filtered) distribution with one uniform
@@ -76,11 +77,19 @@ class Generator {
   std::vector<Completion> run(const std::vector<Request>& requests,
                               const std::function<void(int64_t)>& on_token = {});
 
+  // Prefix sharing (on by default): the requests' common prompt prefix (the chat template's system prompt, usually)
+  // is prefilled once and its keys and values copied into each row's cache, as vLLM's prefix caching does; each row
+  // prefills only the rest of its prompt. shared_prefix() is how many tokens the last run shared.
+  void set_prefix_sharing(bool on) { share_prefix_ = on; }
+  int64_t shared_prefix() const { return shared_prefix_; }
+
  private:
   Llama& model_;
   SamplingParams params_;
   int64_t batch_size_, topk_;
   const tok::Tokenizer* tokenizer_;
+  bool share_prefix_ = true;
+  int64_t shared_prefix_ = 0;
 };
 
 // The reference decoder the batched Generator and the speculative decoders are tested against: greedy decoding of a

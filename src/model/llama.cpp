@@ -37,16 +37,17 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 }
 
 // x W^T for a weight W [out, in]. On a CPU with no gradient, a few rows of x (a plain decode step, a speculative
-// verification of 2..8 tokens, a small decode batch) go through W x^T instead: BLAS runs x W^T as a GEMM that for 2..8
+// verification of 2..8 tokens, a decode batch) go through W x^T instead: BLAS runs x W^T as a GEMM that for 2..8
 // rows is far slower than the one-row GEMV (MKL, 2 cores: 2 rows of SmolLM2's 576 x 49152 head take 2.2x one row),
 // while W x^T streams W once at about the GEMV's cost, and for two rows below it. So a single row is padded to two
-// (itself twice) and the first column kept: the fastest plain step the CPU has (docs/PERFORMANCE.md). Anything else is
-// torch::linear.
+// (itself twice) and the first column kept: the fastest plain step the CPU has (docs/PERFORMANCE.md). Up to 128 rows (a
+// decode batch) W x^T also beats x W^T, by 10-25% for every projection of SmolLM2 (MKL packs W on each x W^T call); at
+// 256 rows they are even. Anything else (training, a long prefill, CUDA) is torch::linear.
 std::atomic<bool> pad_single_row{true};
 
 Tensor project(const Tensor& x, const Tensor& w) {
   const int64_t in = x.size(-1), rows = x.numel() / in;
-  if (!x.device().is_cpu() || rows > 8 || torch::GradMode::is_enabled() ||
+  if (!x.device().is_cpu() || rows > 128 || torch::GradMode::is_enabled() ||
       (rows == 1 && !pad_single_row.load(std::memory_order_relaxed)))
     return torch::linear(x, w);
   std::vector<int64_t> shape = x.sizes().vec();
@@ -280,7 +281,7 @@ KVCache Llama::new_cache(int64_t batch, int64_t capacity) const {
   return cache;
 }
 
-Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
+Tensor Llama::append(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
   DA_CHECK(tokens.dim() == 2 && tokens.size(0) == cache.batch(), "Llama: tokens ", io::shape_text(tokens.sizes()),
            " do not match a cache of ", cache.batch(), " rows");
   const int64_t T = tokens.size(1);
@@ -295,9 +296,22 @@ Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new)
   return decode(tokens, cache, n_real, used);
 }
 
+Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
+  return logits(append(tokens, cache, n_new));
+}
+
+Tensor Llama::forward_last(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  const Tensor h = append(tokens, cache, n_new);
+  const Tensor n =
+      n_new.defined() ? n_new.to(h.device(), torch::kInt64) : torch::full({B}, T, h.options().dtype(torch::kInt64));
+  const Tensor last = (n - 1).clamp_min(0).view({B, 1, 1}).expand({B, 1, h.size(2)});
+  return logits(h.gather(1, last).squeeze(1));
+}
+
 Tensor Llama::forward_static(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
   const Tensor n_real = n_new.defined() ? n_new : torch::full_like(cache.lengths, tokens.size(1));
-  return decode(tokens, cache, n_real, cache.capacity());
+  return logits(decode(tokens, cache, n_real, cache.capacity()));
 }
 
 Tensor Llama::decode(const Tensor& tokens, KVCache& cache, const Tensor& n_real, int64_t keys) {
@@ -309,7 +323,7 @@ Tensor Llama::decode(const Tensor& tokens, KVCache& cache, const Tensor& n_real,
   Tensor mask = torch::arange(keys, positions.options()).view({1, 1, 1, keys}) <= positions.view({B, 1, T, 1});
   Tensor h = run(tokens, positions, mask, &cache);
   cache.lengths.add_(n_real);
-  return logits(h);
+  return h;
 }
 
 namespace {

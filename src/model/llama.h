@@ -61,6 +61,9 @@ class Llama : public torch::nn::Module {
   // rest padding that is written past the row's end and never attended to. Returns logits [B, T, vocab]; rows' logits
   // past n_new[b] are meaningless.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {});
+  // The same append, projecting only each row's last real token (n_new[b] - 1): logits [B, vocab]. A prefill needs no
+  // more, and the output projection over a whole prompt is most of a prefill's work at a 49k-152k vocabulary.
+  torch::Tensor forward_last(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {});
   // forward(tokens, cache, n_new) with shapes fixed by the cache alone and no host synchronisation, so that a CUDA
   // graph can capture it: every row's keys span the cache's whole capacity (masked past the row's position), and
   // nothing is checked on the device. The caller keeps lengths + n_new within the capacity. n_new: all T if undefined.
@@ -69,8 +72,10 @@ class Llama : public torch::nn::Module {
  private:
   torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask,
                     KVCache* cache);
+  // forward's checks, then decode over the keys in use: the final hidden states [B, T, hidden].
+  torch::Tensor append(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new);
   // Both cached forwards: tokens appended at each row's length, attending over the cache's first `keys` positions,
-  // then each row's length raised by n_real [B].
+  // then each row's length raised by n_real [B]. Returns the final hidden states.
   torch::Tensor decode(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real, int64_t keys);
 
   io::LlamaConfig config_;

@@ -49,6 +49,7 @@ TEST(Generator, GreedyEqualsSingleSequenceGreedyForEveryRowOfARefilledBatch) {
   int64_t reported = 0;
   const auto out = gen.run(requests, [&](int64_t n) { reported += n; });
   ASSERT_EQ(out.size(), requests.size());
+  EXPECT_GT(gen.shared_prefix(), 10) << "the chat template's system prompt is prefilled once and shared";
   int64_t total = 0;
   std::set<size_t> lengths;
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -61,6 +62,12 @@ TEST(Generator, GreedyEqualsSingleSequenceGreedyForEveryRowOfARefilledBatch) {
     lengths.insert(out[i].tokens.size());
   }
   EXPECT_EQ(reported, total);
+
+  // Without prefix sharing every row prefills its whole prompt: the same tokens.
+  gen.set_prefix_sharing(false);
+  const auto unshared = gen.run(requests);
+  EXPECT_EQ(gen.shared_prefix(), 0);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(unshared[i].tokens, out[i].tokens) << "request " << i;
 
   // A stop string ends the response with the token that completes it.
   const std::vector<int64_t>& full = out[0].tokens;
