@@ -8,6 +8,8 @@ Writes into OUT (default .cache/golden), each part in a temporary directory rena
   tiny/      model/: a random tiny Llama saved by transformers (GQA, untied embeddings, explicit head_dim, Llama-3 rope
              scaling); golden.safetensors: tokens [2, 24], logits of the whole batch, and the logits of a packed row
              ("packed.*": three documents in one row, each document's logits computed by transformers on its own).
+  families/  <family>/model + golden.safetensors for llama3, qwen2, qwen2-window, qwen3 and mistral (FAMILIES below):
+             tokens [2, 24], their logits, and 24 greedy tokens after a fixed prompt (transformers' KV cache).
   tokenizer/ text.txt: a >= 100k-character text (English, other scripts, emoji, code, numbers, odd whitespace, special
              tokens); smollm2_ids.json: the SmolLM2 tokenizer.json encoding of it (no special tokens added).
 A stamp (sha256 of this script and the target's files) makes re-runs free.
@@ -106,6 +108,46 @@ def tiny(tmp):
     })
 
 
+# Tiny random models of every supported family, built with transformers' own config classes. Each differs from Llama
+# where its family does: Qwen2's q/k/v biases (and, in qwen2-window, a sliding window on the layers from
+# max_window_layers on), Qwen3's per-head q/k norms (and attention_bias), Mistral's sliding window on every layer.
+# Windows of 6-8 tokens make the window matter within the 24-token rows.
+FAMILY_COMMON = dict(vocab_size=96, hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, bos_token_id=1,
+                     eos_token_id=2, tie_word_embeddings=False)
+FAMILIES = {
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", dict(
+        head_dim=16, rope_theta=500000.0, attention_bias=True,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 16})),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_theta=1000000.0, tie_word_embeddings=True)),
+    "qwen2-window": ("Qwen2Config", "Qwen2ForCausalLM", dict(use_sliding_window=True, sliding_window=6,
+                                                             max_window_layers=1)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16, attention_bias=True, rope_theta=1000000.0)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=8, head_dim=16)),
+}
+GREEDY_PROMPT = [5, 17, 33, 2, 71, 9]
+
+
+@torch.no_grad()
+def families(tmp):
+    import transformers
+    for name, (config_class, model_class, extra) in FAMILIES.items():
+        torch.manual_seed(1)
+        cfg = getattr(transformers, config_class)(**{**FAMILY_COMMON, **extra})
+        model = getattr(transformers, model_class)(cfg).eval()
+        for p in model.parameters():  # larger weights than the default init, so the layers matter in the logits
+            p.normal_(0, 0.2) if p.dim() == 2 else p.uniform_(0.5, 1.5)
+        out = os.path.join(tmp, name)
+        model.save_pretrained(os.path.join(out, "model"))
+        tokens = torch.randint(0, cfg.vocab_size, (2, 24))
+        with torch.no_grad():
+            logits = model(tokens).logits.float()
+        save_tensors(os.path.join(out, "golden.safetensors"), {
+            "tokens": tokens, "logits": logits, "greedy.prompt": torch.tensor(GREEDY_PROMPT),
+            "greedy.tokens": torch.tensor(greedy(model, GREEDY_PROMPT, 24))})
+
+
 def test_text():
     """A deterministic >= 100k-character text that exercises every branch of a byte-level BPE pre-tokenizer."""
     rng = random.Random(1234)
@@ -191,6 +233,7 @@ def main():
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     print(f"[goldens] computing golden values with transformers into {args.out}", flush=True)
     build_dir(os.path.join(args.out, "tiny"), tiny)
+    build_dir(os.path.join(args.out, "families"), families)
     build_dir(os.path.join(args.out, "tokenizer"), lambda tmp: tokenizer(args.target, tmp))
     build_dir(os.path.join(args.out, "smollm2"), lambda tmp: smollm2(args.target, tmp))
     with open(stamp_file, "w") as f:

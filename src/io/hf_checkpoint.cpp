@@ -104,6 +104,16 @@ std::map<std::string, std::vector<int64_t>> llama_tensor_shapes(const LlamaConfi
     out[p + "self_attn.k_proj.weight"] = {kv, h};
     out[p + "self_attn.v_proj.weight"] = {kv, h};
     out[p + "self_attn.o_proj.weight"] = {h, q};
+    if (c.qkv_bias) {
+      out[p + "self_attn.q_proj.bias"] = {q};
+      out[p + "self_attn.k_proj.bias"] = {kv};
+      out[p + "self_attn.v_proj.bias"] = {kv};
+    }
+    if (c.o_bias) out[p + "self_attn.o_proj.bias"] = {h};
+    if (c.qk_norm) {
+      out[p + "self_attn.q_norm.weight"] = {c.head_dim};
+      out[p + "self_attn.k_norm.weight"] = {c.head_dim};
+    }
     out[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
     out[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
     out[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};

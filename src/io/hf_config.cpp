@@ -63,6 +63,43 @@ class Reader {
   const json& j_;
 };
 
+// Which layers attend to a window, as transformers decides it. Mistral: every layer when sliding_window is set (4096
+// when the key is absent, none when null). Qwen2 / Qwen3: only with use_sliding_window, the layers from
+// max_window_layers on, or as layer_types lists them.
+void read_sliding_window(Reader& r, LlamaConfig& c) {
+  const json& j = r.root();
+  const bool window_key = j.contains("sliding_window");
+  if (c.model_type == "mistral") {
+    if (!window_key)
+      c.sliding_window = 4096;
+    else if (!j["sliding_window"].is_null())
+      c.sliding_window = r.integer("sliding_window", 1);
+    c.sliding_layers.assign(static_cast<size_t>(c.sliding_window > 0 ? c.num_hidden_layers : 0), true);
+    return;
+  }
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  if (!qwen) {
+    if (window_key && !j["sliding_window"].is_null())
+      r.fail("sliding_window", str_cat("a sliding window is not part of model_type '", c.model_type, "'"));
+    return;
+  }
+  const int64_t all = c.num_hidden_layers, default_window = 4096;
+  c.max_window_layers = r.integer("max_window_layers", 0, nullptr, &all);
+  if (!r.boolean("use_sliding_window", false)) return;
+  c.sliding_window = r.integer("sliding_window", 1, nullptr, &default_window);
+  if (const json* types = r.find(j, "layer_types")) {
+    if (!types->is_array() || static_cast<int64_t>(types->size()) != c.num_hidden_layers)
+      r.fail("layer_types", str_cat("expected a list of ", c.num_hidden_layers, " layer types"));
+    for (const json& t : *types) {
+      if (t != "full_attention" && t != "sliding_attention")
+        r.fail("layer_types", str_cat("expected 'full_attention' or 'sliding_attention', got ", t.dump()));
+      c.sliding_layers.push_back(t == "sliding_attention");
+    }
+  } else {
+    for (int64_t l = 0; l < all; ++l) c.sliding_layers.push_back(l >= c.max_window_layers);
+  }
+}
+
 }  // namespace
 
 json read_json_file(const std::filesystem::path& file) {
@@ -81,13 +118,24 @@ LlamaConfig read_hf_config(const std::filesystem::path& path) {
   Reader r(file, j);
   LlamaConfig c;
 
-  const std::string model_type = r.string("model_type", "");
-  if (model_type != "llama")
-    r.fail("model_type", str_cat("'", model_type, "' is not a Llama-architecture model (draftalign runs model_type "
-                                                  "'llama': Llama 2/3, SmolLM2, TinyLlama, ...)"));
+  c.model_type = r.string("model_type", "");
+  const std::string& type = c.model_type;
+  if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3")
+    r.fail("model_type", str_cat("'", type,
+                                 "' is not a Llama-architecture model (draftalign runs model_type "
+                                 "'llama' (Llama 2/3.x, SmolLM2, TinyLlama), 'mistral', 'qwen2' and 'qwen3')"));
   if (r.string("hidden_act", "silu") != "silu") r.fail("hidden_act", "only 'silu' (SwiGLU) is supported");
-  if (r.boolean("attention_bias", false)) r.fail("attention_bias", "attention biases are not supported");
   if (r.boolean("mlp_bias", false)) r.fail("mlp_bias", "MLP biases are not supported");
+  if (type == "qwen2") {
+    if (r.find(j, "attention_bias") && !r.boolean("attention_bias", true))
+      r.fail("attention_bias", "Qwen2 always has q/k/v biases; false is not a Qwen2 model");
+    c.qkv_bias = true;
+  } else if (type != "mistral") {
+    c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
+  } else if (r.boolean("attention_bias", false)) {
+    r.fail("attention_bias", "Mistral has no attention biases");
+  }
+  c.qk_norm = type == "qwen3";
 
   c.vocab_size = r.integer("vocab_size", 1);
   c.hidden_size = r.integer("hidden_size", 1);
@@ -98,10 +146,10 @@ LlamaConfig read_hf_config(const std::filesystem::path& path) {
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     r.fail("num_key_value_heads", str_cat(c.num_key_value_heads, " does not divide num_attention_heads (",
                                           c.num_attention_heads, ")"));
-  const int64_t derived_head_dim = c.hidden_size / c.num_attention_heads;
+  const int64_t derived_head_dim = type == "qwen3" ? 128 : c.hidden_size / c.num_attention_heads;  // Qwen3Config's
   c.head_dim = r.integer("head_dim", 2, nullptr, &derived_head_dim);
   if (c.head_dim % 2 != 0) r.fail("head_dim", str_cat("RoPE needs an even head dim, got ", c.head_dim));
-  if (!r.find(j, "head_dim") && c.hidden_size % c.num_attention_heads != 0)
+  if (!r.find(j, "head_dim") && type != "qwen3" && c.hidden_size % c.num_attention_heads != 0)
     r.fail("num_attention_heads", str_cat(c.num_attention_heads, " does not divide hidden_size (", c.hidden_size, ")"));
   const int64_t default_positions = 2048;
   c.max_position_embeddings = r.integer("max_position_embeddings", 1, nullptr, &default_positions);
@@ -118,6 +166,8 @@ LlamaConfig read_hf_config(const std::filesystem::path& path) {
       c.eos_token_ids.push_back(e.get<int64_t>());
     }
   }
+
+  read_sliding_window(r, c);
 
   // RoPE: transformers 5 keeps theta and scaling together in rope_parameters; older files split them.
   const json* params = r.find(j, "rope_parameters");
@@ -147,9 +197,13 @@ LlamaConfig read_hf_config(const std::filesystem::path& path) {
 }
 
 json to_hf_json(const LlamaConfig& c) {
+  const std::string arch = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
+                           : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
+                           : c.model_type == "mistral" ? "MistralForCausalLM"
+                                                       : "LlamaForCausalLM";
   json j = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
+      {"architectures", {arch}},
+      {"model_type", c.model_type},
       {"vocab_size", c.vocab_size},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -161,7 +215,7 @@ json to_hf_json(const LlamaConfig& c) {
       {"rms_norm_eps", c.rms_norm_eps},
       {"rope_theta", c.rope_theta},
       {"hidden_act", "silu"},
-      {"attention_bias", false},
+      {"attention_bias", c.model_type == "qwen2" ? c.qkv_bias : c.o_bias},
       {"mlp_bias", false},
       {"attention_dropout", 0.0},
       {"initializer_range", 0.02},
@@ -178,6 +232,18 @@ json to_hf_json(const LlamaConfig& c) {
                          {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
   else
     j["rope_scaling"] = nullptr;
+  if (c.model_type == "mistral") {
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  } else if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    j["max_window_layers"] = c.max_window_layers;
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    if (c.sliding_window > 0) {
+      json types = json::array();
+      for (bool s : c.sliding_layers) types.push_back(s ? "sliding_attention" : "full_attention");
+      j["layer_types"] = types;
+    }
+  }
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];

@@ -1,8 +1,9 @@
-// hf_config.h: the Llama-family `config.json` of a Hugging Face checkpoint as a typed struct.
-// Reads both layouts in the wild: transformers 5 (`rope_parameters`, `dtype`) and the classic one of
-// Llama-2-7b-chat-hf / Llama-3 (`rope_theta`, `rope_scaling`, `torch_dtype`). Anything draftalign's model cannot run
-// exactly (another architecture, biases, another activation, an unknown RoPE type) is an Error naming the file and
-// key, never a silently different model.
+// hf_config.h: the `config.json` of a Hugging Face checkpoint of the Llama family as a typed struct: model_type
+// llama (Llama 2/3.x, SmolLM2, TinyLlama), mistral (sliding-window attention), qwen2 (Qwen2/2.5: q/k/v biases) and
+// qwen3 (per-head q/k RMSNorm). Reads both layouts in the wild: transformers 5 (`rope_parameters`, `dtype`) and the
+// classic one of Llama-2-7b-chat-hf / Llama-3 (`rope_theta`, `rope_scaling`, `torch_dtype`). Anything draftalign's
+// model cannot run exactly (another architecture, MLP biases, another activation, an unknown RoPE type) is an Error
+// naming the file and key, never a silently different model.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
+  std::string model_type = "llama";  // llama, mistral, qwen2 or qwen3: the config.json and architecture written back
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -33,6 +35,13 @@ struct LlamaConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  bool qkv_bias = false;  // biases on q_proj, k_proj, v_proj (qwen2 always; llama / qwen3 with attention_bias)
+  bool o_bias = false;    // a bias on o_proj (llama / qwen3 with attention_bias)
+  bool qk_norm = false;   // qwen3: an RMSNorm over head_dim on every query and key head, before RoPE
+  // > 0: the layers marked in sliding_layers attend to the last sliding_window positions only (themselves included).
+  int64_t sliding_window = 0;
+  std::vector<bool> sliding_layers;  // per layer; empty when sliding_window is 0
+  int64_t max_window_layers = 0;     // qwen2 / qwen3: written back with use_sliding_window
   bool tie_word_embeddings = false;
   std::string dtype = "float32";  // the stored weights' dtype as the file names it
   int64_t bos_token_id = -1;

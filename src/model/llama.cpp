@@ -22,9 +22,11 @@ namespace draftalign::model {
 using torch::Tensor;
 
 struct Weight : torch::nn::Module {
-  Tensor weight;
-  Weight(std::vector<int64_t> shape, const torch::TensorOptions& options)
-      : weight(register_parameter("weight", torch::empty(shape, options))) {}
+  Tensor weight, bias;  // bias [out]: only a projection with_bias has one
+  Weight(std::vector<int64_t> shape, const torch::TensorOptions& options, bool with_bias = false)
+      : weight(register_parameter("weight", torch::empty(shape, options))) {
+    if (with_bias) bias = register_parameter("bias", torch::empty({shape[0]}, options));
+  }
 };
 
 namespace {
@@ -45,16 +47,19 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 // 256 rows they are even. Anything else (training, a long prefill, CUDA) is torch::linear.
 std::atomic<bool> pad_single_row{true};
 
-Tensor project(const Tensor& x, const Tensor& w) {
+Tensor project(const Tensor& x, const Tensor& w, const Tensor& bias = {}) {
   const int64_t in = x.size(-1), rows = x.numel() / in;
   if (!x.device().is_cpu() || rows > 128 || torch::GradMode::is_enabled() ||
       (rows == 1 && !pad_single_row.load(std::memory_order_relaxed)))
-    return torch::linear(x, w);
+    return torch::linear(x, w, bias);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = w.size(0);
   const Tensor xt = rows == 1 ? x.reshape({1, in}).repeat({2, 1}).t() : x.reshape({rows, in}).t();
-  return torch::mm(w, xt).narrow(1, 0, rows).t().contiguous().view(shape);
+  const Tensor y = torch::mm(w, xt).narrow(1, 0, rows).t().contiguous().view(shape);
+  return bias.defined() ? y + bias : y;
 }
+
+Tensor project(const Tensor& x, const Weight& linear) { return project(x, linear.weight, linear.bias); }
 
 Tensor rotate_half(const Tensor& x) {
   const int64_t half = x.size(-1) / 2;
@@ -88,31 +93,45 @@ std::string dtype_name(torch::ScalarType t) {
 struct Step {
   Tensor cos, sin;             // [B, 1, T, head_dim] in the model dtype
   std::optional<Tensor> mask;  // [B or 1, 1, T, keys] bool, true = attend; none = causal over the T new tokens
+  Tensor window_mask;          // the mask of sliding-window layers (the mask, and within the window); else undefined
   KVCache* cache = nullptr;    // decoding: layer l's keys and values are written to cache->k[l], cache->v[l]
   Tensor cache_index;          // [B, kv_heads, T, head_dim]: the cache positions of the new tokens
   int64_t used = 0;            // cache positions attended (the longest row after this call)
 };
 
-// Grouped-query self-attention with rotary embeddings, through LibTorch's fused scaled_dot_product_attention.
+// Grouped-query self-attention with rotary embeddings, through LibTorch's fused scaled_dot_product_attention. Qwen2
+// adds q/k/v biases, Qwen3 an RMSNorm on each query and key head, Mistral (and Qwen with use_sliding_window) a window.
 struct Attention : torch::nn::Module {
-  std::shared_ptr<Weight> q_proj, k_proj, v_proj, o_proj;
+  std::shared_ptr<Weight> q_proj, k_proj, v_proj, o_proj, q_norm, k_norm;
   int64_t heads, kv_heads, head_dim;
+  double eps;
+  bool sliding;
 
-  Attention(const io::LlamaConfig& c, const torch::TensorOptions& o)
-      : heads(c.num_attention_heads), kv_heads(c.num_key_value_heads), head_dim(c.head_dim) {
+  Attention(const io::LlamaConfig& c, const torch::TensorOptions& o, bool sliding_layer)
+      : heads(c.num_attention_heads),
+        kv_heads(c.num_key_value_heads),
+        head_dim(c.head_dim),
+        eps(c.rms_norm_eps),
+        sliding(sliding_layer) {
     const int64_t h = c.hidden_size, q = heads * head_dim, kv = kv_heads * head_dim;
-    q_proj = register_module("q_proj", std::make_shared<Weight>(std::vector<int64_t>{q, h}, o));
-    k_proj = register_module("k_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o));
-    v_proj = register_module("v_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o));
-    o_proj = register_module("o_proj", std::make_shared<Weight>(std::vector<int64_t>{h, q}, o));
+    q_proj = register_module("q_proj", std::make_shared<Weight>(std::vector<int64_t>{q, h}, o, c.qkv_bias));
+    k_proj = register_module("k_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o, c.qkv_bias));
+    v_proj = register_module("v_proj", std::make_shared<Weight>(std::vector<int64_t>{kv, h}, o, c.qkv_bias));
+    o_proj = register_module("o_proj", std::make_shared<Weight>(std::vector<int64_t>{h, q}, o, c.o_bias));
+    if (c.qk_norm) {
+      q_norm = register_module("q_norm", std::make_shared<Weight>(std::vector<int64_t>{head_dim}, o));
+      k_norm = register_module("k_norm", std::make_shared<Weight>(std::vector<int64_t>{head_dim}, o));
+    }
   }
 
   // x [B, T, hidden] (normed) -> [B, T, hidden]; `layer` picks this layer's slot of the KV cache.
   Tensor forward(const Tensor& x, const Step& step, size_t layer) {
     const int64_t B = x.size(0), T = x.size(1);
-    Tensor q = project(x, q_proj->weight).view({B, T, heads, head_dim}).transpose(1, 2);
-    Tensor k = project(x, k_proj->weight).view({B, T, kv_heads, head_dim}).transpose(1, 2);
-    Tensor v = project(x, v_proj->weight).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    Tensor q = project(x, *q_proj).view({B, T, heads, head_dim});
+    Tensor k = project(x, *k_proj).view({B, T, kv_heads, head_dim});
+    if (q_norm) q = rms_norm(q, q_norm->weight, eps), k = rms_norm(k, k_norm->weight, eps);
+    q = q.transpose(1, 2), k = k.transpose(1, 2);
+    Tensor v = project(x, *v_proj).view({B, T, kv_heads, head_dim}).transpose(1, 2);
     q = q * step.cos + rotate_half(q) * step.sin;
     k = k * step.cos + rotate_half(k) * step.sin;
     if (step.cache) {
@@ -122,9 +141,10 @@ struct Attention : torch::nn::Module {
       v = step.cache->v[layer].narrow(2, 0, step.used);
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-    Tensor a = at::scaled_dot_product_attention(q, k, v, step.mask, 0.0, /*is_causal=*/!step.mask.has_value(), scale,
+    const std::optional<Tensor> mask = sliding ? std::optional<Tensor>(step.window_mask) : step.mask;
+    Tensor a = at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/!mask.has_value(), scale,
                                                 /*enable_gqa=*/kv_heads != heads);
-    return project(a.transpose(1, 2).reshape({B, T, heads * head_dim}), o_proj->weight);
+    return project(a.transpose(1, 2).reshape({B, T, heads * head_dim}), *o_proj);
   }
 };
 
@@ -140,8 +160,8 @@ struct Mlp : torch::nn::Module {
   }
 
   Tensor forward(const Tensor& x) {
-    Tensor gate = torch::silu(project(x, gate_proj->weight));
-    return project(gate * project(x, up_proj->weight), down_proj->weight);
+    Tensor gate = torch::silu(project(x, *gate_proj));
+    return project(gate * project(x, *up_proj), *down_proj);
   }
 };
 
@@ -152,8 +172,8 @@ struct Layer : torch::nn::Module {
   std::shared_ptr<Weight> input_layernorm, post_attention_layernorm;
   double eps;
 
-  Layer(const io::LlamaConfig& c, const torch::TensorOptions& o) : eps(c.rms_norm_eps) {
-    self_attn = register_module("self_attn", std::make_shared<Attention>(c, o));
+  Layer(const io::LlamaConfig& c, const torch::TensorOptions& o, bool sliding) : eps(c.rms_norm_eps) {
+    self_attn = register_module("self_attn", std::make_shared<Attention>(c, o, sliding));
     mlp = register_module("mlp", std::make_shared<Mlp>(c, o));
     const std::vector<int64_t> h = {c.hidden_size};
     input_layernorm = register_module("input_layernorm", std::make_shared<Weight>(h, o));
@@ -177,7 +197,8 @@ struct Body : torch::nn::Module {
         register_module("embed_tokens", std::make_shared<Weight>(std::vector<int64_t>{c.vocab_size, c.hidden_size}, o));
     auto list = register_module("layers", torch::nn::ModuleList());
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      layers.push_back(std::make_shared<Layer>(c, o));
+      const bool sliding = c.sliding_window > 0 && c.sliding_layers.at(static_cast<size_t>(l));
+      layers.push_back(std::make_shared<Layer>(c, o, sliding));
       list->push_back(layers.back());
     }
     norm = register_module("norm", std::make_shared<Weight>(std::vector<int64_t>{c.hidden_size}, o));
@@ -216,9 +237,13 @@ Llama::Llama(const io::LlamaConfig& config, torch::TensorOptions options, bool i
         "lm_head", std::make_shared<Weight>(std::vector<int64_t>{config.vocab_size, config.hidden_size}, options));
   if (!initialise) return;
   torch::NoGradGuard no_grad;
-  for (auto& p : parameters()) {
-    if (p.dim() == 1) p.fill_(1.0);
-    else p.normal_(0.0, 0.02);
+  for (auto& p : named_parameters()) {
+    if (p.key().size() > 5 && p.key().substr(p.key().size() - 5) == ".bias")
+      p.value().zero_();
+    else if (p.value().dim() == 1)
+      p.value().fill_(1.0);
+    else
+      p.value().normal_(0.0, 0.02);
   }
 }
 
@@ -243,6 +268,17 @@ Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& m
     step.cache = cache;
     step.cache_index = positions.view({B, 1, T, 1}).expand({B, c.num_key_value_heads, T, c.head_dim});
     step.used = mask.size(-1);
+  }
+  if (c.sliding_window > 0) {
+    // Key j is in query i's window when i - j < sliding_window, i and j being cache slots (decoding) or indices in
+    // the row (a forward; within a packed document they differ as its positions do).
+    const Tensor rows = torch::arange(T, positions.options()).view({1, T});
+    const Tensor query = cache ? positions : rows.expand({B, T});
+    const int64_t keys = cache ? step.used : T;
+    const Tensor key = torch::arange(keys, positions.options()).view({1, 1, 1, keys});
+    const Tensor in_window = key > query.view({B, 1, T, 1}) - c.sliding_window;
+    const Tensor causal = mask.defined() ? mask : (key <= rows.view({1, 1, T, 1}));
+    step.window_mask = causal.logical_and(in_window);
   }
   return body_->forward(tokens, step);
 }

@@ -89,6 +89,35 @@ TEST(HfConfig, WrittenConfigReadsBackTheSame) {
   }
 }
 
+// Each family's defaults and differences from Llama, as transformers' config classes set them.
+TEST(HfConfig, QwenAndMistralFamilies) {
+  ScratchDir dir;
+  const std::string base = R"("hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300)";
+  const LlamaConfig qwen2 = parse(dir, R"({"model_type": "qwen2", )" + base + "}");
+  EXPECT_TRUE(qwen2.qkv_bias);
+  EXPECT_FALSE(qwen2.o_bias || qwen2.qk_norm);
+  EXPECT_EQ(qwen2.sliding_window, 0) << "use_sliding_window is false by default";
+  const LlamaConfig windowed = parse(
+      dir, R"({"model_type": "qwen2", "use_sliding_window": true, "sliding_window": 32, "max_window_layers": 3, )" +
+               base + "}");
+  EXPECT_EQ(windowed.sliding_window, 32);
+  EXPECT_EQ(windowed.sliding_layers, (std::vector<bool>{false, false, false, true}));
+  const LlamaConfig qwen3 = parse(dir, R"({"model_type": "qwen3", "attention_bias": true, )" + base + "}");
+  EXPECT_TRUE(qwen3.qk_norm && qwen3.qkv_bias && qwen3.o_bias);
+  EXPECT_EQ(qwen3.head_dim, 128) << "Qwen3Config's head_dim, not hidden_size / heads";
+  EXPECT_EQ(parse(dir, R"({"model_type": "mistral", )" + base + "}").sliding_window, 4096) << "MistralConfig's";
+  EXPECT_EQ(parse(dir, R"({"model_type": "mistral", "sliding_window": null, )" + base + "}").sliding_window, 0);
+  const LlamaConfig mistral = parse(dir, R"({"model_type": "mistral", "sliding_window": 16, )" + base + "}");
+  EXPECT_EQ(mistral.sliding_layers, std::vector<bool>(4, true));
+  for (const LlamaConfig& c : {qwen2, windowed, qwen3, mistral}) {
+    const LlamaConfig back = parse(dir, to_hf_json(c).dump());
+    EXPECT_EQ(to_hf_json(back), to_hf_json(c)) << c.model_type;
+    EXPECT_EQ(back.sliding_layers, c.sliding_layers) << c.model_type;
+    EXPECT_EQ(back.qkv_bias, c.qkv_bias) << c.model_type;
+  }
+}
+
 TEST(HfConfigErrors, NameTheFileAndTheKey) {
   ScratchDir dir;
   const std::string file = (dir / "config.json").string();
@@ -104,8 +133,15 @@ TEST(HfConfigErrors, NameTheFileAndTheKey) {
              "key 'num_key_value_heads': 3 does not divide num_attention_heads (4)");
   EXPECT_HAS(parse_error(dir, R"({"model_type": "llama", )" + base + R"(, "rope_scaling": {"rope_type": "yarn"}})"),
              "key 'rope_scaling.rope_type': 'yarn' is not supported");
-  EXPECT_HAS(parse_error(dir, R"({"model_type": "llama", )" + base + R"(, "attention_bias": true})"),
-             "key 'attention_bias': attention biases are not supported");
+  EXPECT_HAS(parse_error(dir, R"({"model_type": "llama", )" + base + R"(, "mlp_bias": true})"),
+             "key 'mlp_bias': MLP biases are not supported");
+  EXPECT_HAS(parse_error(dir, R"({"model_type": "qwen2", )" + base + R"(, "attention_bias": false})"),
+             "key 'attention_bias': Qwen2 always has q/k/v biases");
+  EXPECT_HAS(parse_error(dir, R"({"model_type": "llama", )" + base + R"(, "sliding_window": 8})"),
+             "key 'sliding_window': a sliding window is not part of model_type 'llama'");
+  EXPECT_HAS(parse_error(dir, R"({"model_type": "qwen3", )" + base +
+                                  R"(, "use_sliding_window": true, "layer_types": ["full_attention"]})"),
+             "key 'layer_types': expected a list of 2 layer types");
   EXPECT_HAS(parse_error(dir, R"({"model_type": "llama", )" + base + R"(, "rms_norm_eps": -1})"),
              "key 'rms_norm_eps': expected a positive number");
   EXPECT_HAS(parse_error(dir, R"({"model_type": "llama", )"), file + ": not valid JSON at byte");

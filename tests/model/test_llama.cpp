@@ -1,6 +1,9 @@
 // The Llama model against transformers: golden logits and greedy tokens from tools/make_goldens.py, the KV cache
-// against the full forward on ragged batches, packed sequences, and the export round trip through transformers.
+// against the full forward on ragged batches, packed sequences, and the export round trip through transformers; the
+// same parity for a tiny model of every other supported family (Llama 3.x, Qwen2, Qwen3, Mistral).
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
@@ -275,6 +278,67 @@ TEST(DrafterShapes, ShippedConfigsHaveThePaperAndSmolLM2Sizes) {
   }
   std::cout << "[shapes] drafter-llama2-115m.yaml: " << n << " parameters\n";
 }
+
+// --- Other families: Llama 3.x, Qwen2 / Qwen2.5, Qwen3, Mistral ----------------------------------------------------
+
+struct FamilyCase {
+  const char* name;          // .cache/golden/families/<name> (tools/make_goldens.py, FAMILIES)
+  const char* architecture;  // the class transformers must load the export as
+  bool windowed;             // some layers attend to a sliding window
+};
+
+class Family : public ::testing::TestWithParam<FamilyCase> {};
+
+// A tiny random model of each family, built by transformers: our logits equal transformers' over a full forward and
+// through the KV cache in chunks, greedy decoding gives its tokens, and the export opens in transformers as the same
+// architecture with the same logits.
+TEST_P(Family, LogitsGreedyTokensAndExportEqualTransformers) {
+  const FamilyCase f = GetParam();
+  const fsys::path dir = testing::golden_path("families") / f.name;
+  auto m = model::load_llama(dir / "model");
+  const auto golden = io::SafetensorsFile::open(dir / "golden.safetensors");
+  const Tensor tokens = golden.get("tokens"), logits = golden.get("logits");
+  torch::NoGradGuard no_grad;
+  EXPECT_LT(max_diff(m->forward(tokens), logits), 1e-4);
+
+  model::KVCache cache = m->new_cache(tokens.size(0), tokens.size(1));
+  std::vector<Tensor> chunks;
+  for (auto [start, n] : {std::pair<int64_t, int64_t>{0, 10}, {10, 1}, {11, 13}})
+    chunks.push_back(m->forward(tokens.narrow(1, start, n), cache));
+  EXPECT_LT(max_diff(torch::cat(chunks, 1), logits), 1e-4) << "through the KV cache";
+
+  const Tensor prompt = golden.get("greedy.prompt"), want = golden.get("greedy.tokens");
+  const std::vector<int64_t> p(prompt.data_ptr<int64_t>(), prompt.data_ptr<int64_t>() + prompt.numel());
+  const std::vector<int64_t> w(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.numel());
+  EXPECT_EQ(model::greedy_decode(*m, {p}, static_cast<int64_t>(w.size()))[0], w);
+
+  if (f.windowed) {  // the window matters over these rows: without it the logits differ
+    io::LlamaConfig c = m->config();
+    c.sliding_window = 0, c.sliding_layers.clear();
+    Llama plain(c, {}, false);
+    for (auto& q : plain.named_parameters()) q.value().copy_(m->named_parameters()[q.key()]);
+    EXPECT_GT(max_diff(plain.forward(tokens), logits), 1e-2);
+  }
+
+  testing::ScratchDir tmp;
+  model::save_llama(*m, tmp / "export");
+  EXPECT_EQ(io::read_hf_config(tmp / "export" / "config.json").model_type, m->config().model_type);
+  auto r = transformers_check(tmp / "export", dir / "golden.safetensors");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, f.architecture);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, Family,
+                         ::testing::Values(FamilyCase{"llama3", "LlamaForCausalLM", false},
+                                           FamilyCase{"qwen2", "Qwen2ForCausalLM", false},
+                                           FamilyCase{"qwen2-window", "Qwen2ForCausalLM", true},
+                                           FamilyCase{"qwen3", "Qwen3ForCausalLM", false},
+                                           FamilyCase{"mistral", "MistralForCausalLM", true}),
+                         [](const ::testing::TestParamInfo<FamilyCase>& info) {
+                           std::string name = info.param.name;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace draftalign
