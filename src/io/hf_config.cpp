@@ -232,12 +232,11 @@ json to_hf_json(const LlamaConfig& c) {
                          {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
   else
     j["rope_scaling"] = nullptr;
-  if (c.model_type == "mistral") {
+  if (c.model_type == "mistral" || c.model_type == "qwen2" || c.model_type == "qwen3")
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
-  } else if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+  if (c.model_type == "qwen2" || c.model_type == "qwen3") {
     j["use_sliding_window"] = c.sliding_window > 0;
     j["max_window_layers"] = c.max_window_layers;
-    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
     if (c.sliding_window > 0) {
       json types = json::array();
       for (bool s : c.sliding_layers) types.push_back(s ? "sliding_attention" : "full_attention");

@@ -238,7 +238,7 @@ Llama::Llama(const io::LlamaConfig& config, torch::TensorOptions options, bool i
   if (!initialise) return;
   torch::NoGradGuard no_grad;
   for (auto& p : named_parameters()) {
-    if (p.key().size() > 5 && p.key().substr(p.key().size() - 5) == ".bias")
+    if (p.key().ends_with(".bias"))
       p.value().zero_();
     else if (p.value().dim() == 1)
       p.value().fill_(1.0);
@@ -317,11 +317,13 @@ KVCache Llama::new_cache(int64_t batch, int64_t capacity) const {
   return cache;
 }
 
-Tensor Llama::append(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
+Tensor Llama::new_counts(const Tensor& tokens, const KVCache& cache, const Tensor& n_new) {
+  return n_new.defined() ? n_new.to(cache.lengths.options()) : torch::full_like(cache.lengths, tokens.size(-1));
+}
+
+Tensor Llama::append(const Tensor& tokens, KVCache& cache, const Tensor& n_real) {
   DA_CHECK(tokens.dim() == 2 && tokens.size(0) == cache.batch(), "Llama: tokens ", io::shape_text(tokens.sizes()),
            " do not match a cache of ", cache.batch(), " rows");
-  const int64_t T = tokens.size(1);
-  const Tensor n_real = n_new.defined() ? n_new.to(cache.lengths.options()) : torch::full_like(cache.lengths, T);
   // Only real tokens need room: padding past a row's n_new is written at clamped positions (beyond the row's end,
   // never attended), so a long prefill of one row fits next to rows that are nearly full.
   const int64_t used = (cache.lengths + n_real).max().item<int64_t>();
@@ -333,21 +335,18 @@ Tensor Llama::append(const Tensor& tokens, KVCache& cache, const Tensor& n_new) 
 }
 
 Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
-  return logits(append(tokens, cache, n_new));
+  return logits(append(tokens, cache, new_counts(tokens, cache, n_new)));
 }
 
 Tensor Llama::forward_last(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
-  const int64_t B = tokens.size(0), T = tokens.size(1);
-  const Tensor h = append(tokens, cache, n_new);
-  const Tensor n =
-      n_new.defined() ? n_new.to(h.device(), torch::kInt64) : torch::full({B}, T, h.options().dtype(torch::kInt64));
-  const Tensor last = (n - 1).clamp_min(0).view({B, 1, 1}).expand({B, 1, h.size(2)});
+  const Tensor n_real = new_counts(tokens, cache, n_new);
+  const Tensor h = append(tokens, cache, n_real);
+  const Tensor last = (n_real - 1).clamp_min(0).view({-1, 1, 1}).expand({h.size(0), 1, h.size(2)});
   return logits(h.gather(1, last).squeeze(1));
 }
 
 Tensor Llama::forward_static(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
-  const Tensor n_real = n_new.defined() ? n_new : torch::full_like(cache.lengths, tokens.size(1));
-  return logits(decode(tokens, cache, n_real, cache.capacity()));
+  return logits(decode(tokens, cache, new_counts(tokens, cache, n_new), cache.capacity()));
 }
 
 Tensor Llama::decode(const Tensor& tokens, KVCache& cache, const Tensor& n_real, int64_t keys) {

@@ -72,8 +72,10 @@ class Llama : public torch::nn::Module {
  private:
   torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask,
                     KVCache* cache);
+  // n_new as the cache's lengths are kept (int64, on its device), or all T tokens of every row when undefined.
+  static torch::Tensor new_counts(const torch::Tensor& tokens, const KVCache& cache, const torch::Tensor& n_new);
   // forward's checks, then decode over the keys in use: the final hidden states [B, T, hidden].
-  torch::Tensor append(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new);
+  torch::Tensor append(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real);
   // Both cached forwards: tokens appended at each row's length, attending over the cache's first `keys` positions,
   // then each row's length raised by n_real [B]. Returns the final hidden states.
   torch::Tensor decode(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real, int64_t keys);

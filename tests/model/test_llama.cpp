@@ -287,6 +287,8 @@ struct FamilyCase {
   bool windowed;             // some layers attend to a sliding window
 };
 
+void PrintTo(const FamilyCase& f, std::ostream* os) { *os << f.name; }  // ctest's test names, not a byte dump
+
 class Family : public ::testing::TestWithParam<FamilyCase> {};
 
 // A tiny random model of each family, built by transformers: our logits equal transformers' over a full forward and
