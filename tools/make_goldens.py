@@ -11,7 +11,10 @@ Writes into OUT (default .cache/golden), each part in a temporary directory rena
   families/  <family>/model + golden.safetensors for llama3, qwen2, qwen2-window, qwen3 and mistral (FAMILIES below):
              tokens [2, 24], their logits, and 24 greedy tokens after a fixed prompt (transformers' KV cache).
   tokenizer/ text.txt: a >= 100k-character text (English, other scripts, emoji, code, numbers, odd whitespace, special
-             tokens); smollm2_ids.json: the SmolLM2 tokenizer.json encoding of it (no special tokens added).
+             tokens); smollm2_ids.json: the SmolLM2 tokenizer.json encoding of it (no special tokens added);
+             <config>/tokenizer.json, ids.json, decoded.txt for each of TOKENIZER_CONFIGS: a BPE tokenizer trained on
+             the text with the `tokenizers` library in that configuration (the normalizers, pre-tokenizers and
+             decoders of Llama 3, Qwen2, GPT-4o, Mistral and Llama 2 exports), the text's ids and their decoding.
 A stamp (sha256 of this script and the target's files) makes re-runs free.
 
 Usage: python tools/make_goldens.py --target .cache/models/SmolLM2-135M-Instruct [--out .cache/golden]
@@ -203,6 +206,83 @@ def tokenizer(target, tmp):
     assert tok.decode(ids) == text, "HF decode(encode(text)) != text"
     with open(os.path.join(tmp, "smollm2_ids.json"), "w") as f:
         json.dump({"chars": len(text), "ids": ids}, f)
+    for name, config in tokenizer_configs().items():
+        tok, j = train_tokenizer(text, *config)
+        os.makedirs(os.path.join(tmp, name))
+        with open(os.path.join(tmp, name, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(j, f, ensure_ascii=False)
+        ids = tok.encode(text, add_special_tokens=False).ids
+        with open(os.path.join(tmp, name, "ids.json"), "w") as f:
+            json.dump({"ids": ids}, f)
+        with open(os.path.join(tmp, name, "decoded.txt"), "w", encoding="utf-8", newline="") as f:
+            f.write(tok.decode(ids, skip_special_tokens=False))
+
+
+# The pre-tokenizer regexes of Llama 3 (tiktoken cl100k with digits in threes), Qwen2 (single digits) and GPT-4o
+# (tiktoken o200k), as their tokenizer.json files carry them.
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+GPT4O_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+"
+               r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def tokenizer_configs():
+    """name -> (model kwargs, normalizer, pre-tokenizer, decoder, special tokens, normalized added tokens)."""
+    from tokenizers import Regex
+    from tokenizers import decoders as D
+    from tokenizers import normalizers as N
+    from tokenizers import pre_tokenizers as P
+
+    def split_then_bytes(regex):
+        return P.Sequence([P.Split(Regex(regex), behavior="isolated"),
+                           P.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+    mistral_decoder = D.Sequence([D.Replace("\u2581", " "), D.ByteFallback(), D.Fuse(), D.Strip(" ", 1, 0)])
+    chat = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    sp = ["<unk>", "<s>", "</s>"]
+    fallback = {"byte_fallback": True, "unk_token": "<unk>", "fuse_unk": True}
+    return {
+        "llama3": ({"ignore_merges": True}, None, split_then_bytes(LLAMA3_REGEX), D.ByteLevel(),
+                   ["<|begin_of_text|>", "<|eot_id|>"], []),
+        "qwen2-nfc": ({}, N.NFC(), split_then_bytes(QWEN2_REGEX), D.ByteLevel(), chat, []),
+        "gpt4o-nfkc": ({}, N.NFKC(), split_then_bytes(GPT4O_REGEX), D.ByteLevel(), chat, []),
+        "nfd-lowercase-strip-accents": (
+            {}, N.Sequence([N.NFD(), N.Lowercase(), N.StripAccents(), N.Replace(Regex(r"\d+"), "#"), N.Strip()]),
+            P.ByteLevel(add_prefix_space=True), D.ByteLevel(), chat, ["deja", "brown fox"]),
+        # Mistral v0.3 / recent Llama 2 exports: Metaspace (first word only gets the space), one word per segment
+        "metaspace-first": (fallback, None, P.Metaspace(replacement="\u2581", prepend_scheme="first", split=False),
+                            mistral_decoder, sp + chat, []),
+        # older Llama 2 / Mistral exports: the spaces are replaced by the normalizer, no pre-tokenizer
+        "prepend-replace": (fallback, N.Sequence([N.Prepend("\u2581"), N.Replace(" ", "\u2581")]), None,
+                            mistral_decoder, sp, []),
+        # no byte fallback: characters outside the vocabulary become <unk>, a run of them one <unk>
+        "metaspace-unk": ({"unk_token": "<unk>", "fuse_unk": True}, None, P.Metaspace(replacement="\u2581"),
+                          D.Metaspace(replacement="\u2581"), sp, []),
+        "metaspace-split-nfkd": ({**fallback, "fuse_unk": False}, N.NFKD(),
+                                 P.Metaspace(replacement="\u2581", prepend_scheme="always", split=True),
+                                 D.Metaspace(replacement="\u2581", prepend_scheme="always"), sp + chat, []),
+    }
+
+
+def train_tokenizer(text, model_kwargs, normalizer, pre_tokenizer, decoder, specials, added):
+    from tokenizers import AddedToken, Tokenizer, models, trainers
+    from tokenizers import pre_tokenizers as P
+    byte_level = "unk_token" not in model_kwargs
+    fallback_bytes = [f"<0x{b:02X}>" for b in range(256)] if model_kwargs.get("byte_fallback") else []
+    tok = Tokenizer(models.BPE(**model_kwargs))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoder
+    trainer = trainers.BpeTrainer(vocab_size=1500, show_progress=False, special_tokens=specials + fallback_bytes,
+                                  initial_alphabet=P.ByteLevel.alphabet() if byte_level else [],
+                                  limit_alphabet=1000 if byte_level else 120)
+    tok.train_from_iterator(text.split("\n"), trainer)
+    tok.add_tokens([AddedToken(a, normalized=True) for a in added])
+    j = json.loads(tok.to_str())
+    # byte-fallback tokens live in the model's vocabulary only, as in Llama 2's tokenizer.json
+    j["added_tokens"] = [a for a in j["added_tokens"] if a["content"] not in fallback_bytes]
+    return Tokenizer.from_str(json.dumps(j)), j
 
 
 def stamp_of(target):

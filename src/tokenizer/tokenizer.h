@@ -1,6 +1,7 @@
 // tokenizer.h: one interface over the two tokenizer families of chat LLMs, loaded from a Hugging Face directory.
-//   BpeTokenizer            byte-level BPE from tokenizer.json (GPT-2, SmolLM2, Llama 3): pre-tokenizer regexes
-//                           (PCRE2), the byte-to-unicode mapping, ranked merges, added and special tokens.
+//   BpeTokenizer            BPE from tokenizer.json: byte-level (GPT-2, SmolLM2, Llama 3, Qwen2, GPT-4o) or Metaspace
+//                           with byte fallback (Llama 2 / Mistral exports); normalizers (NFC, NFKC, ...), pre-tokenizer
+//                           regexes (PCRE2), ranked merges, decoders, added and special tokens.
 //   SentencePieceTokenizer  tokenizer.model (Llama 2) through libsentencepiece.
 // Both encode exactly as Hugging Face does with add_special_tokens=False: special tokens written in the text
 // ("<|im_start|>", "<s>") become their ids, and nothing is added around the text. decode(encode(x)) == x.

@@ -53,6 +53,36 @@ TEST(BpeTokenizer, SmolLM2EqualsTransformersOnTheLongText) {
   std::cout << "[tokenizer] " << text.size() << " bytes -> " << got.size() << " tokens, equal to transformers\n";
 }
 
+// Tokenizers trained by tools/make_goldens.py with the `tokenizers` library in the configurations of Llama 3, Qwen2,
+// GPT-4o, Mistral and Llama 2 exports (normalizers, pre-tokenizers, decoders, byte fallback): the whole text encodes
+// to the library's ids and those decode to the library's text.
+class TokenizerConfig : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TokenizerConfig, EqualsHuggingFaceTokenizersOnTheLongText) {
+  const fsys::path dir = testing::golden_path("tokenizer");
+  const std::string text = fs::read_file(dir / "text.txt");
+  const std::vector<int64_t> want = json::parse(fs::read_file(dir / GetParam() / "ids.json"))["ids"];
+  auto t = load_bpe(dir / GetParam() / "tokenizer.json");
+  const std::vector<int64_t> got = t->encode(text);
+  EXPECT_EQ(got, want) << first_difference(got, want, *t);
+  const std::string decoded = t->decode(want), want_decoded = fs::read_file(dir / GetParam() / "decoded.txt");
+  size_t at = 0;
+  while (at < decoded.size() && at < want_decoded.size() && decoded[at] == want_decoded[at]) ++at;
+  EXPECT_EQ(at, std::max(decoded.size(), want_decoded.size()))
+      << "decoded text differs at byte " << at << ": ours '" << decoded.substr(at, 40) << "' vs '"
+      << want_decoded.substr(at, 40) << "'";
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, TokenizerConfig,
+                         ::testing::Values("llama3", "qwen2-nfc", "gpt4o-nfkc", "nfd-lowercase-strip-accents",
+                                           "metaspace-first", "prepend-replace", "metaspace-unk",
+                                           "metaspace-split-nfkd"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
+
 TEST(BpeTokenizer, SpecialTokensFromTokenizerConfig) {
   auto t = load_tokenizer(kSmolDir);
   EXPECT_EQ(t->special().bos, 1);
@@ -109,12 +139,34 @@ TEST(BpeTokenizerErrors, NameTheFileAndThePlace) {
     return testing::error_of([&] { load_bpe(dir / "tokenizer.json"); });
   };
   EXPECT_HAS(error_with([](json& k) { k["model"]["type"] = "Unigram"; }), "model.type 'Unigram' is not supported");
-  EXPECT_HAS(error_with([](json& k) { k["model"]["vocab"] = {{"a", 20}, {"b", 21}}; }),
+  EXPECT_HAS(error_with([](json& k) {
+               k["model"]["vocab"] = {{"a", 20}, {"b", 21}};
+               k["model"]["merges"] = json::array();
+             }),
              "tokens for only 2 of the 256 byte symbols");
   EXPECT_HAS(error_with([](json& k) { k["model"]["merges"][5] = {"zzzq", "qqqz"}; }), "model.merges[5]");
-  EXPECT_HAS(error_with([](json& k) { k["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
-             "pre-tokenizer type 'Whitespace' is not supported");
-  EXPECT_HAS(error_with([](json& k) { k["normalizer"] = {{"type", "NFKC"}}; }), "normalizer");
+  EXPECT_HAS(error_with([](json& k) {
+               k["pre_tokenizer"] = {{"type", "Whitespace"}};
+             }),
+             "tokenizer.json: pre_tokenizer: pre-tokenizer type 'Whitespace' is not supported");
+  EXPECT_HAS(error_with([](json& k) {
+               k["normalizer"] = json::parse(R"({"type": "Sequence", "normalizers": [{"type": "NFC"},
+                                                 {"type": "BertNormalizer"}]})");
+             }),
+             "tokenizer.json: normalizer.normalizers[1]: normalizer type 'BertNormalizer' is not supported");
+  EXPECT_HAS(error_with([](json& k) {
+               k["decoder"] = {{"type", "WordPiece"}};
+             }),
+             "tokenizer.json: decoder: decoder type 'WordPiece' is not supported");
+  EXPECT_HAS(error_with([](json& k) {
+               k["normalizer"] = json::parse(R"({"type": "Replace", "pattern": {"Regex": "(["}, "content": ""})");
+             }),
+             "normalizer.pattern: regex does not compile");
+  EXPECT_HAS(error_with([](json& k) {
+               k["pre_tokenizer"] = {{"type", "Metaspace"}, {"prepend_scheme", "twice"}};
+             }),
+             "prepend_scheme 'twice' is not one of always, first, never");
+  EXPECT_HAS(error_with([](json& k) { k["model"]["unk_token"] = "<nope>"; }), "model.unk_token '<nope>' is not in");
   testing::write_text(dir / "tokenizer.json", "{\"model\": ");
   EXPECT_HAS(testing::error_of([&] { load_bpe(dir / "tokenizer.json"); }), "tokenizer.json: not valid JSON");
   EXPECT_HAS(testing::error_of([&] { load_tokenizer(dir / "nowhere"); }), "no tokenizer.json or tokenizer.model");
