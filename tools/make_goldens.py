@@ -15,6 +15,11 @@ Writes into OUT (default .cache/golden), each part in a temporary directory rena
              <config>/tokenizer.json, ids.json, decoded.txt for each of TOKENIZER_CONFIGS: a BPE tokenizer trained on
              the text with the `tokenizers` library in that configuration (the normalizers, pre-tokenizers and
              decoders of Llama 3, Qwen2, GPT-4o, Mistral and Llama 2 exports), the text's ids and their decoding.
+  chat/      <family>/tokenizer_config.json (the family's shipped chat template and special tokens) and golden.json
+             (conversations and what apply_chat_template renders of each) for Llama 3.1, Qwen2.5, Qwen3, Mistral
+             (Nemo), SmolLM2 and Llama 2. The first four templates come from the sdist of llama-cpp-python on PyPI,
+             which vendors llama.cpp's copies of them (models/templates/); SmolLM2's from the target, Llama 2's from
+             data/fixtures/llama2-chat.
 A stamp (sha256 of this script and the target's files) makes re-runs free.
 
 Usage: python tools/make_goldens.py --target .cache/models/SmolLM2-135M-Instruct [--out .cache/golden]
@@ -285,6 +290,81 @@ def train_tokenizer(text, model_kwargs, normalizer, pre_tokenizer, decoder, spec
     return Tokenizer.from_str(json.dumps(j)), j
 
 
+# Chat templates as their models ship them: (file in llama-cpp-python's sdist, special tokens of the model's
+# tokenizer_config.json).
+TEMPLATE_PACKAGE = "llama-cpp-python==0.3.36"
+SHIPPED_TEMPLATES = {
+    "llama3.1": ("meta-llama-Llama-3.1-8B-Instruct.jinja", {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}),
+    "qwen2.5": ("Qwen-Qwen2.5-7B-Instruct.jinja", {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}),
+    "qwen3": ("Qwen-Qwen3-0.6B.jinja", {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}),
+    "mistral": ("mistralai-Mistral-Nemo-Instruct-2407.jinja",
+                {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+}
+CONVERSATIONS = [  # (messages, add_generation_prompt): with and without a system turn, one and several turns
+    ([{"role": "user", "content": "What is the capital of France?"}], True),
+    ([{"role": "system", "content": "You are a terse assistant."},
+      {"role": "user", "content": "Name a prime number larger than 10."}], True),
+    ([{"role": "user", "content": "Hi! Can you help me with \"quotes\", émojis 🚀 and\nnew lines?"},
+      {"role": "assistant", "content": "  Of course: what do you need?  "},
+      {"role": "user", "content": "Translate 'déjà vu' into English."}], True),
+    ([{"role": "system", "content": "Answer in one sentence.\nBe polite."},
+      {"role": "user", "content": "Why is the sky blue?"},
+      {"role": "assistant", "content": "Because of Rayleigh scattering."},
+      {"role": "user", "content": "And sunsets?"}], True),
+    ([{"role": "system", "content": "You write haiku."},
+      {"role": "user", "content": "Autumn"},
+      {"role": "assistant", "content": "Leaves fall on the path\nthe wind counts them one by one\nnone of them stay long"}],
+     False),
+    ([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
+      {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}], False),
+]
+
+
+def shipped_template(name, cache):
+    """The text of one template file from llama-cpp-python's sdist (downloaded once into cache)."""
+    import subprocess
+    import tarfile
+    sdists = glob.glob(os.path.join(cache, "llama_cpp_python-*.tar.gz"))
+    if not sdists:
+        print(f"[goldens] downloading the sdist of {TEMPLATE_PACKAGE} from PyPI (~77 MB) for its chat templates",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "--disable-pip-version-check", "-d", cache, TEMPLATE_PACKAGE], check=True)
+        sdists = glob.glob(os.path.join(cache, "llama_cpp_python-*.tar.gz"))
+    with tarfile.open(sdists[0]) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("models/templates/" + name))
+        return tar.extractfile(member).read().decode("utf-8")
+
+
+def chat(target, tmp, cache):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+    configs = {family: {"chat_template": shipped_template(file, cache), **specials}
+               for family, (file, specials) in SHIPPED_TEMPLATES.items()}
+    for family, path in [("smollm2", os.path.join(target, "tokenizer_config.json")),
+                         ("llama2", os.path.join(ROOT, "data/fixtures/llama2-chat/tokenizer_config.json"))]:
+        with open(path, encoding="utf-8") as f:
+            j = json.load(f)
+        configs[family] = {k: v for k, v in j.items() if k == "chat_template" or k.endswith("_token")}
+        jinja = os.path.join(os.path.dirname(path), "chat_template.jinja")  # transformers 5 saves it beside
+        if os.path.isfile(jinja):
+            with open(jinja, encoding="utf-8") as f:
+                configs[family]["chat_template"] = f.read()
+    for family, config in configs.items():
+        specials = {k: v["content"] if isinstance(v, dict) else v for k, v in config.items()
+                    if k != "chat_template" and v is not None}
+        tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), **specials)
+        tok.chat_template = config["chat_template"]
+        rendered = [{"messages": m, "add_generation_prompt": agp,
+                     "text": tok.apply_chat_template(m, tokenize=False, add_generation_prompt=agp)}
+                    for m, agp in CONVERSATIONS]
+        os.makedirs(os.path.join(tmp, family))
+        with open(os.path.join(tmp, family, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, ensure_ascii=False, indent=1)
+        with open(os.path.join(tmp, family, "golden.json"), "w", encoding="utf-8") as f:
+            json.dump({"conversations": rendered}, f, ensure_ascii=False, indent=1)
+
+
 def stamp_of(target):
     h = hashlib.sha256()
     with open(os.path.abspath(__file__), "rb") as f:
@@ -302,6 +382,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", default=os.path.join(ROOT, ".cache/models/SmolLM2-135M-Instruct"))
     ap.add_argument("--out", default=os.path.join(ROOT, ".cache/golden"))
+    ap.add_argument("--cache", default=os.path.join(ROOT, ".cache/downloads"), help="where PyPI downloads are kept")
     args = ap.parse_args()
     if not os.path.isfile(os.path.join(args.target, "config.json")):
         sys.exit(f"[goldens] error: {args.target} is not a prepared target; run tools/prepare_target.py first")
@@ -316,6 +397,7 @@ def main():
     build_dir(os.path.join(args.out, "families"), families)
     build_dir(os.path.join(args.out, "tokenizer"), lambda tmp: tokenizer(args.target, tmp))
     build_dir(os.path.join(args.out, "smollm2"), lambda tmp: smollm2(args.target, tmp))
+    build_dir(os.path.join(args.out, "chat"), lambda tmp: chat(args.target, tmp, args.cache))
     with open(stamp_file, "w") as f:
         f.write(stamp)
 

@@ -70,7 +70,9 @@ struct TargetSection {
   void visit(V& s) {
     s.add("dir", dir, "Hugging Face checkpoint directory of the target (the demo converts it from the GGUF)");
     s.add("dtype", dtype, "compute dtype; auto = bf16 on CUDA, fp32 on CPU", {"auto", "fp32", "bf16"});
-    s.add_choice("chat_template", chat_template, "auto = from tokenizer_config.json",
+    s.add_choice("chat_template", chat_template,
+                 "auto = the Jinja template the target ships, rendered as transformers renders it; chatml / llama2 = "
+                 "built in",
                  {"auto", "chatml", "llama2"});
   }
 };
@@ -462,19 +464,27 @@ struct ExportSection {
   }
 };
 
-// data show / data stats: look into a generated dataset.
+// data show / data stats: look into a distillation dataset; data import: make one from chat JSONL.
 struct DataSection {
   std::string dir = "";
   int64_t samples = 3;
   int64_t first = 0;
   int64_t bins = 8;
+  std::vector<std::string> inputs;
+  OnBadRecord on_bad_record = OnBadRecord::kError;
+  int64_t shard_size = 1000;
 
   template <class V>
   void visit(V& s) {
-    s.add("dir", dir, "the generate output directory to look into; empty = generate.output_dir");
+    s.add("dir", dir,
+          "the distillation data directory (generate's output, or data import's); empty = "
+          "generate.output_dir");
     s.add("samples", samples, "data show: records to print", Bounds::at_least(1));
     s.add("first", first, "data show: index of the first record printed", Bounds::at_least(0));
     s.add("bins", bins, "data stats: histogram bins", Bounds::at_least(1));
+    s.add("inputs", inputs, "data import: chat JSONL files (messages or ShareGPT conversations with assistant turns)");
+    s.add("on_bad_record", on_bad_record, "data import: a malformed line: error (with file:line) or skip and count");
+    s.add("shard_size", shard_size, "data import: records per output shard", Bounds::at_least(1));
   }
 };
 

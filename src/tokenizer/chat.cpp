@@ -1,11 +1,95 @@
 #include "tokenizer/chat.h"
 
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
 #include "common/error.h"
 #include "common/fs.h"
 #include "io/hf_config.h"
 #include "tokenizer/internal.h"
+#include "tokenizer/render_chat_script.h"
+
+extern char** environ;
 
 namespace draftalign::tok {
+
+// The Python co-process that renders one Jinja template (tools/render_chat.py, embedded): started once, then one
+// JSON line per conversation each way over a socket pair. Copies of a ChatTemplate share it; calls are serialised.
+class JinjaRenderer {
+ public:
+  JinjaRenderer(std::string source, const std::string& jinja, const nlohmann::json& variables)
+      : source_(std::move(source)) {
+    const char* env = std::getenv("DRAFTALIGN_PYTHON");
+    python_ = env != nullptr && *env != '\0' ? env : DRAFTALIGN_PYTHON_DEFAULT;
+    int sv[2];
+    DA_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "chat template: socketpair failed");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, sv[1], 0);
+    posix_spawn_file_actions_adddup2(&actions, sv[1], 1);
+    std::string dash_c = "-c";
+    std::string script = kRenderChatScript;
+    char* argv[] = {python_.data(), dash_c.data(), script.data(), nullptr};
+    const int rc = posix_spawnp(&pid_, python_.c_str(), &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(sv[1]);
+    if (rc != 0) {
+      close(sv[0]);
+      throw Error(str_cat(source_, ": cannot start '", python_, "' to render the chat template (", std::strerror(rc),
+                          "); set DRAFTALIGN_PYTHON to a Python with transformers, or target.chat_template to chatml "
+                          "or llama2"));
+    }
+    fd_ = sv[0];
+    call(nlohmann::json{{"template", jinja}, {"variables", variables}});
+  }
+  ~JinjaRenderer() {
+    if (fd_ >= 0) close(fd_);  // the co-process reads end of input and exits
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+  }
+  JinjaRenderer(const JinjaRenderer&) = delete;
+  JinjaRenderer& operator=(const JinjaRenderer&) = delete;
+
+  std::string render(const std::vector<Message>& messages, bool add_generation_prompt) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const Message& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
+    return call({{"messages", list}, {"add_generation_prompt", add_generation_prompt}})["text"].get<std::string>();
+  }
+
+ private:
+  nlohmann::json call(const nlohmann::json& request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string line = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    for (size_t sent = 0; sent < line.size();) {
+      const ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+      DA_CHECK(n > 0, source_, ": the chat template renderer ('", python_, "') is not running");
+      sent += static_cast<size_t>(n);
+    }
+    size_t end;
+    while ((end = buffer_.find('\n')) == std::string::npos) {
+      char chunk[65536];
+      const ssize_t n = recv(fd_, chunk, sizeof chunk, 0);
+      DA_CHECK(n > 0, source_, ": the chat template renderer ('", python_,
+               "') exited without an answer; check that it imports transformers");
+      buffer_.append(chunk, static_cast<size_t>(n));
+    }
+    const nlohmann::json answer = nlohmann::json::parse(buffer_.substr(0, end));
+    buffer_.erase(0, end + 1);
+    if (answer.contains("error"))
+      throw Error(str_cat(source_, ": chat template: ", answer["error"].get<std::string>()));
+    return answer;
+  }
+
+  std::string source_, python_, buffer_;
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::mutex mu_;
+};
 
 std::string strip(const std::string& s) {
   const char* ws = " \t\n\r\v\f";
@@ -41,27 +125,40 @@ ChatTemplate ChatTemplate::from_dir(const std::filesystem::path& dir, const std:
   const std::filesystem::path config = dir / "tokenizer_config.json", jinja_file = dir / "chat_template.jinja";
   nlohmann::json j = nlohmann::json::object();
   if (std::filesystem::exists(config)) j = io::read_json_file(config);
+  // As transformers: chat_template.jinja first, then tokenizer_config.json's chat_template (a string, or a list of
+  // named templates: the one named "default").
   std::string jinja, source;
-  if (j.contains("chat_template") && j["chat_template"].is_string()) {
-    jinja = j["chat_template"].get<std::string>(), source = config.string();
-  } else if (std::filesystem::exists(jinja_file)) {
+  if (std::filesystem::exists(jinja_file)) {
     jinja = fs::read_file(jinja_file), source = jinja_file.string();
+  } else if (j.contains("chat_template") && j["chat_template"].is_string()) {
+    jinja = j["chat_template"].get<std::string>(), source = config.string();
+  } else if (j.contains("chat_template") && j["chat_template"].is_array()) {
+    for (const nlohmann::json& t : j["chat_template"])
+      if (t.is_object() && t.value("name", "") == "default") jinja = t.value("template", ""), source = config.string();
+    DA_CHECK(!jinja.empty() || name != "auto", config.string(),
+             ": chat_template is a list without a template named 'default'");
   }
-  Format format;
-  if (name == "chatml") {
-    format = Format::kChatML;
-  } else if (name == "llama2") {
-    format = Format::kLlama2;
-  } else {
-    DA_CHECK(name == "auto", "chat template '", name, "' is unknown (auto, chatml, llama2)");
+  if (name == "auto") {
     DA_CHECK(!jinja.empty(), dir.string(), ": no chat template in tokenizer_config.json or chat_template.jinja; set ",
              "target.chat_template to chatml or llama2");
-    if (jinja.find("<|im_start|>") != std::string::npos) format = Format::kChatML;
-    else if (jinja.find("[INST]") != std::string::npos) format = Format::kLlama2;
-    else
-      throw Error(str_cat(source, ": chat template not recognised (draftalign renders ChatML and Llama-2 [INST] "
-                                  "templates); set target.chat_template to chatml or llama2 if it is one of them"));
+    // transformers passes the tokenizer's named special tokens to the template.
+    nlohmann::json variables = nlohmann::json::object();
+    const std::filesystem::path map_file = dir / "special_tokens_map.json";
+    const nlohmann::json map =
+        std::filesystem::exists(map_file) ? io::read_json_file(map_file) : nlohmann::json::object();
+    for (const char* key :
+         {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+      std::optional<std::string> text = special_token_text(j, key, config);
+      if (!text && map.is_object()) text = special_token_text(map, key, map_file);
+      if (text) variables[key] = *text;
+    }
+    ChatTemplate t(Format::kJinja, variables.value("bos_token", ""), variables.value("eos_token", ""));
+    t.source_ = source;
+    t.jinja_ = std::make_shared<JinjaRenderer>(source, jinja, variables);
+    return t;
   }
+  DA_CHECK(name == "chatml" || name == "llama2", "chat template '", name, "' is unknown (auto, chatml, llama2)");
+  const Format format = name == "chatml" ? Format::kChatML : Format::kLlama2;
   const std::string bos = special_token_text(j, "bos_token", config).value_or(format == Format::kLlama2 ? "<s>" : "");
   const std::string eos =
       special_token_text(j, "eos_token", config).value_or(format == Format::kLlama2 ? "</s>" : "<|im_end|>");
@@ -70,6 +167,7 @@ ChatTemplate ChatTemplate::from_dir(const std::filesystem::path& dir, const std:
 
 std::string ChatTemplate::render(const std::vector<Message>& messages, bool add_generation_prompt) const {
   DA_CHECK(!messages.empty(), "chat template: no messages");
+  if (format_ == Format::kJinja) return jinja_->render(messages, add_generation_prompt);
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& r = messages[i].role;
     DA_CHECK(r == "system" || r == "user" || r == "assistant", "chat template: message ", i, " has role '", r,
@@ -98,6 +196,12 @@ std::string ChatTemplate::render(const std::vector<Message>& messages, bool add_
     else out.append(" ").append(strip(content)).append(" ").append(eos_text_);
   }
   return out;
+}
+
+std::string ChatTemplate::user_turn_end() const {
+  const std::string marker = "\x01";
+  const std::string text = render({{"user", marker}}, false);
+  return strip(text.substr(text.find(marker) + marker.size()));
 }
 
 std::string ChatTemplate::user_prefix(const std::string& system) const {

@@ -95,38 +95,75 @@ TEST(BpeTokenizer, SpecialTokensFromTokenizerConfig) {
   EXPECT_EQ(t->id_of("no such token"), -1);
 }
 
-TEST(ChatTemplate, ChatMLEqualsApplyChatTemplate) {
+// SmolLM2's shipped template (Jinja, through transformers' renderer) and the built-in ChatML renderer both give what
+// transformers' apply_chat_template gave for the golden prompts, and their tokens.
+TEST(ChatTemplate, SmolLM2TemplateEqualsApplyChatTemplate) {
   const json prompts = json::parse(fs::read_file(testing::golden_path("smollm2") / "prompts.json"))["prompts"];
   auto t = load_tokenizer(kSmolDir);
-  const ChatTemplate chat = ChatTemplate::from_dir(kSmolDir);
-  EXPECT_EQ(chat.name(), "chatml");
-  EXPECT_EQ(chat.default_system(), "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  const ChatTemplate jinja = ChatTemplate::from_dir(kSmolDir), chatml = ChatTemplate::from_dir(kSmolDir, "chatml");
+  EXPECT_EQ(jinja.name(), "jinja");
+  EXPECT_EQ(chatml.default_system(), "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
   int checked = 0;
   for (const json& p : prompts) {
     if (!p.contains("messages")) continue;
-    const std::string text = chat.render(messages_of(p["messages"]));
-    EXPECT_EQ(text, p["rendered"].get<std::string>());
-    EXPECT_EQ(t->encode(text), p["ids"].get<std::vector<int64_t>>());
+    for (const ChatTemplate* chat : {&jinja, &chatml}) {
+      const std::string text = chat->render(messages_of(p["messages"]));
+      EXPECT_EQ(text, p["rendered"].get<std::string>()) << chat->name();
+      EXPECT_EQ(t->encode(text), p["ids"].get<std::vector<int64_t>>()) << chat->name();
+    }
     ++checked;
   }
   EXPECT_EQ(checked, 2);
 }
 
-// user_prefix is what render writes before the user's words (render equals transformers, above), with and without a
-// system prompt, in both formats; user_turn_end is what follows them.
-TEST(ChatTemplate, UserPrefixOpensTheUserTurnAsRenderDoes) {
-  const ChatTemplate chatml = ChatTemplate::from_dir(kSmolDir);
-  const ChatTemplate llama2(ChatTemplate::Format::kLlama2, "<s>", "</s>");
-  for (const ChatTemplate* chat : {&chatml, &llama2}) {
-    const std::string with_system = chat->render({{"system", "Be brief."}, {"user", "XYZ"}});
-    EXPECT_EQ(with_system.rfind(chat->user_prefix("Be brief.") + "XYZ" + (chat == &llama2 ? " " : ""), 0), 0u)
-        << chat->name() << ": " << with_system;
-    const std::string bare = chat->render({{"user", "XYZ"}});
-    EXPECT_EQ(bare.rfind(chat->user_prefix() + "XYZ", 0), 0u) << chat->name() << ": " << bare;
-    const size_t end = (chat->user_prefix() + "XYZ").size();
-    EXPECT_EQ(bare.find(chat->user_turn_end(), end - 0), end + (chat == &llama2 ? 1 : 0)) << chat->name();
+// The templates Llama 3.1, Qwen2.5, Qwen3, Mistral (Nemo), SmolLM2 and Llama 2 ship, with their special tokens
+// (tools/make_goldens.py, chat/): six conversations each (one and several turns, with and without a system turn,
+// ending with a user turn to prompt or an assistant turn to train on) render as apply_chat_template rendered them.
+class ShippedTemplate : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ShippedTemplate, RendersAsApplyChatTemplate) {
+  const fsys::path dir = testing::golden_path("chat") / GetParam();
+  const json golden = json::parse(fs::read_file(dir / "golden.json"))["conversations"];
+  const ChatTemplate chat = ChatTemplate::from_dir(dir);
+  ASSERT_EQ(golden.size(), 6u);
+  for (size_t i = 0; i < golden.size(); ++i) {
+    const std::string want = golden[i]["text"];
+    EXPECT_EQ(chat.render(messages_of(golden[i]["messages"]), golden[i]["add_generation_prompt"]), want)
+        << "conversation " << i;
   }
-  EXPECT_HAS(chatml.user_prefix(), chatml.default_system());
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, ShippedTemplate,
+                         ::testing::Values("llama3.1", "qwen2.5", "qwen3", "mistral", "smollm2", "llama2"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
+
+// user_prefix is what render writes before the user's words (render equals transformers, above), with and without a
+// system prompt, for shipped templates and the built-in ones; user_turn_end is what follows them.
+TEST(ChatTemplate, UserPrefixOpensTheUserTurnAsRenderDoes) {
+  const fsys::path chats = testing::golden_path("chat");
+  const std::vector<ChatTemplate> templates = {ChatTemplate::from_dir(kSmolDir),
+                                               ChatTemplate::from_dir(kSmolDir, "chatml"),
+                                               ChatTemplate(ChatTemplate::Format::kLlama2, "<s>", "</s>"),
+                                               ChatTemplate::from_dir(chats / "llama3.1"),
+                                               ChatTemplate::from_dir(chats / "mistral"),
+                                               ChatTemplate::from_dir(chats / "qwen3")};
+  const std::vector<std::string> ends = {"<|im_end|>", "<|im_end|>", "[/INST]", "<|eot_id|>", "[/INST]", "<|im_end|>"};
+  for (size_t k = 0; k < templates.size(); ++k) {
+    const ChatTemplate& chat = templates[k];
+    EXPECT_EQ(chat.user_turn_end(), ends[k]) << k;
+    const std::string with_system = chat.render({{"system", "Be brief."}, {"user", "XYZ"}});
+    EXPECT_EQ(with_system.rfind(chat.user_prefix("Be brief.") + "XYZ", 0), 0u) << k << ": " << with_system;
+    const std::string bare = chat.render({{"user", "XYZ"}});
+    EXPECT_EQ(bare.rfind(chat.user_prefix() + "XYZ", 0), 0u) << k << ": " << bare;
+    const size_t end = (chat.user_prefix() + "XYZ").size();
+    EXPECT_EQ(bare.find_first_not_of(" \n", end), bare.find(chat.user_turn_end(), end)) << k;
+  }
+  EXPECT_HAS(templates[1].user_prefix(), templates[1].default_system());
+  EXPECT_HAS(templates[0].user_prefix(), templates[1].default_system());
 }
 
 TEST(BpeTokenizerErrors, NameTheFileAndThePlace) {
@@ -256,11 +293,12 @@ TEST(SentencePieceTokenizer, EqualsTransformersWithLlama2ChatTemplate) {
   EXPECT_EQ(got, want) << first_difference(got, want, *t);
   EXPECT_EQ(t->decode(got), text);
 
-  const ChatTemplate chat = ChatTemplate::from_dir(model_dir);
-  EXPECT_EQ(chat.name(), "llama2");
+  const ChatTemplate chat = ChatTemplate::from_dir(model_dir), builtin = ChatTemplate::from_dir(model_dir, "llama2");
+  EXPECT_EQ(chat.name(), "jinja");
   for (size_t i = 0; i < chats.size(); ++i) {
     const std::string rendered = chat.render(messages_of(chats[i]));
     EXPECT_EQ(rendered, hf["chats"][i]["text"].get<std::string>());
+    EXPECT_EQ(builtin.render(messages_of(chats[i])), rendered);
     const std::vector<int64_t> ids = t->encode(rendered), hf_ids = hf["chats"][i]["ids"];
     EXPECT_EQ(ids, hf_ids) << first_difference(ids, hf_ids, *t);
     EXPECT_EQ(ids.front(), 1) << "the rendered <s> is the BOS id";
@@ -277,11 +315,36 @@ TEST(ChatTemplate, Llama2RolesMustAlternate) {
             "<s>[INST] hi [/INST] hello </s><s>[INST] bye [/INST]");
 }
 
-TEST(ChatTemplate, UnknownTemplateAsksForTheYamlKey) {
+TEST(ChatTemplate, NoTemplateAsksForTheYamlKey) {
   testing::ScratchDir dir;
-  testing::write_text(dir / "tokenizer_config.json", R"({"chat_template": "{{ messages[0]['content'] }}"})");
+  testing::write_text(dir / "tokenizer_config.json", R"({"eos_token": "</s>"})");
   EXPECT_HAS(testing::error_of([&] { ChatTemplate::from_dir(dir.path()); }), "set target.chat_template");
   EXPECT_EQ(ChatTemplate::from_dir(dir.path(), "llama2").name(), "llama2");
+}
+
+// A template that does not compile names the file, the line and the construct; one that fails while rendering names
+// what failed; a Python that cannot be started is named with the variable that chooses it.
+TEST(ChatTemplate, TemplatesThatCannotRenderAreNamed) {
+  testing::ScratchDir dir;
+  auto error_for = [&](const std::string& jinja) {
+    testing::write_text(dir / "chat_template.jinja", jinja);
+    return testing::error_of([&] { ChatTemplate::from_dir(dir.path()).render({{"user", "hi"}}); });
+  };
+  const std::string tag = error_for("{% for m in messages %}{{ m.content }}\n{% frobnicate %}{% endfor %}");
+  EXPECT_HAS(tag, "chat_template.jinja: chat template: line 2");
+  EXPECT_HAS(tag, "frobnicate");
+  EXPECT_HAS(error_for("{{ messages[0].content | shout }}"), "No filter named 'shout'");
+  EXPECT_HAS(error_for("{{ raise_exception('Only system and user roles, please') }}"),
+             "Only system and user roles, please");
+  EXPECT_HAS(error_for("{{ messages[0].content.nosuchmethod() }}"), "nosuchmethod");
+  testing::write_text(dir / "chat_template.jinja", "{{ bos_token }}{{ messages[0].content }}");
+  testing::write_text(dir / "tokenizer_config.json", R"({"bos_token": {"content": "<B>"}})");
+  EXPECT_EQ(ChatTemplate::from_dir(dir.path()).render({{"user", "hi"}}), "<B>hi");
+  setenv("DRAFTALIGN_PYTHON", "/nonexistent/python3", 1);
+  const std::string no_python = testing::error_of([&] { ChatTemplate::from_dir(dir.path()); });
+  unsetenv("DRAFTALIGN_PYTHON");
+  EXPECT_HAS(no_python, "cannot start '/nonexistent/python3'");
+  EXPECT_HAS(no_python, "DRAFTALIGN_PYTHON");
 }
 
 TEST(SentencePieceTokenizer, NotAModelIsNamed) {
