@@ -440,4 +440,114 @@ int data_show(const config::Config& cfg) {
   return 0;
 }
 
+// --- data import
+// ------------------------------------------------------------------------------------------------------
+
+namespace {
+
+std::string rstrip(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  return s;
+}
+
+// One record per assistant turn of a conversation: the prompt is the conversation before the turn rendered with the
+// generation prompt, the response what the full render adds after it (the turn and its end-of-turn token; the
+// whitespace between turns is left out: the model stops at its end-of-turn token).
+void import_conversation(const std::vector<tok::Message>& messages, const tok::ChatTemplate& chat,
+                         const tok::Tokenizer& tokenizer, const std::string& where, int64_t conversation,
+                         std::vector<Planned>& planned, std::vector<model::Completion>& done) {
+  for (size_t a = 1; a < messages.size(); ++a) {
+    if (messages[a].role != "assistant") continue;
+    const std::vector<tok::Message> before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(a));
+    const std::vector<tok::Message> upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(a) + 1);
+    std::string prompt, full;
+    try {
+      prompt = chat.render(before, /*add_generation_prompt=*/true), full = chat.render(upto, false);
+    } catch (const Error& e) {
+      throw Error(str_cat(where, ": ", e.what()));
+    }
+    DA_CHECK(full.rfind(prompt, 0) == 0, where, ": the chat template does not render message ", a,
+             " after the prompt it renders for the conversation before it (the prompt is not a prefix), so its "
+             "tokens cannot be told apart");
+    const std::string response = rstrip(full.substr(prompt.size()));
+    Planned p;
+    p.request.id = static_cast<int64_t>(planned.size());
+    p.request.prompt = tokenizer.encode(prompt);
+    p.prompt_index = conversation;
+    p.prompt_id = str_cat(where, "#", a);
+    p.prompt_text = before.back().content;
+    model::Completion c;
+    c.id = p.request.id;
+    c.tokens = tokenizer.encode(response);
+    c.finish = "eos";
+    DA_CHECK(!p.request.prompt.empty() && !c.tokens.empty(), where, ": message ", a, " renders to no tokens");
+    planned.push_back(std::move(p));
+    done.push_back(std::move(c));
+  }
+}
+
+}  // namespace
+
+int data_import(const config::Config& cfg) {
+  const auto& d = cfg.data;
+  DA_CHECK(!d.inputs.empty(), "data.inputs: no chat JSONL file given (data import)");
+  const stdfs::path out = data_dir(cfg);
+  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
+  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  std::vector<Planned> planned;
+  std::vector<model::Completion> done;
+  int64_t conversations = 0, skipped = 0;
+  std::string first_skip, source = str_cat("import template=", cfg.target.chat_template,
+                                           " tokenizer=", checksum_hex(fs::read_file(tokenizer->file())));
+  for (const std::string& file : d.inputs) {
+    DA_CHECK(stdfs::is_regular_file(file), file, ": chat file not found (data.inputs)");
+    const std::string text = fs::read_file(file);
+    source += str_cat(" ", stdfs::absolute(file).string(), ":", checksum_hex(text));
+    size_t at = 0;
+    for (int64_t line_no = 1; at < text.size(); ++line_no) {
+      size_t end = text.find('\n', at);
+      if (end == std::string::npos) end = text.size();
+      const std::string line = text.substr(at, end - at);
+      at = end + 1;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = str_cat(file, ":", line_no);
+      const size_t before = planned.size();
+      try {
+        import_conversation(data::parse_conversation(line, where), chat, *tokenizer, where, conversations, planned,
+                            done);
+        ++conversations;
+      } catch (const Error& e) {
+        planned.resize(before), done.resize(before);
+        if (d.on_bad_record != config::OnBadRecord::kSkip) throw;
+        if (skipped++ == 0) first_skip = e.what();
+      }
+    }
+  }
+  if (skipped > 0) log::warn("data import: skipped ", skipped, " malformed lines (the first: ", first_skip, ")");
+  DA_CHECK(!planned.empty(), "data import: no conversation with an assistant turn in data.inputs");
+
+  // The output is a generate directory: distill and `data show` read it as they read the target's own answers.
+  const std::string plan = checksum_hex(source);
+  fs::ensure_dir(out);
+  const stdfs::path plan_file = out / "plan.json";
+  if (stdfs::exists(plan_file)) {
+    const json old = json::parse(fs::read_file(plan_file), nullptr, false);
+    DA_CHECK(!old.is_discarded() && old.value("plan", "") == plan, out.string(),
+             " holds data made from other inputs or settings (", plan_file.string(),
+             "); use another data.dir or delete it");
+  }
+  const int64_t n = static_cast<int64_t>(planned.size()), shards = (n + d.shard_size - 1) / d.shard_size;
+  fs::write_file_atomic(plan_file, json({{"plan", plan}, {"requests", n}, {"shards", shards}}).dump(2) + "\n");
+  for (int64_t k = 0; k < shards; ++k) {
+    const int64_t lo = k * d.shard_size, hi = std::min(n, lo + d.shard_size);
+    write_shard(out, k, plan, std::vector<Planned>(planned.begin() + lo, planned.begin() + hi),
+                std::vector<model::Completion>(done.begin() + lo, done.begin() + hi), *tokenizer, 0);
+  }
+  GenerateSummary sum;
+  DA_CHECK(finalize(out, plan, shards, skipped, sum), out.string(), ": a shard just written is missing");
+  log::info("data import: ", conversations, " conversations -> ", sum.records, " records (one per assistant turn), ",
+            sum.response_tokens, " response tokens in ", shards, " shards; ", (out / "manifest.json").string());
+  return 0;
+}
+
 }  // namespace draftalign::train

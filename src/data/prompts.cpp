@@ -19,8 +19,10 @@ std::string string_field(const json& j, const char* key, const std::string& wher
   return j[key].get<std::string>();
 }
 
-// A message list from ShareGPT ("from"/"value") or chat ("role"/"content") entries.
-std::vector<tok::Message> messages_of(const json& list, const char* key, const std::string& where) {
+// A message list from ShareGPT ("from"/"value") or chat ("role"/"content") entries; a prompt (`to_last_user`) ends
+// with its last user turn, the answers after it dropped.
+std::vector<tok::Message> messages_of(const json& list, const char* key, const std::string& where,
+                                      bool to_last_user = true) {
   DA_CHECK(list.is_array() && !list.empty(), where, ": \"", key, "\" must be a non-empty list");
   std::vector<tok::Message> out;
   for (size_t i = 0; i < list.size(); ++i) {
@@ -46,18 +48,21 @@ std::vector<tok::Message> messages_of(const json& list, const char* key, const s
     out.push_back({role, content});
   }
   // The target answers the last user turn: drop what follows it.
-  while (!out.empty() && out.back().role != "user") out.pop_back();
+  while (to_last_user && !out.empty() && out.back().role != "user") out.pop_back();
   DA_CHECK(!out.empty(), where, ": \"", key, "\" has no user turn");
   return out;
 }
 
-Prompt parse(const std::string& line, const std::string& where) {
-  json j;
+json parse_json(const std::string& line, const std::string& where) {
   try {
-    j = json::parse(line);
+    return json::parse(line);
   } catch (const json::exception& e) {
     throw Error(str_cat(where, ": not valid JSON (", std::string(e.what()).substr(0, 160), ")"));
   }
+}
+
+Prompt parse(const std::string& line, const std::string& where) {
+  const json j = parse_json(line, where);
   DA_CHECK(j.is_object(), where, ": a prompt record must be a JSON object");
   Prompt p;
   if (j.contains("instruction")) {
@@ -101,6 +106,29 @@ Prompt parse(const std::string& line, const std::string& where) {
 }
 
 }  // namespace
+
+std::vector<tok::Message> parse_conversation(const std::string& line, const std::string& where) {
+  const json j = parse_json(line, where);
+  DA_CHECK(j.is_object(), where, ": not a JSON object");
+  std::vector<tok::Message> m;
+  if (j.contains("messages"))
+    m = messages_of(j["messages"], "messages", where, false);
+  else if (j.contains("conversations"))
+    m = messages_of(j["conversations"], "conversations", where, false);
+  else
+    throw Error(str_cat(where, ": no conversation (expected \"messages\" or \"conversations\")"));
+  if (j.contains("system") && m.front().role != "system")
+    m.insert(m.begin(), {"system", string_field(j, "system", where)});
+  bool answered = false;
+  for (size_t i = 0; i < m.size(); ++i) {
+    if (m[i].role != "assistant") continue;
+    DA_CHECK(i > 0 && m[i - 1].role == "user", where, ": message ", i, " is an assistant turn that does not follow a user turn");
+    DA_CHECK(!m[i].content.empty(), where, ": message ", i, " is an empty assistant turn");
+    answered = true;
+  }
+  DA_CHECK(answered, where, ": no assistant turn (nothing to learn from)");
+  return m;
+}
 
 PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts,
                        const std::vector<double>& weights) {

@@ -41,4 +41,9 @@ struct PromptSet {
 PromptSet load_prompts(const std::vector<std::string>& files, bool skip_bad, int64_t max_prompts = 0,
                        const std::vector<double>& weights = {});
 
+// One line of a chat JSONL file ({"messages": [...]} or ShareGPT {"conversations": [...]}, optional "system") as its
+// whole conversation, for `data import`: it needs an assistant turn, and each assistant turn follows a user turn.
+// Errors name `where` (file:line) and the message.
+std::vector<tok::Message> parse_conversation(const std::string& line, const std::string& where);
+
 }  // namespace draftalign::data

@@ -130,7 +130,7 @@ TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
   EXPECT_HAS(r.output, "no shard-*.safetensors");
   r = run_command(str_cat(DRAFTALIGN_BIN, " data"));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_HAS(r.output, "'data' needs a subcommand: data stats, data show");
+  EXPECT_HAS(r.output, "'data' needs a subcommand: data stats, data show, data import");
 
   r = run_command(generate_cmd(d, out, "generate.temperature=0.5"));
   EXPECT_EQ(r.exit_code, 1);
