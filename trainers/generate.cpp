@@ -76,6 +76,21 @@ std::string plan_fingerprint(const config::Config& cfg, int64_t requests) {
   return checksum_hex(s);
 }
 
+// Makes `out` the directory of `plan`: writes plan.json, or checks the one there. A directory made for another plan
+// is refused (its shards would mix with the new ones): `what` says what it holds, `key` which setting to change.
+void claim_output_dir(const stdfs::path& out, const std::string& plan, int64_t requests, int64_t shards,
+                      const char* what, const char* key) {
+  fs::ensure_dir(out);
+  const stdfs::path plan_file = out / "plan.json";
+  if (stdfs::exists(plan_file)) {
+    const json old = json::parse(fs::read_file(plan_file), nullptr, false);
+    DA_CHECK(!old.is_discarded() && old.value("plan", "") == plan, out.string(), " holds ", what, " (",
+             plan_file.string(), "); use another ", key, " or delete it");
+  } else {
+    fs::write_file_atomic(plan_file, json({{"plan", plan}, {"requests", requests}, {"shards", shards}}).dump(2) + "\n");
+  }
+}
+
 bool shard_is_complete(const stdfs::path& file, const std::string& plan) {
   if (!stdfs::exists(file)) return false;
   try {
@@ -217,16 +232,7 @@ int generate(const config::Config& cfg) {
   sum.shards = (n + g.shard_size - 1) / g.shard_size;
   const std::string plan = plan_fingerprint(cfg, n);
 
-  fs::ensure_dir(out);
-  const stdfs::path plan_file = out / "plan.json";
-  if (stdfs::exists(plan_file)) {
-    const json old = json::parse(fs::read_file(plan_file), nullptr, false);
-    DA_CHECK(!old.is_discarded() && old.value("plan", "") == plan, out.string(),
-             " holds a generation made with other settings or prompts (", plan_file.string(),
-             "); use another generate.output_dir or delete it");
-  } else {
-    fs::write_file_atomic(plan_file, json({{"plan", plan}, {"requests", n}, {"shards", sum.shards}}).dump(2) + "\n");
-  }
+  claim_output_dir(out, plan, n, sum.shards, "a generation made with other settings or prompts", "generate.output_dir");
 
   std::vector<int64_t> mine;
   for (int64_t k = part; k < sum.shards; k += parts)
@@ -497,7 +503,8 @@ int data_import(const config::Config& cfg) {
   std::vector<Planned> planned;
   std::vector<model::Completion> done;
   int64_t conversations = 0, skipped = 0;
-  std::string first_skip, source = str_cat("import template=", cfg.target.chat_template,
+  // shard_size is part of the plan: a directory cut into other shards is refused, never left with stale shards.
+  std::string first_skip, source = str_cat("import template=", cfg.target.chat_template, " shard_size=", d.shard_size,
                                            " tokenizer=", checksum_hex(fs::read_file(tokenizer->file())));
   for (const std::string& file : d.inputs) {
     DA_CHECK(stdfs::is_regular_file(file), file, ": chat file not found (data.inputs)");
@@ -528,16 +535,8 @@ int data_import(const config::Config& cfg) {
 
   // The output is a generate directory: distill and `data show` read it as they read the target's own answers.
   const std::string plan = checksum_hex(source);
-  fs::ensure_dir(out);
-  const stdfs::path plan_file = out / "plan.json";
-  if (stdfs::exists(plan_file)) {
-    const json old = json::parse(fs::read_file(plan_file), nullptr, false);
-    DA_CHECK(!old.is_discarded() && old.value("plan", "") == plan, out.string(),
-             " holds data made from other inputs or settings (", plan_file.string(),
-             "); use another data.dir or delete it");
-  }
   const int64_t n = static_cast<int64_t>(planned.size()), shards = (n + d.shard_size - 1) / d.shard_size;
-  fs::write_file_atomic(plan_file, json({{"plan", plan}, {"requests", n}, {"shards", shards}}).dump(2) + "\n");
+  claim_output_dir(out, plan, n, shards, "data made from other inputs or settings", "data.dir");
   for (int64_t k = 0; k < shards; ++k) {
     const int64_t lo = k * d.shard_size, hi = std::min(n, lo + d.shard_size);
     write_shard(out, k, plan, std::vector<Planned>(planned.begin() + lo, planned.begin() + hi),

@@ -72,11 +72,13 @@ int magpie(const config::Config& cfg) {
 
   const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
   const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
-  const std::vector<int64_t> prefix = tokenizer->encode(chat.user_prefix(m.system));
+  // Each is a render (a round trip to the template's co-process for a shipped template): once, not per sample.
+  const std::string prefix_text = chat.user_prefix(m.system), turn_end = chat.user_turn_end();
+  const std::vector<int64_t> prefix = tokenizer->encode(prefix_text);
   auto target = train::load_frozen_target(cfg, train::make_compute(cfg.run).device);
   model::SamplingParams sp;
   sp.temperature = m.temperature, sp.top_p = m.top_p, sp.max_new_tokens = m.max_new_tokens;
-  sp.stop_strings = {chat.user_turn_end()};
+  sp.stop_strings = {turn_end};
   sp.stop_ids = train::stop_ids_for(*tokenizer, target->config());
   model::Generator gen(*target, sp, m.batch_size, 0, tokenizer.get());
 
@@ -103,7 +105,7 @@ int magpie(const config::Config& cfg) {
       while (!ids.empty() && std::find(sp.stop_ids.begin(), sp.stop_ids.end(), ids.back()) != sp.stop_ids.end())
         ids.pop_back();
       std::string text = tokenizer->decode(ids);
-      const size_t end = text.find(chat.user_turn_end());
+      const size_t end = text.find(turn_end);
       if (end != std::string::npos) text.resize(end);
       text = tok::strip(text);
       std::string why = c.finish == "length" ? "unfinished" : junk_reason(text, m);
@@ -139,9 +141,12 @@ int magpie(const config::Config& cfg) {
   for (const auto& [why, n] : sum.dropped) dropped[why] = n;
   fs::ensure_dir(out.parent_path().empty() ? stdfs::path(".") : out.parent_path());
   fs::write_file_atomic(out, lines);
-  fs::write_file_atomic(manifest, json({{"plan", plan}, {"kept", sum.kept}, {"samples", sum.samples},
-                                        {"dropped", dropped}, {"prefix", chat.user_prefix(m.system)}})
-                                      .dump(2) + "\n");
+  fs::write_file_atomic(
+      manifest,
+      json(
+          {{"plan", plan}, {"kept", sum.kept}, {"samples", sum.samples}, {"dropped", dropped}, {"prefix", prefix_text}})
+              .dump(2) +
+          "\n");
   log::info("magpie: kept ", sum.kept, " of ", sum.samples, " samples -> ", out.string(), "; dropped ", dropped.dump());
   return 0;
 }

@@ -99,11 +99,15 @@ TEST(DataImport, RoundTripToDataShowAndDistilsEndToEnd) {
   EXPECT_HAS(r.output, "--- prompt (as the target saw it)\n" + want[1].first + "\n--- response\nThen 2.<|im_end|>");
   EXPECT_HAS(r.output, "=== record 2: request 2");
 
-  // Importing the same files again is allowed; other inputs into the same directory are not.
+  // Importing the same files again is allowed; other inputs or another shard size into the same directory are not.
   r = run_command(import_cmd(d, str_cat((d / "chat.jsonl").string(), ",", (d / "sharegpt.jsonl").string()),
                              "data.shard_size=10"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = run_command(import_cmd(d, (d / "chat.jsonl").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.output, "holds data made from other inputs or settings");
+  r = run_command(import_cmd(d, str_cat((d / "chat.jsonl").string(), ",", (d / "sharegpt.jsonl").string()),
+                             "data.shard_size=7"));  // other shards would leave stale ones beside them
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_HAS(r.output, "holds data made from other inputs or settings");
 
