@@ -362,7 +362,7 @@ int distill(const config::Config& cfg) {
       if (offline) out["val_alpha_offline_teacher"] = c[4].item<double>() / tokens;
       return out;
     };
-  run_training(cfg.run, t, out, d.student, rt, *student, recipe);
+  run_training(cfg, t, out, d.student, rt, *student, recipe);
   return 0;
 }
 

@@ -185,7 +185,7 @@ int pretrain(const config::Config& cfg) {
       log::info("pretrain: step ", step, " validation loss ", vl, " (perplexity ", std::exp(vl), ")");
       return nlohmann::json{{"val_loss", vl}, {"val_ppl", std::exp(vl)}};
     };
-  run_training(cfg.run, t, p.output_dir, tokenizer_dir, rt, *model, recipe);
+  run_training(cfg, t, p.output_dir, tokenizer_dir, rt, *model, recipe);
   return 0;
 }
 

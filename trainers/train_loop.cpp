@@ -8,7 +8,8 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "common/metrics.h"
+#include "common/trackers.h"
+#include "config/loader.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/sampler.h"
@@ -20,8 +21,9 @@ using json = nlohmann::json;
 
 }  // namespace
 
-void run_training(const config::RunSection& run, const config::TrainSection& t, const stdfs::path& out,
+void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out,
                   const stdfs::path& tokenizer_dir, Runtime& rt, model::Llama& model, const Recipe& recipe) {
+  const config::RunSection& run = cfg.run;
   Dist& dist = *rt.dist;
   const std::string& name = recipe.name;
   model.train();
@@ -47,9 +49,16 @@ void run_training(const config::RunSection& run, const config::TrainSection& t, 
     else
       stdfs::remove(out / "metrics.jsonl");
   }
-  std::unique_ptr<MetricsLog> metrics_file =
-      dist.rank() == 0 ? std::make_unique<MetricsLog>(out / "metrics.jsonl") : std::make_unique<MetricsLog>();
-  MetricsLog& metrics = *metrics_file;
+  std::unique_ptr<Trackers> trackers = std::make_unique<Trackers>();
+  if (dist.rank() == 0) {
+    TrackerSettings settings;
+    settings.report_to = run.report_to, settings.wandb_project = run.wandb_project;
+    settings.run_name = str_cat(name, ":", out.filename().string());
+    config::Config resolved = cfg;
+    settings.config_yaml = config::to_yaml(resolved, str_cat("resolved config of draftalign ", name));
+    trackers = std::make_unique<Trackers>(out, settings, resume.has_value());
+  }
+  Trackers& metrics = *trackers;
   auto validate = [&](int64_t step) {
     if (!recipe.validate) return;
     json record = recipe.validate(step);

@@ -51,9 +51,10 @@ struct Recipe {
 };
 
 // Runs `t.steps` optimizer steps of `model` on `rt`: AdamW with the warm-up + cosine schedule, gradient accumulation
-// with bucketed data-parallel all-reduce, clipping, the non-finite policy, metrics (<out>/metrics.jsonl),
-// validation, checkpoints with keep-last-k, and resume (t.resume), writing <out>/final as an HF directory at the end.
-void run_training(const config::RunSection& run, const config::TrainSection& t, const stdfs::path& out,
+// with bucketed data-parallel all-reduce, clipping, the non-finite policy, metrics (<out>/metrics.jsonl and the
+// trackers of cfg.run.report_to, common/trackers.h), validation, checkpoints with keep-last-k, and resume (t.resume),
+// writing <out>/final as an HF directory at the end.
+void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out,
                   const stdfs::path& tokenizer_dir, Runtime& rt, model::Llama& model, const Recipe& recipe);
 
 // The held-out pass of a recipe's validate: with `model` in eval mode and no gradient, `add` is called on this rank's

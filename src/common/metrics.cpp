@@ -23,8 +23,10 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(nlohmann::json record) {
   if (!file_) return;
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  record["time"] = std::chrono::duration<double>(now).count();
+  if (!record.contains("time")) {
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    record["time"] = std::chrono::duration<double>(now).count();
+  }
   const std::string line = record.dump() + "\n";
   std::fwrite(line.data(), 1, line.size(), file_);
   std::fflush(file_);

@@ -17,7 +17,7 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
 
-  // Appends `record` plus a "time" field (seconds since the Unix epoch) as one line.
+  // Appends `record` as one line, with a "time" field (seconds since the Unix epoch) unless it has one.
   void write(nlohmann::json record);
   bool enabled() const { return file_ != nullptr; }
 

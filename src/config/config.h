@@ -43,6 +43,8 @@ struct RunSection {
   int64_t log_every = 10;
   double progress_interval_s = 10.0;
   double dist_timeout_s = 300.0;
+  std::vector<std::string> report_to = {"jsonl"};
+  std::string wandb_project = "draftalign";
 
   template <class V>
   void visit(V& s) {
@@ -57,6 +59,11 @@ struct RunSection {
     s.add("dist_timeout_s", dist_timeout_s,
           "data parallel: seconds a collective (or the rendezvous) may wait for the other ranks before failing",
           Bounds::positive());
+    s.add_choice("report_to", report_to,
+                 "where training metrics go: jsonl (<run>/metrics.jsonl, always written), tensorboard "
+                 "(<run>/tensorboard/), wandb (a sidecar; offline unless WANDB_API_KEY is set)",
+                 {"jsonl", "tensorboard", "wandb"});
+    s.add("wandb_project", wandb_project, "the W&B project of report_to: [wandb]");
   }
 };
 

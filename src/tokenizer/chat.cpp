@@ -1,94 +1,34 @@
 #include "tokenizer/chat.h"
 
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <cstring>
-#include <mutex>
-
+#include "common/coprocess.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "io/hf_config.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/render_chat_script.h"
 
-extern char** environ;
-
 namespace draftalign::tok {
 
 // The Python co-process that renders one Jinja template (tools/render_chat.py, embedded): started once, then one
-// JSON line per conversation each way over a socket pair. Copies of a ChatTemplate share it; calls are serialised.
+// JSON line per conversation each way. Copies of a ChatTemplate share it; calls are serialised.
 class JinjaRenderer {
  public:
   JinjaRenderer(std::string source, const std::string& jinja, const nlohmann::json& variables)
-      : source_(std::move(source)) {
-    const char* env = std::getenv("DRAFTALIGN_PYTHON");
-    python_ = env != nullptr && *env != '\0' ? env : DRAFTALIGN_PYTHON_DEFAULT;
-    int sv[2];
-    DA_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "chat template: socketpair failed");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, sv[1], 0);
-    posix_spawn_file_actions_adddup2(&actions, sv[1], 1);
-    std::string dash_c = "-c";
-    std::string script = kRenderChatScript;
-    char* argv[] = {python_.data(), dash_c.data(), script.data(), nullptr};
-    const int rc = posix_spawnp(&pid_, python_.c_str(), &actions, nullptr, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(sv[1]);
-    if (rc != 0) {
-      close(sv[0]);
-      throw Error(str_cat(source_, ": cannot start '", python_, "' to render the chat template (", std::strerror(rc),
-                          "); set DRAFTALIGN_PYTHON to a Python with transformers, or target.chat_template to chatml "
-                          "or llama2"));
-    }
-    fd_ = sv[0];
-    call(nlohmann::json{{"template", jinja}, {"variables", variables}});
+      : process_(std::move(source), "the chat template renderer", kRenderChatScript,
+                 "set DRAFTALIGN_PYTHON to a Python with transformers, or target.chat_template to chatml or llama2") {
+    process_.call(nlohmann::json{{"template", jinja}, {"variables", variables}}, "chat template: ");
   }
-  ~JinjaRenderer() {
-    if (fd_ >= 0) close(fd_);  // the co-process reads end of input and exits
-    if (pid_ > 0) waitpid(pid_, nullptr, 0);
-  }
-  JinjaRenderer(const JinjaRenderer&) = delete;
-  JinjaRenderer& operator=(const JinjaRenderer&) = delete;
 
   std::string render(const std::vector<Message>& messages, bool add_generation_prompt) {
     nlohmann::json list = nlohmann::json::array();
     for (const Message& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
-    return call({{"messages", list}, {"add_generation_prompt", add_generation_prompt}})["text"].get<std::string>();
+    return process_
+        .call({{"messages", list}, {"add_generation_prompt", add_generation_prompt}}, "chat template: ")["text"]
+        .get<std::string>();
   }
 
  private:
-  nlohmann::json call(const nlohmann::json& request) {
-    std::lock_guard<std::mutex> lock(mu_);
-    const std::string line = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-    for (size_t sent = 0; sent < line.size();) {
-      const ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
-      DA_CHECK(n > 0, source_, ": the chat template renderer ('", python_, "') is not running");
-      sent += static_cast<size_t>(n);
-    }
-    size_t end;
-    while ((end = buffer_.find('\n')) == std::string::npos) {
-      char chunk[65536];
-      const ssize_t n = recv(fd_, chunk, sizeof chunk, 0);
-      DA_CHECK(n > 0, source_, ": the chat template renderer ('", python_,
-               "') exited without an answer; check that it imports transformers");
-      buffer_.append(chunk, static_cast<size_t>(n));
-    }
-    const nlohmann::json answer = nlohmann::json::parse(buffer_.substr(0, end));
-    buffer_.erase(0, end + 1);
-    if (answer.contains("error"))
-      throw Error(str_cat(source_, ": chat template: ", answer["error"].get<std::string>()));
-    return answer;
-  }
-
-  std::string source_, python_, buffer_;
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  std::mutex mu_;
+  Coprocess process_;
 };
 
 std::string strip(const std::string& s) {

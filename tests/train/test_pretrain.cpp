@@ -7,17 +7,17 @@
 #include <sys/socket.h>
 
 #include <fstream>
-
+#include <map>
 #include <nlohmann/json.hpp>
 
-#include "trainers/prepare_data.h"
 #include "model/llama.h"
 #include "test_util.h"
 #include "tiny_models.h"
-#include "trainers/pretrain.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/sampler.h"
+#include "trainers/prepare_data.h"
+#include "trainers/pretrain.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {
@@ -239,6 +239,85 @@ TEST(Pretrain, SigkillThenResumeIsBitwiseEqualToAnUninterruptedRun) {
   EXPECT_TRUE(testing::read_text(out / "checkpoints/step-0000012/optimizer.pt") ==
               testing::read_text(d / "whole/checkpoints/step-0000012/optimizer.pt"))
       << "optimizer states differ";
+}
+
+// The numeric fields of each record of metrics.jsonl as {name: [[step, value], ...]}, as the trackers should have them.
+std::map<std::string, std::vector<std::pair<int64_t, double>>> metric_series(const fsys::path& out) {
+  std::map<std::string, std::vector<std::pair<int64_t, double>>> series;
+  std::ifstream in(out / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const json j = json::parse(line);
+    for (const auto& [k, v] : j.items())
+      if (k != "step" && k != "time" && v.is_number())
+        series[k].emplace_back(j["step"].get<int64_t>(), v.get<double>());
+  }
+  return series;
+}
+
+void expect_series_equal(const std::map<std::string, std::vector<std::pair<int64_t, double>>>& want, const json& got,
+                         double rel, const std::string& tracker) {
+  ASSERT_TRUE(got.is_object()) << tracker << ": " << got.dump();
+  EXPECT_EQ(got.size(), want.size()) << tracker << " tags: " << got.dump().substr(0, 400);
+  for (const auto& [key, points] : want) {
+    ASSERT_TRUE(got.contains(key)) << tracker << " lacks " << key;
+    const json& g = got[key];
+    ASSERT_EQ(g.size(), points.size()) << tracker << " " << key << ": " << g.dump();
+    for (size_t i = 0; i < points.size(); ++i) {
+      EXPECT_EQ(g[i][0].get<int64_t>(), points[i].first) << tracker << " " << key << " point " << i;
+      EXPECT_NEAR(g[i][1].get<double>(), points[i].second, rel * std::abs(points[i].second) + 1e-12)
+          << tracker << " " << key << " at step " << points[i].first;
+    }
+  }
+}
+
+// run.report_to: [jsonl, tensorboard, wandb] on a real run. tensorboard's own EventAccumulator reads the event file and
+// the W&B offline run (no API key: offline) is decoded from its transaction log (tools/read_trackers.py); both hold
+// every numeric field of every metrics.jsonl record at its step. A resumed run rewrites the TensorBoard file (no step
+// twice) and continues the same W&B run with the new steps only. A Python that cannot run the sidecar is named.
+TEST(Pretrain, TensorBoardAndOfflineWandbHoldEveryMetricAtItsStep) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d), out = d / "run";
+  const std::string env = str_cat("env -u WANDB_API_KEY -u WANDB_MODE HOME=", d.path().string(), " ");
+  const std::string trackers = " 'run.report_to=[jsonl,tensorboard,wandb]' run.wandb_project=draftalign-test";
+  auto r = run_command(env + pretrain_cmd(shards, out, trackers));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "(offline)");
+  auto read_back = [&] {
+    auto rb = run_command(
+        str_cat(DRAFTALIGN_TEST_PYTHON, " ", DRAFTALIGN_SOURCE_DIR, "/tools/read_trackers.py ", out.string()));
+    EXPECT_EQ(rb.exit_code, 0) << rb.output;
+    return json::parse(rb.output.substr(rb.output.find('{')));
+  };
+  json got = read_back();
+  const auto want = metric_series(out);
+  ASSERT_EQ(want.at("loss").size(), 12u);
+  ASSERT_EQ(want.at("val_loss").size(), 2u);
+  expect_series_equal(want, got["tensorboard"], 1e-6, "tensorboard");  // float32 scalars
+  ASSERT_EQ(got["wandb"].size(), 1u) << got["wandb"].dump();
+  expect_series_equal(want, got["wandb"][0]["history"], 1e-12, "wandb");
+  const std::string id = got["wandb"][0]["id"];
+  EXPECT_EQ(testing::read_text(out / "wandb" / "run-id"), id);
+
+  // Resume to 16 steps: one TensorBoard curve of 16 points; the second W&B log of the same run holds steps 13-16.
+  r = run_command(env + pretrain_cmd(shards, out, trackers + " pretrain.train.steps=16"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "resumed from");
+  got = read_back();
+  expect_series_equal(metric_series(out), got["tensorboard"], 1e-6, "tensorboard after resume");
+  ASSERT_EQ(got["wandb"].size(), 2u) << got["wandb"].dump();
+  EXPECT_EQ(got["wandb"][1]["id"], id);
+  std::vector<int64_t> steps;
+  for (const auto& p : got["wandb"][1]["history"]["loss"]) steps.push_back(p[0]);
+  EXPECT_EQ(steps, (std::vector<int64_t>{13, 14, 15, 16}));
+
+  r = run_command(str_cat("DRAFTALIGN_PYTHON=/nonexistent/python3 ",
+                          pretrain_cmd(shards, d / "nopython", " 'run.report_to=[wandb]'")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_HAS(r.output, "cannot start '/nonexistent/python3' for the W&B sidecar");
+  r = run_command(pretrain_cmd(shards, d / "unknown", " 'run.report_to=[jsonl,mlflow]'"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_HAS(r.output, "run.report_to");
 }
 
 TEST(Pretrain, DamagedCheckpointAndDataAreNamed) {
