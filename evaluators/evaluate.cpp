@@ -256,6 +256,7 @@ int evaluate(const config::Config& cfg) {
 
   // 4. Exact greedy tau from one pass: every drafter reads every prompt + answer once.
   const std::vector<std::string> names = drafter_names(e.drafters);
+  report.training_curves = training_curves(e.drafters, names);
   // proposer(i): the drafter of turn i.
   auto exact_points = [&](const std::function<Proposer(size_t)>& proposer) {
     std::vector<ExactPoint> points;

@@ -6,7 +6,9 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
+#include <sstream>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -36,6 +38,58 @@ std::vector<std::string> drafter_names(const std::vector<std::string>& dirs) {
   std::vector<std::string> out = names;
   for (size_t i = 0; i < names.size(); ++i)
     if (std::count(names.begin(), names.end(), names[i]) > 1) out[i] = dirs[i];
+  return out;
+}
+
+json training_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& names) {
+  json out = json::array();
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    stdfs::path dir = stdfs::path(dirs[i]).lexically_normal();
+    if (dir.filename().empty()) dir = dir.parent_path();
+    json checkpoint_step = nullptr;
+    stdfs::path run = dir;
+    const std::string base = dir.filename().string();
+    if (base == "final") {
+      run = dir.parent_path();
+    } else if (base.rfind("step-", 0) == 0 && dir.parent_path().filename() == "checkpoints") {
+      run = dir.parent_path().parent_path();
+      checkpoint_step = std::atoll(base.c_str() + 5);
+    }
+    const stdfs::path file = run / "metrics.jsonl";
+    if (!stdfs::exists(file)) continue;
+    json train = {{"step", json::array()}, {"loss", json::array()}}, val = {{"step", json::array()}};
+    std::vector<json> val_records;  // the val_* fields of each validation record
+    int64_t skipped = 0;
+    std::istringstream in(fs::read_file(file));
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      const json r = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!r.is_object() || !r.contains("step") || !r["step"].is_number_integer()) {
+        ++skipped;
+        continue;
+      }
+      if (r.contains("loss") && r["loss"].is_number()) {
+        train["step"].push_back(r["step"]);
+        train["loss"].push_back(r["loss"]);
+      }
+      json v = json::object();
+      for (const auto& [k, x] : r.items())
+        if (k.rfind("val_", 0) == 0 && x.is_number()) v[k] = x;
+      if (!v.empty()) val["step"].push_back(r["step"]), val_records.push_back(std::move(v));
+    }
+    for (const json& v : val_records)  // one series per field; null where a record lacks it
+      for (const auto& [k, x] : v.items())
+        if (!val.contains(k)) {
+          val[k] = json::array();
+          for (const json& w : val_records) val[k].push_back(w.contains(k) ? w[k] : json(nullptr));
+        }
+    out.push_back({{"name", names[i]},
+                   {"metrics", file.string()},
+                   {"checkpoint_step", checkpoint_step},
+                   {"train", train},
+                   {"validation", val},
+                   {"skipped_lines", skipped}});
+  }
   return out;
 }
 
@@ -374,6 +428,7 @@ json report_json(const Report& r) {
   }
   out["sampling"] = {{"turns", r.sampling_turns}, {"max_new_tokens", r.sampling_max_new_tokens},
                      {"drafters", sampling}};
+  out["training_curves"] = r.training_curves;
   return out;
 }
 
@@ -584,9 +639,40 @@ std::string report_markdown(const json& r) {
       }
     md += "\n";
   }
+  const json& curves = r.value("training_curves", json::array());
+  bool any_alpha = false;
+  if (!curves.empty()) {
+    md +=
+        "## Training curves\n\nFrom each drafter's training run (its metrics.jsonl): the training loss, and the "
+        "held-out numbers logged while it trained. For distillation, held-out alpha is the token-averaged "
+        "sum_x min(p, q) against the target's distributions on held-out distillation records (one pass; no "
+        "interval); for pretraining, the held-out next-token loss.\n\n"
+        "| drafter | steps | loss, first -> last | held-out | first -> last |\n|---|---:|---:|---|---:|\n";
+    auto first_last = [](const json& xs) {
+      const json *a = nullptr, *b = nullptr;
+      for (const json& x : xs) {
+        if (!x.is_number()) continue;
+        if (a == nullptr) a = &x;
+        b = &x;
+      }
+      return a ? str_cat(fixed(a->get<double>(), 4), " -> ", fixed(b->get<double>(), 4)) : std::string("-");
+    };
+    for (const json& c : curves) {
+      const json& v = c["validation"];
+      const char* key = v.contains("val_alpha") ? "val_alpha" : v.contains("val_loss") ? "val_loss" : nullptr;
+      any_alpha = any_alpha || v.contains("val_alpha");
+      const json& steps = c["train"]["step"];
+      md += str_cat("| ", c["name"].get<std::string>(), " | ", steps.empty() ? int64_t{0} : steps.back().get<int64_t>(),
+                    " | ", first_last(c["train"]["loss"]), " | ", key ? key : "-", " | ",
+                    key ? first_last(v[key]) : std::string("-"), " |\n");
+    }
+    md += "\n";
+  }
   md +=
       "## Plots\n\n![tau vs gamma](tau_vs_gamma.png)\n![acceptance by position](acceptance_by_position.png)\n"
       "![speed-up vs gamma](speedup_vs_gamma.png)\n";
+  if (!curves.empty()) md += "![training loss](training_loss.png)\n";
+  if (any_alpha) md += "![held-out alpha](heldout_alpha.png)\n";
   return md;
 }
 

@@ -10,8 +10,9 @@
 //   exact.jsonl    one record per drafter, gamma and evaluated turn: the one-pass counters and tau
 //   prompts.jsonl  one record per timed drafter, setting and prompt: its counters and tau
 //   sweep.jsonl    the finished sweep points as they are done (evaluate.cpp), so a stopped evaluation resumes
-//   plot_report.py + acceptance_by_position.png, tau_vs_gamma.png, speedup_vs_gamma.png (matplotlib); the script is
-//                  written into the directory so the plots can be remade from report.json alone
+//   plot_report.py + acceptance_by_position.png, tau_vs_gamma.png, speedup_vs_gamma.png, and for drafters that come
+//                  from a training run training_loss.png and heldout_alpha.png (matplotlib); the script is written
+//                  into the directory so the plots can be remade from report.json alone
 // Every file is written atomically. Torch-free: the numbers come in as plain structs.
 #pragma once
 
@@ -107,6 +108,7 @@ struct Report {
   std::vector<DrafterResult> drafters;  // timed speculative decoding
   int64_t sampling_turns = 0, sampling_max_new_tokens = 0;
   std::vector<SamplingDrafter> sampling;  // the speculative sampling check
+  nlohmann::json training_curves = nlohmann::json::array();  // training_curves()
 };
 
 // The JSON of a report, derived metrics, tokens/s and speed-ups included (per-prompt records left out).
@@ -127,6 +129,13 @@ std::string write_report(const std::filesystem::path& dir, const Report& r, cons
 // "runs/demo/distill/tvdpp-token-q/final" -> "tvdpp-token-q", ".../step-00100" -> "pretrain/step-00100"; the
 // whole path where two names would collide.
 std::vector<std::string> drafter_names(const std::vector<std::string>& dirs);
+
+// The training curves of the drafters that come from a training run (<run>/final, <run>/checkpoints/step-N, or a
+// directory holding metrics.jsonl): one object per such drafter, {"name", "metrics" (the file), "checkpoint_step"
+// (null for final), "train": {"step": [...], "loss": [...]}, "validation": {"step": [...], "val_alpha": [...], ...}},
+// every numeric val_* field of the validation records; drafters without a metrics.jsonl are left out. Lines that are
+// not JSON objects (a run killed mid-line) are skipped and counted in "skipped_lines".
+nlohmann::json training_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& names);
 
 // The plotting script (tools/plot_report.py, embedded at build time).
 const char* plot_script();

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Plots of a `draftalign evaluate` report (report.json): the exact greedy block efficiency tau vs the draft length
-gamma with its 95% intervals (one line per drafter, prompt lookup included), and from the timed runs the acceptance by
-draft position and the wall-clock speed-up vs gamma with its interval, one panel per sampling temperature.
+gamma with its 95% intervals (one line per drafter, prompt lookup included), from the timed runs the acceptance by
+draft position and the wall-clock speed-up vs gamma with its interval, one panel per sampling temperature, and for the
+drafters that come from a training run their training curves: loss vs step (training_loss.png) and held-out alpha
+vs step (heldout_alpha.png).
 
     python plot_report.py REPORT_DIR/report.json     # writes the PNGs next to report.json
 
@@ -84,6 +86,52 @@ def main():
         plt.close(fig)
         return out
 
+    def training_plots():
+        curves = report.get("training_curves", [])
+        if not curves:
+            return []
+        # One panel per run: pretraining's next-token loss and a distillation loss are not on one scale.
+        out = os.path.join(here, "training_loss.png")
+        cols = min(3, len(curves))
+        rows = (len(curves) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+        for ax, c in zip(axes.flat, curves):
+            ax.plot(c["train"]["step"], c["train"]["loss"], label="training")
+            v = c["validation"]
+            if "val_loss" in v:
+                pts = [(s, y) for s, y in zip(v["step"], v["val_loss"]) if y is not None]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", marker="o", label="held-out")
+                ax.legend(fontsize=8)
+            ax.set_title(c["name"], fontsize=10)
+            ax.set_xlabel("step")
+            ax.set_ylabel("loss")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(curves):]:
+            ax.set_visible(False)
+        fig.suptitle("Training loss of each drafter's run (its own objective)")
+        fig.tight_layout()
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+        made = [out]
+        with_alpha = [c for c in curves if "val_alpha" in c["validation"]]
+        if with_alpha:
+            out = os.path.join(here, "heldout_alpha.png")
+            fig, ax = plt.subplots(figsize=(6.5, 4.2))
+            for c in with_alpha:
+                v = c["validation"]
+                pts = [(s, y) for s, y in zip(v["step"], v["val_alpha"]) if y is not None]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=c["name"])
+            ax.set_xlabel("step")
+            ax.set_ylabel("held-out alpha")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            ax.set_title("Held-out alpha against the target while distilling")
+            fig.tight_layout()
+            fig.savefig(out, dpi=120)
+            plt.close(fig)
+            made.append(out)
+        return made
+
     made = [
         panels(report, "Acceptance rate by draft position (vLLM: accepted at i / drafts)", "acceptance rate",
                acceptance, os.path.join(here, "acceptance_by_position.png")),
@@ -91,7 +139,7 @@ def main():
         panels(report, f"Wall-clock speed-up over plain decoding ({report['environment']['device_name']})",
                "speed-up (95% interval)", speedup,
                os.path.join(here, "speedup_vs_gamma.png")),
-    ]
+    ] + training_plots()
     for m in made:
         if m:
             print(m)

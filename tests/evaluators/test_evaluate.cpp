@@ -24,6 +24,15 @@ struct World {
   World() {
     testing::save_tiny(d / "target", 2, 5, 30.0);
     testing::save_tiny(d / "drafter" / "final", 1, 9, 1.0, d / "target");
+    // The drafter's run log, as distill writes it: held-out alpha at steps 0, 5, 10, the loss every step; the last
+    // line cut short by a kill.
+    std::string metrics;
+    for (int step = 0; step <= 10; ++step) {
+      if (step > 0) metrics += json({{"step", step}, {"loss", 2.0 / step}, {"lr", 1e-3}}).dump() + "\n";
+      if (step % 5 == 0)
+        metrics += json({{"step", step}, {"val_alpha", 0.3 + 0.01 * step}, {"val_tvd", 0.7}}).dump() + "\n";
+    }
+    testing::write_text(d / "drafter" / "metrics.jsonl", metrics + "{\"step\": 11, \"lo");
     fsys::create_directories(d / "same");
     for (const auto& e : fsys::directory_iterator(d / "target")) fsys::copy(e.path(), d / "same" / e.path().filename());
     std::string prompts;
@@ -81,10 +90,22 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
   const auto r = run_command(w.evaluate());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const fsys::path dir = w.d / "report";
-  for (const char* f : {"report.json", "report.md", "prompts.jsonl", "exact.jsonl", "plot_report.py",
-                        "acceptance_by_position.png", "tau_vs_gamma.png", "speedup_vs_gamma.png"})
+  for (const char* f :
+       {"report.json", "report.md", "prompts.jsonl", "exact.jsonl", "plot_report.py", "acceptance_by_position.png",
+        "tau_vs_gamma.png", "speedup_vs_gamma.png", "training_loss.png", "heldout_alpha.png"})
     EXPECT_TRUE(fsys::exists(dir / f)) << f << "\n" << r.output;
   const json rep = json::parse(testing::read_text(dir / "report.json"));
+  // Training curves: the drafter from a run (drafter/final) has them, read from its metrics.jsonl; "same" has none.
+  ASSERT_EQ(rep["training_curves"].size(), 1u) << rep["training_curves"].dump();
+  const json& curve = rep["training_curves"][0];
+  EXPECT_EQ(curve["name"], "drafter");
+  EXPECT_EQ(curve["skipped_lines"], 1);
+  EXPECT_EQ(curve["train"]["step"], json({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_DOUBLE_EQ(curve["train"]["loss"][3].get<double>(), 2.0 / 4);
+  EXPECT_EQ(curve["validation"]["step"], json({0, 5, 10}));
+  EXPECT_DOUBLE_EQ(curve["validation"]["val_alpha"][2].get<double>(), 0.3 + 0.01 * 10);
+  EXPECT_HAS(testing::read_text(dir / "report.md"),
+             "| drafter | 10 | 2.0000 -> 0.2000 | val_alpha | 0.3000 -> 0.4000 |");
   EXPECT_EQ(rep["prompts"], 4);
   EXPECT_FALSE(rep["environment"]["libtorch"].get<std::string>().empty());
   EXPECT_FALSE(rep["environment"]["git_commit"].get<std::string>().empty());

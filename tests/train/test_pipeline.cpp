@@ -119,6 +119,26 @@ TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
   EXPECT_EQ(rep["drafters"][1]["points"].size(), 4u);  // 2 temperatures x 2 gammas
   EXPECT_EQ(rep["exact_greedy"]["drafters"].size(), 4u);
   EXPECT_EQ(rep["exact_greedy"]["items"], 2);  // 2 prompts of one turn
+  // The report's training curves are each run's own metrics.jsonl: the loss of every logged step and, for the
+  // distilled drafters, held-out alpha from before the first step to the last.
+  ASSERT_EQ(rep["training_curves"].size(), 3u);
+  for (const json& c : rep["training_curves"]) {
+    const std::string name = c["name"];
+    const fsys::path run = name == "pretrain" ? out / "pretrain" : out / "distill" / name;
+    std::vector<int64_t> steps, val_steps;
+    std::istringstream in(testing::read_text(run / "metrics.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+      const json j = json::parse(line);
+      if (j.contains("loss")) steps.push_back(j["step"]);
+      if (j.contains("val_alpha")) val_steps.push_back(j["step"]);
+    }
+    EXPECT_EQ(c["train"]["step"].get<std::vector<int64_t>>(), steps) << name;
+    EXPECT_FALSE(steps.empty()) << name;
+    if (name == "pretrain") continue;
+    EXPECT_EQ(c["validation"]["step"].get<std::vector<int64_t>>(), val_steps) << name;
+    EXPECT_EQ(val_steps.front(), 0) << name;
+    EXPECT_EQ(val_steps.back(), 4) << name;
+  }
   // What the pipeline set itself is said and recorded.
   EXPECT_HAS(r.output, "pipeline: distill.loss = fkl for this run (from pipeline.losses");
   EXPECT_HAS(testing::read_text(out / "pipeline-distill-fkl.config.yaml"), "loss: \"fkl\"");
