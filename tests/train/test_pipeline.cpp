@@ -2,7 +2,7 @@
 // target with SmolLM2's tokenizer, a small corpus and prompt set. The first run does every stage and ends with a
 // report comparing the pretrained drafter with each distilled one; a second run skips every stage; with one distilled
 // drafter deleted, only that run and the evaluation are done again. Export writes a bf16 Hugging Face directory that
-// transformers opens.
+// transformers opens and uses as the assistant model of speculative decoding, with the output equal to the target's.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -175,6 +175,35 @@ TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
   EXPECT_EQ(hf.exit_code, 0) << hf.output;
   EXPECT_HAS(hf.output, "LlamaForCausalLM");
   EXPECT_HAS(hf.output, "torch.bfloat16");
+
+  // Speculative decoding in transformers (tools/check_hf_assisted.py): generate(..., assistant_model=drafter), greedy,
+  // equals the target's own greedy output, with the pipeline's target and with the real SmolLM2 target (same
+  // vocabulary). A bf16 export of SmolLM2 itself, as the drafter of SmolLM2, must also be accepted: fewer target calls
+  // than tokens, so the assisted path really ran.
+  r = w.run("export", str_cat("export.checkpoint=", testing::kSmolDir.string(),
+                              " export.output_dir=", (out / "export-smol").string(), " export.dtype=bf16"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto assisted = [&](const fsys::path& target, const std::vector<fsys::path>& drafters) {
+    std::string cmd = str_cat(DRAFTALIGN_TEST_PYTHON, " ", DRAFTALIGN_SOURCE_DIR, "/tools/check_hf_assisted.py ",
+                              target.string(), " --max-new-tokens 24");
+    for (const auto& d : drafters) cmd += " " + d.string();
+    const auto res = run_command(cmd + " 2>/dev/null");
+    EXPECT_EQ(res.exit_code, 0) << res.output;
+    std::vector<json> lines;
+    std::istringstream in(res.output);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && line[0] == '{') lines.push_back(json::parse(line));
+    EXPECT_EQ(lines.size(), drafters.size()) << res.output;
+    for (const json& l : lines) EXPECT_EQ(l["equal"], l["prompts"]) << l.dump();
+    return lines;
+  };
+  assisted(w.d / "target", {out / "export"});
+  const auto smol = assisted(testing::kSmolDir, {out / "export", out / "export-smol"});
+  ASSERT_EQ(smol.size(), 2u);
+  EXPECT_GT(smol[1]["new_tokens"].get<int64_t>(), 40);
+  EXPECT_LT(smol[1]["target_calls_assisted"].get<int64_t>() * 2, smol[1]["target_calls_plain"].get<int64_t>())
+      << smol[1].dump();
+
   r = w.run("export", "export.checkpoint=" + (w.d / "nothing").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_HAS(r.output, "nothing is not a directory");
