@@ -2,12 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <tuple>
 
+#include "common/checksum.h"
 #include "common/device.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -154,7 +155,7 @@ std::string evaluate_fingerprint(const config::Config& cfg) {
   };
   for (const auto& p : e.prompts) s += " prompts=" + stamp(p);
   for (const auto& d : e.drafters) s += " drafter=" + stamp(stdfs::path(d) / "model.safetensors");
-  return data::checksum_hex(s);
+  return checksum_hex(s);
 }
 
 int evaluate(const config::Config& cfg) {
@@ -356,6 +357,7 @@ int evaluate(const config::Config& cfg) {
     auto sweep = [&](SpeculativeDecoder& dec, int64_t gamma, double temperature, const std::string& who) {
       if (const SweepPoint* p = sweeps.find(who, temperature, gamma)) {
         done += 2 * e.repeats;
+        progress.skip(2 * e.repeats);  // finished in an earlier run: not in this run's rate
         return *p;
       }
       sp.temperature = temperature;

@@ -32,7 +32,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 deadline=$((SECONDS + ${DRAFTALIGN_GPU_SECONDS:-570}))
 debs=(libyaml-cpp-dev libyaml-cpp0.7 libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 libgtest-dev libgmock-dev
-      nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2 libgloo-dev)
+      nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2 libgloo-dev libxxhash-dev)
 smol=.cache/models/SmolLM2-135M-Instruct
 smol_files=(tokenizer.json tokenizer_config.json chat_template.jinja config.json generation_config.json)
 gguf=.cache/downloads/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -2,10 +2,10 @@
 
 #include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -22,7 +22,6 @@ namespace draftalign::train {
 namespace {
 
 namespace stdfs = std::filesystem;
-using data::checksum_hex;
 using data::load_prompts;
 using data::Prompt;
 using data::PromptSet;
@@ -162,14 +161,22 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
     const Tensor fin = f.get("finish"), mask = f.get("loss_mask");
     for (int64_t i = 0; i < fin.size(0); ++i) ++finishes[fin[i].item<uint8_t>()];
     const int64_t n = fin.size(0), t = mask.size(0), r = mask.sum().item<int64_t>();
-    const std::string bytes = fs::read_file(file);
-    list.push_back({{"file", file.filename().string()}, {"records", n}, {"tokens", t}, {"response_tokens", r},
-                    {"checksum", checksum_hex(bytes)}});
+    list.push_back({{"file", file.filename().string()},
+                    {"records", n},
+                    {"tokens", t},
+                    {"response_tokens", r},
+                    {"checksum", file_checksum_hex(file)}});
     records += n, tokens += t, response_tokens += r;
     preview += fs::read_file(dir / (shard_name(k) + ".preview.jsonl"));
   }
-  json m = {{"format", "draftalign-generate"}, {"version", 1}, {"plan", plan}, {"shards", list},
-            {"records", records}, {"tokens", tokens}, {"response_tokens", response_tokens},
+  json m = {{"format", "draftalign-generate"},
+            {"version", 1},
+            {"plan", plan},
+            {"checksum", kChecksumAlgorithm},
+            {"shards", list},
+            {"records", records},
+            {"tokens", tokens},
+            {"response_tokens", response_tokens},
             {"skipped_prompts", skipped},
             {"finish", {{"eos", finishes[0]}, {"stop", finishes[1]}, {"length", finishes[2]}}}};
   fs::write_file_atomic(dir / "preview.jsonl", preview);

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <map>
-
 #include <nlohmann/json.hpp>
 
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -41,7 +41,7 @@ std::string magpie_fingerprint(const config::Config& cfg) {
                           m.max_overlap, " system=", m.system);
   for (const auto& f : m.exclude) s += str_cat(" exclude=", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
   s += " target_config=" + fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
-  return data::checksum_hex(s);
+  return checksum_hex(s);
 }
 
 }  // namespace

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -17,7 +17,6 @@ namespace draftalign::train {
 namespace {
 
 namespace stdfs = std::filesystem;
-using data::checksum_hex;
 using data::DatasetIndex;
 using data::ShardWriter;
 

@@ -79,7 +79,7 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
     return last ? "the last good checkpoint is " + last->string() : std::string("no checkpoint was written yet");
   };
   log::Progress progress(name, t.steps, "step", stdout, -1, run.progress_interval_s);
-  progress.update(state.step);
+  progress.skip(state.step);  // a resumed run's rate and ETA count only the steps it does
   auto interval_start = std::chrono::steady_clock::now();
   int64_t interval_tokens = 0;
   for (int64_t step = state.step; step < t.steps; ++step) {

@@ -46,6 +46,12 @@ bool is_yaml_name(const std::string& a) {
 
 Invocation parse_args(const std::vector<std::string>& args) {
   Invocation inv;
+  auto set_config = [&](const std::string& file) {
+    if (!inv.config_file.empty())
+      throw Error(str_cat("two config files ('", inv.config_file, "' and '", file,
+                          "'): a run reads one; put changes to it on the command line as section.key=value"));
+    inv.config_file = file;
+  };
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (i == 0 && !a.empty() && a[0] != '-') {
@@ -56,16 +62,21 @@ Invocation parse_args(const std::vector<std::string>& args) {
       inv.print_config = true;
     } else if (a == "--config" || a == "-c") {
       if (i + 1 >= args.size()) throw Error(a + " needs a file name");
-      inv.config_file = args[++i];
+      set_config(args[++i]);
     } else if (a == "--shard") {  // generate's independent processes: --shard i/n
+      if (inv.command != "generate")
+        throw Error(
+            str_cat("--shard is an option of generate only (independent processes that each write their "
+                    "share of the shards), not of ",
+                    inv.command.empty() ? "this command" : inv.command));
       if (i + 1 >= args.size()) throw Error("--shard needs i/n (e.g. --shard 0/4)");
       inv.overrides.push_back("generate.shard=" + args[++i]);
     } else if (a.rfind("--config=", 0) == 0 && a.size() > 9) {
-      inv.config_file = a.substr(9);
+      set_config(a.substr(9));
     } else if (!a.empty() && a[0] != '-' && a.find('=') != std::string::npos) {
       inv.overrides.push_back(a);
-    } else if (inv.config_file.empty() && is_yaml_name(a)) {
-      inv.config_file = a;  // `draftalign pipeline configs/demo.yaml`
+    } else if (is_yaml_name(a)) {
+      set_config(a);  // `draftalign pipeline configs/demo.yaml`
     } else {
       throw Error(str_cat("unexpected argument '", a, "' (options are --config FILE, --help, section.key=value)"));
     }

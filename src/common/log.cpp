@@ -41,7 +41,7 @@ std::string format_duration(double seconds) {
 }
 
 std::string render_progress(std::string_view label, int64_t done, int64_t total, double elapsed_s, int bar_width,
-                            std::string_view unit, std::string_view status) {
+                            std::string_view unit, std::string_view status, int64_t skipped) {
   std::string line(label);
   line += str_cat("  ", done);
   const bool known_total = total > 0;
@@ -52,7 +52,7 @@ std::string render_progress(std::string_view label, int64_t done, int64_t total,
     line += " [" + std::string(filled, '#') + std::string(bar_width - filled, '.') + "]";
   }
   char buf[96];
-  const double rate = elapsed_s > 0 ? static_cast<double>(done) / elapsed_s : 0.0;
+  const double rate = elapsed_s > 0 ? static_cast<double>(std::max<int64_t>(0, done - skipped)) / elapsed_s : 0.0;
   if (known_total) {
     std::snprintf(buf, sizeof buf, " %5.1f%%", 100.0 * frac);
     line += buf;
@@ -96,6 +96,11 @@ void Progress::update(int64_t done, std::string_view status) {
   }
 }
 
+void Progress::skip(int64_t n) {
+  done_ += n;
+  skipped_ += n;
+}
+
 void Progress::finish(std::string_view status) {
   if (finished_) return;
   finished_ = true;
@@ -105,7 +110,7 @@ void Progress::finish(std::string_view status) {
 
 void Progress::draw(bool final_line) {
   if (!enabled_) return;
-  const std::string line = render_progress(label_, done_, total_, elapsed(), tty_ ? 30 : 0, unit_, status_);
+  const std::string line = render_progress(label_, done_, total_, elapsed(), tty_ ? 30 : 0, unit_, status_, skipped_);
   std::lock_guard<std::mutex> lock(g_mutex);
   if (tty_) {
     std::fprintf(out_, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");

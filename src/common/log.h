@@ -34,8 +34,10 @@ std::string format_duration(double seconds);
 
 // One progress line: "label  done/total [#####.....]  42.0%  12.3 it/s  ETA 1:23  status".
 // `bar_width` = 0 leaves the bar out (the plain-line form). Pure: tested directly.
+// `skipped` of the `done` units took no time in this process (a resumed run's steps, finished work found on disk):
+// the rate and the ETA come from the other done - skipped units over elapsed_s.
 std::string render_progress(std::string_view label, int64_t done, int64_t total, double elapsed_s, int bar_width,
-                            std::string_view unit, std::string_view status);
+                            std::string_view unit, std::string_view status, int64_t skipped = 0);
 
 class Progress {
  public:
@@ -47,6 +49,9 @@ class Progress {
 
   // Moves the counter to `done` (absolute) and redraws when due. `status` is free text such as "loss 2.31".
   void update(int64_t done, std::string_view status = {});
+  // Counts `n` units as done without the time of this process (a resumed run's steps, a finished sweep point found
+  // in its log), so that the rate and the ETA are this process's own. Does not redraw.
+  void skip(int64_t n);
   // Draws the final state and ends the line. Called by the destructor if not called before.
   void finish(std::string_view status = {});
 
@@ -56,7 +61,7 @@ class Progress {
   void draw(bool final_line);
 
   std::string label_, unit_, status_;
-  int64_t total_, done_ = 0;
+  int64_t total_, done_ = 0, skipped_ = 0;
   std::FILE* out_;
   bool tty_, enabled_, finished_ = false;
   double line_interval_s_, last_draw_s_ = -1e9;

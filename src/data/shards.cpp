@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -24,23 +24,6 @@ uint32_t get_u32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v
 uint64_t get_u64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
 
 }  // namespace
-
-std::string checksum_hex(uint64_t value) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(value));
-  return buf;
-}
-
-std::string checksum_hex(std::string_view bytes) { return checksum_hex(checksum(bytes.data(), bytes.size())); }
-
-uint64_t checksum(const void* data, size_t bytes) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  uint64_t h = 0xcbf29ce484222325ULL;
-  size_t i = 0;
-  for (; i + 8 <= bytes; i += 8) h = (h ^ get_u64(p + i)) * 0x100000001b3ULL;
-  for (; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return h;
-}
 
 int64_t DatasetIndex::tokens(const std::string& split) const {
   int64_t n = 0;
@@ -115,6 +98,7 @@ void write_index(const stdfs::path& dir, const DatasetIndex& index) {
   json j;
   j["format"] = "draftalign-tokens";
   j["version"] = kShardVersion;
+  j["checksum"] = kChecksumAlgorithm;
   j["vocab_size"] = index.vocab_size;
   j["eos_id"] = index.eos_id;
   j["token_bytes"] = index.token_bytes;
@@ -152,8 +136,9 @@ DatasetIndex read_index(const stdfs::path& dir) {
   };
   DA_CHECK(j.is_object() && j.value("format", "") == "draftalign-tokens", path.string(),
            ": 'format' is not \"draftalign-tokens\"");
-  DA_CHECK(integer(j, "version", "", 0) == kShardVersion, path.string(), ": version ", j["version"].dump(),
-           " is not supported (this build reads version ", kShardVersion, ")");
+  const int64_t version = integer(j, "version", "", 0);
+  DA_CHECK(version == 1 || version == kShardVersion, path.string(), ": version ", version,
+           " is not supported (this build reads versions 1 and ", kShardVersion, ")");
   DatasetIndex index;
   index.vocab_size = integer(j, "vocab_size", "", 1);
   index.eos_id = integer(j, "eos_id", "", 0);
@@ -210,7 +195,8 @@ Shard::Shard(const stdfs::path& path, const ShardInfo& expected, int64_t token_b
   if (map_ == MAP_FAILED) fail("cannot map it");
   const auto* h = static_cast<const uint8_t*>(map_);
   if (std::memcmp(h, kShardMagic, 8) != 0) fail("bad magic at offset 0 (expected \"DATOKENS\")");
-  if (get_u32(h + 8) != kShardVersion) fail(str_cat("version ", get_u32(h + 8), " at offset 8 is not supported"));
+  const uint32_t version = get_u32(h + 8);
+  if (version != 1 && version != kShardVersion) fail(str_cat("version ", version, " at offset 8 is not supported"));
   if (get_u32(h + 12) != static_cast<uint32_t>(token_bytes))
     fail(str_cat("token width ", get_u32(h + 12), " at offset 12, index.json says ", token_bytes));
   tokens_ = static_cast<int64_t>(get_u64(h + 16));
@@ -221,7 +207,8 @@ Shard::Shard(const stdfs::path& path, const ShardInfo& expected, int64_t token_b
   const size_t want = kShardHeaderBytes + static_cast<size_t>(tokens_) * token_bytes;
   if (map_bytes_ != want) fail(str_cat("file is ", map_bytes_, " bytes, the header says ", want));
   data_ = h + kShardHeaderBytes;
-  const uint64_t sum = checksum(data_, want - kShardHeaderBytes);
+  const uint64_t sum =
+      version == 1 ? legacy_checksum(data_, want - kShardHeaderBytes) : checksum(data_, want - kShardHeaderBytes);
   if (sum != get_u64(h + 32) || sum != expected.checksum)
     fail(str_cat("checksum mismatch (contents ", checksum_hex(sum), ", header ", checksum_hex(get_u64(h + 32)),
                  ", index.json ", checksum_hex(expected.checksum), ")"));

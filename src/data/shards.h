@@ -2,11 +2,11 @@
 //
 // A shard is one file of token ids, documents back to back, each ending with the end-of-document token:
 //   offset  0  magic    "DATOKENS"                       8 bytes
-//          8  version  1                                 u32
+//          8  version  2 (1: an older build's shard)     u32
 //         12  dtype    bytes per token: 2 (u16) or 4     u32
 //         16  tokens   number of tokens                  u64
 //         24  docs     number of documents               u64
-//         32  checksum fnv1a64 of the token bytes        u64
+//         32  checksum XXH3-64 of the token bytes        u64  (version 1: common/checksum.h's legacy one)
 //         40  reserved zero                              24 bytes
 //         64  tokens   little-endian ids
 // A dataset directory holds the shards of each split ("train", "val") and index.json, which lists them with their
@@ -27,14 +27,8 @@ namespace draftalign::data {
 namespace stdfs = std::filesystem;
 
 inline constexpr char kShardMagic[8] = {'D', 'A', 'T', 'O', 'K', 'E', 'N', 'S'};
-inline constexpr uint32_t kShardVersion = 1;
+inline constexpr uint32_t kShardVersion = 2;  // 2: XXH3-64 checksums (common/checksum.h); 1 is still read
 inline constexpr size_t kShardHeaderBytes = 64;
-
-// 64-bit FNV-1a over bytes, processed 8 bytes at a time (fast enough to verify a shard on every open).
-uint64_t checksum(const void* data, size_t bytes);
-// A checksum as the 16 hex digits index.json, manifests and checkpoint states store; of `bytes`, or a given value.
-std::string checksum_hex(uint64_t value);
-std::string checksum_hex(std::string_view bytes);
 
 struct ShardInfo {
   std::string file;  // relative to the dataset directory

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -16,8 +17,6 @@ using json = nlohmann::json;
 
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kCheckpointFiles[] = {"model.safetensors", "optimizer.pt", "rng.pt"};
-
-std::string file_checksum(const stdfs::path& p) { return data::checksum_hex(fs::read_file(p)); }
 
 // This rank's generator states: the CPU one, and the CUDA one of the current device when training on CUDA.
 std::vector<torch::Tensor> generator_states(torch::Device device) {
@@ -90,7 +89,8 @@ void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, c
   json j = {{"format", "draftalign-checkpoint"}, {"version", 1},       {"step", state.step},
             {"consumed", state.consumed},        {"tokens", state.tokens}, {"skipped", state.skipped},
             {"empty_micro_batches", state.empty_micro_batches}, {"world_size", dist.world()}, {"extra", state.extra}};
-  for (const char* f : kCheckpointFiles) j["checksums"][f] = file_checksum(tmp.path() / f);
+  j["checksum"] = kChecksumAlgorithm;
+  for (const char* f : kCheckpointFiles) j["checksums"][f] = file_checksum_hex(tmp.path() / f);
   fs::write_file_atomic(tmp.path() / kStateFile, j.dump(2) + "\n");
   tmp.commit();
 
@@ -108,11 +108,13 @@ TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW&
   }
   DA_CHECK(j.is_object() && j.value("format", "") == "draftalign-checkpoint" && j.value("version", 0) == 1,
            state_file.string(), ": not a draftalign checkpoint state (format/version)");
+  // States written before XXH3 name no algorithm: their checksums are the legacy ones.
+  const std::string algorithm = j.value("checksum", std::string(kLegacyChecksumAlgorithm));
   for (const char* f : kCheckpointFiles) {
     const stdfs::path p = dir / f;
     DA_CHECK(stdfs::exists(p), p.string(), ": missing from the checkpoint");
     const std::string want = j["checksums"].value(f, "");
-    DA_CHECK(file_checksum(p) == want, p.string(), ": checksum does not match ", state_file.string(),
+    DA_CHECK(file_checksum_hex(p, algorithm) == want, p.string(), ": checksum does not match ", state_file.string(),
              " (the file is damaged; resume from an older checkpoint with train.resume=<dir>)");
   }
   TrainerState s;

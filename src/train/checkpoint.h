@@ -5,6 +5,7 @@
 //   optimizer.pt                                                             AdamW state (tensors, torch::save)
 //   rng.pt                                                                   every rank's generator state
 //   trainer_state.json                                                       step, data cursor, counters, checksums
+//                                      (XXH3-64, named in the file: `xxhsum -H3 model.safetensors` prints the same)
 // It is built beside its final name and renamed into place, so a directory with that name is complete; resume checks
 // each file against the checksums in trainer_state.json and names the file that does not match.
 #pragma once

@@ -25,6 +25,16 @@ TEST(ParseArgs, ConfigOverridesAndHelp) {
   EXPECT_THROW(parse_args({"pretrain", "--config"}), Error);
   EXPECT_THROW(parse_args({"pretrain", "--verbose"}), Error);
   EXPECT_THROW(parse_args({"pretrain", "stray"}), Error);
+  // One config file per run; --shard only where it means something (generate).
+  EXPECT_HAS(testing::error_of([] {
+               parse_args({"pretrain", "--config", "a.yaml", "--config", "b.yaml"});
+             }),
+             "two config files ('a.yaml' and 'b.yaml')");
+  EXPECT_HAS(testing::error_of([] { parse_args({"pretrain", "a.yaml", "--config=b.yaml"}); }), "two config files");
+  EXPECT_HAS(testing::error_of([] {
+               parse_args({"pretrain", "--shard", "0/2"});
+             }),
+             "--shard is an option of generate only");
 }
 
 // The front end with a stage that records what it was given.

@@ -31,6 +31,15 @@ TEST(RenderProgress, BarRateAndEta) {
   EXPECT_NE(line.find("loss 2.50"), std::string::npos) << line;
 }
 
+TEST(RenderProgress, ResumedWorkIsNotInTheRateOrEta) {
+  // Resumed at step 190 of 250, 10 steps done here in 10 s: 1 step/s, 50 left -> 50 s (not 200/10 = 20/s -> 3 s).
+  const std::string line = log::render_progress("distill", 200, 250, 10.0, 0, "step", "", /*skipped=*/190);
+  EXPECT_NE(line.find("1 step/s"), std::string::npos) << line;
+  EXPECT_NE(line.find("ETA 0:50"), std::string::npos) << line;
+  const std::string fresh = log::render_progress("distill", 200, 250, 10.0, 0, "step", "");
+  EXPECT_NE(fresh.find("ETA 0:03"), std::string::npos) << fresh;  // 50 left at 20 step/s: 2.5 s
+}
+
 TEST(RenderProgress, PlainFormHasNoBarAndUnknownTotalNoEta) {
   const std::string plain = log::render_progress("gen", 10, 40, 2.0, 0, "tok", "");
   EXPECT_EQ(plain.find('['), std::string::npos) << plain;

@@ -3,12 +3,14 @@
 // the file and the place, and a failed run leaves the previous dataset as it was.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 
+#include "common/checksum.h"
 #include "common/fs.h"
 #include "data/shards.h"
-#include "tokenizer/tokenizer.h"
 #include "test_util.h"
+#include "tokenizer/tokenizer.h"
 #include "trainers/prepare_data.h"
 
 namespace draftalign::data {
@@ -145,6 +147,28 @@ TEST(TokenShards, DamageIsNamedWithTheFile) {
     return error_of([&] { TokenStream(d / "out", read_index(d / "out"), "train"); });
   };
   EXPECT_EQ(open_error(good), "");
+  // The checksum is XXH3-64 of the token bytes, as Debian's xxhsum computes it, and index.json names it.
+  const auto xxh =
+      testing::run_command(str_cat("tail -c +", kShardHeaderBytes + 1, " ", shard.string(), " | xxhsum -H3"));
+  ASSERT_EQ(xxh.exit_code, 0) << xxh.output;
+  EXPECT_HAS(xxh.output, checksum_hex(info.checksum));
+  EXPECT_HAS(testing::read_text(d / "out" / "index.json"), "\"checksum\": \"xxh3-64\"");
+  // A version-1 shard (an older build: the legacy checksum in the header and in index.json) is still read.
+  {
+    std::string v1 = good;
+    const uint32_t one = 1;
+    const uint64_t legacy = legacy_checksum(good.data() + kShardHeaderBytes, good.size() - kShardHeaderBytes);
+    std::memcpy(v1.data() + 8, &one, 4);
+    std::memcpy(v1.data() + 32, &legacy, 8);
+    ShardInfo old_info = info;
+    old_info.checksum = legacy;
+    testing::write_text(shard, v1);
+    EXPECT_EQ(error_of([&] { Shard(shard, old_info, index.token_bytes, index.vocab_size); }), "");
+    std::memcpy(v1.data() + 8, &kShardVersion, 4);  // version 2 with a legacy checksum: a mismatch
+    testing::write_text(shard, v1);
+    EXPECT_HAS(error_of([&] { Shard(shard, old_info, index.token_bytes, index.vocab_size); }), "checksum mismatch");
+    testing::write_text(shard, good);
+  }
 
   std::string flipped = good;
   flipped[kShardHeaderBytes + 10] ^= 0x01;

@@ -169,6 +169,15 @@ TEST(Pretrain, LossFallsAndKeepsTheLastCheckpoints) {
   for (const auto& e : fsys::directory_iterator(d / "run" / "checkpoints")) kept.push_back(e.path().filename());
   std::sort(kept.begin(), kept.end());
   EXPECT_EQ(kept, (std::vector<std::string>{"step-0000030", "step-0000040"}));
+  // Checkpoint checksums are XXH3-64, named in trainer_state.json, and Debian's xxhsum reproduces them.
+  const fsys::path ckpt = d / "run" / "checkpoints" / "step-0000040";
+  const json state = json::parse(testing::read_text(ckpt / "trainer_state.json"));
+  EXPECT_EQ(state["checksum"], "xxh3-64");
+  for (const char* f : {"model.safetensors", "optimizer.pt"}) {
+    const auto xxh = run_command(str_cat("xxhsum -H3 ", (ckpt / f).string()));
+    ASSERT_EQ(xxh.exit_code, 0) << xxh.output;
+    EXPECT_HAS(xxh.output, state["checksums"][f].get<std::string>());
+  }
   auto final_model = model::load_llama(d / "run" / "final");
   EXPECT_EQ(final_model->config().hidden_size, 32);
   EXPECT_TRUE(fsys::exists(d / "run" / "final" / "tokenizer.json"));
