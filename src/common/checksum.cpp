@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "common/error.h"
+#include "common/fs.h"
 
 namespace draftalign {
 
@@ -37,17 +38,15 @@ std::string checksum_hex(uint64_t value) {
 std::string checksum_hex(std::string_view bytes) { return checksum_hex(checksum(bytes.data(), bytes.size())); }
 
 std::string file_checksum_hex(const std::filesystem::path& path, std::string_view algorithm) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
-  DA_CHECK(f != nullptr, path.string(), ": cannot open (", std::strerror(errno), ")");
-  std::vector<char> buf(1 << 20);
-  if (algorithm == kLegacyChecksumAlgorithm) {  // not streamable in pieces of any size: whole 8-byte words only
-    std::string all;
-    for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0;) all.append(buf.data(), n);
-    DA_CHECK(!std::ferror(f.get()), path.string(), ": read failed (", std::strerror(errno), ")");
+  if (algorithm == kLegacyChecksumAlgorithm) {  // older files only; hashed whole (8-byte words), as before
+    const std::string all = fs::read_file(path);
     return checksum_hex(legacy_checksum(all.data(), all.size()));
   }
   DA_CHECK(algorithm == kChecksumAlgorithm, path.string(), ": unknown checksum algorithm '", algorithm, "' (known: ",
            kChecksumAlgorithm, ", ", kLegacyChecksumAlgorithm, ")");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
+  DA_CHECK(f != nullptr, path.string(), ": cannot open (", std::strerror(errno), ")");
+  std::vector<char> buf(1 << 20);
   std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> state(XXH3_createState(), XXH3_freeState);
   XXH3_64bits_reset(state.get());
   for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0;) XXH3_64bits_update(state.get(), buf.data(), n);
