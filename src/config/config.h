@@ -52,7 +52,10 @@ struct RunSection {
           "the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories");
     s.add("seed", seed, "base random seed; each rank and stage derives its own from it", Bounds::at_least(0));
     s.add("device", device, "auto = CUDA when available, else CPU");
-    s.add("threads", threads, "CPU threads for intra-op parallelism; 0 = all cores", Bounds::at_least(0));
+    s.add("threads", threads,
+          "CPU threads for intra-op parallelism; 0 = OMP_NUM_THREADS when set, else the cores shared among the local "
+          "ranks",
+          Bounds::at_least(0));
     s.add("log_every", log_every, "steps between metric log lines", Bounds::at_least(1));
     s.add("progress_interval_s", progress_interval_s,
           "seconds between plain progress lines when stdout is not a terminal", Bounds::positive());

@@ -3,6 +3,8 @@
 #include <ATen/autocast_mode.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <thread>
 
 #include "common/device.h"
@@ -22,9 +24,21 @@ torch::Device pick_device(config::Device requested, int local_rank, int cuda_dev
   return {torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank)};
 }
 
-int pick_threads(int64_t requested, int cores, int local_world) {
+int pick_threads(int64_t requested, int cores, int local_world, int omp_threads) {
   if (requested > 0) return static_cast<int>(requested);
+  if (omp_threads > 0) return omp_threads;
   return std::max(1, cores / std::max(1, local_world));
+}
+
+int omp_threads_from_environment() {
+  const char* v = std::getenv("OMP_NUM_THREADS");
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  errno = 0;
+  const long n = std::strtol(v, &end, 10);
+  DA_CHECK(*end == '\0' && errno == 0 && n > 0 && n <= 1 << 16, "OMP_NUM_THREADS='", v,
+           "' is not a positive number of threads; unset it or set run.threads");
+  return static_cast<int>(n);
 }
 
 torch::ScalarType pick_dtype(config::Dtype requested, torch::Device device) {
@@ -47,7 +61,7 @@ Compute make_compute(const config::RunSection& run) {
   const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   c.device = pick_device(run.device, c.env.local_rank, gpus);
   c.threads = pick_threads(run.threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
-                           c.env.local_world);
+                           c.env.local_world, run.threads > 0 ? 0 : omp_threads_from_environment());
   torch::set_num_threads(c.threads);
   if (c.device.is_cpu()) use_cpu_compute_memory();
   return c;

@@ -24,8 +24,12 @@ namespace draftalign::train {
 // GPUs than local ranks, is an Error naming both numbers. Pure: the tests give the device count.
 torch::Device pick_device(config::Device requested, int local_rank, int cuda_devices);
 
-// run.threads when > 0, else the cores divided among the local ranks (at least one).
-int pick_threads(int64_t requested, int cores, int local_world);
+// run.threads when > 0, else `omp_threads` (OMP_NUM_THREADS, as torch and torchrun use it) when > 0, else the cores
+// divided among the local ranks (at least one).
+int pick_threads(int64_t requested, int cores, int local_world, int omp_threads = 0);
+
+// OMP_NUM_THREADS as a positive number, 0 when unset or empty; any other value is an Error naming it.
+int omp_threads_from_environment();
 
 // The torch dtype of a dtype option on `device` (auto: bf16 on CUDA, fp32 on the CPU).
 torch::ScalarType pick_dtype(config::Dtype requested, torch::Device device);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "common/device.h"
@@ -47,6 +48,8 @@ TEST(Runtime, EachLocalRankGetsItsOwnGpu) {
   EXPECT_EQ(train::pick_threads(0, 16, 8), 2);
   EXPECT_EQ(train::pick_threads(0, 2, 8), 1);
   EXPECT_EQ(train::pick_threads(3, 16, 8), 3);
+  EXPECT_EQ(train::pick_threads(0, 16, 8, 1), 1);  // OMP_NUM_THREADS, as torchrun sets it
+  EXPECT_EQ(train::pick_threads(3, 16, 8, 1), 3);  // run.threads wins
   EXPECT_EQ(train::pick_dtype(config::Dtype::kAuto, torch::Device(torch::kCUDA, 1)), torch::kBFloat16);
   EXPECT_EQ(train::pick_dtype(config::Dtype::kAuto, torch::kCPU), torch::kFloat32);
   EXPECT_EQ(train::pick_dtype(config::Dtype::kFp32, torch::Device(torch::kCUDA, 0)), torch::kFloat32);
@@ -56,6 +59,9 @@ TEST(Runtime, EachLocalRankGetsItsOwnGpu) {
 // Under a launcher's environment: the rank and the thread share come from it (the device is the CPU here).
 TEST(Runtime, MakeComputeReadsTheLauncher) {
   const int threads_before = torch::get_num_threads();
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  const std::string omp_before = omp ? omp : "";
+  unsetenv("OMP_NUM_THREADS");
   setenv("RANK", "1", 1), setenv("WORLD_SIZE", "2", 1), setenv("LOCAL_RANK", "1", 1), setenv("LOCAL_WORLD_SIZE", "2", 1);
   config::RunSection run;
   run.device = config::Device::kCpu;
@@ -66,6 +72,17 @@ TEST(Runtime, MakeComputeReadsTheLauncher) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   EXPECT_EQ(c.threads, std::max(1, cores / 2));
   EXPECT_EQ(torch::get_num_threads(), c.threads);
+  setenv("OMP_NUM_THREADS", "3", 1);
+  EXPECT_EQ(train::make_compute(run).threads, 3);
+  run.threads = 2;
+  EXPECT_EQ(train::make_compute(run).threads, 2);
+  run.threads = 0;
+  setenv("OMP_NUM_THREADS", "two", 1);
+  EXPECT_HAS(testing::error_of([&] { train::make_compute(run); }), "OMP_NUM_THREADS='two' is not a positive number");
+  if (omp_before.empty())
+    unsetenv("OMP_NUM_THREADS");
+  else
+    setenv("OMP_NUM_THREADS", omp_before.c_str(), 1);
   torch::set_num_threads(threads_before);
 }
 
