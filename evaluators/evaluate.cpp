@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/preempt.h"
 #include "data/prompts.h"
 #include "data/shards.h"
 #include "evaluators/acceptance.h"
@@ -113,6 +114,9 @@ class SweepLog {
       log::info("evaluate: resuming: ", done_.size(), " sweep points already done in ", file_.string());
   }
 
+  // How many points are finished (stored or added).
+  size_t size() const { return done_.size() + added_; }
+
   // The stored point of `who` at (temperature, gamma), or nullptr.
   const SweepPoint* find(const std::string& who, double temperature, int64_t gamma) const {
     const auto it = done_.find(key(who, temperature, gamma));
@@ -124,6 +128,7 @@ class SweepLog {
     j["who"] = who;
     text_ += j.dump() + "\n";
     fs::write_file_atomic(file_, text_);
+    ++added_;
   }
 
  private:
@@ -132,7 +137,8 @@ class SweepLog {
 
   stdfs::path file_;
   std::string text_;  // the file's contents: the header and every finished point
-  std::map<Key, SweepPoint> done_;
+  std::map<Key, SweepPoint> done_;  // read from the file
+  size_t added_ = 0;                // finished by this run
 };
 
 }  // namespace
@@ -159,6 +165,12 @@ std::string evaluate_fingerprint(const config::Config& cfg) {
 }
 
 int evaluate(const config::Config& cfg) {
+  // SIGTERM/SIGINT/SIGUSR1: stop at the next safe point. Finished sweep points are kept in sweep.jsonl; the answers
+  // and the one-pass results are recomputed by the next run (they are not saved on their own).
+  preempt::StopOnSignal stop_on_signal;
+  auto stop_point = [](const std::string& where) {
+    preempt::throw_if_stop_requested(str_cat("evaluate stopped ", where, ": run the same command again to go on"));
+  };
   const config::EvaluateSection& e = cfg.evaluate;
   // 1. Inputs, checked before any weights are loaded.
   const io::LlamaConfig target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
@@ -214,8 +226,10 @@ int evaluate(const config::Config& cfg) {
                            (e.max_new_tokens + max_gamma), "tok", stdout, -1, cfg.run.progress_interval_s);
     int64_t made = 0;
     const std::vector<GreedyAnswer> answers =
-        greedy_answers(*target, prompts, e.max_new_tokens, max_gamma, stop_ids, e.batch_size,
-                       [&](int64_t n) { progress.update(made += n); });
+        greedy_answers(*target, prompts, e.max_new_tokens, max_gamma, stop_ids, e.batch_size, [&](int64_t n) {
+          stop_point(str_cat("while the target answered turn ", turn));
+          progress.update(made += n);
+        });
     progress.finish();
     std::vector<int64_t> next;
     for (size_t k = 0; k < batch.size(); ++k) {
@@ -282,7 +296,10 @@ int evaluate(const config::Config& cfg) {
     model::Llama* drafter = drafters[i].get();
     log::info("evaluate: exact greedy tau of ", names[i], ": one pass over ", turns.size(), " answers");
     std::vector<std::vector<int64_t>> argmax;
-    for (const auto& t : turns) argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
+    for (const auto& t : turns) {
+      stop_point(str_cat("in the exact pass of ", names[i]));
+      argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
+    }
     report.exact.push_back({names[i], e.drafters[i], drafter->num_params(), "model",
                             exact_points([&](size_t k) { return model_proposer(argmax[k]); })});
     if (e.hybrid)
@@ -360,6 +377,8 @@ int evaluate(const config::Config& cfg) {
         progress.skip(2 * e.repeats);  // finished in an earlier run: not in this run's rate
         return *p;
       }
+      stop_point(str_cat("before the sweep point ", who, " T=", temperature, " g=", gamma, "; ", sweeps.size(),
+                         " finished points are kept in ", (stdfs::path(e.report_dir) / "sweep.jsonl").string()));
       sp.temperature = temperature;
       SweepPoint point;
       point.temperature = temperature, point.gamma = gamma;

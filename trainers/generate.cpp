@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/preempt.h"
 #include "data/prompts.h"
 #include "data/shards.h"
 #include "io/safetensors.h"
@@ -189,6 +190,7 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
 }  // namespace
 
 int generate(const config::Config& cfg) {
+  preempt::StopOnSignal stop_on_signal;  // SIGTERM/SIGINT/SIGUSR1: drop the shard in progress, keep the written ones
   const auto& g = cfg.generate;
   const auto [part, parts] = shard_spec(g);
   const stdfs::path out = g.output_dir;
@@ -262,11 +264,17 @@ int generate(const config::Config& cfg) {
     int64_t tokens = 0;
     for (size_t s = 0; s < mine.size(); ++s) {
       const int64_t k = mine[s];
+      auto stopped = [&] {
+        return str_cat("generate stopped with ", s, " of this process's ", mine.size(), " shards written; ",
+                       shard_name(k), " was dropped: run the same command again to do it and the rest");
+      };
+      preempt::throw_if_stop_requested(stopped());
       const int64_t lo = k * g.shard_size, hi = std::min(n, lo + g.shard_size);
       std::vector<Planned> part_plan(planned.begin() + lo, planned.begin() + hi);
       std::vector<model::Request> requests;
       for (const auto& p : part_plan) requests.push_back(p.request);
       const auto completions = gen.run(requests, [&](int64_t t) {
+        preempt::throw_if_stop_requested(stopped());
         tokens += t;
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         progress.update(static_cast<int64_t>(s), str_cat(tokens, " tokens, ", static_cast<int64_t>(tokens / secs),

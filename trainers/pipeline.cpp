@@ -1,16 +1,17 @@
 #include "trainers/pipeline.h"
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/preempt.h"
 #include "config/loader.h"
 #include "config/schema.h"
 #include "evaluators/evaluate.h"
 #include "io/hf_checkpoint.h"
+#include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/launch_env.h"
 #include "trainers/distill.h"
@@ -18,7 +19,6 @@
 #include "trainers/magpie.h"
 #include "trainers/prepare_data.h"
 #include "trainers/pretrain.h"
-#include "train/checkpoint.h"
 #include "trainers/train_loop.h"
 
 namespace draftalign::train {
@@ -63,6 +63,9 @@ bool evaluation_complete(const config::Config& c) {
 }
 
 void stage(const std::string& name, int index, int total) {
+  // A signal that reached a stage as it finished (pretrain's last step) stops the pipeline here.
+  preempt::throw_if_stop_requested(
+      str_cat("pipeline stopped before [", index, "/", total, "] ", name, "; run it again to go on"));
   log::info("pipeline: [", index, "/", total, "] ", name);
 }
 

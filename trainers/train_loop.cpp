@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/preempt.h"
 #include "common/trackers.h"
 #include "config/loader.h"
 #include "train/checkpoint.h"
@@ -25,6 +26,7 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
                   const stdfs::path& tokenizer_dir, Runtime& rt, model::Llama& model, const Recipe& recipe) {
   const config::RunSection& run = cfg.run;
   Dist& dist = *rt.dist;
+  preempt::StopOnSignal stop_on_signal;  // SIGTERM/SIGINT/SIGUSR1: checkpoint after the current step, then exit
   const std::string& name = recipe.name;
   model.train();
   std::vector<torch::Tensor> params = model.parameters();
@@ -44,6 +46,7 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
   }
   if (dist.rank() == 0) {
     fs::ensure_dir(out);
+    remove_unfinished_checkpoints(out);  // a run stopped at once while it wrote one
     if (resume)
       truncate_metrics(out / "metrics.jsonl", state.step);
     else
@@ -114,9 +117,12 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
     std::vector<torch::Tensor> packed = {loss_sum.to(torch::kFloat64).reshape({1}),
                                          torch::tensor({static_cast<double>(tokens)}, torch::kFloat64).to(rt.device)};
     for (const auto& v : part_sums) packed.push_back(v.reshape({1}));
+    // Whether any rank was asked to stop, in the same all-reduce: every rank then stops after this same step.
+    packed.push_back(torch::tensor({preempt::stop_requested() ? 1.0 : 0.0}, torch::kFloat64).to(rt.device));
     torch::Tensor sums = torch::cat(packed);
     dist.all_reduce_sum(sums, "loss all-reduce");
     sums = sums.cpu();
+    const bool stop = sums[sums.size(0) - 1].item<double>() > 0;
     const double loss = sums[0].item<double>() / static_cast<double>(world);
     const int64_t step_tokens = static_cast<int64_t>(sums[1].item<double>());
     const double grad_norm = torch::nn::utils::clip_grad_norm_(
@@ -152,9 +158,15 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
       interval_tokens = 0;
     }
     if ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) validate(state.step);
-    if ((t.save_every > 0 && state.step % t.save_every == 0) || last)
-      save_checkpoint(out, model, opt, state, dist, tokenizer_dir, t.keep_last);
+    const bool saved = (t.save_every > 0 && state.step % t.save_every == 0) || last;
+    if (saved || stop) save_checkpoint(out, model, opt, state, dist, tokenizer_dir, t.keep_last);
     progress.update(state.step, str_cat("loss ", loss, " lr ", lr));
+    if (stop && !last) {
+      progress.finish();
+      throw preempt::Preempted(str_cat(name, " stopped after step ", state.step, " of ", t.steps, "; ",
+                                       checkpoint_dir(out, state.step).string(),
+                                       " is written: run the same command again to resume"));
+    }
   }
   progress.finish();
   if (dist.rank() == 0) {

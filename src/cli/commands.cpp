@@ -166,6 +166,11 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
       fs::write_file_atomic(std::filesystem::path(loaded.cfg.run.output_dir) / (cmd->name + ".config.yaml"), yaml);
     }
     return cmd->run(loaded.cfg);
+  } catch (const preempt::Preempted& e) {
+    const int signo = preempt::stop_signal();
+    std::fprintf(err, "stopped (%s): %s\n",
+                 signo ? preempt::signal_name(signo).c_str() : "a signal reached another rank", e.what());
+    return kPreempted;
   } catch (const Error& e) {
     std::fprintf(err, "error: %s\n", e.what());
     return kFailed;

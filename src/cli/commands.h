@@ -1,7 +1,9 @@
 // commands.h: the `draftalign <command> [--config FILE] [section.key=value ...]` front end.
 // Parsing, help, config loading, printing and recording the resolved config, and error reporting are here, once, for
 // every subcommand; a subcommand itself is a stage, `int stage(const config::Config&)` (trainers/, evaluators/).
-// Exit codes: 0 success, 1 a failed run or a bad config/input file, 2 bad command-line usage.
+// Exit codes: 0 success, 1 a failed run or a bad config/input file, 2 bad command-line usage, 75 stopped by a signal
+// with its state saved (common/preempt.h: re-run the same command to resume); 128 + N: stopped at once by a second
+// signal N.
 #pragma once
 
 #include <cstdio>
@@ -9,11 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "common/preempt.h"
 #include "config/loader.h"
 
 namespace draftalign::cli {
 
-enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2 };
+enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kPreempted = preempt::kExitPreempted };
 
 // Every command's signature: the resolved config in, an exit code out (0 unless the stage says otherwise); a failure
 // throws draftalign::Error.

@@ -6,10 +6,12 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
 #include "common/error.h"
+#include "common/preempt.h"
 
 namespace draftalign::fs {
 
@@ -19,7 +21,67 @@ int remove_entry(const char* p, const struct stat*, int, struct FTW*) {
   if (std::remove(p) == 0) ++removed_count;
   return 0;  // carry on past an entry that could not be removed
 }
+
+// DRAFTALIGN_FAULT (fs.h), parsed on first use.
+struct Fault {
+  enum Action { kNone, kTrace, kFail, kStall } action = kNone;
+  int error = 0;
+  std::string match;
+  int64_t nth = 1, seen = 0;
+};
+
+Fault parse_fault() {
+  Fault f;
+  const char* v = std::getenv("DRAFTALIGN_FAULT");
+  if (v == nullptr || *v == '\0') return f;
+  const std::string spec = v;
+  if (spec == "trace") {
+    f.action = Fault::kTrace;
+    return f;
+  }
+  const size_t at = spec.find('@'), hash = spec.rfind('#');
+  DA_CHECK(at != std::string::npos, "DRAFTALIGN_FAULT='", spec, "': expected <ENOSPC|EIO|stall>@<text>[#<n>] or trace");
+  const std::string action = spec.substr(0, at);
+  f.match = spec.substr(at + 1, hash == std::string::npos || hash < at ? std::string::npos : hash - at - 1);
+  if (hash != std::string::npos && hash > at) f.nth = std::stoll(spec.substr(hash + 1));
+  if (action == "ENOSPC")
+    f.action = Fault::kFail, f.error = ENOSPC;
+  else if (action == "EIO")
+    f.action = Fault::kFail, f.error = EIO;
+  else if (action == "stall")
+    f.action = Fault::kStall;
+  else
+    throw Error(str_cat("DRAFTALIGN_FAULT='", spec, "': unknown action '", action, "'"));
+  return f;
+}
+
+Fault& fault() {
+  static Fault f = parse_fault();
+  return f;
+}
+
+// At a write point of `path`: the errno to fail with, or 0.
+int fault_at(const stdfs::path& path, const char* point) {
+  Fault& f = fault();
+  if (f.action == Fault::kNone) return 0;
+  if (f.action == Fault::kTrace) {
+    std::fprintf(stderr, "write point: %s %s\n", path.c_str(), point);
+    return 0;
+  }
+  if (path.string().find(f.match) == std::string::npos || ++f.seen != f.nth) return 0;
+  if (f.action == Fault::kStall) {
+    std::fprintf(stderr, "DRAFTALIGN_FAULT: stalling at %s %s\n", path.c_str(), point);
+    for (int i = 0; i < 600; ++i) ::usleep(100 * 1000);
+    return 0;
+  }
+  return f.error;
+}
+
+std::string errno_text(int err) { return str_cat(std::strerror(err), ", errno ", err); }
+
 }  // namespace
+
+void reset_fault_injection_for_test() { fault() = parse_fault(); }
 
 uintmax_t remove_tree(const stdfs::path& path) {
   struct stat st;
@@ -50,6 +112,7 @@ AtomicWriter::AtomicWriter(const stdfs::path& path)
   ensure_dir(path.parent_path());
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   DA_CHECK(fd_ >= 0, tmp_, ": cannot create (", std::strerror(errno), ")");
+  slot_ = preempt::register_temp_file(tmp_);
 }
 
 AtomicWriter::~AtomicWriter() {
@@ -57,29 +120,34 @@ AtomicWriter::~AtomicWriter() {
     ::close(fd_);
     ::unlink(tmp_.c_str());
   }
+  preempt::unregister_temp_file(slot_);
 }
 
 void AtomicWriter::write(const void* data, size_t bytes) {
   DA_CHECK(fd_ >= 0, path_.string(), ": write after commit");
   const char* p = static_cast<const char*>(data);
   size_t done = 0;
+  if (const int err = fault_at(path_, "write"))
+    throw Error(str_cat(tmp_, ": write failed (", errno_text(err), "); ", path_.string(), " is unchanged"));
   while (done < bytes) {
     ssize_t n = ::write(fd_, p + done, bytes - done);
     if (n < 0 && errno == EINTR) continue;
-    DA_CHECK(n > 0, tmp_, ": write failed (", std::strerror(errno), "); ", path_.string(), " is unchanged");
+    DA_CHECK(n > 0, tmp_, ": write failed (", errno_text(n == 0 ? EIO : errno), "); ", path_.string(), " is unchanged");
     done += static_cast<size_t>(n);
   }
 }
 
 void AtomicWriter::commit() {
   DA_CHECK(fd_ >= 0, path_.string(), ": committed twice");
-  const bool synced = ::fsync(fd_) == 0;
+  const int injected = fault_at(path_, "commit");
+  if (injected) errno = injected;
+  const bool synced = injected == 0 && ::fsync(fd_) == 0;
   ::close(fd_);
   fd_ = -1;
   if (!synced || ::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp_.c_str());
-    throw Error(str_cat(path_.string(), ": cannot finish atomic write (", std::strerror(err),
+    throw Error(str_cat(path_.string(), ": cannot finish atomic write (", errno_text(err),
                         "); the previous file is unchanged"));
   }
 }

@@ -72,6 +72,21 @@ std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, cons
   return stdfs::path(resume);
 }
 
+int remove_unfinished_checkpoints(const stdfs::path& output_dir) {
+  const stdfs::path root = output_dir / "checkpoints";
+  if (!stdfs::is_directory(root)) return 0;
+  std::vector<stdfs::path> stale;
+  for (const auto& e : stdfs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos) stale.push_back(e.path());
+  }
+  for (const auto& p : stale) {
+    log::info("removing ", p.string(), ": a checkpoint whose writing was cut short");
+    fs::remove_tree(p);
+  }
+  return static_cast<int>(stale.size());
+}
+
 void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, const AdamW& opt,
                      const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last) {
   // Every rank's generator states, gathered to all (rank 0 writes them).
@@ -85,7 +100,7 @@ void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, c
   fs::AtomicDir tmp(dir);
   model::save_llama(model, tmp.path(), torch::kFloat32, tokenizer_dir);  // replaces the empty temporary directory
   opt.save(tmp.path() / "optimizer.pt");
-  torch::save(rng, (tmp.path() / "rng.pt").string());
+  save_tensors_atomic(rng, tmp.path() / "rng.pt");
   json j = {{"format", "draftalign-checkpoint"}, {"version", 1},       {"step", state.step},
             {"consumed", state.consumed},        {"tokens", state.tokens}, {"skipped", state.skipped},
             {"empty_micro_batches", state.empty_micro_batches}, {"world_size", dist.world()}, {"extra", state.extra}};

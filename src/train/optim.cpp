@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "common/fs.h"
 
 namespace draftalign::train {
 
@@ -42,12 +43,24 @@ void AdamW::zero_grad() {
     for (auto& p : g.params) p.mutable_grad() = torch::Tensor();
 }
 
+void save_tensors_atomic(const std::vector<torch::Tensor>& tensors, const stdfs::path& file) {
+  fs::AtomicWriter out(file);
+  try {
+    torch::save(tensors, std::function<size_t(const void*, size_t)>(out.sink()));
+  } catch (const std::exception& e) {
+    if (!out.failure().empty()) throw Error(out.failure());
+    throw Error(str_cat(file.string(), ": cannot write (", e.what(), ")"));
+  }
+  DA_CHECK(out.failure().empty(), out.failure());
+  out.commit();
+}
+
 void AdamW::save(const stdfs::path& file) const {
   std::vector<torch::Tensor> all;
   for (const Group& g : groups_)
     for (size_t i = 0; i < g.params.size(); ++i)
       all.insert(all.end(), {g.exp_avg[i].cpu(), g.exp_avg_sq[i].cpu(), g.steps[i].cpu()});
-  torch::save(all, file.string());
+  save_tensors_atomic(all, file);
 }
 
 void AdamW::load(const stdfs::path& file) {

@@ -12,6 +12,10 @@ namespace draftalign::train {
 
 namespace stdfs = std::filesystem;
 
+// torch::save of `tensors` to `file` through fs::AtomicWriter: a failed write is an Error naming the file and the
+// errno, and leaves what was at `file` as it was.
+void save_tensors_atomic(const std::vector<torch::Tensor>& tensors, const stdfs::path& file);
+
 // AdamW (decoupled weight decay, as torch.optim.AdamW) over a model's parameters, stepped by ATen's fused multi-tensor
 // kernel (_fused_adamw_: one pass over each parameter, CPU and CUDA) instead of a dozen element-wise ops per parameter.
 // Weight decay on matrices, none on norm weights (1-D). Its state is plain tensors in parameter order, saved and loaded

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -250,6 +251,90 @@ TEST(Pretrain, SigkillThenResumeIsBitwiseEqualToAnUninterruptedRun) {
       << "optimizer states differ";
 }
 
+// Starts `cmd` in the background with its output in `log`, waits until <out>/metrics.jsonl has `lines` records, sends
+// it `signals` (e.g. "TERM", or "TERM TERM" for a second signal when `log` shows `wait_for`), waits for it and
+// returns "rc=<exit code>".
+std::string signal_mid_run(const std::string& cmd, const fsys::path& out, const fsys::path& log, int lines,
+                           const std::string& signal, const std::string& wait_for = "") {
+  std::string script =
+      str_cat(cmd, " > ", log.string(), " 2>&1 & pid=$!; while [ \"$(cat ", (out / "metrics.jsonl").string(),
+              " 2>/dev/null | wc -l)\" -lt ", lines, " ]; do sleep 0.01; done; kill -", signal, " $pid; ");
+  if (!wait_for.empty())
+    script += str_cat("while ! grep -q \"", wait_for, "\" ", log.string(), "; do sleep 0.01; done; kill -", signal,
+                      " $pid; ");
+  return run_command(str_cat("timeout 120 bash -c '", script, "wait $pid; echo rc=$?'")).output;
+}
+
+// The complete checkpoints of a run (steps), and whether anything else is there.
+std::vector<int64_t> checkpoint_steps(const fsys::path& out) {
+  std::vector<int64_t> steps;
+  if (!fsys::exists(out / "checkpoints")) return steps;
+  for (const auto& e : fsys::directory_iterator(out / "checkpoints"))
+    if (checkpoint_step(e.path()) >= 0) steps.push_back(checkpoint_step(e.path()));
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+void expect_same_final(const fsys::path& a, const fsys::path& b, int64_t last_step) {
+  EXPECT_EQ(metrics_of(a), metrics_of(b));
+  EXPECT_TRUE(testing::read_text(a / "final/model.safetensors") == testing::read_text(b / "final/model.safetensors"))
+      << "final weights differ";
+  const fsys::path opt = checkpoint_dir(fsys::path(), last_step) / "optimizer.pt";
+  EXPECT_TRUE(testing::read_text(a / opt) == testing::read_text(b / opt)) << "optimizer states differ";
+}
+
+// Preemption: SIGTERM, SIGUSR1 or SIGINT mid-run finishes the step, writes a checkpoint of it (save_every is 0 here,
+// so it is the only one) and exits 75; the same command resumes and ends bitwise equal to an uninterrupted run. A
+// second signal while the checkpoint is being written (held there by the test hook) exits at once with 128 + 15,
+// leaving no checkpoint under its final name and removing the file in progress; the next run clears the cut-short
+// directory and, with no checkpoint, starts over to the same result.
+TEST(Pretrain, ASignalCheckpointsTheStepAndTheSameCommandResumesBitwiseEqual) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  const std::string opts = "pretrain.train.steps=40 pretrain.train.save_every=0";
+  auto r = run_command(pretrain_cmd(shards, d / "whole", opts));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  for (const char* sig : {"TERM", "USR1", "INT"}) {
+    SCOPED_TRACE(sig);
+    const fsys::path out = d / str_cat("sig", sig), log = d / str_cat("sig", sig, ".log");
+    const std::string rc = signal_mid_run(pretrain_cmd(shards, out, opts), out, log, 5, sig);
+    const std::string text = testing::read_text(log);
+    ASSERT_HAS(rc, "rc=75");
+    const std::vector<int64_t> steps = checkpoint_steps(out);
+    ASSERT_EQ(steps.size(), 1u) << text;
+    EXPECT_GE(steps[0], 5);
+    EXPECT_LT(steps[0], 40);
+    EXPECT_HAS(text, str_cat("stopped (SIG", sig, "): pretrain stopped after step ", steps[0], " of 40; "));
+    EXPECT_HAS(text, "run the same command again to resume");
+    EXPECT_FALSE(fsys::exists(out / "final"));
+    r = run_command(pretrain_cmd(shards, out, opts));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_HAS(r.output, str_cat("resumed from ", checkpoint_dir(out, steps[0]).string(), " at step ", steps[0]));
+    expect_same_final(out, d / "whole", 40);
+  }
+
+  const fsys::path out = d / "twice", log = d / "twice.log";
+  const std::string rc = signal_mid_run("DRAFTALIGN_FAULT=stall@optimizer.pt " + pretrain_cmd(shards, out, opts), out,
+                                        log, 3, "TERM", "stalling at");
+  const std::string text = testing::read_text(log);
+  ASSERT_HAS(rc, "rc=143");
+  EXPECT_HAS(text, "received again: stopping now");
+  EXPECT_TRUE(checkpoint_steps(out).empty()) << text;
+  int unfinished = 0;
+  for (const auto& e : fsys::recursive_directory_iterator(out / "checkpoints")) {
+    const std::string name = e.path().filename().string();
+    EXPECT_EQ(name.find("optimizer.pt.tmp-"), std::string::npos) << "the file in progress is left: " << e.path();
+    unfinished += name.find(".tmp-") != std::string::npos && e.is_directory();
+  }
+  EXPECT_EQ(unfinished, 1) << "the checkpoint directory being written";
+  r = run_command(pretrain_cmd(shards, out, opts));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, "a checkpoint whose writing was cut short");
+  EXPECT_EQ(r.output.find("resumed from"), std::string::npos);
+  expect_same_final(out, d / "whole", 40);
+}
+
 // The numeric fields of each record of metrics.jsonl as {name: [[step, value], ...]}, as the trackers should have them.
 std::map<std::string, std::vector<std::pair<int64_t, double>>> metric_series(const fsys::path& out) {
   std::map<std::string, std::vector<std::pair<int64_t, double>>> series;
@@ -430,6 +515,41 @@ TEST(MultiprocessPretrain, TorchrunLaunchesTwoRanks) {
   EXPECT_HAS(r.output, "data parallel: 2 ranks, Gloo backend");
   EXPECT_EQ(losses_of(metrics_of(d / "run")).size(), 4u);
   EXPECT_TRUE(fsys::exists(d / "run/final/model.safetensors"));
+}
+
+// One of two Gloo ranks is signalled: the stop request travels in the step's all-reduce, so both finish the same
+// step, write its checkpoint together and exit 75; both resumed, the run equals an uninterrupted two-rank run.
+TEST(MultiprocessPretrain, ASignalToOneRankStopsEveryRankAfterTheSameStep) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  const std::string opts =
+      "pretrain.train.steps=40 pretrain.train.save_every=0 pretrain.train.micro_batch_size=2 "
+      "pretrain.train.grad_accum=2 run.dist_timeout_s=60";
+  auto two_ranks = [&](const fsys::path& out, const std::string& then) {
+    const std::string cmd = pretrain_cmd(shards, out, opts);
+    const std::string env = str_cat("MASTER_ADDR=127.0.0.1 MASTER_PORT=", free_port(), " WORLD_SIZE=2");
+    return run_command(str_cat("timeout 300 bash -c '", env, " RANK=1 LOCAL_RANK=1 ", cmd, " > ",
+                               (out.string() + ".rank1.log"), " 2>&1 & r1=$!; ", env, " RANK=0 LOCAL_RANK=0 ", cmd,
+                               " > ", (out.string() + ".rank0.log"), " 2>&1 & r0=$!; ", then,
+                               "wait $r0; a=$?; wait $r1; echo rc=$a,$?'"))
+        .output;
+  };
+  ASSERT_HAS(two_ranks(d / "whole", ""), "rc=0,0");
+  const fsys::path out = d / "run";
+  const std::string rc =
+      two_ranks(out, str_cat("while [ \"$(cat ", (out / "metrics.jsonl").string(),
+                             " 2>/dev/null | wc -l)\" -lt 5 ]; do sleep 0.01; done; kill -TERM $r1; "));
+  const std::string log0 = testing::read_text(out.string() + ".rank0.log"),
+                    log1 = testing::read_text(out.string() + ".rank1.log");
+  ASSERT_HAS(rc, "rc=75,75") << log0 << log1;
+  const std::vector<int64_t> steps = checkpoint_steps(out);
+  ASSERT_EQ(steps.size(), 1u);
+  const std::string stopped = str_cat("pretrain stopped after step ", steps[0], " of 40");
+  EXPECT_HAS(log1, "stopped (SIGTERM): " + stopped);
+  EXPECT_HAS(log0, "stopped (a signal reached another rank): " + stopped);
+  ASSERT_HAS(two_ranks(out, ""), "rc=0,0");
+  EXPECT_HAS(testing::read_text(out.string() + ".rank0.log"), str_cat("at step ", steps[0]));
+  expect_same_final(out, d / "whole", 40);
 }
 
 TEST(MultiprocessPretrain, ADeadRankMakesTheOtherFailFast) {
