@@ -741,11 +741,12 @@ std::string write_report(const stdfs::path& dir, const Report& r, const std::str
                      .dump() +
                  "\n";
       }
-  fs::write_file_atomic(dir / "exact.jsonl", exact);
-  fs::write_file_atomic(dir / "prompts.jsonl", lines);
-  fs::write_file_atomic(dir / "report.json", j.dump(2) + "\n");
-  fs::write_file_atomic(dir / "report.md", report_markdown(j));
-  fs::write_file_atomic(dir / "plot_report.py", plot_script());
+  // As one: a failed write (a full disk) leaves the previous report's files all as they were.
+  fs::write_files_atomic({{dir / "exact.jsonl", exact},
+                          {dir / "prompts.jsonl", lines},
+                          {dir / "report.md", report_markdown(j)},
+                          {dir / "plot_report.py", plot_script()},
+                          {dir / "report.json", j.dump(2) + "\n"}});
   if (python.empty()) return "plots not made (evaluate.python = off)";
   return run_python(python, dir / "plot_report.py", dir / "report.json");
 }

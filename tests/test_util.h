@@ -6,14 +6,15 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <cmath>
+#include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
-#include <string>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -128,6 +129,43 @@ inline CommandResult run_command(const std::string& cmdline) {
   const int status = ::pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// The write points (common/fs.h, DRAFTALIGN_FAULT=trace) that `cmd` passes whose path contains `match`, in order, as
+// "<path> write|sync"; of the writes of one file only the first and the last are kept, so each file is faulted at its
+// first write, its last and its sync. Returns the fault specs that fail each of them, alternating ENOSPC and EIO
+// ("ENOSPC@<match>#<n>"), with the point each fails.
+inline std::vector<std::pair<std::string, std::string>> write_faults(const std::string& cmd, const std::string& match) {
+  const CommandResult r = run_command("DRAFTALIGN_FAULT=trace " + cmd);
+  std::vector<std::string> points;
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("write point: ", 0) == 0 && line.find(match) != std::string::npos) points.push_back(line.substr(13));
+  std::vector<std::pair<std::string, std::string>> faults;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const bool inner_write = i > 0 && i + 1 < points.size() && points[i] == points[i - 1] && points[i] == points[i + 1];
+    if (inner_write) continue;
+    faults.emplace_back(str_cat(faults.size() % 2 ? "EIO@" : "ENOSPC@", match, "#", i + 1), points[i]);
+  }
+  return faults;
+}
+
+// The lines of `output` that start with "error:".
+inline std::vector<std::string> error_lines(const std::string& output) {
+  std::vector<std::string> lines;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("error:", 0) == 0) lines.push_back(line);
+  return lines;
+}
+
+// Files under `dir` whose names hold ".tmp-" (a write that was not finished or cleaned up).
+inline std::vector<std::string> temp_files_under(const std::filesystem::path& dir) {
+  std::vector<std::string> out;
+  if (!std::filesystem::exists(dir)) return out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp-") != std::string::npos) out.push_back(e.path().string());
+  return out;
 }
 
 #ifdef DRAFTALIGN_SOURCE_DIR

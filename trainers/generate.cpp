@@ -180,8 +180,7 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
             {"response_tokens", response_tokens},
             {"skipped_prompts", skipped},
             {"finish", {{"eos", finishes[0]}, {"stop", finishes[1]}, {"length", finishes[2]}}}};
-  fs::write_file_atomic(dir / "preview.jsonl", preview);
-  fs::write_file_atomic(dir / "manifest.json", m.dump(2) + "\n");
+  fs::write_files_atomic({{dir / "preview.jsonl", preview}, {dir / "manifest.json", m.dump(2) + "\n"}});
   sum.records = records;
   sum.response_tokens = response_tokens;
   return true;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 
 #include "common/error.h"
 #include "common/preempt.h"
@@ -116,15 +117,13 @@ AtomicWriter::AtomicWriter(const stdfs::path& path)
 }
 
 AtomicWriter::~AtomicWriter() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    ::unlink(tmp_.c_str());
-  }
+  if (fd_ >= 0) ::close(fd_);
+  if (!renamed_) ::unlink(tmp_.c_str());
   preempt::unregister_temp_file(slot_);
 }
 
 void AtomicWriter::write(const void* data, size_t bytes) {
-  DA_CHECK(fd_ >= 0, path_.string(), ": write after commit");
+  DA_CHECK(fd_ >= 0, path_.string(), ": write after sync");
   const char* p = static_cast<const char*>(data);
   size_t done = 0;
   if (const int err = fault_at(path_, "write"))
@@ -137,25 +136,39 @@ void AtomicWriter::write(const void* data, size_t bytes) {
   }
 }
 
-void AtomicWriter::commit() {
-  DA_CHECK(fd_ >= 0, path_.string(), ": committed twice");
-  const int injected = fault_at(path_, "commit");
-  if (injected) errno = injected;
-  const bool synced = injected == 0 && ::fsync(fd_) == 0;
-  ::close(fd_);
+void AtomicWriter::sync() {
+  if (fd_ < 0) return;
+  int err = fault_at(path_, "sync");
+  if (err == 0 && ::fsync(fd_) != 0) err = errno;
+  if (::close(fd_) != 0 && err == 0) err = errno;  // NFS reports a failed write at close
   fd_ = -1;
-  if (!synced || ::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp_.c_str());
-    throw Error(str_cat(path_.string(), ": cannot finish atomic write (", errno_text(err),
+  if (err != 0)
+    throw Error(str_cat(tmp_, ": cannot finish writing (", errno_text(err), "); ", path_.string(), " is unchanged"));
+}
+
+void AtomicWriter::commit() {
+  DA_CHECK(!renamed_, path_.string(), ": committed twice");
+  sync();
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+    throw Error(str_cat(tmp_, ": cannot rename to ", path_.string(), " (", errno_text(errno),
                         "); the previous file is unchanged"));
-  }
+  renamed_ = true;
 }
 
 void write_file_atomic(const stdfs::path& path, std::string_view data) {
   AtomicWriter w(path);
   w.write(data.data(), data.size());
   w.commit();
+}
+
+void write_files_atomic(const std::vector<std::pair<stdfs::path, std::string>>& files) {
+  std::vector<std::unique_ptr<AtomicWriter>> writers;
+  for (const auto& [path, data] : files) {
+    writers.push_back(std::make_unique<AtomicWriter>(path));
+    writers.back()->write(data.data(), data.size());
+  }
+  for (auto& w : writers) w->sync();  // every file is on disk before the first replaces its old version
+  for (auto& w : writers) w->commit();
 }
 
 AtomicDir::AtomicDir(const stdfs::path& dir)

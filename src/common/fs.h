@@ -3,10 +3,11 @@
 #pragma once
 
 #include <cstdint>
-#include <exception>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace draftalign::fs {
 
@@ -23,6 +24,10 @@ uintmax_t remove_tree(const stdfs::path& path);
 // Writes `data` to `path` atomically (temp file + fsync + rename); creates the parent directories.
 void write_file_atomic(const stdfs::path& path, std::string_view data);
 
+// Writes several files as one: all are written and synced to temporary files before any is renamed into place, so
+// a failed write (a full disk) leaves every previous file as it was. For outputs read together (a report).
+void write_files_atomic(const std::vector<std::pair<stdfs::path, std::string>>& files);
+
 // Streams a file to "<path>.tmp-<pid>" and renames it over `path` on commit(); destroyed uncommitted (an exception
 // on the way), it removes the temporary file and leaves `path` as it was. For files too large to build in memory.
 class AtomicWriter {
@@ -33,38 +38,23 @@ class AtomicWriter {
   AtomicWriter& operator=(const AtomicWriter&) = delete;
 
   void write(const void* data, size_t bytes);
-  void commit();  // fsync + rename
-
-  // A sink for serializers that take a callback and check its count (torch::save(value, writer.sink())): a failed
-  // write returns 0 instead of throwing through the serializer, and failure() then holds the Error's message.
-  auto sink() {
-    return [this](const void* data, size_t bytes) -> size_t {
-      if (!failure_.empty()) return 0;
-      try {
-        write(data, bytes);
-        return bytes;
-      } catch (const std::exception& e) {
-        failure_ = e.what();
-        return 0;
-      }
-    };
-  }
-  const std::string& failure() const { return failure_; }
+  void sync();    // fsync + close: the data is on disk (errors name the file and errno; nothing is replaced)
+  void commit();  // sync if not yet, then rename over the path
 
  private:
   stdfs::path path_;
   std::string tmp_;
   int fd_ = -1;
-  int slot_ = -1;        // common/preempt.h: a second signal removes the temporary file
-  std::string failure_;  // the first failed write through sink()
+  bool renamed_ = false;
+  int slot_ = -1;  // common/preempt.h: a second signal removes the temporary file
 };
 
 // A test hook for the failure paths of AtomicWriter (every atomic write goes through it): the environment variable
 // DRAFTALIGN_FAULT = "<action>@<text>[#<n>]" acts at the n-th (default first) write point of this process whose
-// final path contains <text>. Write points are each write() and the commit (fsync + rename) of a writer. <action>:
+// final path contains <text>. Write points are each write() and the sync (fsync + close) of a writer. <action>:
 // ENOSPC or EIO (that call fails with that errno, as on a full disk or a failing device), or stall (it sleeps for a
 // minute first, so a test can signal the process mid-write). DRAFTALIGN_FAULT = "trace" prints every write point to
-// stderr as "write point: <path> write|commit". Unset (always, outside tests) it costs one branch per call.
+// stderr as "write point: <path> write|sync". Unset (always, outside tests) it costs one branch per call.
 void reset_fault_injection_for_test();
 
 // Creates `dir` (and parents); throws Error naming it when it exists as a non-directory or cannot be made.

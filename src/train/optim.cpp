@@ -1,6 +1,7 @@
 #include "train/optim.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -44,15 +45,11 @@ void AdamW::zero_grad() {
 }
 
 void save_tensors_atomic(const std::vector<torch::Tensor>& tensors, const stdfs::path& file) {
-  fs::AtomicWriter out(file);
-  try {
-    torch::save(tensors, std::function<size_t(const void*, size_t)>(out.sink()));
-  } catch (const std::exception& e) {
-    if (!out.failure().empty()) throw Error(out.failure());
-    throw Error(str_cat(file.string(), ": cannot write (", e.what(), ")"));
-  }
-  DA_CHECK(out.failure().empty(), out.failure());
-  out.commit();
+  // Serialized in memory first: torch's archive writer cannot fail cleanly midway (a failed write inside it ends in
+  // std::terminate from its destructor), so the only writes that can fail are AtomicWriter's.
+  std::ostringstream bytes;
+  torch::save(tensors, bytes);
+  fs::write_file_atomic(file, bytes.str());
 }
 
 void AdamW::save(const stdfs::path& file) const {

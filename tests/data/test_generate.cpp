@@ -137,6 +137,61 @@ TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
   EXPECT_HAS(r.output, "made with other settings");
 }
 
+// Preemption and failed writes. SIGTERM mid-run drops the shard in progress and exits 75 with the written shards
+// whole; ENOSPC/EIO at each write point of a shard (its preview, then its safetensors) and of the manifest (written
+// with preview.jsonl as one) fails with one error line naming the file and errno, leaves the shards already written
+// and nothing half-written; each time the same command then finishes to the uninterrupted run's bytes.
+TEST(Generate, ASignalOrAFailedWriteKeepsTheWrittenShardsAndTheRunResumes) {
+  ScratchDir d;
+  make_target(d);
+  auto r = run_command(generate_cmd(d, d / "whole"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto whole = contents(d / "whole");
+  auto written_shards_are_whole = [&](const fsys::path& out) {
+    const auto now = contents(out);
+    for (const auto& [name, bytes] : now) EXPECT_TRUE(bytes == whole.at(name)) << name << " differs";
+    EXPECT_EQ(now.count("manifest.json"), 0u);
+    EXPECT_EQ(testing::temp_files_under(out), std::vector<std::string>());
+    return now.size();
+  };
+
+  const fsys::path out = d / "signalled";
+  r = run_command(str_cat("timeout 120 bash -c '", generate_cmd(d, out), " > ", (d / "log").string(),
+                          " 2>&1 & pid=$!; while [ ! -f ", (out / "shard-00001.safetensors").string(),
+                          " ]; do sleep 0.01; done; kill -TERM $pid; wait $pid; echo rc=$?'"));
+  ASSERT_HAS(r.output, "rc=75");
+  const std::string log = testing::read_text(d / "log");
+  EXPECT_HAS(log, "stopped (SIGTERM): generate stopped with ");
+  EXPECT_HAS(log, "was dropped: run the same command again");
+  EXPECT_GE(written_shards_are_whole(out), 4u);  // shards 0 and 1 with their previews
+  r = run_command(generate_cmd(d, out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(contents(out), whole);
+
+  for (const std::string match : {"shard-00003", "/manifest.json", "/preview.jsonl"}) {
+    const auto faults = testing::write_faults(generate_cmd(d, d / "trace"), match);
+    fs::remove_tree(d / "trace");
+    ASSERT_GE(faults.size(), 2u) << match;
+    std::printf("%zu write points of %s faulted\n", faults.size(), match.c_str());
+    for (const auto& [fault, point] : faults) {
+      SCOPED_TRACE(fault + " at " + point);
+      const fsys::path run = d / "faulted";
+      fs::remove_tree(run);
+      r = run_command(str_cat("DRAFTALIGN_FAULT=", fault, " ", generate_cmd(d, run)));
+      ASSERT_EQ(r.exit_code, 1) << r.output;
+      const auto errors = testing::error_lines(r.output);
+      ASSERT_EQ(errors.size(), 1u) << r.output;
+      EXPECT_HAS(errors[0], fsys::path(point.substr(0, point.rfind(' '))).filename().string());
+      EXPECT_HAS(errors[0], fault.rfind("ENOSPC", 0) == 0 ? "No space left on device, errno 28" : "errno 5");
+      const size_t kept = written_shards_are_whole(run);
+      EXPECT_GE(kept, match == "shard-00003" ? 6u : 20u);  // shards 0-2 (4 too, had it begun), or every shard
+      r = run_command(generate_cmd(d, run));
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_EQ(contents(run), whole);
+    }
+  }
+}
+
 TEST(Generate, BadPromptLinesAreNamedOrSkipped) {
   ScratchDir d;
   make_target(d);

@@ -180,6 +180,36 @@ TEST(Report, FilesAndPlots) {
   EXPECT_HAS(write_report(dir / "bad", r, "/nonexistent/python"), "matplotlib");
 }
 
+// A failed write (ENOSPC/EIO injected at each file's write and its sync) leaves the previous report's five files as
+// they were, names the file and errno, and leaves no temporary file; written again, the new report replaces them all.
+TEST(Report, AFailedWriteLeavesThePreviousReportWhole) {
+  testing::ScratchDir dir;
+  const std::filesystem::path out = dir / "report";
+  Report r = small_report();
+  write_report(out, r, "");
+  const char* files[] = {"report.json", "report.md", "prompts.jsonl", "exact.jsonl", "plot_report.py"};
+  std::map<std::string, std::string> before;
+  for (const char* f : files) before[f] = testing::read_text(out / f);
+  r.prompts += 1;  // a different report
+  for (const char* f : files)
+    for (int point : {1, 2}) {  // the file's one write, then its sync
+      SCOPED_TRACE(str_cat(f, " #", point));
+      const bool nospace = point == 1;
+      setenv("DRAFTALIGN_FAULT", str_cat(nospace ? "ENOSPC@" : "EIO@", (out / f).string(), "#", point).c_str(), 1);
+      fs::reset_fault_injection_for_test();
+      const std::string err = testing::error_of([&] { write_report(out, r, ""); });
+      EXPECT_HAS(err, std::string(f) + ".tmp-");
+      EXPECT_HAS(err, nospace ? "No space left on device, errno 28" : "Input/output error, errno 5");
+      for (const char* g : files) EXPECT_TRUE(testing::read_text(out / g) == before[g]) << g << " was replaced";
+      EXPECT_EQ(testing::temp_files_under(out), std::vector<std::string>());
+    }
+  unsetenv("DRAFTALIGN_FAULT");
+  fs::reset_fault_injection_for_test();
+  write_report(out, r, "");
+  EXPECT_NE(testing::read_text(out / "report.json"), before["report.json"]);
+  for (const char* f : files) EXPECT_TRUE(std::filesystem::exists(out / f)) << f;
+}
+
 // Greedy speculative decoding counted from one pass, on a hand-made answer: the target's greedy continuation is
 // 10, 11, ..., the drafter's argmax after each prefix agrees except at positions 2 and 5.
 TEST(OnePass, GreedyCountersOfHandMadeCases) {

@@ -335,6 +335,39 @@ TEST(Pretrain, ASignalCheckpointsTheStepAndTheSameCommandResumesBitwiseEqual) {
   expect_same_final(out, d / "whole", 40);
 }
 
+// Failed writes: ENOSPC or EIO injected at each write point of a checkpoint (each file's first and last write and its
+// sync). The run fails with one error line naming the file and the errno; the previous checkpoint stays whole and
+// nothing half-written is left; the same command then resumes from it and ends as an uninterrupted run.
+TEST(Pretrain, AFailedCheckpointWriteKeepsThePreviousOneAndTheRunResumes) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  const std::string opts = "pretrain.train.steps=9 pretrain.train.keep_last=3 pretrain.train.eval_every=0";
+  auto r = run_command(pretrain_cmd(shards, d / "whole", opts));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto faults = testing::write_faults(pretrain_cmd(shards, d / "trace", opts), "step-0000006");
+  // config.json, generation_config.json, model.safetensors, the tokenizer files, optimizer.pt, rng.pt, trainer_state
+  ASSERT_GE(faults.size(), 16u);
+  std::printf("%zu write points of a checkpoint faulted\n", faults.size());
+  for (const auto& [fault, point] : faults) {
+    SCOPED_TRACE(fault + " at " + point);
+    const fsys::path out = d / "run";
+    fs::remove_tree(out);
+    r = run_command(str_cat("DRAFTALIGN_FAULT=", fault, " ", pretrain_cmd(shards, out, opts)));
+    ASSERT_EQ(r.exit_code, 1) << r.output;
+    const auto errors = testing::error_lines(r.output);
+    ASSERT_EQ(errors.size(), 1u) << r.output;
+    const std::string file = fsys::path(point.substr(0, point.rfind(' '))).filename().string();
+    EXPECT_HAS(errors[0], file);
+    EXPECT_HAS(errors[0], fault[0] == 'E' && fault[1] == 'N' ? "No space left on device, errno 28" : "errno 5");
+    EXPECT_EQ(checkpoint_steps(out), (std::vector<int64_t>{3}));
+    EXPECT_EQ(testing::temp_files_under(out), std::vector<std::string>());
+    r = run_command(pretrain_cmd(shards, out, opts));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_HAS(r.output, "at step 3");
+    expect_same_final(out, d / "whole", 9);
+  }
+}
+
 // The numeric fields of each record of metrics.jsonl as {name: [[step, value], ...]}, as the trackers should have them.
 std::map<std::string, std::vector<std::pair<int64_t, double>>> metric_series(const fsys::path& out) {
   std::map<std::string, std::vector<std::pair<int64_t, double>>> series;
