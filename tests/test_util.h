@@ -131,21 +131,30 @@ inline CommandResult run_command(const std::string& cmdline) {
   return r;
 }
 
-// The write points (common/fs.h, DRAFTALIGN_FAULT=trace) that `cmd` passes whose path contains `match`, in order, as
-// "<path> write|sync"; of the writes of one file only the first and the last are kept, so each file is faulted at its
-// first write, its last and its sync. Returns the fault specs that fail each of them, alternating ENOSPC and EIO
-// ("ENOSPC@<match>#<n>"), with the point each fails.
-inline std::vector<std::pair<std::string, std::string>> write_faults(const std::string& cmd, const std::string& match) {
+// A failure to inject (common/fs.h, DRAFTALIGN_FAULT) and the write point it hits.
+struct WriteFault {
+  std::string spec;   // the DRAFTALIGN_FAULT value: "ENOSPC@<match>#<n>"
+  std::string point;  // as traced: "<path> write|sync"
+  std::string file;   // the file name of that path
+  bool nospace;       // ENOSPC, else EIO
+};
+
+// The write points (DRAFTALIGN_FAULT=trace) that `cmd` passes whose path contains `match`, in order; of the writes of
+// one file only the first and the last are kept, so each file is faulted at its first write, its last and its sync.
+// Returns a fault for each, alternating ENOSPC and EIO.
+inline std::vector<WriteFault> write_faults(const std::string& cmd, const std::string& match) {
   const CommandResult r = run_command("DRAFTALIGN_FAULT=trace " + cmd);
   std::vector<std::string> points;
   std::istringstream in(r.output);
   for (std::string line; std::getline(in, line);)
     if (line.rfind("write point: ", 0) == 0 && line.find(match) != std::string::npos) points.push_back(line.substr(13));
-  std::vector<std::pair<std::string, std::string>> faults;
+  std::vector<WriteFault> faults;
   for (size_t i = 0; i < points.size(); ++i) {
     const bool inner_write = i > 0 && i + 1 < points.size() && points[i] == points[i - 1] && points[i] == points[i + 1];
     if (inner_write) continue;
-    faults.emplace_back(str_cat(faults.size() % 2 ? "EIO@" : "ENOSPC@", match, "#", i + 1), points[i]);
+    const bool nospace = faults.size() % 2 == 0;
+    faults.push_back({str_cat(nospace ? "ENOSPC@" : "EIO@", match, "#", i + 1), points[i],
+                      std::filesystem::path(points[i].substr(0, points[i].rfind(' '))).filename().string(), nospace});
   }
   return faults;
 }
@@ -157,6 +166,16 @@ inline std::vector<std::string> error_lines(const std::string& output) {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("error:", 0) == 0) lines.push_back(line);
   return lines;
+}
+
+// A run that hit `f` failed as a failed write must: exit code 1 and exactly one error line, naming the file and the
+// errno. Call it under ASSERT_NO_FATAL_FAILURE.
+inline void expect_one_write_error(const CommandResult& r, const WriteFault& f) {
+  ASSERT_EQ(r.exit_code, 1) << r.output;
+  const std::vector<std::string> errors = error_lines(r.output);
+  ASSERT_EQ(errors.size(), 1u) << r.output;
+  EXPECT_HAS(errors[0], f.file);
+  EXPECT_HAS(errors[0], f.nospace ? "No space left on device, errno 28" : "errno 5");
 }
 
 // Files under `dir` whose names hold ".tmp-" (a write that was not finished or cleaned up).

@@ -21,7 +21,7 @@ std::mutex install_mutex;
 int installs = 0;
 struct sigaction previous[3];
 
-// Temp-file slots: 0 free, 1 being filled or emptied, 2 holds a path the handler may unlink.
+// Temp-file slots: 0 free, 1 being filled, 2 holds a path the handler may unlink.
 std::atomic<int> slot_state[kMaxTempFiles];
 char slot_path[kMaxTempFiles][kPathMax];
 
@@ -100,11 +100,7 @@ int register_temp_file(const std::string& path) {
 
 void unregister_temp_file(int slot) {
   if (slot < 0 || slot >= kMaxTempFiles) return;
-  slot_state[slot].store(1);
   slot_state[slot].store(0);
 }
-
-void request_stop_for_test(int signo) { on_signal(signo); }
-void clear_stop_for_test() { requested.store(0); }
 
 }  // namespace draftalign::preempt

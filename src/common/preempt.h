@@ -46,8 +46,4 @@ constexpr int kMaxTempFiles = 16;
 int register_temp_file(const std::string& path);  // a slot, or -1
 void unregister_temp_file(int slot);
 
-// For tests: what the handler does on a signal, without sending one.
-void request_stop_for_test(int signo);
-void clear_stop_for_test();
-
 }  // namespace draftalign::preempt

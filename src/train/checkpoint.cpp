@@ -72,9 +72,9 @@ std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, cons
   return stdfs::path(resume);
 }
 
-int remove_unfinished_checkpoints(const stdfs::path& output_dir) {
+void remove_unfinished_checkpoints(const stdfs::path& output_dir) {
   const stdfs::path root = output_dir / "checkpoints";
-  if (!stdfs::is_directory(root)) return 0;
+  if (!stdfs::is_directory(root)) return;
   std::vector<stdfs::path> stale;
   for (const auto& e : stdfs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
@@ -84,7 +84,6 @@ int remove_unfinished_checkpoints(const stdfs::path& output_dir) {
     log::info("removing ", p.string(), ": a checkpoint whose writing was cut short");
     fs::remove_tree(p);
   }
-  return static_cast<int>(stale.size());
 }
 
 void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, const AdamW& opt,

@@ -44,8 +44,8 @@ std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir);
 std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const std::string& resume);
 
 // Removes the temporary directories ("step-N.tmp-<pid>") of checkpoints whose writing was cut short (a run stopped
-// at once by a second signal, or killed); returns how many. Complete checkpoints are left as they are.
-int remove_unfinished_checkpoints(const stdfs::path& output_dir);
+// at once by a second signal, or killed). Complete checkpoints are left as they are.
+void remove_unfinished_checkpoints(const stdfs::path& output_dir);
 
 // Writes a checkpoint (rank 0 writes; every rank must call it: the generator states are gathered) and deletes all
 // but the newest `keep_last`.

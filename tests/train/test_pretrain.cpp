@@ -226,6 +226,15 @@ TEST(Pretrain, TargetSvdEmbeddingIsTheTopSingularSubspace) {
   EXPECT_HAS(testing::error_of([&] { target_svd_embedding(target, 1000, k); }), "vocabulary has 1000 tokens");
 }
 
+// Run `a` ended as run `b`: the same metrics, final weights and optimizer state at `last_step`, byte for byte.
+void expect_same_final(const fsys::path& a, const fsys::path& b, int64_t last_step) {
+  EXPECT_EQ(metrics_of(a), metrics_of(b));
+  EXPECT_TRUE(testing::read_text(a / "final/model.safetensors") == testing::read_text(b / "final/model.safetensors"))
+      << "final weights differ";
+  const fsys::path opt = checkpoint_dir(fsys::path(), last_step) / "optimizer.pt";
+  EXPECT_TRUE(testing::read_text(a / opt) == testing::read_text(b / opt)) << "optimizer states differ";
+}
+
 TEST(Pretrain, SigkillThenResumeIsBitwiseEqualToAnUninterruptedRun) {
   ScratchDir d;
   const fsys::path shards = make_dataset(d);
@@ -241,14 +250,7 @@ TEST(Pretrain, SigkillThenResumeIsBitwiseEqualToAnUninterruptedRun) {
   r = run_command(pretrain_cmd(shards, out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_HAS(r.output, "resumed from");
-
-  EXPECT_EQ(metrics_of(out), metrics_of(d / "whole"));
-  EXPECT_TRUE(testing::read_text(out / "final/model.safetensors") ==
-              testing::read_text(d / "whole/final/model.safetensors"))
-      << "final weights differ";
-  EXPECT_TRUE(testing::read_text(out / "checkpoints/step-0000012/optimizer.pt") ==
-              testing::read_text(d / "whole/checkpoints/step-0000012/optimizer.pt"))
-      << "optimizer states differ";
+  expect_same_final(out, d / "whole", 12);
 }
 
 // Starts `cmd` in the background with its output in `log`, waits until <out>/metrics.jsonl has `lines` records, sends
@@ -273,14 +275,6 @@ std::vector<int64_t> checkpoint_steps(const fsys::path& out) {
     if (checkpoint_step(e.path()) >= 0) steps.push_back(checkpoint_step(e.path()));
   std::sort(steps.begin(), steps.end());
   return steps;
-}
-
-void expect_same_final(const fsys::path& a, const fsys::path& b, int64_t last_step) {
-  EXPECT_EQ(metrics_of(a), metrics_of(b));
-  EXPECT_TRUE(testing::read_text(a / "final/model.safetensors") == testing::read_text(b / "final/model.safetensors"))
-      << "final weights differ";
-  const fsys::path opt = checkpoint_dir(fsys::path(), last_step) / "optimizer.pt";
-  EXPECT_TRUE(testing::read_text(a / opt) == testing::read_text(b / opt)) << "optimizer states differ";
 }
 
 // Preemption: SIGTERM, SIGUSR1 or SIGINT mid-run finishes the step, writes a checkpoint of it (save_every is 0 here,
@@ -348,17 +342,12 @@ TEST(Pretrain, AFailedCheckpointWriteKeepsThePreviousOneAndTheRunResumes) {
   // config.json, generation_config.json, model.safetensors, the tokenizer files, optimizer.pt, rng.pt, trainer_state
   ASSERT_GE(faults.size(), 16u);
   std::printf("%zu write points of a checkpoint faulted\n", faults.size());
-  for (const auto& [fault, point] : faults) {
-    SCOPED_TRACE(fault + " at " + point);
+  for (const testing::WriteFault& fault : faults) {
+    SCOPED_TRACE(fault.spec + " at " + fault.point);
     const fsys::path out = d / "run";
     fs::remove_tree(out);
-    r = run_command(str_cat("DRAFTALIGN_FAULT=", fault, " ", pretrain_cmd(shards, out, opts)));
-    ASSERT_EQ(r.exit_code, 1) << r.output;
-    const auto errors = testing::error_lines(r.output);
-    ASSERT_EQ(errors.size(), 1u) << r.output;
-    const std::string file = fsys::path(point.substr(0, point.rfind(' '))).filename().string();
-    EXPECT_HAS(errors[0], file);
-    EXPECT_HAS(errors[0], fault[0] == 'E' && fault[1] == 'N' ? "No space left on device, errno 28" : "errno 5");
+    r = run_command(str_cat("DRAFTALIGN_FAULT=", fault.spec, " ", pretrain_cmd(shards, out, opts)));
+    ASSERT_NO_FATAL_FAILURE(testing::expect_one_write_error(r, fault));
     EXPECT_EQ(checkpoint_steps(out), (std::vector<int64_t>{3}));
     EXPECT_EQ(testing::temp_files_under(out), std::vector<std::string>());
     r = run_command(pretrain_cmd(shards, out, opts));
