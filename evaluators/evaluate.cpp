@@ -82,65 +82,6 @@ Pass run_pass(SpeculativeDecoder& dec, const std::vector<Turn>& turns, int64_t g
   return pass;
 }
 
-// sweep.jsonl in the report directory: the evaluation's progress. A header line with the fingerprint of the inputs,
-// then one line per finished sweep point (who: "target-only" or the drafter's name, then sweep_point_json). The file
-// is rewritten atomically after each point, so an interrupted evaluation resumes at the first unfinished point with
-// the earlier points' counters and wall times as they were measured; a file made from other inputs is started over.
-class SweepLog {
- public:
-  SweepLog(stdfs::path file, const std::string& fingerprint) : file_(std::move(file)) {
-    text_ = nlohmann::json({{"fingerprint", fingerprint}}).dump() + "\n";
-    if (!stdfs::exists(file_)) return;
-    std::istringstream in(fs::read_file(file_));
-    std::string line;
-    std::getline(in, line);
-    const nlohmann::json head = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!head.is_object() || head.value("fingerprint", "") != fingerprint) {
-      log::info("evaluate: ", file_.string(), " was made from other inputs; the sweep starts over");
-      return;
-    }
-    for (int64_t n = 2; std::getline(in, line); ++n) {
-      if (line.empty()) continue;
-      try {
-        const nlohmann::json j = nlohmann::json::parse(line);
-        done_[key(j.at("who"), j.at("temperature"), j.at("gamma"))] = sweep_point_from_json(j);
-      } catch (const nlohmann::json::exception& ex) {
-        throw Error(str_cat(file_.string(), ":", n, ": not a sweep record (", ex.what(),
-                            "); delete the file to run the whole evaluation again"));
-      }
-      text_ += line + "\n";
-    }
-    if (!done_.empty())
-      log::info("evaluate: resuming: ", done_.size(), " sweep points already done in ", file_.string());
-  }
-
-  // How many points are finished (stored or added).
-  size_t size() const { return done_.size() + added_; }
-
-  // The stored point of `who` at (temperature, gamma), or nullptr.
-  const SweepPoint* find(const std::string& who, double temperature, int64_t gamma) const {
-    const auto it = done_.find(key(who, temperature, gamma));
-    return it == done_.end() ? nullptr : &it->second;
-  }
-
-  void add(const std::string& who, const SweepPoint& p) {
-    nlohmann::json j = sweep_point_json(p);
-    j["who"] = who;
-    text_ += j.dump() + "\n";
-    fs::write_file_atomic(file_, text_);
-    ++added_;
-  }
-
- private:
-  using Key = std::tuple<std::string, double, int64_t>;
-  static Key key(const std::string& who, double t, int64_t g) { return {who, t, g}; }
-
-  stdfs::path file_;
-  std::string text_;  // the file's contents: the header and every finished point
-  std::map<Key, SweepPoint> done_;  // read from the file
-  size_t added_ = 0;                // finished by this run
-};
-
 }  // namespace
 
 std::string evaluate_fingerprint(const config::Config& cfg) {
@@ -357,8 +298,12 @@ int evaluate(const config::Config& cfg) {
   if (!timed.empty()) {
     model::SamplingParams sp;
     sp.top_p = e.top_p, sp.top_k = e.top_k, sp.max_new_tokens = e.timed_max_new_tokens, sp.stop_ids = stop_ids;
+    // The step latencies are timed after the prompt and up to 2 * max_gamma answer tokens (an answer that ended
+    // sooner gives fewer: reading past its end gave garbage ids, found by tools/mutation_sweep.py's tiny world).
     std::vector<int64_t> context = timed[0].tokens;
-    context.insert(context.end(), timed[0].answer.tokens.begin(), timed[0].answer.tokens.begin() + 2 * max_gamma);
+    const std::vector<int64_t>& answer = timed[0].answer.tokens;
+    context.insert(context.end(), answer.begin(),
+                   answer.begin() + std::min<int64_t>(2 * max_gamma, static_cast<int64_t>(answer.size())));
     report.target_step_seconds = decode_step_seconds(*target, context);
     for (int64_t g : e.gammas) report.verify_seconds.push_back({g, decode_step_seconds(*target, context, g + 1)});
     const int64_t kinds = static_cast<int64_t>(e.drafters.size()) * (e.hybrid ? 2 : 1) + (e.prompt_lookup ? 1 : 0);

@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/log.h"
 #include "evaluators/acceptance.h"
 #include "evaluators/plot_script.h"  // generated from tools/plot_report.py
 
@@ -106,14 +107,34 @@ json counters_json(const SpecCounters& c) {
           {"num_drafter_calls", c.num_drafter_calls}};
 }
 
+// A non-negative integer j[key], else an Error naming the key: nlohmann's get<int64_t> would cast any number.
+int64_t count_at(const json& j, const char* key) {
+  const json& v = j.at(key);
+  DA_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, "'", key, "' is not a non-negative integer");
+  return v.get<int64_t>();
+}
+
+std::vector<int64_t> counts_at(const json& j, const char* key) {
+  const json& v = j.at(key);
+  DA_CHECK(v.is_array(), "'", key, "' is not a list");
+  std::vector<int64_t> out;
+  for (const json& x : v) {
+    DA_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0, "'", key,
+             "' holds a value that is not a non-negative "
+             "integer");
+    out.push_back(x.get<int64_t>());
+  }
+  return out;
+}
+
 SpecCounters counters_from_json(const json& j) {
   SpecCounters c;
-  c.num_drafts = j.at("num_drafts"), c.num_draft_tokens = j.at("num_draft_tokens");
-  c.num_accepted_tokens = j.at("num_accepted_tokens");
-  c.num_accepted_tokens_per_pos = j.at("num_accepted_tokens_per_pos").get<std::vector<int64_t>>();
-  c.acceptance_counts = j.at("acceptance_counts").get<std::vector<int64_t>>();
-  c.num_emitted_tokens = j.at("num_emitted_tokens"), c.num_target_calls = j.at("num_target_calls");
-  c.num_drafter_calls = j.at("num_drafter_calls");
+  c.num_drafts = count_at(j, "num_drafts"), c.num_draft_tokens = count_at(j, "num_draft_tokens");
+  c.num_accepted_tokens = count_at(j, "num_accepted_tokens");
+  c.num_accepted_tokens_per_pos = counts_at(j, "num_accepted_tokens_per_pos");
+  c.acceptance_counts = counts_at(j, "acceptance_counts");
+  c.num_emitted_tokens = count_at(j, "num_emitted_tokens"), c.num_target_calls = count_at(j, "num_target_calls");
+  c.num_drafter_calls = count_at(j, "num_drafter_calls");
   return c;
 }
 
@@ -694,15 +715,61 @@ json sweep_point_json(const SweepPoint& p) {
 
 SweepPoint sweep_point_from_json(const json& j) {
   SweepPoint p;
-  p.temperature = j.at("temperature"), p.gamma = j.at("gamma");
+  DA_CHECK(j.at("temperature").is_number(), "'temperature' is not a number");
+  p.temperature = j.at("temperature"), p.gamma = count_at(j, "gamma");
   p.counters = counters_from_json(j.at("counters"));
   p.seconds = j.at("seconds").get<std::vector<double>>();
   p.baseline_counters = counters_from_json(j.at("baseline_counters"));
   p.baseline_seconds = j.at("baseline_seconds").get<std::vector<double>>();
   for (const auto& pr : j.at("prompts"))
     p.prompts.push_back(
-        {pr.at("prompt_id"), pr.at("prompt_tokens"), pr.at("finish"), counters_from_json(pr.at("counters"))});
+        {pr.at("prompt_id"), count_at(pr, "prompt_tokens"), pr.at("finish"), counters_from_json(pr.at("counters"))});
   return p;
+}
+
+SweepLog::SweepLog(stdfs::path file, const std::string& fingerprint) : file_(std::move(file)) {
+  text_ = json({{"fingerprint", fingerprint}}).dump() + "\n";
+  if (!stdfs::exists(file_)) return;
+  std::istringstream in(fs::read_file(file_));
+  std::string line;
+  std::getline(in, line);
+  const json head = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!head.is_object() || !head.contains("fingerprint") || head["fingerprint"] != fingerprint) {
+    log::info("evaluate: ", file_.string(), " was made from other inputs; the sweep starts over");
+    return;
+  }
+  for (int64_t n = 2; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    auto bad = [&](const std::string& why) {
+      return Error(str_cat(file_.string(), ":", n, ": not a sweep record (", why,
+                           "); delete the file to run the whole evaluation again"));
+    };
+    try {
+      const json j = json::parse(line);
+      DA_CHECK(j.is_object() && j.contains("who") && j["who"].is_string(), "no 'who'");
+      SweepPoint p = sweep_point_from_json(j);
+      done_[{j["who"].get<std::string>(), p.temperature, p.gamma}] = std::move(p);
+    } catch (const json::exception& ex) {
+      throw bad(ex.what());
+    } catch (const Error& ex) {
+      throw bad(ex.what());
+    }
+    text_ += line + "\n";
+  }
+  if (!done_.empty()) log::info("evaluate: resuming: ", done_.size(), " sweep points already done in ", file_.string());
+}
+
+const SweepPoint* SweepLog::find(const std::string& who, double temperature, int64_t gamma) const {
+  const auto it = done_.find({who, temperature, gamma});
+  return it == done_.end() ? nullptr : &it->second;
+}
+
+void SweepLog::add(const std::string& who, const SweepPoint& p) {
+  json j = sweep_point_json(p);
+  j["who"] = who;
+  text_ += j.dump() + "\n";
+  fs::write_file_atomic(file_, text_);
+  ++added_;
 }
 
 std::string write_report(const stdfs::path& dir, const Report& r, const std::string& python) {

@@ -18,8 +18,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/device.h"
@@ -120,6 +122,30 @@ std::string report_markdown(const nlohmann::json& report);
 // on a record that is not one.
 nlohmann::json sweep_point_json(const SweepPoint& p);
 SweepPoint sweep_point_from_json(const nlohmann::json& j);
+
+// sweep.jsonl in the report directory: the evaluation's progress. A header line with the fingerprint of the inputs,
+// then one line per finished sweep point (who: "target-only" or the drafter's name, then sweep_point_json). The file
+// is rewritten atomically after each point, so an interrupted evaluation resumes at the first unfinished point with
+// the earlier points' counters and wall times as they were measured; a file made from other inputs is started over,
+// and a damaged one is an Error naming file:line.
+class SweepLog {
+ public:
+  SweepLog(std::filesystem::path file, const std::string& fingerprint);
+
+  // How many points are finished (stored or added).
+  size_t size() const { return done_.size() + added_; }
+  // The stored point of `who` at (temperature, gamma), or nullptr.
+  const SweepPoint* find(const std::string& who, double temperature, int64_t gamma) const;
+  // Records a finished point and rewrites the file.
+  void add(const std::string& who, const SweepPoint& p);
+
+ private:
+  using Key = std::tuple<std::string, double, int64_t>;
+  std::filesystem::path file_;
+  std::string text_;                // the file's contents: the header and every finished point
+  std::map<Key, SweepPoint> done_;  // read from the file
+  size_t added_ = 0;                // finished by this run
+};
 
 // Writes report.json, report.md, exact.jsonl and prompts.jsonl into `dir`, then the plots with `python` (skipped when
 // empty). Returns "" or why the plots were not made (the report itself is complete either way).

@@ -5,6 +5,7 @@
 #include <limits>
 #include <map>
 
+#include "common/checksum.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -37,10 +38,23 @@ struct Pair {
 // Every record of a complete generate output directory, by request id. Errors name the file and the record.
 std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t vocab) {
   DA_CHECK(stdfs::is_directory(dir), dir.string(), ": not a directory (distill.data_dir; run `draftalign generate`)");
-  DA_CHECK(stdfs::exists(dir / "manifest.json"), dir.string(),
-           "/manifest.json is missing: the generate run did not finish (run `draftalign generate` again to finish it)");
+  // The shards the finished run listed, no more and no fewer (a shard added or removed since is an error).
+  const data::GenerateManifest manifest = data::read_generate_manifest(dir);
+  const std::vector<stdfs::path> files = data::shard_files(dir);
+  DA_CHECK(files.size() == manifest.shards.size(), dir.string(), ": ", files.size(),
+           " shard files but manifest.json "
+           "lists ",
+           manifest.shards.size(), " (run `draftalign generate` again on the directory)");
   std::vector<Pair> out;
-  for (const auto& file : data::shard_files(dir)) {
+  int64_t records = 0;
+  for (size_t k = 0; k < files.size(); ++k) {
+    const stdfs::path& file = files[k];
+    DA_CHECK(file.filename() == manifest.shards[k].file, file.string(), ": not listed in ",
+             (dir / "manifest.json").string(), " (it lists ", manifest.shards[k].file, " there)");
+    DA_CHECK(file_checksum_hex(file, manifest.checksum_algorithm) == manifest.shards[k].checksum, file.string(),
+             ": checksum does not match ", (dir / "manifest.json").string(),
+             " (the file changed since generate wrote "
+             "it: run `draftalign generate` again on a fresh directory)");
     const auto f = io::SafetensorsFile::open(file);
     for (const char* name : {"tokens", "offsets", "prompt_lens", "request_ids"})
       DA_CHECK(f.contains(name), file.string(), ": no tensor '", name, "' (not a generate shard)");
@@ -51,6 +65,7 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
     const Tensor tokens = f.get("tokens").to(torch::kInt64), offsets = f.get("offsets").to(torch::kInt64);
     const Tensor plen = f.get("prompt_lens").to(torch::kInt64), req = f.get("request_ids").to(torch::kInt64);
     const int64_t n = req.size(0);
+    records += n;
     DA_CHECK(offsets.dim() == 1 && offsets.size(0) == n + 1 && plen.size(0) == n &&
                  offsets[n].item<int64_t>() == tokens.size(0) && offsets[0].item<int64_t>() == 0,
              file.string(), ": inconsistent record counts or offsets");
@@ -88,6 +103,8 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
     }
     if (need_topk) DA_CHECK(row == ids.size(0), file.string(), ": ", ids.size(0) - row, " top-k rows left over");
   }
+  DA_CHECK(records == manifest.records, dir.string(), ": the shards hold ", records, " records but manifest.json says ",
+           manifest.records);
   std::sort(out.begin(), out.end(), [](const Pair& a, const Pair& b) { return a.request < b.request; });
   return out;
 }

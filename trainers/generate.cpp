@@ -27,6 +27,7 @@ using data::load_prompts;
 using data::Prompt;
 using data::PromptSet;
 using data::shard_files;
+using data::shard_name;
 using json = nlohmann::json;
 using torch::Tensor;
 
@@ -51,12 +52,6 @@ std::pair<int, int> shard_spec(const config::GenerateSection& g) {
   DA_CHECK(std::sscanf(g.shard.c_str(), "%d/%d%c", &i, &n, &tail) == 2 && n >= 1 && i >= 0 && i < n,
            "generate.shard: '", g.shard, "' is not i/n with 0 <= i < n (e.g. 0/4)");
   return {i, n};
-}
-
-std::string shard_name(int64_t k) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "shard-%05lld", static_cast<long long>(k));
-  return buf;
 }
 
 // What the records depend on: a directory made with other settings is not resumed.
@@ -84,7 +79,7 @@ void claim_output_dir(const stdfs::path& out, const std::string& plan, int64_t r
   const stdfs::path plan_file = out / "plan.json";
   if (stdfs::exists(plan_file)) {
     const json old = json::parse(fs::read_file(plan_file), nullptr, false);
-    DA_CHECK(!old.is_discarded() && old.value("plan", "") == plan, out.string(), " holds ", what, " (",
+    DA_CHECK(old.is_object() && old.contains("plan") && old["plan"] == plan, out.string(), " holds ", what, " (",
              plan_file.string(), "); use another ", key, " or delete it");
   } else {
     fs::write_file_atomic(plan_file, json({{"plan", plan}, {"requests", requests}, {"shards", shards}}).dump(2) + "\n");

@@ -54,8 +54,8 @@ int magpie(const config::Config& cfg) {
   MagpieCounts sum;
   if (stdfs::exists(out) && stdfs::exists(manifest)) {
     const json old = json::parse(fs::read_file(manifest), nullptr, false);
-    if (!old.is_discarded() && old.value("plan", "") == plan) {
-      log::info("magpie: ", out.string(), " holds ", old.value("kept", int64_t{0}),
+    if (old.is_object() && old.contains("plan") && old["plan"] == plan) {
+      log::info("magpie: ", out.string(), " holds ", old.contains("kept") ? old["kept"].dump() : "its",
                 " prompts made with these settings; kept as it is");
       return 0;
     }

@@ -59,7 +59,7 @@ bool evaluation_complete(const config::Config& c) {
   const stdfs::path report = stdfs::path(c.evaluate.report_dir) / "report.json";
   if (!stdfs::exists(report)) return false;
   const nlohmann::json j = nlohmann::json::parse(fs::read_file(report), nullptr, false);
-  return !j.is_discarded() && j.value("fingerprint", "") == eval::evaluate_fingerprint(c);
+  return j.is_object() && j.contains("fingerprint") && j["fingerprint"] == eval::evaluate_fingerprint(c);
 }
 
 void stage(const std::string& name, int index, int total) {

@@ -134,7 +134,7 @@ DatasetIndex read_index(const stdfs::path& dir) {
              "' must be an integer >= ", lo);
     return v.get<int64_t>();
   };
-  DA_CHECK(j.is_object() && j.value("format", "") == "draftalign-tokens", path.string(),
+  DA_CHECK(j.is_object() && j.contains("format") && j["format"] == "draftalign-tokens", path.string(),
            ": 'format' is not \"draftalign-tokens\"");
   const int64_t version = integer(j, "version", "", 0);
   DA_CHECK(version == 1 || version == kShardVersion, path.string(), ": version ", version,
@@ -159,14 +159,16 @@ DatasetIndex read_index(const stdfs::path& dir) {
       const std::string sat = str_cat(at, "shards[", i, "].");
       ShardInfo s;
       const json& file = field(shards[i], "file", sat);
-      DA_CHECK(file.is_string() && file.get<std::string>().find('/') == std::string::npos, path.string(), ": '",
-               sat, "file' must be a file name in the dataset directory");
+      DA_CHECK(file.is_string() && file.get<std::string>().find('/') == std::string::npos && file != "" &&
+                   file != "." && file != "..",
+               path.string(), ": '", sat, "file' must be a file name in the dataset directory");
       s.file = file;
       s.tokens = integer(shards[i], "tokens", sat, 1);
       s.docs = integer(shards[i], "docs", sat, 1);
       const json& sum = field(shards[i], "checksum", sat);
-      DA_CHECK(sum.is_string() && sum.get<std::string>().size() == 16, path.string(), ": '", sat,
-               "checksum' must be 16 hex digits");
+      DA_CHECK(sum.is_string() && sum.get<std::string>().size() == 16 &&
+                   sum.get<std::string>().find_first_not_of("0123456789abcdefABCDEF") == std::string::npos,
+               path.string(), ": '", sat, "checksum' must be 16 hex digits");
       s.checksum = std::stoull(sum.get<std::string>(), nullptr, 16);
       out.push_back(s);
     }
@@ -204,8 +206,12 @@ Shard::Shard(const stdfs::path& path, const ShardInfo& expected, int64_t token_b
     fail(str_cat("token count ", tokens_, " at offset 16, index.json says ", expected.tokens));
   if (static_cast<int64_t>(get_u64(h + 24)) != expected.docs)
     fail(str_cat("document count ", get_u64(h + 24), " at offset 24, index.json says ", expected.docs));
-  const size_t want = kShardHeaderBytes + static_cast<size_t>(tokens_) * token_bytes;
-  if (map_bytes_ != want) fail(str_cat("file is ", map_bytes_, " bytes, the header says ", want));
+  // Compared by division: tokens * width can wrap around for a count no real shard has.
+  if (tokens_ < 0 || static_cast<uint64_t>(tokens_) != (map_bytes_ - kShardHeaderBytes) / token_bytes ||
+      (map_bytes_ - kShardHeaderBytes) % token_bytes != 0)
+    fail(str_cat("file is ", map_bytes_, " bytes, the header's ", get_u64(h + 16), " tokens of ", token_bytes,
+                 " bytes need ", kShardHeaderBytes, " + tokens x ", token_bytes));
+  const size_t want = map_bytes_;
   data_ = h + kShardHeaderBytes;
   const uint64_t sum =
       version == 1 ? legacy_checksum(data_, want - kShardHeaderBytes) : checksum(data_, want - kShardHeaderBytes);
@@ -251,6 +257,63 @@ std::vector<stdfs::path> shard_files(const stdfs::path& dir) {
   std::sort(files.begin(), files.end());
   DA_CHECK(!files.empty(), dir.string(), ": no shard-*.safetensors (is it a `draftalign generate` output directory?)");
   return files;
+}
+
+std::string shard_name(int64_t k) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "shard-%05lld", static_cast<long long>(k));
+  return buf;
+}
+
+GenerateManifest read_generate_manifest(const stdfs::path& dir) {
+  const stdfs::path path = dir / "manifest.json";
+  const std::string file = path.string();
+  DA_CHECK(stdfs::exists(path), file,
+           " is missing: the generate run did not finish (run `draftalign generate` again to finish it)");
+  const json j = json::parse(fs::read_file(path), nullptr, /*allow_exceptions=*/false);
+  DA_CHECK(!j.is_discarded(), file, ": not valid JSON");
+  DA_CHECK(j.is_object() && j.contains("format") && j["format"] == "draftalign-generate" && j.contains("version") &&
+               j["version"] == 1,
+           file, ": not a draftalign generate manifest (format/version)");
+  auto text = [&](const json& o, const char* key, const std::string& where) {
+    DA_CHECK(o.contains(key) && o[key].is_string(), file, ": ", where, "'", key, "' is not a string");
+    return o[key].get<std::string>();
+  };
+  auto count = [&](const json& o, const char* key, const std::string& where) {
+    DA_CHECK(o.contains(key) && o[key].is_number_integer() && o[key].get<int64_t>() >= 0, file, ": ", where, "'", key,
+             "' is not a non-negative integer");
+    return o[key].get<int64_t>();
+  };
+  GenerateManifest m;
+  m.plan = text(j, "plan", "");
+  m.checksum_algorithm = text(j, "checksum", "");
+  DA_CHECK(m.checksum_algorithm == kChecksumAlgorithm, file, ": 'checksum' is '", m.checksum_algorithm, "', not ",
+           kChecksumAlgorithm);
+  m.records = count(j, "records", ""), m.tokens = count(j, "tokens", "");
+  m.response_tokens = count(j, "response_tokens", "");
+  DA_CHECK(j.contains("shards") && j["shards"].is_array() && !j["shards"].empty(), file,
+           ": 'shards' is not a list of shards");
+  int64_t records = 0, tokens = 0, response_tokens = 0;
+  for (size_t i = 0; i < j["shards"].size(); ++i) {
+    const json& s = j["shards"][i];
+    const std::string where = str_cat("shards[", i, "]: ");
+    DA_CHECK(s.is_object(), file, ": ", where, "not an object");
+    ManifestShard e;
+    e.file = text(s, "file", where);
+    DA_CHECK(e.file == shard_name(static_cast<int64_t>(i)) + ".safetensors", file, ": ", where, "'file' is '", e.file,
+             "', not shard ", i, "'s name");
+    e.records = count(s, "records", where), e.tokens = count(s, "tokens", where);
+    e.response_tokens = count(s, "response_tokens", where);
+    e.checksum = text(s, "checksum", where);
+    DA_CHECK(!__builtin_add_overflow(records, e.records, &records) &&
+                 !__builtin_add_overflow(tokens, e.tokens, &tokens) &&
+                 !__builtin_add_overflow(response_tokens, e.response_tokens, &response_tokens),
+             file, ": ", where, "counts overflow");
+    m.shards.push_back(std::move(e));
+  }
+  DA_CHECK(records == m.records && tokens == m.tokens && response_tokens == m.response_tokens, file,
+           ": the shards' counts do not add up to 'records', 'tokens' and 'response_tokens'");
+  return m;
 }
 
 }  // namespace draftalign::data

@@ -75,6 +75,23 @@ DatasetIndex read_index(const stdfs::path& dir);
 // when there is none or `dir` is not a directory.
 std::vector<stdfs::path> shard_files(const stdfs::path& dir);
 
+// manifest.json of a finished `draftalign generate` (or `data import`) directory: every shard with its counts and
+// checksum. read_generate_manifest checks its form (format, version, the checksum algorithm, shard names
+// shard-NNNNN.safetensors, non-negative counts that add up to the totals); errors name the file and the key.
+struct ManifestShard {
+  std::string file;  // a name in the directory
+  int64_t records = 0, tokens = 0, response_tokens = 0;
+  std::string checksum;
+};
+struct GenerateManifest {
+  std::string plan, checksum_algorithm;
+  std::vector<ManifestShard> shards;
+  int64_t records = 0, tokens = 0, response_tokens = 0;
+};
+GenerateManifest read_generate_manifest(const stdfs::path& dir);
+// "shard-00003": the name of a generate directory's shard k (+ ".safetensors", ".preview.jsonl").
+std::string shard_name(int64_t k);
+
 // A shard mapped read-only and checked against its header and index entry.
 class Shard {
  public:

@@ -108,6 +108,8 @@ json read_json_file(const std::filesystem::path& file) {
     return json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(str_cat(file.string(), ": not valid JSON at byte ", e.byte));
+  } catch (const json::exception& e) {  // out_of_range: a number too large for any type ("1E999")
+    throw Error(str_cat(file.string(), ": not valid JSON (", e.what(), ")"));
   }
 }
 

@@ -17,14 +17,9 @@
 #include <utility>
 #include <vector>
 
-namespace draftalign::io {
+#include "io/safetensors_header.h"
 
-struct TensorEntry {
-  std::string name;
-  std::string dtype;             // as in the file: "F32", "BF16", ...
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;   // byte range relative to the start of the data section
-};
+namespace draftalign::io {
 
 class SafetensorsFile {
  public:
@@ -32,9 +27,9 @@ class SafetensorsFile {
   static SafetensorsFile open(const std::filesystem::path& path);
 
   const std::filesystem::path& path() const { return path_; }
-  const std::vector<TensorEntry>& entries() const { return entries_; }  // in file order
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
-  bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  const std::vector<TensorEntry>& entries() const { return header_.entries; }  // in file order
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
+  bool contains(const std::string& name) const { return header_.index.count(name) != 0; }
   const TensorEntry& entry(const std::string& name) const;
 
   // The tensor on the CPU: a view into the mapping (kept alive by the tensor) when its bytes are suitably aligned,
@@ -45,10 +40,7 @@ class SafetensorsFile {
   struct Mapping;
   std::filesystem::path path_;
   std::shared_ptr<Mapping> map_;
-  uint64_t data_start_ = 0;
-  std::vector<TensorEntry> entries_;
-  std::map<std::string, size_t> index_;
-  std::map<std::string, std::string> metadata_;
+  SafetensorsHeader header_;  // checked by parse_safetensors_header (safetensors_header.h)
 };
 
 // The torch dtype of a safetensors dtype string, and back. Throws Error for dtypes draftalign does not handle.

@@ -74,7 +74,9 @@ ChatTemplate ChatTemplate::from_dir(const std::filesystem::path& dir, const std:
     jinja = j["chat_template"].get<std::string>(), source = config.string();
   } else if (j.contains("chat_template") && j["chat_template"].is_array()) {
     for (const nlohmann::json& t : j["chat_template"])
-      if (t.is_object() && t.value("name", "") == "default") jinja = t.value("template", ""), source = config.string();
+      if (t.is_object() && t.contains("name") && t["name"] == "default" && t.contains("template") &&
+          t["template"].is_string())
+        jinja = t["template"].get<std::string>(), source = config.string();
     DA_CHECK(!jinja.empty() || name != "auto", config.string(),
              ": chat_template is a list without a template named 'default'");
   }

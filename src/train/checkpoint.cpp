@@ -114,34 +114,16 @@ void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, c
 
 TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW& opt, Dist& dist) {
   const stdfs::path state_file = dir / kStateFile;
-  json j;
-  try {
-    j = json::parse(fs::read_file(state_file));
-  } catch (const json::exception& e) {
-    throw Error(str_cat(state_file.string(), ": not valid JSON (", e.what(), ")"));
-  }
-  DA_CHECK(j.is_object() && j.value("format", "") == "draftalign-checkpoint" && j.value("version", 0) == 1,
-           state_file.string(), ": not a draftalign checkpoint state (format/version)");
-  // States written before XXH3 name no algorithm: their checksums are the legacy ones.
-  const std::string algorithm = j.value("checksum", std::string(kLegacyChecksumAlgorithm));
+  const TrainerStateFile saved =
+      read_trainer_state(state_file, {std::begin(kCheckpointFiles), std::end(kCheckpointFiles)});
   for (const char* f : kCheckpointFiles) {
     const stdfs::path p = dir / f;
     DA_CHECK(stdfs::exists(p), p.string(), ": missing from the checkpoint");
-    const std::string want = j["checksums"].value(f, "");
-    DA_CHECK(file_checksum_hex(p, algorithm) == want, p.string(), ": checksum does not match ", state_file.string(),
+    DA_CHECK(file_checksum_hex(p, saved.checksum_algorithm) == saved.checksums.at(f), p.string(),
+             ": checksum does not match ", state_file.string(),
              " (the file is damaged; resume from an older checkpoint with train.resume=<dir>)");
   }
-  TrainerState s;
-  try {
-    s.step = j.at("step").get<int64_t>();
-    s.consumed = j.at("consumed").get<int64_t>();
-    s.tokens = j.at("tokens").get<int64_t>();
-    s.skipped = j.at("skipped").get<int64_t>();
-    s.empty_micro_batches = j.value("empty_micro_batches", int64_t{0});
-    s.extra = j.value("extra", json::object());
-  } catch (const json::exception& e) {
-    throw Error(str_cat(state_file.string(), ": ", e.what()));
-  }
+  const TrainerState& s = saved.state;
 
   // The checkpoint's architecture must be the one configured.
   const io::LlamaConfig have = io::read_hf_config(dir / "config.json");
@@ -173,7 +155,7 @@ TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW&
                         std::string(e.what_without_backtrace()).substr(0, 200), ")"));
   }
   const int64_t per_rank = dist.device().is_cuda() ? 2 : 1;
-  const int64_t saved_world = j.value("world_size", 0);
+  const int64_t saved_world = saved.world_size;
   if (saved_world == dist.world() && static_cast<int64_t>(rng.size()) == per_rank * saved_world) {
     at::Generator cpu = at::detail::getDefaultCPUGenerator();
     cpu.set_state(rng[dist.rank()]);

@@ -13,27 +13,18 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "model/llama.h"
 #include "train/dist.h"
 #include "train/optim.h"
+#include "train/trainer_state.h"
 
 namespace draftalign::train {
 
 namespace stdfs = std::filesystem;
-
-struct TrainerState {
-  int64_t step = 0;          // optimizer steps done
-  int64_t consumed = 0;      // training sequences consumed (the data cursor, independent of the world size)
-  int64_t tokens = 0;        // training tokens consumed
-  int64_t skipped = 0;       // steps skipped for a non-finite loss (train.on_nonfinite = skip)
-  int64_t empty_micro_batches = 0;  // micro-batches with nothing to learn from (MicroBatch::skipped)
-  nlohmann::json extra;      // recipe-specific fields
-};
 
 stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step);
 // The step of a checkpoint directory named as checkpoint_dir names them ("step-0000500" -> 500), or -1.
