@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -29,7 +30,8 @@
 
 namespace draftalign::testing {
 
-// A fresh directory under the system temp dir, removed when the test ends.
+// A fresh directory under the system temp dir, removed when the test ends; copied first into
+// $DRAFTALIGN_KEEP_SCRATCH/<its name> when that is set (tools/fuzz_seeds.sh takes the files the tests make from there).
 class ScratchDir {
  public:
   ScratchDir() {
@@ -40,7 +42,15 @@ class ScratchDir {
     fs::remove_tree(path_);
     std::filesystem::create_directories(path_);
   }
-  ~ScratchDir() { fs::remove_tree(path_); }
+  ~ScratchDir() {
+    if (const char* keep = std::getenv("DRAFTALIGN_KEEP_SCRATCH"); keep != nullptr && *keep != '\0') {
+      std::error_code ec;
+      std::filesystem::copy(path_, std::filesystem::path(keep) / path_.filename(),
+                            std::filesystem::copy_options::recursive | std::filesystem::copy_options::skip_symlinks,
+                            ec);
+    }
+    fs::remove_tree(path_);
+  }
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
 

@@ -24,6 +24,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libyaml-cpp-dev libsentencepiece-dev libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev zlib1g-dev libgloo-dev
   libxxhash-dev xxhash  # XXH3 checksums (header-only use), and xxhsum, which the tests check them with
+  clang libclang-rt-14-dev  # libFuzzer, ASan and UBSan for the fuzz targets (tools/fuzz.sh)
   # the demo corpus (tools/make_corpus.py): dictionary, WordNet glosses, the KJV Bible, fortune cookies, the Python
   # standard library and its documentation, the Debian Reference, the Linux man-pages
   dict-gcide wordnet-base bible-kjv bible-kjv-text fortunes fortunes-min
