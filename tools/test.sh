@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README test command: set up whatever is missing (Debian packages, .venv with torch and transformers, build/,
 # the SmolLM2 target converted from its GGUF, the golden values transformers computes for the parity tests, the demo
-# prompt sets whose separation from MT-bench a test checks), then run
+# prompt sets whose separation from MT-bench a test checks, build-fuzz/ with the fuzz targets), then run
 # every test through ctest. GPU-labelled tests skip themselves without CUDA. Extra arguments go to ctest (e.g. -L cpu).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,5 +11,6 @@ python=${DRAFTALIGN_PYTHON:-$root/.venv/bin/python}
 "$python" tools/prepare_target.py --out .cache/models/SmolLM2-135M-Instruct
 "$python" tools/make_goldens.py --target .cache/models/SmolLM2-135M-Instruct --out .cache/golden
 "$python" tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl
+bash tools/fuzz.sh build  # build-fuzz/: the libFuzzer targets, clang with ASan + UBSan (the FuzzSmoke test runs them)
 cd "$root/${DRAFTALIGN_BUILD_DIR:-build}"
 ctest --output-on-failure -j "$(nproc)" "$@"

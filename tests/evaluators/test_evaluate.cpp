@@ -277,6 +277,7 @@ TEST(Evaluate, InterruptedRunResumesFromTheSweepLog) {
   EXPECT_NE(b[3]["seconds"], a[3]["seconds"]) << "timed again";
   EXPECT_EQ(jsonl(log).size(), lines.size());
 
+
   // A damaged record.
   testing::write_text(log, lines[0] + "\n" + lines[1] + "\n{\"who\": \"drafter\"}\n");
   r = run_command(cmd);
@@ -289,6 +290,25 @@ TEST(Evaluate, InterruptedRunResumesFromTheSweepLog) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_HAS(r.output, "made from other inputs; the sweep starts over");
   EXPECT_EQ(jsonl(log).size(), lines.size());
+
+  // SIGTERM once the first point is logged: the run stops before its next point and exits 75, the finished points
+  // kept in the log; the same command resumes from them to the same counters.
+  fsys::remove(log);
+  const fsys::path sig_log = w.d / "signal.log";
+  const std::string rc = run_command(str_cat("timeout 300 bash -c '", cmd, " > ", sig_log.string(), " 2>&1 & pid=$!; ",
+                                             "while [ \"$(cat ", log.string(), " 2>/dev/null | wc -l)\" -lt 2 ]; do ",
+                                             "sleep 0.01; done; kill -TERM $pid; wait $pid; echo rc=$?'"))
+                             .output;
+  ASSERT_HAS(rc, "rc=75");
+  EXPECT_HAS(testing::read_text(sig_log), "stopped (SIGTERM): ");
+  const size_t kept = jsonl(log).size();
+  ASSERT_GE(kept, 2u);
+  ASSERT_LT(kept, lines.size()) << "stopped before the last point";
+  r = run_command(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, str_cat("resuming: ", kept - 1, " sweep points already done"));
+  const json after_signal = json::parse(testing::read_text(dir / "report.json"));
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(after_signal["drafters"][0]["points"][i]["counters"], a[i]["counters"]) << i;
 }
 
 TEST(Evaluate, BadInputsAreOneClearErrorAndTheOldReportSurvives) {
