@@ -26,16 +26,26 @@ build() {
   cmake --build "$build" -- -j "${FUZZ_JOBS:-$(nproc)}" >/dev/null || cmake --build "$build" -- -j 1
 }
 
+# scratch_dir TARGET: where the target writes its inputs (in memory when /dev/shm is there); removed after the run.
+scratch_dir() {
+  local base=/dev/shm
+  [ -d "$base" ] && [ -w "$base" ] || base=${TMPDIR:-/tmp}
+  echo "$base/draftalign-fuzz-$$-$1"
+}
+
 # fuzz_one TARGET SECONDS: fuzzes from the seeds and the regressions into build-fuzz/corpus/TARGET; prints a summary.
 fuzz_one() {
   local t=$1 seconds=$2 work=$build/corpus/$1 found=$build/findings/$1 log=$build/logs/$1.log
   mkdir -p "$work" "$found" "$build/logs"
   local dirs=("$work")
   for d in "$root/tests/fuzz/corpus/$t" "$root/tests/fuzz/regressions/$t"; do [ -d "$d" ] && dirs+=("$d"); done
-  local rc=0
-  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=65536 \
-    -print_final_stats=1 -artifact_prefix="$found/" "${dirs[@]}" >"$log" 2>&1 || rc=$?
+  local rc=0 scratch
+  scratch=$(scratch_dir "$t")
+  DRAFTALIGN_FUZZ_SCRATCH=$scratch ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+    UBSAN_OPTIONS=print_stacktrace=1 "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 -artifact_prefix="$found/" "${dirs[@]}" >"$log" 2>&1 ||
+    rc=$?
+  rm -rf "$scratch"
   local runs speed
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
@@ -48,8 +58,12 @@ fuzz_one() {
 replay() {
   local t=$1 dir=$root/tests/fuzz/regressions/$1
   [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ] || return 0
-  ASAN_OPTIONS=detect_leaks=1 "$build/tests/fuzz/fuzz_$t" -timeout=10 -runs=1 "$dir"/* >"$build/logs/$t.replay.log" 2>&1 ||
-    { cat "$build/logs/$t.replay.log" >&2; die "$t: a regression input fails again (tests/fuzz/regressions/$t)"; }
+  local scratch rc=0
+  scratch=$(scratch_dir "$t")
+  DRAFTALIGN_FUZZ_SCRATCH=$scratch ASAN_OPTIONS=detect_leaks=1 "$build/tests/fuzz/fuzz_$t" -timeout=10 -runs=1 \
+    "$dir"/* >"$build/logs/$t.replay.log" 2>&1 || rc=$?
+  rm -rf "$scratch"
+  [ $rc -eq 0 ] || { cat "$build/logs/$t.replay.log" >&2; die "$t: a regression input fails again (tests/fuzz/regressions/$t)"; }
 }
 
 cmd=${1:-}

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -20,12 +21,15 @@
 namespace draftalign::fuzz {
 
 // A directory of this process's own, in memory when /dev/shm is there (a file per input, written thousands of
-// times a second).
+// times a second): $DRAFTALIGN_FUZZ_SCRATCH, which tools/fuzz.sh sets and removes afterwards (libFuzzer's exits skip
+// atexit handlers), else one named by the process id.
 inline const std::filesystem::path& scratch() {
   static const std::filesystem::path dir = [] {
     const std::filesystem::path base = std::filesystem::is_directory("/dev/shm") ? std::filesystem::path("/dev/shm")
                                                                                   : std::filesystem::temp_directory_path();
-    auto d = base / ("draftalign-fuzz-" + std::to_string(::getpid()));
+    const char* given = std::getenv("DRAFTALIGN_FUZZ_SCRATCH");
+    auto d = given != nullptr && *given != '\0' ? std::filesystem::path(given)
+                                                 : base / ("draftalign-fuzz-" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     log::set_rank(1, 2);  // info lines are rank 0's: keep the fuzzer's output to its own
     return d;
