@@ -1,7 +1,6 @@
 #include "evaluators/acceptance.h"
 
 #include <algorithm>
-#include <random>
 
 #include "common/error.h"
 
@@ -26,7 +25,7 @@ SpecCounters simulate_greedy(const GreedyAnswer& answer, int64_t gamma, const Pr
     const int64_t proposed = std::min<int64_t>(gamma, static_cast<int64_t>(p.tokens.size()));
     int64_t a = 0;
     while (a < proposed && p.tokens[a] == answer.tokens[pos + a]) ++a;
-    ++c.num_target_calls;
+    c.record_target_call(gamma, proposed);
     c.num_drafter_calls += p.drafter_calls;
     if (proposed > 0) c.record_draft(gamma, a, proposed);
     if (steps != nullptr) steps->push_back(proposed > 0 ? a : -1);
@@ -80,66 +79,6 @@ Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<i
     p.drafter_calls += rest.drafter_calls;
     return p;
   };
-}
-
-namespace {
-
-// The percentile interval of stat(weights) over `resamples` bootstrap draws; weights[i] = how often item i was drawn.
-template <class Stat>
-Interval bootstrap(size_t n, int64_t resamples, uint64_t seed, double level, Stat stat) {
-  DA_CHECK(n >= 1 && resamples >= 1 && level > 0 && level < 1, "bootstrap: ", n, " items, ", resamples,
-           " resamples, level ", level);
-  std::mt19937_64 rng(seed);
-  std::vector<double> stats;
-  stats.reserve(static_cast<size_t>(resamples));
-  std::vector<double> w(n);
-  for (int64_t r = 0; r < resamples; ++r) {
-    std::fill(w.begin(), w.end(), 0.0);
-    for (size_t i = 0; i < n; ++i) w[rng() % n] += 1;
-    stats.push_back(stat(w));
-  }
-  std::sort(stats.begin(), stats.end());
-  auto at = [&](double q) {  // linear interpolation between order statistics
-    const double x = q * static_cast<double>(stats.size() - 1);
-    const size_t i = static_cast<size_t>(x);
-    const double f = x - static_cast<double>(i);
-    return i + 1 < stats.size() ? stats[i] * (1 - f) + stats[i + 1] * f : stats[i];
-  };
-  return {at((1 - level) / 2), at((1 + level) / 2)};
-}
-
-double weighted_ratio(const std::vector<double>& w, const std::vector<double>& num, const std::vector<double>& den) {
-  double a = 0, b = 0;
-  for (size_t i = 0; i < w.size(); ++i) a += w[i] * num[i], b += w[i] * den[i];
-  return b > 0 ? a / b : 0.0;
-}
-
-}  // namespace
-
-Interval bootstrap_ratio(const std::vector<double>& num, const std::vector<double>& den, int64_t resamples,
-                         uint64_t seed, double level) {
-  DA_CHECK(num.size() == den.size(), "bootstrap_ratio: ", num.size(), " numerators, ", den.size(), " denominators");
-  return bootstrap(num.size(), resamples, seed, level,
-                   [&](const std::vector<double>& w) { return weighted_ratio(w, num, den); });
-}
-
-Interval bootstrap_ratio_difference(const std::vector<double>& num_a, const std::vector<double>& den_a,
-                                    const std::vector<double>& num_b, const std::vector<double>& den_b,
-                                    int64_t resamples, uint64_t seed, double level) {
-  const size_t n = num_a.size();
-  DA_CHECK(den_a.size() == n && num_b.size() == n && den_b.size() == n,
-           "bootstrap_ratio_difference: both sides need the same items");
-  return bootstrap(n, resamples, seed, level, [&](const std::vector<double>& w) {
-    return weighted_ratio(w, num_a, den_a) - weighted_ratio(w, num_b, den_b);
-  });
-}
-
-Interval bootstrap_median(const std::vector<double>& xs, int64_t resamples, uint64_t seed, double level) {
-  return bootstrap(xs.size(), resamples, seed, level, [&](const std::vector<double>& w) {
-    std::vector<double> drawn;
-    for (size_t i = 0; i < w.size(); ++i) drawn.insert(drawn.end(), static_cast<size_t>(w[i]), xs[i]);
-    return median(drawn);
-  });
 }
 
 }  // namespace draftalign::eval

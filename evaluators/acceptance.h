@@ -1,5 +1,5 @@
-// acceptance.h: greedy speculative decoding counted exactly from one pass, prompt-lookup drafting, and bootstrap
-// intervals over prompts. Torch-free: tokens and counts come in as plain vectors.
+// acceptance.h: greedy speculative decoding counted exactly from one pass, and prompt-lookup drafting (the intervals
+// around these counts are stats.h's). Torch-free: tokens and counts come in as plain vectors.
 //
 // Exact greedy tau from one pass. In greedy speculative decoding a draft token is kept only when it equals the
 // target's own greedy token, so every kept proposal was made from exactly the target's greedy prefix. The whole run is
@@ -64,23 +64,5 @@ Proposer lookup_proposer(const std::vector<int64_t>& prompt, const std::vector<i
 // argmax[pos + lookup tokens ..].
 Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
                          const std::vector<int64_t>& argmax, int64_t n_min, int64_t n_max);
-
-// A 95% (or `level`) percentile bootstrap interval over items (prompts) resampled with replacement.
-struct Interval {
-  double lo = 0, hi = 0;
-};
-
-// The interval of sum(num) / sum(den): a ratio of totals such as tau = emitted tokens / target calls.
-Interval bootstrap_ratio(const std::vector<double>& num, const std::vector<double>& den, int64_t resamples,
-                         uint64_t seed, double level = 0.95);
-
-// Paired: both ratios on the same resampled items; the interval of ratio_a - ratio_b. It excludes 0 when the
-// difference is significant at that level.
-Interval bootstrap_ratio_difference(const std::vector<double>& num_a, const std::vector<double>& den_a,
-                                    const std::vector<double>& num_b, const std::vector<double>& den_b,
-                                    int64_t resamples, uint64_t seed, double level = 0.95);
-
-// The interval of the median of `xs` (e.g. the per-repeat speed-ups of a timed setting).
-Interval bootstrap_median(const std::vector<double>& xs, int64_t resamples, uint64_t seed, double level = 0.95);
 
 }  // namespace draftalign::eval

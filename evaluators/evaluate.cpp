@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <tuple>
 
@@ -14,6 +16,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/preempt.h"
+#include "config/fingerprint.h"
 #include "data/prompts.h"
 #include "data/shards.h"
 #include "evaluators/acceptance.h"
@@ -50,8 +53,9 @@ std::string plot_python(const std::string& setting) {
 
 // The checks that read no weights: a drafter that cannot pair with the target, or whose files are damaged, fails here,
 // before anything runs.
-void check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg, const config::Config& cfg,
-                   const tok::Tokenizer& target_tok) {
+// Returns the drafter's max_position_embeddings.
+int64_t check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg, const config::Config& cfg,
+                      const tok::Tokenizer& target_tok) {
   DA_CHECK(stdfs::is_directory(dir), "evaluate.drafters: ", dir, " is not a directory (a drafter checkpoint: ",
            "config.json + *.safetensors)");
   const io::LlamaConfig c = io::read_hf_config(stdfs::path(dir) / "config.json");
@@ -61,87 +65,117 @@ void check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg, co
   io::HfCheckpoint::open(dir).check_llama();  // maps and validates the weights, reads none
   if (stdfs::exists(stdfs::path(dir) / "tokenizer.json") || stdfs::exists(stdfs::path(dir) / "tokenizer.model"))
     tok::check_vocab_compatible(target_tok, *tok::load_tokenizer(dir));
+  return c.max_position_embeddings;
 }
 
-// One timed pass of `dec` over the timed turns: its wall time, the summed counters and the per-prompt records.
+// One timed pass of `dec` over the timed turns: its wall time, each turn's, the summed counters and the per-turn
+// records.
 struct Pass {
   double seconds = 0;
   SpecCounters counters;
   std::vector<PromptRun> records;
+  std::vector<double> turn_seconds;
 };
 
-Pass run_pass(SpeculativeDecoder& dec, const std::vector<Turn>& turns, int64_t gamma, const model::SamplingParams& sp) {
+Pass run_pass(SpeculativeDecoder& dec, const std::vector<const Turn*>& turns, int64_t gamma,
+              const model::SamplingParams& sp) {
+  using Clock = std::chrono::steady_clock;
   Pass pass;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (const auto& t : turns) {
-    const Decoded d = dec.decode(t.tokens, gamma, sp, t.seed);
+  for (const Turn* t : turns) {
+    const auto t0 = Clock::now();
+    const Decoded d = dec.decode(t->tokens, gamma, sp, t->seed);
+    // From the first decode step: the prompt's prefill is the same work with and without a drafter (and, at a
+    // prompt of a thousand tokens and an answer of 16, would be most of the time).
+    pass.turn_seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count() - d.prefill_seconds);
+    pass.seconds += pass.turn_seconds.back();
     pass.counters.add(d.counters);
-    pass.records.push_back({t.info.id, static_cast<int64_t>(t.tokens.size()), d.finish, d.counters});
+    pass.records.push_back({t->info.id, static_cast<int64_t>(t->tokens.size()), d.finish, d.counters});
   }
-  pass.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return pass;
 }
 
 }  // namespace
 
 std::string evaluate_fingerprint(const config::Config& cfg) {
-  const config::EvaluateSection& e = cfg.evaluate;
-  std::string s = str_cat("v2 seed=", cfg.run.seed, " device=", cfg.run.device, " target=", cfg.target.dir, " dtype=",
-                          cfg.target.dtype, " template=", cfg.target.chat_template, " top_p=", e.top_p, " top_k=",
-                          e.top_k, " new=", e.max_new_tokens, " max=", e.max_prompts, " turns=", e.turns, " repeats=",
-                          e.repeats, " timed=", e.timed_prompts, " timed_new=", e.timed_max_new_tokens, " lookup=",
-                          e.prompt_lookup, ":", e.prompt_lookup_min, ":", e.prompt_lookup_max, " hybrid=", e.hybrid);
-  for (int64_t g : e.gammas) s += str_cat(" g=", g);
-  for (int64_t g : e.exact_gammas) s += str_cat(" eg=", g);
-  for (double t : e.temperatures) s += str_cat(" T=", t);
-  auto stamp = [](const stdfs::path& f) {
-    std::error_code ec;
-    const auto size = stdfs::file_size(f, ec);
-    const auto time = stdfs::last_write_time(f, ec).time_since_epoch().count();
-    return str_cat(f.string(), ":", ec ? 0 : size, ":", ec ? 0 : time);
-  };
-  for (const auto& p : e.prompts) s += " prompts=" + stamp(p);
-  for (const auto& d : e.drafters) s += " drafter=" + stamp(stdfs::path(d) / "model.safetensors");
-  return checksum_hex(s);
+  return config::stage_fingerprint(cfg, "evaluate/v3", {"run", "target", "evaluate"});
 }
 
-int evaluate(const config::Config& cfg) {
-  // SIGTERM/SIGINT/SIGUSR1: stop at the next safe point. Finished sweep points are kept in sweep.jsonl; the answers
-  // and the one-pass results are recomputed by the next run (they are not saved on their own).
-  preempt::StopOnSignal stop_on_signal;
-  auto stop_point = [](const std::string& where) {
-    preempt::throw_if_stop_requested(str_cat("evaluate stopped ", where, ": run the same command again to go on"));
-  };
-  const config::EvaluateSection& e = cfg.evaluate;
-  // 1. Inputs, checked before any weights are loaded.
-  const io::LlamaConfig target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
+bool evaluation_complete(const config::Config& cfg) {
+  const stdfs::path report = stdfs::path(cfg.evaluate.report_dir) / "report.json";
+  if (!stdfs::exists(report)) return false;
+  const nlohmann::json j = nlohmann::json::parse(fs::read_file(report), nullptr, false);
+  return j.is_object() && j.contains("fingerprint") && j["fingerprint"] == evaluate_fingerprint(cfg);
+}
+
+namespace {
+
+// What every step of an evaluation reads: the checked inputs and the loaded models.
+struct Evaluation {
+  const config::Config& cfg;
+  const config::EvaluateSection& e;
+  io::LlamaConfig target_cfg;
+  std::unique_ptr<tok::Tokenizer> tokenizer;
+  std::optional<tok::ChatTemplate> chat;
+  data::PromptSet set;
+  std::vector<ContrastSpec> contrasts;
+  int64_t max_gamma = 0;
+  int64_t positions = 0;  // the fewest positions of the target and the drafters
+  torch::Device device = torch::kCPU;
+  torch::ScalarType dtype = torch::kFloat32;
+  std::shared_ptr<model::Llama> target;
+  std::vector<int64_t> stop_ids;
+  std::vector<std::string> names, groups;  // of the drafters (drafter_names, drafter_groups)
+  std::vector<std::shared_ptr<model::Llama>> drafters;
+  std::function<void(const std::string&)> stop_point;
+};
+
+// 1. Inputs, checked before any weights are loaded.
+void check_inputs(Evaluation& ev) {
+  const config::EvaluateSection& e = ev.e;
+  const config::Config& cfg = ev.cfg;
+  ev.target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
   io::HfCheckpoint::open(cfg.target.dir).check_llama();
-  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
-  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
-  for (const auto& d : e.drafters) check_drafter(d, target_cfg, cfg, *tokenizer);
-  const data::PromptSet set = data::load_prompts(e.prompts, /*skip_bad=*/false, e.max_prompts);
-  const int64_t max_gamma = std::max({*std::max_element(e.exact_gammas.begin(), e.exact_gammas.end()),
-                                      *std::max_element(e.gammas.begin(), e.gammas.end()), e.sampling_gamma});
+  ev.tokenizer = tok::load_tokenizer(cfg.target.dir);
+  ev.chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  ev.positions = ev.target_cfg.max_position_embeddings;
+  for (const auto& d : e.drafters)
+    ev.positions = std::min(ev.positions, check_drafter(d, ev.target_cfg, cfg, *ev.tokenizer));
+  ev.contrasts = parse_contrasts(e.contrasts);
+  check_contrasts(ev.contrasts, report_row_names(e.drafters, e.prompt_lookup, e.hybrid));
+  ev.set = data::load_prompts(e.prompts, /*skip_bad=*/false, e.max_prompts);
+  ev.max_gamma = std::max({*std::max_element(e.exact_gammas.begin(), e.exact_gammas.end()),
+                           *std::max_element(e.gammas.begin(), e.gammas.end()), e.sampling_gamma});
+  ev.names = drafter_names(e.drafters), ev.groups = drafter_groups(e.drafters);
+}
+
+// 2. Models, in the target's compute dtype.
+void load_models(Evaluation& ev) {
+  ev.device = train::make_compute(ev.cfg.run).device;
+  ev.dtype = train::pick_dtype(ev.cfg.target.dtype, ev.device);
+  ev.target = train::load_frozen_target(ev.cfg, ev.device);
+  ev.stop_ids = train::stop_ids_for(*ev.tokenizer, ev.target_cfg);
+  for (const auto& dir : ev.e.drafters) {
+    ev.drafters.push_back(model::load_llama(dir, ev.device, ev.dtype));
+    ev.drafters.back()->eval();
+  }
+}
+
+// 3. The target's greedy answers, turn by turn: a later turn is asked after the target's own full answer to the one
+//    before (as Spec-Bench and EAGLE ask MT-bench's second turn), decoded up to context_max_new_tokens with the stop
+//    tokens; what is measured is the first max_new_tokens of each turn's greedy continuation.
+std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
+  const config::EvaluateSection& e = ev.e;
+  const data::PromptSet& set = ev.set;
   // A prompt must leave room for the answer, the continuation a last draft is verified against, and one more block.
-  const int64_t room = target_cfg.max_position_embeddings -
-                       std::max({e.max_new_tokens, e.timed_max_new_tokens, e.sampling_max_new_tokens}) - 2 * max_gamma - 1;
-
-  // 2. Models, in the target's compute dtype.
-  const torch::Device device = train::make_compute(cfg.run).device;
-  const std::string dev = device.is_cuda() ? "cuda" : "cpu";
-  const torch::ScalarType dtype = train::pick_dtype(cfg.target.dtype, device);
-  auto target = train::load_frozen_target(cfg, device);
-  const std::vector<int64_t> stop_ids = train::stop_ids_for(*tokenizer, target_cfg);
-
-  // 3. The target's greedy answers, turn by turn: a later turn is asked after the target's own answer to the one
-  //    before (as Spec-Bench and EAGLE ask MT-bench's second turn).
+  const int64_t room = ev.positions - std::max({e.max_new_tokens, e.timed_max_new_tokens, e.sampling_max_new_tokens}) -
+                       2 * ev.max_gamma - 1;
   log::info("evaluate: the target answers ", set.prompts.size(), " prompts greedily, up to ", e.turns, " turns, ",
-            e.max_new_tokens, " tokens each (", dev, ")");
+            e.max_new_tokens, " measured tokens each; an answer a later turn follows is decoded up to ",
+            e.context_max_new_tokens, " tokens");
   std::vector<Turn> turns;
   std::vector<std::vector<tok::Message>> conversations;  // per prompt, so far
   std::vector<int64_t> open;                             // prompts still in the conversation
   for (size_t i = 0; i < set.prompts.size(); ++i) conversations.push_back(set.prompts[i].messages), open.push_back(i);
-  int64_t too_long = 0;
   for (int64_t turn = 1; turn <= e.turns && !open.empty(); ++turn) {
     std::vector<Turn> batch;
     std::vector<int64_t> asked;
@@ -149,13 +183,13 @@ int evaluate(const config::Config& cfg) {
       const data::Prompt& p = set.prompts[static_cast<size_t>(i)];
       Turn t;
       t.info.id = turn == 1 ? p.id : str_cat(p.id, "#", turn);
-      t.info.category = p.category, t.info.turn = turn;
-      t.tokens = tokenizer->encode(chat.render(conversations[static_cast<size_t>(i)]));
+      t.info.category = p.category, t.info.turn = turn, t.info.cluster = p.cluster;
+      t.tokens = ev.tokenizer->encode(ev.chat->render(conversations[static_cast<size_t>(i)]));
       t.info.prompt_tokens = static_cast<int64_t>(t.tokens.size());
-      t.seed = model::splitmix64(model::splitmix64(static_cast<uint64_t>(cfg.run.seed)) ^
+      t.seed = model::splitmix64(model::splitmix64(static_cast<uint64_t>(ev.cfg.run.seed)) ^
                                  (static_cast<uint64_t>(p.index) * 16 + static_cast<uint64_t>(turn)));
       if (t.info.prompt_tokens > room) {
-        ++too_long;
+        ++*too_long;
         continue;
       }
       batch.push_back(std::move(t));
@@ -164,28 +198,45 @@ int evaluate(const config::Config& cfg) {
     std::vector<std::vector<int64_t>> prompts;
     for (const auto& t : batch) prompts.push_back(t.tokens);
     log::Progress progress(str_cat("answers, turn ", turn), static_cast<int64_t>(prompts.size()) *
-                           (e.max_new_tokens + max_gamma), "tok", stdout, -1, cfg.run.progress_interval_s);
+                           (e.max_new_tokens + ev.max_gamma), "tok", stdout, -1, ev.cfg.run.progress_interval_s);
     int64_t made = 0;
     const std::vector<GreedyAnswer> answers =
-        greedy_answers(*target, prompts, e.max_new_tokens, max_gamma, stop_ids, e.batch_size, [&](int64_t n) {
-          stop_point(str_cat("while the target answered turn ", turn));
+        greedy_answers(*ev.target, prompts, e.max_new_tokens, ev.max_gamma, ev.stop_ids, e.batch_size, [&](int64_t n) {
+          ev.stop_point(str_cat("while the target answered turn ", turn));
           progress.update(made += n);
         });
     progress.finish();
+    // The full answers the next turn follows, for the prompts that have one.
+    std::vector<size_t> followed;
+    std::vector<std::vector<int64_t>> context_prompts;
+    for (size_t k = 0; k < batch.size(); ++k)
+      if (turn < e.turns && static_cast<size_t>(turn) <= set.prompts[static_cast<size_t>(asked[k])].later_turns.size())
+        followed.push_back(k), context_prompts.push_back(batch[k].tokens);
+    std::vector<std::vector<int64_t>> contexts;
+    if (!context_prompts.empty()) {
+      model::SamplingParams sp;
+      sp.temperature = 0, sp.max_new_tokens = e.context_max_new_tokens, sp.stop_ids = ev.stop_ids;
+      log::info("evaluate: the target answers ", context_prompts.size(), " turn-", turn, " prompts in full (up to ",
+                e.context_max_new_tokens, " tokens) for the turn after");
+      contexts = sampled_answers(*ev.target, context_prompts, std::vector<uint64_t>(context_prompts.size(), 0), sp,
+                                 e.batch_size);
+    }
     std::vector<int64_t> next;
     for (size_t k = 0; k < batch.size(); ++k) {
       Turn& t = batch[k];
       t.answer = answers[k];
       t.info.answer_tokens = t.answer.emitted;
-      const int64_t i = asked[k];
-      const data::Prompt& p = set.prompts[static_cast<size_t>(i)];
-      if (turn < e.turns && static_cast<size_t>(turn) <= p.later_turns.size()) {
+      const auto f = std::find(followed.begin(), followed.end(), k);
+      if (f != followed.end()) {
+        const int64_t i = asked[k];
+        const data::Prompt& p = set.prompts[static_cast<size_t>(i)];
         // The answer as the conversation's assistant turn: its text without the stop token.
-        std::vector<int64_t> said(t.answer.tokens.begin(), t.answer.tokens.begin() + t.answer.emitted);
-        if (!said.empty() && std::find(stop_ids.begin(), stop_ids.end(), said.back()) != stop_ids.end())
+        std::vector<int64_t> said = contexts[static_cast<size_t>(f - followed.begin())];
+        if (!said.empty() && std::find(ev.stop_ids.begin(), ev.stop_ids.end(), said.back()) != ev.stop_ids.end())
           said.pop_back();
+        t.info.context_tokens = static_cast<int64_t>(said.size());
         auto& conv = conversations[static_cast<size_t>(i)];
-        conv.push_back({"assistant", tok::replace_invalid_utf8(tokenizer->decode(said))});
+        conv.push_back({"assistant", tok::replace_invalid_utf8(ev.tokenizer->decode(said))});
         conv.push_back({"user", p.later_turns[static_cast<size_t>(turn - 1)]});
         next.push_back(i);
       }
@@ -193,26 +244,12 @@ int evaluate(const config::Config& cfg) {
     }
     open = next;
   }
-  if (too_long > 0)
-    log::warn("evaluate: skipped ", too_long, " turns longer than the target's ", target_cfg.max_position_embeddings,
-              " positions minus the answer, the longest draft and its verification");
-  DA_CHECK(!turns.empty(), "evaluate: every prompt is too long for evaluate.max_new_tokens = ", e.max_new_tokens);
+  return turns;
+}
 
-  Report report;
-  report.target_dir = cfg.target.dir, report.device = dev, report.dtype = dtype == torch::kBFloat16 ? "bf16" : "fp32";
-  report.environment = runtime_environment(dev);
-  report.fingerprint = evaluate_fingerprint(cfg);
-  report.target_params = target->num_params();
-  report.prompt_files = e.prompts, report.prompts = static_cast<int64_t>(set.prompts.size());
-  report.turns = e.turns, report.max_new_tokens = e.max_new_tokens;
-  report.top_p = e.top_p, report.top_k = e.top_k, report.repeats = e.repeats;
-  report.timed_max_new_tokens = e.timed_max_new_tokens;
-  report.resamples = e.bootstrap_resamples, report.seed = static_cast<uint64_t>(cfg.run.seed);
-  for (const auto& t : turns) report.items.push_back(t.info);
-
-  // 4. Exact greedy tau from one pass: every drafter reads every prompt + answer once.
-  const std::vector<std::string> names = drafter_names(e.drafters);
-  report.training_curves = training_curves(e.drafters, names);
+// 4. Exact greedy tau from one pass: every drafter reads every prompt + answer once.
+void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) {
+  const config::EvaluateSection& e = ev.e;
   // proposer(i): the drafter of turn i.
   auto exact_points = [&](const std::function<Proposer(size_t)>& proposer) {
     std::vector<ExactPoint> points;
@@ -228,165 +265,195 @@ int evaluate(const config::Config& cfg) {
                               return lookup_proposer(turns[i].tokens, turns[i].answer.tokens, e.prompt_lookup_min,
                                                      e.prompt_lookup_max);
                             })});
-  std::vector<std::shared_ptr<model::Llama>> drafters;
-  for (const auto& dir : e.drafters) {
-    drafters.push_back(model::load_llama(dir, device, dtype));
-    drafters.back()->eval();
-  }
   for (size_t i = 0; i < e.drafters.size(); ++i) {
-    model::Llama* drafter = drafters[i].get();
-    log::info("evaluate: exact greedy tau of ", names[i], ": one pass over ", turns.size(), " answers");
+    model::Llama* drafter = ev.drafters[i].get();
+    log::info("evaluate: exact greedy tau of ", ev.names[i], ": one pass over ", turns.size(), " answers");
     std::vector<std::vector<int64_t>> argmax;
     for (const auto& t : turns) {
-      stop_point(str_cat("in the exact pass of ", names[i]));
+      ev.stop_point(str_cat("in the exact pass of ", ev.names[i]));
       argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
     }
-    report.exact.push_back({names[i], e.drafters[i], drafter->num_params(), "model",
-                            exact_points([&](size_t k) { return model_proposer(argmax[k]); })});
+    const int64_t seed = seed_of_dir(e.drafters[i]);
+    const std::string& group = ev.groups[i];
+    report.exact.push_back({ev.names[i], e.drafters[i], drafter->num_params(), "model",
+                            exact_points([&](size_t k) { return model_proposer(argmax[k]); }), group, seed});
     if (e.hybrid)
-      report.exact.push_back({names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
+      report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
                               exact_points([&](size_t k) {
                                 return hybrid_proposer(turns[k].tokens, turns[k].answer.tokens, argmax[k],
                                                        e.prompt_lookup_min, e.prompt_lookup_max);
-                              })});
+                              }),
+                              group.empty() ? "" : group + "+lookup", seed});
   }
+}
 
-  // 5. The speculative sampling check on the first sampling_prompts turns, at every sampling temperature: the target's
-  //    sampled answers, scored in one teacher-forced pass of target and drafter (alpha per position), and the real
-  //    decoder on the same turns.
-  const std::vector<Turn> checked(turns.begin(), turns.begin() + std::min<int64_t>(e.sampling_prompts, turns.size()));
-  report.sampling_turns = static_cast<int64_t>(checked.size());
+// 5. The speculative sampling check on a stratified sample of the turns, at every sampling temperature: the target's
+//    sampled answers, scored in one teacher-forced pass of target and drafter (alpha per position), and the real
+//    decoder on the same turns.
+void sampling_check(Evaluation& ev, const std::vector<Turn>& turns, Report& report) {
+  const config::EvaluateSection& e = ev.e;
+  report.sampling_items = stratified_sample(report.items, e.sampling_prompts, model::splitmix64(report.seed ^ 0x5a));
   report.sampling_max_new_tokens = e.sampling_max_new_tokens;
-  if (!checked.empty() && !drafters.empty() && !e.sampling_temperatures.empty()) {
-    for (size_t i = 0; i < drafters.size(); ++i) report.sampling.push_back({names[i], {}});
-    std::vector<std::vector<int64_t>> prompts;
-    std::vector<uint64_t> seeds;
-    for (const auto& t : checked) prompts.push_back(t.tokens), seeds.push_back(t.seed);
-    for (double temperature : e.sampling_temperatures) {
-      model::SamplingParams sp;
-      sp.temperature = temperature, sp.top_p = e.top_p, sp.top_k = e.top_k;
-      sp.max_new_tokens = e.sampling_max_new_tokens, sp.stop_ids = stop_ids;
-      log::info("evaluate: speculative sampling check at T=", temperature, ": the target samples ", checked.size(),
-                " answers of up to ", e.sampling_max_new_tokens, " tokens; one-pass alpha and the real decoder at g=",
-                e.sampling_gamma);
-      const auto answers = sampled_answers(*target, prompts, seeds, sp, e.batch_size);
-      std::vector<torch::Tensor> p;  // the target's distributions along each answer
-      for (size_t k = 0; k < checked.size(); ++k)
-        p.push_back(answers[k].empty() ? torch::Tensor() : teacher_forced_probs(*target, prompts[k], answers[k], sp));
-      for (size_t i = 0; i < drafters.size(); ++i) {
-        SamplingPoint point;
-        point.temperature = temperature, point.gamma = e.sampling_gamma;
-        SpeculativeDecoder dec(*target, drafters[i].get());
-        for (size_t k = 0; k < checked.size(); ++k) {
-          double alpha = 0;
-          if (p[k].defined()) {
-            const torch::Tensor q = teacher_forced_probs(*drafters[i], prompts[k], answers[k], sp);
-            alpha = torch::minimum(p[k], q).sum(-1).clamp_max(1.0).sum().item<double>();  // <= 1 per position
-          }
-          point.alpha_sum.push_back(alpha);
-          point.positions.push_back(static_cast<double>(answers[k].size()));
-          point.measured.push_back(dec.decode(prompts[k], e.sampling_gamma, sp, checked[k].seed).counters);
+  if (report.sampling_items.empty() || ev.drafters.empty() || e.sampling_temperatures.empty()) return;
+  for (size_t i = 0; i < ev.drafters.size(); ++i) report.sampling.push_back({ev.names[i], {}});
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<uint64_t> seeds;
+  for (int64_t k : report.sampling_items)
+    prompts.push_back(turns[static_cast<size_t>(k)].tokens), seeds.push_back(turns[static_cast<size_t>(k)].seed);
+  for (double temperature : e.sampling_temperatures) {
+    model::SamplingParams sp;
+    sp.temperature = temperature, sp.top_p = e.top_p, sp.top_k = e.top_k;
+    sp.max_new_tokens = e.sampling_max_new_tokens, sp.stop_ids = ev.stop_ids;
+    log::info("evaluate: speculative sampling check at T=", temperature, ": the target samples ", prompts.size(),
+              " answers of up to ", e.sampling_max_new_tokens, " tokens; one-pass alpha and the real decoder at g=",
+              e.sampling_gamma);
+    const auto answers = sampled_answers(*ev.target, prompts, seeds, sp, e.batch_size);
+    std::vector<torch::Tensor> p;  // the target's distributions along each answer
+    for (size_t k = 0; k < prompts.size(); ++k)
+      p.push_back(answers[k].empty() ? torch::Tensor() : teacher_forced_probs(*ev.target, prompts[k], answers[k], sp));
+    for (size_t i = 0; i < ev.drafters.size(); ++i) {
+      SamplingPoint point;
+      point.temperature = temperature, point.gamma = e.sampling_gamma;
+      SpeculativeDecoder dec(*ev.target, ev.drafters[i].get());
+      for (size_t k = 0; k < prompts.size(); ++k) {
+        double alpha = 0;
+        if (p[k].defined()) {
+          const torch::Tensor q = teacher_forced_probs(*ev.drafters[i], prompts[k], answers[k], sp);
+          alpha = torch::minimum(p[k], q).sum(-1).clamp_max(1.0).sum().item<double>();  // <= 1 per position
         }
-        report.sampling[i].points.push_back(std::move(point));
+        point.alpha_sum.push_back(alpha);
+        point.positions.push_back(static_cast<double>(answers[k].size()));
+        point.measured.push_back(dec.decode(prompts[k], e.sampling_gamma, sp, seeds[k]).counters);
       }
+      report.sampling[i].points.push_back(std::move(point));
     }
   }
+}
 
-  // 6. Timed speculative decoding on the first timed_prompts turns: each repeat runs plain decoding, then the drafter.
-  const std::vector<Turn> timed(turns.begin(), turns.begin() + std::min<int64_t>(e.timed_prompts, turns.size()));
-  report.timed_prompts = static_cast<int64_t>(timed.size());
-  if (!timed.empty()) {
-    model::SamplingParams sp;
-    sp.top_p = e.top_p, sp.top_k = e.top_k, sp.max_new_tokens = e.timed_max_new_tokens, sp.stop_ids = stop_ids;
-    // The step latencies are timed after the prompt and up to 2 * max_gamma answer tokens (an answer that ended
-    // sooner gives fewer: reading past its end gave garbage ids, found by tools/mutation_sweep.py's tiny world).
-    std::vector<int64_t> context = timed[0].tokens;
-    const std::vector<int64_t>& answer = timed[0].answer.tokens;
-    context.insert(context.end(), answer.begin(),
-                   answer.begin() + std::min<int64_t>(2 * max_gamma, static_cast<int64_t>(answer.size())));
-    report.target_step_seconds = decode_step_seconds(*target, context);
-    for (int64_t g : e.gammas) report.verify_seconds.push_back({g, decode_step_seconds(*target, context, g + 1)});
-    const int64_t kinds = static_cast<int64_t>(e.drafters.size()) * (e.hybrid ? 2 : 1) + (e.prompt_lookup ? 1 : 0);
-    const int64_t passes = static_cast<int64_t>(e.temperatures.size() * e.gammas.size()) * kinds * e.repeats * 2;
-    log::info("evaluate: timed speculative decoding of ", timed.size(), " turns x ", e.timed_max_new_tokens,
-              " tokens: ", kinds, " drafters x ", e.gammas.size(), " gammas x ", e.temperatures.size(),
-              " temperatures x ", e.repeats, " repeats, each after a plain run: ", passes, " passes");
-    log::Progress progress("evaluate", passes, "pass", stdout, -1, cfg.run.progress_interval_s);
-    int64_t done = 0;
-    fs::ensure_dir(e.report_dir);
-    SweepLog sweeps(stdfs::path(e.report_dir) / "sweep.jsonl", report.fingerprint);
-    SpeculativeDecoder plain(*target, nullptr);
-    auto sweep = [&](SpeculativeDecoder& dec, int64_t gamma, double temperature, const std::string& who) {
-      if (const SweepPoint* p = sweeps.find(who, temperature, gamma)) {
-        done += 2 * e.repeats;
-        progress.skip(2 * e.repeats);  // finished in an earlier run: not in this run's rate
-        return *p;
+// 6. Timed speculative decoding on a stratified sample of the turns: each repeat decodes them plainly, then with the
+//    drafter. Every decoder is made, its caches and (CUDA) graphs reserved and one decode run before it is timed.
+void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report) {
+  const config::EvaluateSection& e = ev.e;
+  report.timed_items = stratified_sample(report.items, e.timed_prompts, model::splitmix64(report.seed ^ 0x71));
+  if (report.timed_items.empty()) return;
+  std::vector<const Turn*> timed;
+  int64_t capacity = 0;
+  const int64_t max_timed_gamma = *std::max_element(e.gammas.begin(), e.gammas.end());
+  for (int64_t k : report.timed_items) {
+    timed.push_back(&turns[static_cast<size_t>(k)]);
+    capacity = std::max(capacity, static_cast<int64_t>(timed.back()->tokens.size()) + e.timed_max_new_tokens +
+                                      max_timed_gamma + 1);
+  }
+  model::SamplingParams sp;
+  sp.top_p = e.top_p, sp.top_k = e.top_k, sp.max_new_tokens = e.timed_max_new_tokens, sp.stop_ids = ev.stop_ids;
+  // The step latencies are timed after the prompt and up to 2 * max_gamma answer tokens (an answer that ended
+  // sooner gives fewer: reading past its end gave garbage ids, found by tools/mutation_sweep.py's tiny world).
+  std::vector<int64_t> context = timed[0]->tokens;
+  const std::vector<int64_t>& answer = timed[0]->answer.tokens;
+  context.insert(context.end(), answer.begin(),
+                 answer.begin() + std::min<int64_t>(2 * ev.max_gamma, static_cast<int64_t>(answer.size())));
+  // One target step per block length: 1 (plain decoding, or a call without a draft) to max gamma + 1.
+  for (int64_t block = 1; block <= max_timed_gamma + 1; ++block)
+    report.verify_seconds.push_back(decode_step_seconds(*ev.target, context, block));
+  report.target_step_seconds = report.verify_seconds[0];
+  const int64_t kinds = static_cast<int64_t>(e.drafters.size()) * (e.hybrid ? 2 : 1) + (e.prompt_lookup ? 1 : 0);
+  const int64_t passes = static_cast<int64_t>(e.temperatures.size() * e.gammas.size()) * kinds * e.repeats * 2;
+  log::info("evaluate: timed speculative decoding of ", timed.size(), " turns x ", e.timed_max_new_tokens,
+            " tokens: ", kinds, " drafters x ", e.gammas.size(), " gammas x ", e.temperatures.size(),
+            " temperatures x ", e.repeats, " repeats, each after a plain run: ", passes, " passes");
+  log::Progress progress("evaluate", passes, "pass", stdout, -1, ev.cfg.run.progress_interval_s);
+  int64_t done = 0;
+  fs::ensure_dir(e.report_dir);
+  SweepLog sweeps(stdfs::path(e.report_dir) / "sweep.jsonl", report.fingerprint);
+  SpeculativeDecoder plain(*ev.target, nullptr);
+  plain.reserve(capacity, max_timed_gamma + 1);
+  run_pass(plain, {timed[0]}, 0, sp);  // warm-up, not timed
+  // Made, reserved and warmed up once, before any of its points is timed.
+  auto ready = [&](SpeculativeDecoder& dec) {
+    dec.reserve(capacity, max_timed_gamma + 1);
+    model::SamplingParams warm = sp;
+    warm.temperature = e.temperatures[0];
+    run_pass(dec, {timed[0]}, max_timed_gamma, warm);
+  };
+  auto sweep = [&](SpeculativeDecoder& dec, int64_t gamma, double temperature, const std::string& who) {
+    if (const SweepPoint* p = sweeps.find(who, temperature, gamma)) {
+      done += 2 * e.repeats;
+      progress.skip(2 * e.repeats);  // finished in an earlier run: not in this run's rate
+      return *p;
+    }
+    ev.stop_point(str_cat("before the sweep point ", who, " T=", temperature, " g=", gamma, "; ", sweeps.size(),
+                          " finished points are kept in ", (stdfs::path(e.report_dir) / "sweep.jsonl").string()));
+    sp.temperature = temperature;
+    SweepPoint point;
+    point.temperature = temperature, point.gamma = gamma;
+    for (int64_t r = 0; r < e.repeats; ++r) {
+      Pass base = run_pass(plain, timed, 0, sp);
+      progress.update(++done, str_cat("plain T=", temperature));
+      Pass pass = run_pass(dec, timed, gamma, sp);
+      progress.update(++done, str_cat(who, " T=", temperature, " g=", gamma));
+      point.baseline_seconds.push_back(base.seconds);
+      point.seconds.push_back(pass.seconds);
+      if (r == 0) {
+        point.baseline_counters = base.counters;
+        point.counters = pass.counters, point.prompts = std::move(pass.records);
+        for (size_t k = 0; k < point.prompts.size(); ++k)
+          point.prompts[k].baseline_tokens = base.records[k].counters.num_emitted_tokens;
       }
-      stop_point(str_cat("before the sweep point ", who, " T=", temperature, " g=", gamma, "; ", sweeps.size(),
-                         " finished points are kept in ", (stdfs::path(e.report_dir) / "sweep.jsonl").string()));
-      sp.temperature = temperature;
-      SweepPoint point;
-      point.temperature = temperature, point.gamma = gamma;
-      for (int64_t r = 0; r < e.repeats; ++r) {
-        Pass base = run_pass(plain, timed, 0, sp);
-        progress.update(++done, str_cat("plain T=", temperature));
-        Pass pass = run_pass(dec, timed, gamma, sp);
-        progress.update(++done, str_cat(who, " T=", temperature, " g=", gamma));
-        point.baseline_seconds.push_back(base.seconds);
-        point.seconds.push_back(pass.seconds);
-        if (r == 0) {
-          point.baseline_counters = base.counters;
-          point.counters = pass.counters, point.prompts = std::move(pass.records);
-        }
+      for (size_t k = 0; k < point.prompts.size(); ++k) {
+        point.prompts[k].seconds.push_back(pass.turn_seconds[k]);
+        point.prompts[k].baseline_seconds.push_back(base.turn_seconds[k]);
       }
-      sweeps.add(who, point);
-      return point;
-    };
-    // A warm-up pass of each kind, not timed: the first runs pay for allocation.
-    run_pass(plain, {timed[0]}, 0, sp);
-    if (e.prompt_lookup) {
-      SpeculativeDecoder dec(*target, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
-      DrafterResult res;
-      res.name = "prompt-lookup";
+    }
+    sweeps.add(who, point);
+    return point;
+  };
+  if (e.prompt_lookup) {
+    SpeculativeDecoder dec(*ev.target, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
+    DrafterResult res;
+    res.name = "prompt-lookup";
+    if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(dec);
+    for (double t : e.temperatures)
+      for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, res.name));
+    report.drafters.push_back(std::move(res));
+  }
+  for (size_t i = 0; i < e.drafters.size(); ++i) {
+    model::Llama* drafter = ev.drafters[i].get();
+    SpeculativeDecoder dec(*ev.target, drafter);
+    DrafterResult res;
+    res.name = ev.names[i], res.dir = e.drafters[i], res.params = drafter->num_params();
+    res.step_seconds = decode_step_seconds(*drafter, context);
+    if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(dec);
+    for (double t : e.temperatures)
+      for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, res.name));
+    report.drafters.push_back(res);
+    if (e.hybrid) {
+      SpeculativeDecoder both(*ev.target, *drafter, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
+      res.name = ev.names[i] + "+lookup", res.points.clear();
+      if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(both);
       for (double t : e.temperatures)
-        for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, res.name));
+        for (int64_t g : e.gammas) res.points.push_back(sweep(both, g, t, res.name));
       report.drafters.push_back(std::move(res));
     }
-    for (size_t i = 0; i < e.drafters.size(); ++i) {
-      model::Llama* drafter = drafters[i].get();
-      SpeculativeDecoder dec(*target, drafter);
-      DrafterResult res;
-      res.name = names[i], res.dir = e.drafters[i], res.params = drafter->num_params();
-      res.step_seconds = decode_step_seconds(*drafter, context);
-      for (double t : e.temperatures)
-        for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, names[i]));
-      report.drafters.push_back(res);
-      if (e.hybrid) {
-        SpeculativeDecoder both(*target, *drafter, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
-        res.name = names[i] + "+lookup", res.points.clear();
-        for (double t : e.temperatures)
-          for (int64_t g : e.gammas) res.points.push_back(sweep(both, g, t, res.name));
-        report.drafters.push_back(std::move(res));
-      }
-    }
-    progress.finish();
   }
+  progress.finish();
+}
 
-  // 7. The report.
-  const std::string why_no_plots = write_report(e.report_dir, report, plot_python(e.python));
-  if (!why_no_plots.empty()) log::warn("evaluate: ", why_no_plots);
-  const nlohmann::json j = report_json(report);
+void log_summary(const nlohmann::json& j) {
   for (const auto& d : j["exact_greedy"]["drafters"]) {
     std::string line;
-    for (const auto& p : d["points"])
-      line += str_cat(" g=", p["gamma"].get<int64_t>(), ":", p["tau"].get<double>());
+    for (const auto& p : d["points"]) line += str_cat(" g=", p["gamma"].get<int64_t>(), ":", p["tau"].get<double>());
     log::info("evaluate: exact greedy tau, ", d["name"].get<std::string>(), ":", line);
   }
+  for (const auto& x : j["exact_greedy"]["differences"])
+    if (x["significant"].get<bool>())
+      log::info("evaluate: ", x["drafter"].get<std::string>(), " vs ", x["versus"].get<std::string>(), " at g=",
+                x["gamma"].get<int64_t>(), ": ", x["difference"].get<double>(), " (Holm-adjusted p ",
+                x["p_holm"].get<double>(), ")");
   for (const auto& d : j["drafters"])
     for (const auto& p : d["points"])
       log::info("evaluate: timed ", d["name"].get<std::string>(), " T=", p["temperature"].get<double>(), " g=",
-                p["gamma"].get<int64_t>(), ": tau ", p["metrics"]["block_efficiency"].get<double>(), ", speed-up ",
-                p["speedup"].get<double>(), "x (bound ", p["speedup_bound"].get<double>(), ")");
+                p["gamma"].get<int64_t>(), ": tau ", p["tau"].get<double>(), ", speed-up ", p["speedup"].get<double>(),
+                "x (bound ", p["speedup_bound"].get<double>(), ")");
   for (const auto& d : j["sampling"]["drafters"])
     for (const auto& p : d["points"])
       log::info("evaluate: sampling T=", p["temperature"].get<double>(), ", ", d["name"].get<std::string>(),
@@ -394,6 +461,52 @@ int evaluate(const config::Config& cfg) {
                 p["measured_first_position_acceptance"].get<double>(), " (z ", p["agreement_z"].get<double>(),
                 "); at g=", p["gamma"].get<int64_t>(), " tau ", p["measured_tau"].get<double>(),
                 " measured, ", p["tau_iid_estimate"][p["gamma"].get<int64_t>() - 1].get<double>(), " i.i.d. estimate");
+}
+
+}  // namespace
+
+int evaluate(const config::Config& cfg) {
+  // SIGTERM/SIGINT/SIGUSR1: stop at the next safe point. Finished sweep points are kept in sweep.jsonl; the answers
+  // and the one-pass results are recomputed by the next run (they are not saved on their own).
+  preempt::StopOnSignal stop_on_signal;
+  Evaluation ev{cfg, cfg.evaluate};
+  ev.stop_point = [](const std::string& where) {
+    preempt::throw_if_stop_requested(str_cat("evaluate stopped ", where, ": run the same command again to go on"));
+  };
+  const config::EvaluateSection& e = cfg.evaluate;
+  check_inputs(ev);
+  load_models(ev);
+  int64_t too_long = 0;
+  const std::vector<Turn> turns = answer_turns(ev, &too_long);
+  if (too_long > 0)
+    log::warn("evaluate: skipped ", too_long, " turns longer than the ", ev.positions,
+              " positions of the target and drafters minus the answer, the longest draft and its verification");
+  DA_CHECK(!turns.empty(), "evaluate: every prompt is too long for evaluate.max_new_tokens = ", e.max_new_tokens);
+
+  Report report;
+  report.target_dir = cfg.target.dir, report.device = ev.device.is_cuda() ? "cuda" : "cpu";
+  report.dtype = ev.dtype == torch::kBFloat16 ? "bf16" : "fp32";
+  report.environment = runtime_environment(report.device);
+  report.fingerprint = evaluate_fingerprint(cfg);
+  report.target_params = ev.target->num_params();
+  report.prompt_files = e.prompts, report.prompts = static_cast<int64_t>(ev.set.prompts.size());
+  report.turns = e.turns, report.max_new_tokens = e.max_new_tokens;
+  report.context_max_new_tokens = e.context_max_new_tokens, report.skipped_turns = too_long;
+  report.top_p = e.top_p, report.top_k = e.top_k, report.repeats = e.repeats;
+  report.timed_max_new_tokens = e.timed_max_new_tokens;
+  report.resamples = e.bootstrap_resamples, report.seed = static_cast<uint64_t>(cfg.run.seed);
+  report.contrasts = ev.contrasts;
+  for (const auto& t : turns) report.items.push_back(t.info);
+  report.training_curves = training_curves(e.drafters, ev.names);
+
+  exact_pass(ev, turns, report);
+  sampling_check(ev, turns, report);
+  timed_sweep(ev, turns, report);
+
+  // 7. The report.
+  const std::string why_no_plots = write_report(e.report_dir, report, plot_python(e.python));
+  if (!why_no_plots.empty()) log::warn("evaluate: ", why_no_plots);
+  log_summary(report_json(report));
   log::info("evaluate: report in ", (stdfs::path(e.report_dir) / "report.md").string());
   return 0;
 }

@@ -17,8 +17,11 @@ namespace draftalign::eval {
 
 int evaluate(const config::Config& cfg);
 
-// What a report depends on (the evaluate options, the target, the seed, each drafter's weights by size and time),
-// as a checksum; report.json records it, and the pipeline skips an evaluation whose report has the same.
+// What a report depends on, as a checksum built from the schema (config/fingerprint.h): the run seed and device, the
+// target (by content), every evaluate option that changes a number, the prompt files and each drafter directory by
+// content. report.json and sweep.jsonl record it.
 std::string evaluate_fingerprint(const config::Config& cfg);
+// Whether evaluate.report_dir holds a report made from these inputs (the pipeline skips the stage then).
+bool evaluation_complete(const config::Config& cfg);
 
 }  // namespace draftalign::eval

@@ -24,6 +24,16 @@ void SpecCounters::record_draft(int64_t gamma, int64_t accepted, int64_t propose
   ++acceptance_counts[accepted];
 }
 
+void SpecCounters::record_target_call(int64_t gamma, int64_t proposed) {
+  DA_CHECK(gamma >= 0 && proposed >= 0 && proposed <= gamma, "record_target_call: ", proposed, " draft tokens (gamma ",
+           gamma, ")");
+  if (calls_by_draft_length.empty()) calls_by_draft_length.assign(gamma + 1, 0);
+  DA_CHECK(static_cast<int64_t>(calls_by_draft_length.size()) == gamma + 1, "record_target_call: a call at gamma ",
+           gamma, " in counters of gamma ", calls_by_draft_length.size() - 1);
+  ++num_target_calls;
+  ++calls_by_draft_length[proposed];
+}
+
 void SpecCounters::add(const SpecCounters& o) {
   auto add_vec = [](std::vector<int64_t>& a, const std::vector<int64_t>& b) {
     if (b.empty()) return;
@@ -36,6 +46,7 @@ void SpecCounters::add(const SpecCounters& o) {
   num_accepted_tokens += o.num_accepted_tokens;
   add_vec(num_accepted_tokens_per_pos, o.num_accepted_tokens_per_pos);
   add_vec(acceptance_counts, o.acceptance_counts);
+  add_vec(calls_by_draft_length, o.calls_by_draft_length);
   num_emitted_tokens += o.num_emitted_tokens;
   num_target_calls += o.num_target_calls;
   num_drafter_calls += o.num_drafter_calls;

@@ -29,10 +29,16 @@ struct SpecCounters {
   int64_t num_emitted_tokens = 0;  // tokens in the outputs (after the cut at EOS / max_new_tokens)
   int64_t num_target_calls = 0;    // target forward passes that produced tokens (the prompt prefill not counted)
   int64_t num_drafter_calls = 0;   // drafter forward passes
+  // [gamma + 1]: target calls that verified k = 0..gamma draft tokens (a block of k + 1 tokens). A model drafter's
+  // calls all verify gamma; prompt lookup's verify what it found, often nothing. The speed-up bound (report.h) charges
+  // each call the measured time of its own block length.
+  std::vector<int64_t> calls_by_draft_length;
 
   // One verified draft of `proposed` tokens (at most `gamma`; -1 = gamma: a model drafter always proposes gamma,
   // prompt lookup may find fewer) of which the first `accepted` were accepted.
   void record_draft(int64_t gamma, int64_t accepted, int64_t proposed = -1);
+  // One target call that verified `proposed` draft tokens (0 <= proposed <= gamma; gamma 0 is plain decoding).
+  void record_target_call(int64_t gamma, int64_t proposed);
   void add(const SpecCounters& other);
   bool operator==(const SpecCounters&) const = default;
 };

@@ -1,14 +1,17 @@
 // report.h: the evaluation report of `draftalign evaluate`, one directory per run:
 //   report.json    everything, machine-readable: the environment, the setup; the exact greedy tau of every drafter
-//                  (prompt lookup included) for every g, with 95% bootstrap intervals over prompts, per turn and per
-//                  category, and paired drafter-vs-drafter differences marked significant or not; the timed runs per
-//                  drafter and (temperature, gamma): counters with vLLM's names, derived metrics (metrics.h), tau with
-//                  its interval, the speed-up over plain decoding (median of alternated runs, interval) checked
-//                  against what tau and the measured step costs allow; the speculative sampling check (one-pass
-//                  alpha and the i.i.d. tau estimate from it, beside the real decoder's measured acceptance and tau)
+//                  (prompt lookup included) for every g, with 95% bootstrap intervals over clusters of prompts (an
+//                  MT-bench question and both its turns are one cluster; stats.h), per turn and per category; rows that
+//                  combine a method's training seeds (two-level bootstrap); paired differences over a declared family
+//                  of contrasts (or every pair of rows), with bootstrap p-values, Holm's correction and Bonferroni-level
+//                  intervals; the timed runs per drafter and (temperature, gamma): counters with vLLM's names, derived
+//                  metrics (metrics.h), tau of the timed turns, the speed-up over plain decoding (per-turn medians of
+//                  alternated runs, interval over clusters) checked against what the counters and the measured step
+//                  costs allow; the speculative sampling check (one-pass alpha and the i.i.d. tau estimate from it,
+//                  beside the real decoder's measured acceptance and tau)
 //   report.md      the same as Markdown tables
 //   exact.jsonl    one record per drafter, gamma and evaluated turn: the one-pass counters and tau
-//   prompts.jsonl  one record per timed drafter, setting and prompt: its counters and tau
+//   prompts.jsonl  one record per timed drafter, setting and prompt: its counters, tau and wall times
 //   sweep.jsonl    the finished sweep points as they are done (evaluate.cpp), so a stopped evaluation resumes
 //   plot_report.py + acceptance_by_position.png, tau_vs_gamma.png, speedup_vs_gamma.png, and for drafters that come
 //                  from a training run training_loss.png and heldout_alpha.png (matplotlib); the script is written
@@ -26,6 +29,7 @@
 
 #include "common/device.h"
 #include "evaluators/metrics.h"
+#include "evaluators/stats.h"
 
 namespace draftalign::eval {
 
@@ -33,8 +37,10 @@ namespace draftalign::eval {
 struct EvalItem {
   std::string id;  // the prompt's id, with "#2", "#3" for later turns
   std::string category;
+  std::string cluster;  // what is resampled together: the prompt's (every turn of a question), or its "cluster" key
   int64_t turn = 1;
   int64_t prompt_tokens = 0, answer_tokens = 0;
+  int64_t context_tokens = 0;  // the full greedy answer the next turn follows (0: no next turn)
 };
 
 // The exact greedy counters of one drafter at one gamma, one per evaluated turn (aligned with Report::items).
@@ -48,13 +54,21 @@ struct ExactDrafter {
   int64_t params = 0;     // 0 for prompt lookup
   std::string kind = "model";  // model, prompt-lookup, hybrid (prompt lookup, then the model at dir)
   std::vector<ExactPoint> points;
+  // One training seed of a method (a drafter directory <method>/seed-<n>/final): the report adds a row named `group`
+  // that combines every seed of it. "" and -1 for a drafter trained once.
+  std::string group;
+  int64_t seed = -1;
 };
 
+// One timed turn of one setting: the drafter's counters (first repeat) and, per repeat, the wall time of its decode
+// and of the plain decode of the same turn just before it.
 struct PromptRun {
   std::string prompt_id;
   int64_t prompt_tokens = 0;
   std::string finish;
   SpecCounters counters;
+  std::vector<double> seconds, baseline_seconds;  // per repeat
+  int64_t baseline_tokens = 0;
 };
 
 // One drafter at one timed setting, over every timed prompt. Each repeat runs plain decoding (the target alone),
@@ -64,7 +78,7 @@ struct SweepPoint {
   int64_t gamma = 0;
   SpecCounters counters;        // summed over the prompts (from the first repeat)
   std::vector<double> seconds;  // wall time of the whole pass, per repeat
-  std::vector<PromptRun> prompts;
+  std::vector<PromptRun> prompts;  // aligned with Report::timed_items
   SpecCounters baseline_counters;        // plain decoding of the same prompts (first repeat)
   std::vector<double> baseline_seconds;  // its wall time, per repeat, each measured just before the drafter's
 };
@@ -76,8 +90,8 @@ struct DrafterResult {
   std::vector<SweepPoint> points;
 };
 
-// The speculative sampling check of one drafter at one temperature, per turn of the check (the first
-// Report::sampling_turns items): the target's sampled answer scored in one teacher-forced pass (the sum over its
+// The speculative sampling check of one drafter at one temperature, per turn of the check (Report::sampling_items):
+// the target's sampled answer scored in one teacher-forced pass (the sum over its
 // positions of alpha = sum_x min(p, q), and the number of positions), and the real decoder's counters on the same turn
 // at `gamma`.
 struct SamplingPoint {
@@ -92,26 +106,56 @@ struct SamplingDrafter {
   std::vector<SamplingPoint> points;
 };
 
+// A paired comparison the report tests: row `drafter` minus row `versus` (names of exact greedy rows).
+struct ContrastSpec {
+  std::string drafter, versus;
+};
+
 struct Report {
   std::string target_dir, device, dtype;
   RuntimeEnvironment environment;
   std::string fingerprint;  // of the inputs (evaluate_fingerprint)
   int64_t target_params = 0;
-  double target_step_seconds = 0;                          // one plain decode step
-  std::vector<std::pair<int64_t, double>> verify_seconds;  // (gamma, one target step over gamma + 1 tokens)
+  double target_step_seconds = 0;     // one plain decode step
+  std::vector<double> verify_seconds;  // [block length - 1]: one target step over 1, 2, ... tokens (a block of k
+                                       // draft tokens and the token before them is k + 1 long)
   std::vector<std::string> prompt_files;
-  int64_t prompts = 0, turns = 0, max_new_tokens = 0, top_k = 0, repeats = 0;
-  int64_t timed_prompts = 0, timed_max_new_tokens = 0;
-  int64_t resamples = 2000;
-  uint64_t seed = 0;  // of the bootstrap
+  int64_t prompts = 0, turns = 0, max_new_tokens = 0, context_max_new_tokens = 0, top_k = 0, repeats = 0;
+  int64_t timed_max_new_tokens = 0;
+  int64_t skipped_turns = 0;  // turns too long for the models' positions
+  int64_t resamples = 10000;
+  uint64_t seed = 0;  // of the bootstrap and of the stratified samples
   double top_p = 1;
   std::vector<EvalItem> items;          // every evaluated turn
   std::vector<ExactDrafter> exact;      // exact greedy tau from one pass
+  std::vector<ContrastSpec> contrasts;  // the family of paired comparisons; empty = every pair of rows that are not
+                                        // single seeds of a combined method
+  std::vector<int64_t> timed_items;     // indices into items: the timed turns (stratified sample)
   std::vector<DrafterResult> drafters;  // timed speculative decoding
-  int64_t sampling_turns = 0, sampling_max_new_tokens = 0;
+  std::vector<int64_t> sampling_items;  // indices into items: the turns of the sampling check (stratified sample)
+  int64_t sampling_max_new_tokens = 0;
   std::vector<SamplingDrafter> sampling;  // the speculative sampling check
   nlohmann::json training_curves = nlohmann::json::array();  // training_curves()
 };
+
+// A fixed-seed sample of n of the items, stratified by category: the categories in order of first appearance take
+// turns, each giving its next item from its own seeded shuffle, until n are taken (all items when n >= their count).
+// Returned in item order.
+std::vector<int64_t> stratified_sample(const std::vector<EvalItem>& items, int64_t n, uint64_t seed);
+
+// Parses evaluate.contrasts entries, "A vs B"; an Error naming the entry when one is not of that form.
+std::vector<ContrastSpec> parse_contrasts(const std::vector<std::string>& specs);
+// The names of the exact greedy rows a report will have for these drafter directories (prompt lookup first when on,
+// each drafter and its hybrid, then each method's combined row), for checking contrasts before anything runs.
+std::vector<std::string> report_row_names(const std::vector<std::string>& drafter_dirs, bool prompt_lookup, bool hybrid);
+// An Error naming the entry and the rows there are, for a contrast that names no row or a row twice.
+void check_contrasts(const std::vector<ContrastSpec>& contrasts, const std::vector<std::string>& rows);
+
+// The training seed of a drafter directory <method>/seed-<n>/final (or <method>/seed-<n>): n, or -1.
+int64_t seed_of_dir(const std::string& dir);
+
+// A counter set as JSON, with vLLM's names (report.json, exact.jsonl, prompts.jsonl, sweep.jsonl).
+nlohmann::json counters_json(const SpecCounters& c);
 
 // The JSON of a report, derived metrics, tokens/s and speed-ups included (per-prompt records left out).
 nlohmann::json report_json(const Report& r);
@@ -136,6 +180,9 @@ class SweepLog {
   size_t size() const { return done_.size() + added_; }
   // The stored point of `who` at (temperature, gamma), or nullptr.
   const SweepPoint* find(const std::string& who, double temperature, int64_t gamma) const;
+  // Whether every (temperature, gamma) point of `who` is stored.
+  bool all_found(const std::string& who, const std::vector<double>& temperatures,
+                 const std::vector<int64_t>& gammas) const;
   // Records a finished point and rewrites the file.
   void add(const std::string& who, const SweepPoint& p);
 
@@ -152,9 +199,13 @@ class SweepLog {
 std::string write_report(const std::filesystem::path& dir, const Report& r, const std::string& python);
 
 // Short unique names for drafter directories, for tables and plots: "runs/demo/pretrain/final" -> "pretrain",
-// "runs/demo/distill/tvdpp-token-q/final" -> "tvdpp-token-q", ".../step-00100" -> "pretrain/step-00100"; the
-// whole path where two names would collide.
+// "runs/demo/distill/tvdpp-token-q/final" -> "tvdpp-token-q", ".../pretrain/checkpoints/step-00100" ->
+// "checkpoints/step-00100", ".../tvdpp-token-q/seed-2/final" -> "tvdpp-token-q/seed-2". Where two names would
+// collide, each takes more of its path ("a/pretrain" and "b/pretrain"), up to the whole path.
 std::vector<std::string> drafter_names(const std::vector<std::string>& dirs);
+// The combined row's name of each drafter that is one training seed (seed_of_dir >= 0) of a method: its name without
+// "/seed-<n>" ("tvdpp-token-q"); "" for the others.
+std::vector<std::string> drafter_groups(const std::vector<std::string>& dirs);
 
 // The training curves of the drafters that come from a training run (<run>/final, <run>/checkpoints/step-N, or a
 // directory holding metrics.jsonl): one object per such drafter, {"name", "metrics" (the file), "checkpoint_step"

@@ -101,12 +101,11 @@ SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama& draft
   lookup_ = checked(lookup);
 }
 
-namespace {
-
 // A model with its cache and the number of valid positions, kept on the host so a rollback needs no device read.
 // On CUDA the short steps (a drafter's token, a target's verification of a draft) replay CUDA graphs
-// (model::DecodeGraphs, one per step length); prompts run eagerly.
-struct Stream {
+// (model::DecodeGraphs, one per step length); prompts run eagerly. Held by a unique_ptr: the graphs keep the cache's
+// address.
+struct DecodeStream {
   static constexpr int64_t kMaxGraphTokens = 16;
 
   model::Llama& model;
@@ -114,7 +113,7 @@ struct Stream {
   int64_t length = 0;
   std::unique_ptr<model::DecodeGraphs> graphs;
 
-  Stream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {
+  DecodeStream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {
     if (model::use_cuda_graphs(cache.lengths.device())) graphs = std::make_unique<model::DecodeGraphs>(model, cache);
   }
 
@@ -145,7 +144,35 @@ struct Stream {
   }
 };
 
+namespace {
+
+// The stream in `slot`, made (again) when there is none or it holds fewer than `capacity` positions; emptied.
+DecodeStream& stream_for(std::unique_ptr<DecodeStream>& slot, model::Llama& m, int64_t capacity) {
+  if (!slot || slot->cache.capacity() < capacity) slot = std::make_unique<DecodeStream>(m, capacity);
+  slot->truncate(0);
+  return *slot;
+}
+
 }  // namespace
+
+SpeculativeDecoder::~SpeculativeDecoder() = default;
+
+void SpeculativeDecoder::reserve(int64_t capacity, int64_t max_block) {
+  DA_CHECK(capacity >= max_block + 1 && max_block >= 1, "SpeculativeDecoder::reserve: ", capacity, " positions, blocks of up to ",
+           max_block);
+  torch::NoGradGuard no_grad;
+  auto warm = [&](std::unique_ptr<DecodeStream>& slot, model::Llama& m) {
+    DecodeStream& s = stream_for(slot, m, capacity);
+    s.feed_last({0});  // a prompt's prefill, then every block length once (on CUDA: each graph captured now)
+    for (int64_t t = 1; t <= max_block; ++t) {
+      s.feed(std::vector<int64_t>(static_cast<size_t>(t), 0));
+      s.truncate(1);
+    }
+    s.truncate(0);
+  };
+  warm(target_stream_, target_);
+  if (drafter_ != nullptr) warm(drafter_stream_, *drafter_);
+}
 
 Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp,
                                    uint64_t seed) {
@@ -166,17 +193,18 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   auto probs = [&](const Tensor& logits) { return model::sampling_probs(logits, sp.temperature, sp.top_p, sp.top_k); };
 
   // Both caches hold every token but the last one (`pending`), which the next step feeds.
-  Stream target(target_, capacity);
-  std::optional<Stream> drafter;
-  if (gamma > 0 && drafter_ != nullptr) drafter.emplace(*drafter_, capacity);
+  DecodeStream& target = stream_for(target_stream_, target_, capacity);
+  DecodeStream* drafter = gamma > 0 && drafter_ != nullptr ? &stream_for(drafter_stream_, *drafter_, capacity) : nullptr;
+  const auto prefill_start = Clock::now();
   const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
   if (!head.empty()) {
-    target.feed_last(head);
-    if (drafter) drafter->feed_last(head);
+    target.feed_last(head).argmax().item<int64_t>();  // a host read: the prefill has finished
+    if (drafter) drafter->feed_last(head).argmax().item<int64_t>();
   }
   int64_t pending = prompt.back();
   std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending`
   Decoded out;
+  out.prefill_seconds = since(prefill_start);
   while (true) {
     // 1. Draft gamma tokens: prompt lookup's first (lookup or hybrid), then the drafter's, one drafter call each.
     std::vector<int64_t> draft;
@@ -224,7 +252,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
     std::vector<int64_t> block = {pending};
     block.insert(block.end(), draft.begin(), draft.end());
     const Tensor logits = target.feed(block);  // [gamma + 1, V]
-    ++out.counters.num_target_calls;
+    out.counters.record_target_call(gamma, static_cast<int64_t>(draft.size()));
     Verdict v;
     if (greedy) {
       v = accept_greedy(logits, draft);
@@ -281,7 +309,7 @@ double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& cont
   DA_CHECK(n <= model.config().max_position_embeddings, "decode_step_seconds: the context exceeds the model's ",
            model.config().max_position_embeddings, " positions");
   torch::NoGradGuard no_grad;
-  Stream s(model, n);
+  DecodeStream s(model, n);
   if (n > block) s.feed_last(std::vector<int64_t>(context.begin(), context.end() - block));
   const int64_t base = s.length;
   const std::vector<int64_t> last(context.end() - block, context.end());

@@ -25,6 +25,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -66,12 +67,15 @@ struct Decoded {
   SpecCounters counters;
   std::vector<int64_t> accepted_per_step;  // per target call: draft tokens accepted (-1: a step without a draft)
   double drafter_seconds = 0, target_seconds = 0;  // wall time inside each model's steps (host-synchronised)
+  double prefill_seconds = 0;  // the prompt into both caches, before the first step (the same for every drafter)
 };
 
 // Prompt-lookup drafting: n-grams from n_max down to n_min.
 struct LookupDrafting {
   int64_t n_min = 1, n_max = 3;
 };
+
+struct DecodeStream;  // a model's KV cache, its length and (on CUDA) its decode graphs (speculative.cpp)
 
 class SpeculativeDecoder {
  public:
@@ -81,6 +85,13 @@ class SpeculativeDecoder {
   SpeculativeDecoder(model::Llama& target, LookupDrafting lookup);
   // Hybrid: prompt lookup first, the drafter model for the rest of each draft.
   SpeculativeDecoder(model::Llama& target, model::Llama& drafter, LookupDrafting lookup);
+  ~SpeculativeDecoder();
+
+  // Both caches and (on CUDA) their decode graphs and side streams are made once and kept: a decode reuses them when
+  // they hold enough positions and makes larger ones only when they do not. reserve() makes them now for decodes of
+  // up to `capacity` positions (prompt + new tokens + gamma + 1) and runs one step of each block length up to
+  // `max_block` through them, so that timed decodes allocate nothing and capture no graph.
+  void reserve(int64_t capacity, int64_t max_block);
 
   // Decodes one prompt: up to sp.max_new_tokens tokens, stopping after any of sp.stop_ids; sp.temperature 0 is greedy.
   // `seed` seeds the uniforms (drafter sampling, acceptance, correction) in a fixed order.
@@ -90,6 +101,7 @@ class SpeculativeDecoder {
   model::Llama& target_;
   model::Llama* drafter_ = nullptr;
   std::optional<LookupDrafting> lookup_;
+  std::unique_ptr<DecodeStream> target_stream_, drafter_stream_;
 };
 
 // The median wall time of one decode step of `model` that appends the last `block` tokens of `context` to a cache

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "data/shards.h"
 #include "evaluators/metrics.h"
+#include "evaluators/stats.h"
 #include "io/safetensors.h"
 #include "model/generation.h"
 #include "train/losses.h"
@@ -212,11 +213,17 @@ std::string distill_run_name(const config::DistillSection& d) {
   return name;
 }
 
-int distill(const config::Config& cfg) {
+std::string distill_run_dir(const config::DistillSection& d) {
+  return config::seed_dir((stdfs::path(d.output_dir) / distill_run_name(d)).string(), d.seed);
+}
+
+int distill(const config::Config& given) {
+  // distill.seed >= 0: this seed's run, seeded by it (data order, on-policy samples) and written to <run>/seed-<n>.
+  const config::Config cfg = config::with_stage_seed(given, given.distill.seed);
   const config::DistillSection& d = cfg.distill;
   const config::TrainSection& t = d.train;
   Runtime rt = make_runtime(cfg.run, t);
-  const stdfs::path out = stdfs::path(d.output_dir) / distill_run_name(d);
+  const stdfs::path out = distill_run_dir(d);
   const bool offline = d.teacher == config::Teacher::kOffline;
   DA_CHECK(!offline || d.temperature == 1.0, "distill.temperature = ", d.temperature,
            " with distill.teacher = offline: the stored top-k log-probs are the target's at temperature 1, so an "
@@ -249,6 +256,18 @@ int distill(const config::Config& cfg) {
            val_set.size(), " held out)");
   if (val_set.size() > static_cast<size_t>(t.eval_batches * t.micro_batch_size))
     val_set.resize(t.eval_batches * t.micro_batch_size);
+  // The held-out records' prompts: the unit of held-out alpha's interval.
+  std::vector<size_t> val_cluster;
+  size_t val_clusters = 0;
+  {
+    std::map<std::vector<int64_t>, size_t> index;
+    for (const Pair* p : val_set) {
+      const auto [it, fresh] = index.emplace(std::vector<int64_t>(p->tokens.begin(), p->tokens.begin() + p->prompt_len),
+                                             val_clusters);
+      val_clusters += fresh;
+      val_cluster.push_back(it->second);
+    }
+  }
   EpochOrder order(static_cast<int64_t>(train_set.size()), static_cast<uint64_t>(cfg.run.seed));
   log::info("distill: ", distill_run_name(d), " from ", d.student, " (", student->num_params(), " parameters) against ",
             offline ? "the stored top-k log-probs" : cfg.target.dir, "; ", train_set.size(), " training and ",
@@ -345,15 +364,23 @@ int distill(const config::Config& cfg) {
       // Sums over this rank's share of the held-out records: alpha against the real target, response tokens, CE,
       // greedy agreement with the target, and (offline) alpha over the stored top-k + rest bins.
       const int64_t n_val = static_cast<int64_t>(val_set.size());
-      const Tensor c = held_out_sums(*student, rt, n_val, mbs, 5, [&](const std::vector<int64_t>& mine, Tensor& sums) {
+      // Slots 0-4: the totals; then alpha and tokens of each held-out record, for the interval over its prompts.
+      const Tensor c = held_out_sums(*student, rt, n_val, mbs, 5 + 2 * n_val, [&](const std::vector<int64_t>& mine,
+                                                                                   Tensor& sums) {
         std::vector<const Pair*> recs;
         for (const int64_t i : mine) recs.push_back(val_set[i]);
         const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
         if (b.positions.size(0) == 0) return;
         const Tensor s = student_rows(b), p = target_rows(b);
         const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
-        sums[0] += acceptance(s, p, d.temperature).sum().to(torch::kFloat64);
+        const Tensor a = acceptance(s, p, d.temperature).to(torch::kFloat64);  // [N]
+        sums[0] += a.sum();
         sums[1] += static_cast<double>(b.positions.size(0));
+        // Per record: the row of each position (positions are flat indices into B x T), scattered to its slots.
+        const Tensor slot = torch::tensor(mine, torch::kInt64).to(rt.device).mul(2).add(5);
+        const Tensor rows = b.positions.div(b.x.size(1), "floor");
+        sums.index_add_(0, slot.index_select(0, rows), a);
+        sums.index_add_(0, slot.index_select(0, rows).add(1), torch::ones_like(a));
         sums[2] += F::cross_entropy(s.to(torch::kFloat32), y, F::CrossEntropyFuncOptions().reduction(torch::kSum))
                        .to(torch::kFloat64);
         sums[3] += s.argmax(-1).eq(p.argmax(-1)).sum().to(torch::kFloat64);
@@ -362,12 +389,21 @@ int distill(const config::Config& cfg) {
           sums[4] += acceptance(bins.student, bins.teacher, 1.0).sum().to(torch::kFloat64);
         }
       });
+      // The interval of held-out alpha: a bootstrap over the held-out prompts (all responses to one prompt together).
+      std::vector<double> alpha_by_prompt(val_clusters, 0.0), tokens_by_prompt(val_clusters, 0.0);
+      for (int64_t i = 0; i < n_val; ++i) {
+        alpha_by_prompt[val_cluster[i]] += c[5 + 2 * i].item<double>();
+        tokens_by_prompt[val_cluster[i]] += c[6 + 2 * i].item<double>();
+      }
+      const eval::Interval alpha_ci =
+          eval::bootstrap_ratio(alpha_by_prompt, tokens_by_prompt, 2000, static_cast<uint64_t>(cfg.run.seed) ^ 0xa1);
       const double tokens = std::max(1.0, c[1].item<double>());
       const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / tokens;
       const double agree = c[3].item<double>() / tokens;
       nlohmann::json tau = nlohmann::json::array();
       for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(eval::iid_tokens_per_call(alpha, g));
-      log::info("distill: step ", step, " held-out (real target): alpha ", alpha, ", greedy agreement ", agree,
+      log::info("distill: step ", step, " held-out (real target, ", n_val, " records of ", val_clusters,
+                " prompts): alpha ", alpha, " [", alpha_ci.lo, ", ", alpha_ci.hi, "], greedy agreement ", agree,
                 ", response CE ", ce, ", i.i.d. tau prediction (1..", kMaxGamma, ") ", tau[0].get<double>(), " .. ",
                 tau[kMaxGamma - 1].get<double>(), " (", static_cast<int64_t>(tokens), " tokens)");
       nlohmann::json out = {{"val_alpha", alpha},
@@ -375,7 +411,11 @@ int distill(const config::Config& cfg) {
                             {"val_greedy_agreement", agree},
                             {"val_tau_iid_prediction", tau},
                             {"val_ce", ce},
-                            {"val_tokens", static_cast<int64_t>(tokens)}};
+                            {"val_tokens", static_cast<int64_t>(tokens)},
+                            {"val_records", n_val},
+                            {"val_prompts", static_cast<int64_t>(val_clusters)},
+                            {"val_alpha_lo", alpha_ci.lo},
+                            {"val_alpha_hi", alpha_ci.hi}};
       if (offline) out["val_alpha_offline_teacher"] = c[4].item<double>() / tokens;
       return out;
     };

@@ -32,7 +32,7 @@
 // offline run also logs val_alpha_offline_teacher, alpha over the top-k + rest bins it trains on (an upper bound of the
 // real alpha, by the data-processing inequality).
 //
-// Output: <output_dir>/<run name>/ with checkpoints, metrics.jsonl and final/ (an HF directory); the run name is the
+// Output: <output_dir>/<run name>/ (with distill.seed = n: <output_dir>/<run name>/seed-n/) with checkpoints, metrics.jsonl and final/ (an HF directory); the run name is the
 // loss (tvdpp-<scope>-<weighting> for TVD++, then -vocab for tvdpp_stats = vocab and -onpolicy<lambda>), so the losses of an ablation sit side by side.
 #pragma once
 
@@ -64,8 +64,10 @@ std::vector<std::vector<int64_t>> sample_responses(model::Llama& student, const 
                                                    const std::vector<int64_t>& max_new,
                                                    const std::vector<uint64_t>& seeds, double temperature);
 
-// The sub-directory of distill.output_dir this configuration writes to.
+// The sub-directory of distill.output_dir this configuration writes to (its run name).
 std::string distill_run_name(const config::DistillSection& d);
+// The run's directory: output_dir/<run name>, or output_dir/<run name>/seed-<n> for distill.seed = n >= 0.
+std::string distill_run_dir(const config::DistillSection& d);
 
 // Runs the stage; returns the exit code. Throws Error on bad data, checkpoints or config.
 int distill(const config::Config& cfg);

@@ -10,6 +10,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/preempt.h"
+#include "config/fingerprint.h"
 #include "data/prompts.h"
 #include "data/shards.h"
 #include "io/safetensors.h"
@@ -54,21 +55,11 @@ std::pair<int, int> shard_spec(const config::GenerateSection& g) {
   return {i, n};
 }
 
-// What the records depend on: a directory made with other settings is not resumed.
+// What the records depend on (config/fingerprint.h: the seed, the target by content, every generate option that
+// changes a record, the prompt files by content): a directory made with other settings is not resumed.
 std::string plan_fingerprint(const config::Config& cfg, int64_t requests) {
-  const auto& g = cfg.generate;
-  std::string s = str_cat("seed=", cfg.run.seed, " target=", stdfs::absolute(cfg.target.dir).string(),
-                          " template=", cfg.target.chat_template, " dtype=", cfg.target.dtype, " T=", g.temperature,
-                          " p=", g.top_p, " k=", g.top_k, " new=", g.max_new_tokens, " R=", g.responses_per_prompt,
-                          " max=", g.max_prompts, " shard=", g.shard_size, " topk=", g.topk_logprobs,
-                          " requests=", requests);
-  for (const auto& x : g.stop) s += " stop=" + x;
-  for (int64_t x : g.stop_ids) s += str_cat(" stop_id=", x);
-  for (double w : g.prompt_weights) s += str_cat(" weight=", w);
-  for (const auto& f : g.prompts) s += str_cat(" ", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
-  const std::string cfg_json = fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
-  s += " target_config=" + checksum_hex(cfg_json);
-  return checksum_hex(s);
+  return config::stage_fingerprint(cfg, "generate/v2", {"run", "target", "generate"},
+                                   {{"requests", std::to_string(requests)}});
 }
 
 // Makes `out` the directory of `plan`: writes plan.json, or checks the one there. A directory made for another plan

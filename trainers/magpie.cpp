@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "config/fingerprint.h"
 #include "data/magpie.h"
 #include "data/prompts.h"
 #include "data/shards.h"
@@ -31,17 +32,10 @@ struct MagpieCounts {
   std::map<std::string, int64_t> dropped;  // reason -> count
 };
 
-// What the kept prompts depend on: a manifest with another fingerprint means the file is made again.
+// What the kept prompts depend on (config/fingerprint.h): a manifest with another fingerprint means the file is made
+// again.
 std::string magpie_fingerprint(const config::Config& cfg) {
-  const config::MagpieSection& m = cfg.magpie;
-  std::string s = str_cat("seed=", cfg.run.seed, " target=", stdfs::absolute(cfg.target.dir).string(),
-                          " template=", cfg.target.chat_template, " dtype=", cfg.target.dtype, " count=", m.count,
-                          " max_samples=", m.max_samples, " T=", m.temperature, " p=", m.top_p, " new=",
-                          m.max_new_tokens, " chars=", m.min_chars, "-", m.max_chars, " n=", m.ngram, " overlap=",
-                          m.max_overlap, " system=", m.system);
-  for (const auto& f : m.exclude) s += str_cat(" exclude=", stdfs::absolute(f).string(), ":", stdfs::file_size(f));
-  s += " target_config=" + fs::read_file(stdfs::path(cfg.target.dir) / "config.json");
-  return checksum_hex(s);
+  return config::stage_fingerprint(cfg, "magpie/v2", {"run", "target", "magpie"});
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "config/loader.h"
 #include "config/schema.h"
 #include "evaluators/evaluate.h"
+#include "evaluators/report.h"
 #include "io/hf_checkpoint.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
@@ -25,17 +26,39 @@ namespace draftalign::train {
 
 namespace stdfs = std::filesystem;
 
-config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss) {
+namespace {
+
+// The seeds a stage trains with: pipeline.seeds, or one run with run.seed (-1).
+std::vector<int64_t> stage_seeds(const config::Config& cfg, bool pretraining) {
+  if (cfg.pipeline.seeds.empty() || (pretraining && !cfg.pipeline.seed_pretraining)) return {-1};
+  return cfg.pipeline.seeds;
+}
+
+// The pretrained drafter a distillation of `seed` starts from.
+std::string student_of(const config::Config& cfg, int64_t seed) {
+  if (seed < 0 || !cfg.pipeline.seed_pretraining) return cfg.distill.student;
+  return (stdfs::path(config::seed_dir(cfg.pretrain.output_dir, seed)) / "final").string();
+}
+
+}  // namespace
+
+config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss, int64_t seed) {
   config::Config c = cfg;
   c.distill = config::with_run(c.distill, loss.empty() ? c.pipeline.losses.at(0) : loss);
+  c.distill.seed = seed;
+  c.distill.student = student_of(cfg, seed);
   std::vector<std::string>& drafters = c.evaluate.drafters;
   drafters.clear();
   auto add = [&](const std::string& dir) {
     if (std::find(drafters.begin(), drafters.end(), dir) == drafters.end()) drafters.push_back(dir);
   };
-  add(c.distill.student);
+  for (int64_t s : stage_seeds(cfg, true)) add(student_of(cfg, s));
   for (const auto& run : c.pipeline.losses)
-    add((stdfs::path(c.distill.output_dir) / distill_run_name(config::with_run(c.distill, run)) / "final").string());
+    for (int64_t s : stage_seeds(cfg, false)) {
+      config::DistillSection d = config::with_run(c.distill, run);
+      d.seed = s;
+      add((stdfs::path(distill_run_dir(d)) / "final").string());
+    }
   for (const auto& d : cfg.evaluate.drafters) add(d);
   return c;
 }
@@ -53,13 +76,6 @@ bool training_complete(const stdfs::path& out, int64_t steps) {
     log::warn("pipeline: ", (out / "final").string(), " is not a complete drafter (", e.what(), "); training again");
     return false;
   }
-}
-
-bool evaluation_complete(const config::Config& c) {
-  const stdfs::path report = stdfs::path(c.evaluate.report_dir) / "report.json";
-  if (!stdfs::exists(report)) return false;
-  const nlohmann::json j = nlohmann::json::parse(fs::read_file(report), nullptr, false);
-  return j.is_object() && j.contains("fingerprint") && j["fingerprint"] == eval::evaluate_fingerprint(c);
 }
 
 void stage(const std::string& name, int index, int total) {
@@ -89,17 +105,28 @@ int pipeline(const config::Config& cfg) {
                                                    c.magpie.output) != c.generate.prompts.end(),
            "pipeline.target_prompts: magpie.output (", c.magpie.output, ") is not among generate.prompts, so the ",
            "prompts the target writes would not be answered; add it there");
-  const int total = 4 + static_cast<int>(c.pipeline.losses.size()) + (c.pipeline.target_prompts ? 1 : 0);
+  // The evaluation's contrasts name report rows: a wrong one fails now, not after hours of training.
+  eval::check_contrasts(eval::parse_contrasts(c.evaluate.contrasts),
+                        eval::report_row_names(c.evaluate.drafters, c.evaluate.prompt_lookup, c.evaluate.hybrid));
+  const std::vector<int64_t> pretrain_seeds = stage_seeds(cfg, true), distill_seeds = stage_seeds(cfg, false);
+  const int total = 3 + static_cast<int>(pretrain_seeds.size()) +
+                    static_cast<int>(c.pipeline.losses.size() * distill_seeds.size()) + (c.pipeline.target_prompts ? 1 : 0);
   int k = 0;
 
   stage("prepare-data: " + c.prepare.output_dir, ++k, total);
   prepare_data(c);
 
-  stage("pretrain: " + c.pretrain.output_dir, ++k, total);
-  if (training_complete(c.pretrain.output_dir, c.pretrain.train.steps))
-    log::info("pipeline: pretrain is complete (", c.distill.student, "), skipped");
-  else
-    pretrain(c);
+  for (int64_t seed : pretrain_seeds) {
+    config::Config p = c;
+    p.pretrain.seed = seed;
+    const std::string out = config::seed_dir(p.pretrain.output_dir, seed);
+    stage("pretrain: " + out, ++k, total);
+    if (seed >= 0) record(p, str_cat("pretrain-seed-", seed));
+    if (training_complete(out, p.pretrain.train.steps))
+      log::info("pipeline: pretrain is complete (", out, "/final), skipped");
+    else
+      pretrain(p);
+  }
 
   if (c.pipeline.target_prompts) {
     stage("magpie: " + c.magpie.output, ++k, total);
@@ -112,32 +139,34 @@ int pipeline(const config::Config& cfg) {
            "pipeline: generate did not finish every shard (", c.generate.output_dir,
            "); with generate.shard set, run the other processes, then the pipeline again");
 
-  for (const auto& run : c.pipeline.losses) {
-    const config::Config d = pipeline_stage_config(cfg, run);
-    const stdfs::path out = stdfs::path(d.distill.output_dir) / distill_run_name(d.distill);
-    stage("distill " + run + ": " + out.string(), ++k, total);
-    const config::DistillSection& mine = d.distill;
-    const config::DistillSection& theirs = cfg.distill;
-    if (mine.loss != theirs.loss || mine.tvdpp_scope != theirs.tvdpp_scope ||
-        mine.tvdpp_weighting != theirs.tvdpp_weighting || mine.tvdpp_stats != theirs.tvdpp_stats)
-      log::info("pipeline: distill.loss = ", mine.loss,
-                mine.loss == config::Loss::kTvdpp ? str_cat(", tvdpp_scope = ", mine.tvdpp_scope, ", tvdpp_weighting = ",
-                                                            mine.tvdpp_weighting, ", tvdpp_stats = ", mine.tvdpp_stats)
-                                                  : std::string(),
-                " for this run (from pipeline.losses: ", run, "; the config's own are not used)");
-    record(d, "distill-" + distill_run_name(d.distill));
-    if (training_complete(out, d.distill.train.steps))
-      log::info("pipeline: distill ", run, " is complete (", (out / "final").string(), "), skipped");
-    else
-      distill(d);
-  }
+  for (const auto& run : c.pipeline.losses)
+    for (int64_t seed : distill_seeds) {
+      const config::Config d = pipeline_stage_config(cfg, run, seed);
+      const stdfs::path out = distill_run_dir(d.distill);
+      stage(str_cat("distill ", run, seed >= 0 ? str_cat(" seed ", seed) : std::string(), ": ", out.string()), ++k,
+            total);
+      const config::DistillSection& mine = d.distill;
+      const config::DistillSection& theirs = cfg.distill;
+      if (mine.loss != theirs.loss || mine.tvdpp_scope != theirs.tvdpp_scope ||
+          mine.tvdpp_weighting != theirs.tvdpp_weighting || mine.tvdpp_stats != theirs.tvdpp_stats)
+        log::info("pipeline: distill.loss = ", mine.loss,
+                  mine.loss == config::Loss::kTvdpp ? str_cat(", tvdpp_scope = ", mine.tvdpp_scope, ", tvdpp_weighting = ",
+                                                              mine.tvdpp_weighting, ", tvdpp_stats = ", mine.tvdpp_stats)
+                                                    : std::string(),
+                  " for this run (from pipeline.losses: ", run, "; the config's own are not used)");
+      record(d, str_cat("distill-", distill_run_name(d.distill), seed >= 0 ? str_cat("-seed-", seed) : std::string()));
+      if (training_complete(out, d.distill.train.steps))
+        log::info("pipeline: distill ", run, " is complete (", (out / "final").string(), "), skipped");
+      else
+        distill(d);
+    }
 
   stage("evaluate: " + c.evaluate.report_dir, ++k, total);
   if (c.evaluate.drafters != cfg.evaluate.drafters)
-    log::info("pipeline: evaluate.drafters = ", config::join(c.evaluate.drafters), " (distill.student and each ",
-              "distilled drafter, then the config's own list)");
+    log::info("pipeline: evaluate.drafters = ", config::join(c.evaluate.drafters), " (the pretrained drafter(s) and ",
+              "each distilled drafter, then the config's own list)");
   record(c, "evaluate");
-  if (evaluation_complete(c))
+  if (eval::evaluation_complete(c))
     log::info("pipeline: ", (stdfs::path(c.evaluate.report_dir) / "report.json").string(),
               " was made from these drafters and settings, skipped");
   else

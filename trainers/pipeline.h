@@ -21,6 +21,8 @@ int pipeline(const config::Config& cfg);
 // The config each stage of the pipeline runs with: `cfg` with the loss options of the run named `loss` (empty: the
 // first of pipeline.losses; config::with_run) and evaluate.drafters = distill.student, each pipeline.losses run's final drafter, then
 // cfg.evaluate.drafters, each once. Nothing else is changed.
-config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss = "");
+// With pipeline.seeds, distill.seed = `seed` (and, with pipeline.seed_pretraining, distill.student = that seed's
+// pretrained drafter), and evaluate.drafters lists every seed's drafters.
+config::Config pipeline_stage_config(const config::Config& cfg, const std::string& loss = "", int64_t seed = -1);
 
 }  // namespace draftalign::train

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "config/fingerprint.h"
 #include "data/shards.h"
 #include "tokenizer/tokenizer.h"
 
@@ -101,16 +102,12 @@ class DocumentReader {
   int64_t line_no_ = 0, para_line_ = 0;
 };
 
-// What the dataset is made from: input paths, sizes and times, the tokenizer file and the options.
-std::string fingerprint(const config::PrepareSection& p, const tok::Tokenizer& t) {
-  std::string s = str_cat("tokenizer=", stdfs::absolute(t.file()).string(), ":", stdfs::file_size(t.file()),
-                          " field=", p.text_field, " val=", p.val_fraction, " shard=", p.shard_tokens);
-  for (const auto& in : p.inputs) {
+// What the dataset is made from: the prepare options (config/fingerprint.h: the input files by content) and the
+// tokenizer file's content.
+std::string fingerprint(const config::Config& cfg, const tok::Tokenizer& t) {
+  for (const auto& in : cfg.prepare.inputs)
     DA_CHECK(stdfs::is_regular_file(in), in, ": input file not found (prepare.inputs)");
-    s += str_cat(" ", stdfs::absolute(in).string(), ":", stdfs::file_size(in), ":",
-                 stdfs::last_write_time(in).time_since_epoch().count());
-  }
-  return checksum_hex(s);
+  return config::stage_fingerprint(cfg, "prepare-data/v2", {"prepare"}, {{"tokenizer", file_checksum_hex(t.file())}});
 }
 
 // Validation documents: every `period`-th one (0 = none).
@@ -129,7 +126,7 @@ int prepare_data(const config::Config& cfg) {
   const int64_t eos = tokenizer->special().eos;
   DA_CHECK(eos >= 0, tokenizer->file().string(), ": the tokenizer has no eos_token to end documents with");
 
-  const std::string source = fingerprint(p, *tokenizer);
+  const std::string source = fingerprint(cfg, *tokenizer);
   const stdfs::path out_dir = p.output_dir;
   if (stdfs::exists(out_dir / "index.json")) {
     try {

@@ -144,7 +144,10 @@ std::shared_ptr<model::Llama> make_model(const config::PretrainSection& p, const
 
 }  // namespace
 
-int pretrain(const config::Config& cfg) {
+int pretrain(const config::Config& given) {
+  // pretrain.seed >= 0: this seed's run, seeded by it and written to output_dir/seed-<n>.
+  config::Config cfg = config::with_stage_seed(given, given.pretrain.seed);
+  cfg.pretrain.output_dir = config::seed_dir(given.pretrain.output_dir, given.pretrain.seed);
   const config::PretrainSection& p = cfg.pretrain;
   const config::TrainSection& t = p.train;
   Runtime rt = make_runtime(cfg.run, t);

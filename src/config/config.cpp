@@ -49,6 +49,13 @@ std::vector<Config::Problem> Config::cross_checks() const {
                                    {"evaluate.gammas", evaluate.gammas.empty()},
                                    {"evaluate.temperatures", evaluate.temperatures.empty()}})
     if (empty) out.push_back({key, "must not be empty"});
+  for (size_t i = 0; i < pipeline.seeds.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (pipeline.seeds[i] == pipeline.seeds[j])
+        out.push_back({"pipeline.seeds", str_cat("seed ", pipeline.seeds[i], " is listed twice (entries ", j, " and ", i,
+                                                 "): each seed is one training run")});
+  if (pipeline.seed_pretraining && pipeline.seeds.empty())
+    out.push_back({"pipeline.seed_pretraining", "needs pipeline.seeds: the seeds to pretrain with"});
   if (evaluate.prompt_lookup_max < evaluate.prompt_lookup_min)
     out.push_back({"evaluate.prompt_lookup_max", str_cat("must be at least evaluate.prompt_lookup_min (",
                                                          evaluate.prompt_lookup_min, ")")});
@@ -96,6 +103,15 @@ DistillSection with_run(DistillSection d, const std::string& run) {
   if (i >= losses) return tvdpp_variants(d)[i - losses];
   d.loss = static_cast<Loss>(i);
   return d;
+}
+
+Config with_stage_seed(Config cfg, int64_t seed) {
+  if (seed >= 0) cfg.run.seed = seed;
+  return cfg;
+}
+
+std::string seed_dir(const std::string& dir, int64_t seed) {
+  return seed < 0 ? dir : str_cat(dir, dir.empty() || dir.back() == '/' ? "" : "/", "seed-", seed);
 }
 
 }  // namespace draftalign::config

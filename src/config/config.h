@@ -49,24 +49,24 @@ struct RunSection {
   template <class V>
   void visit(V& s) {
     s.add("output_dir", output_dir,
-          "the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories");
+          "the run's directory: the resolved config of each command, and ${run.output_dir} in the stage directories").as(Role::kOutput);
     s.add("seed", seed, "base random seed; each rank and stage derives its own from it", Bounds::at_least(0));
     s.add("device", device, "auto = CUDA when available, else CPU");
     s.add("threads", threads,
           "CPU threads for intra-op parallelism; 0 = OMP_NUM_THREADS when set, else the cores shared among the local "
           "ranks",
-          Bounds::at_least(0));
-    s.add("log_every", log_every, "steps between metric log lines", Bounds::at_least(1));
+          Bounds::at_least(0)).as(Role::kNoEffect);
+    s.add("log_every", log_every, "steps between metric log lines", Bounds::at_least(1)).as(Role::kNoEffect);
     s.add("progress_interval_s", progress_interval_s,
-          "seconds between plain progress lines when stdout is not a terminal", Bounds::positive());
+          "seconds between plain progress lines when stdout is not a terminal", Bounds::positive()).as(Role::kNoEffect);
     s.add("dist_timeout_s", dist_timeout_s,
           "data parallel: seconds a collective (or the rendezvous) may wait for the other ranks before failing",
-          Bounds::positive());
+          Bounds::positive()).as(Role::kNoEffect);
     s.add_choice("report_to", report_to,
                  "where training metrics go: jsonl (<run>/metrics.jsonl, always written), tensorboard "
                  "(<run>/tensorboard/), wandb (a sidecar; offline unless WANDB_API_KEY is set)",
-                 {"jsonl", "tensorboard", "wandb"});
-    s.add("wandb_project", wandb_project, "the W&B project of report_to: [wandb]");
+                 {"jsonl", "tensorboard", "wandb"}).as(Role::kNoEffect);
+    s.add("wandb_project", wandb_project, "the W&B project of report_to: [wandb]").as(Role::kNoEffect);
   }
 };
 
@@ -78,7 +78,7 @@ struct TargetSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("dir", dir, "Hugging Face checkpoint directory of the target (the demo converts it from the GGUF)");
+    s.add("dir", dir, "Hugging Face checkpoint directory of the target (the demo converts it from the GGUF)").as(Role::kInputDir);
     s.add("dtype", dtype, "compute dtype; auto = bf16 on CUDA, fp32 on CPU", {"auto", "fp32", "bf16"});
     s.add_choice("chat_template", chat_template,
                  "auto = the Jinja template the target ships, rendered as transformers renders it; chatml / llama2 = "
@@ -96,7 +96,7 @@ struct ModelShape {
   static io::LlamaConfig demo_drafter() {
     io::LlamaConfig c;
     c.vocab_size = 49152, c.hidden_size = 256, c.intermediate_size = 768, c.num_hidden_layers = 4;
-    c.num_attention_heads = 4, c.num_key_value_heads = 4, c.max_position_embeddings = 1024;
+    c.num_attention_heads = 4, c.num_key_value_heads = 4, c.max_position_embeddings = 2048;
     c.rope_theta = 100000.0, c.rms_norm_eps = 1e-5, c.tie_word_embeddings = true;
     return c;
   }
@@ -173,10 +173,10 @@ struct TrainSection {
     s.add("grad_accum", grad_accum, "micro-batches per optimizer step", Bounds::at_least(1));
     s.add("eval_every", eval_every, "steps between validation passes; 0 = only at the end", Bounds::at_least(0));
     s.add("eval_batches", eval_batches, "validation micro-batches per pass, all ranks together", Bounds::at_least(1));
-    s.add("save_every", save_every, "steps between checkpoints; 0 = only at the end", Bounds::at_least(0));
-    s.add("keep_last", keep_last, "checkpoints kept on disk (older ones are deleted)", Bounds::at_least(1));
-    s.add("bucket_mb", bucket_mb, "data parallel: MB of gradients per all-reduce bucket", Bounds::positive());
-    s.add("resume", resume, "auto = latest checkpoint in the output dir, none = start over, or a checkpoint path");
+    s.add("save_every", save_every, "steps between checkpoints; 0 = only at the end", Bounds::at_least(0)).as(Role::kNoEffect);
+    s.add("keep_last", keep_last, "checkpoints kept on disk (older ones are deleted)", Bounds::at_least(1)).as(Role::kNoEffect);
+    s.add("bucket_mb", bucket_mb, "data parallel: MB of gradients per all-reduce bucket", Bounds::positive()).as(Role::kNoEffect);
+    s.add("resume", resume, "auto = latest checkpoint in the output dir, none = start over, or a checkpoint path").as(Role::kNoEffect);
     s.add("dtype", dtype, "auto = bf16 autocast with fp32 master weights on CUDA, fp32 on CPU",
           {"auto", "fp32", "bf16"});
     s.add("on_nonfinite", on_nonfinite, "a NaN/Inf loss: stop (naming the last good checkpoint) or skip");
@@ -196,13 +196,13 @@ struct PrepareSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("inputs", inputs, "text (.txt) or JSONL (.jsonl) files to tokenize");
-    s.add("output_dir", output_dir, "where the shards and their index go");
-    s.add("tokenizer", tokenizer, "directory with tokenizer.json or tokenizer.model (and tokenizer_config.json); empty = the target's");
+    s.add("inputs", inputs, "text (.txt) or JSONL (.jsonl) files to tokenize").as(Role::kInputFile);
+    s.add("output_dir", output_dir, "where the shards and their index go").as(Role::kOutput);
+    s.add("tokenizer", tokenizer, "directory with tokenizer.json or tokenizer.model (and tokenizer_config.json); empty = the target's").as(Role::kInputDir);
     s.add("text_field", text_field, "JSONL field holding the text");
     s.add("val_fraction", val_fraction, "fraction of documents held out for validation", Bounds::closed_open(0, 0.5));
     s.add("shard_tokens", shard_tokens, "tokens per shard", Bounds::at_least(1024));
-    s.add("workers", workers, "tokenizer threads; 0 = all cores", Bounds::at_least(0));
+    s.add("workers", workers, "tokenizer threads; 0 = all cores", Bounds::at_least(0)).as(Role::kNoEffect);
   }
 };
 
@@ -219,18 +219,22 @@ struct PretrainSection {
   std::string init_from = "";
   EmbeddingInit embedding_init = EmbeddingInit::kTargetSvd;
   std::string output_dir = "${run.output_dir}/pretrain";
+  int64_t seed = -1;
   bool document_mask = true;
   ModelShape model;
   TrainSection train = demo_train();
 
   template <class V>
   void visit(V& s) {
-    s.add("data_dir", data_dir, "token shards written by prepare-data");
-    s.add("init_from", init_from, "start from this HF checkpoint directory; empty = from scratch (model.*)");
+    s.add("data_dir", data_dir, "token shards written by prepare-data").as(Role::kInputDir);
+    s.add("init_from", init_from, "start from this HF checkpoint directory; empty = from scratch (model.*)").as(Role::kInputDir);
     s.add("embedding_init", embedding_init,
           "from scratch: normal(0, 0.02), or target-svd = the target's embedding matrix projected on its top "
           "model.hidden_size right singular vectors (E V_d), the tied head with it");
-    s.add("output_dir", output_dir, "checkpoints, metrics and the final HF-format drafter");
+    s.add("output_dir", output_dir, "checkpoints, metrics and the final HF-format drafter").as(Role::kOutput);
+    s.add("seed", seed,
+          "training seed: -1 = run.seed, written to output_dir; n >= 0 = seed n, written to output_dir/seed-n (a run "
+          "of several seeds, which evaluate combines)", Bounds::at_least(-1));
     s.add("document_mask", document_mask,
           "packed sequences: attend only within each document, positions restarting at each one");
     s.section("model", model, "drafter architecture when training from scratch");
@@ -261,8 +265,8 @@ struct GenerateSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("prompts", prompts, "JSONL prompt files (instruction/input, conversations/messages, or turns)");
-    s.add("output_dir", output_dir, "response shards, manifest and a JSONL preview");
+    s.add("prompts", prompts, "JSONL prompt files (instruction/input, conversations/messages, or turns)").as(Role::kInputFile);
+    s.add("output_dir", output_dir, "response shards, manifest and a JSONL preview").as(Role::kOutput);
     s.add("temperature", temperature, "sampling temperature; 0 = greedy", Bounds::at_least(0));
     s.add("top_p", top_p, "nucleus sampling mass", Bounds::open_closed(0, 1));
     s.add("top_k", top_k, "sample among the k most likely tokens; 0 = off", Bounds::at_least(0));
@@ -279,7 +283,7 @@ struct GenerateSection {
           "one weight per prompt file: the files are interleaved in this ratio (before max_prompts); empty = "
           "an even mix (every weight 1)", Bounds::at_least(0));
     s.add("shard", shard, "i/n: this process takes every n-th shard from i (independent processes); "
-                          "empty = RANK/WORLD_SIZE of the launcher");
+                          "empty = RANK/WORLD_SIZE of the launcher").as(Role::kNoEffect);
     s.add("on_bad_record", on_bad_record, "a malformed prompt line: error (with file:line) or skip and count");
   }
 };
@@ -306,7 +310,7 @@ struct MagpieSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("output", output, "the prompt JSONL written (instruction + provenance per line)");
+    s.add("output", output, "the prompt JSONL written (instruction + provenance per line)").as(Role::kOutput);
     s.add("count", count, "prompts to keep", Bounds::at_least(1));
     s.add("max_samples", max_samples, "give up after this many samples; 0 = 4 x count", Bounds::at_least(0));
     s.add("temperature", temperature, "sampling temperature of the user turn", Bounds::positive());
@@ -319,7 +323,7 @@ struct MagpieSection {
     s.add("max_overlap", max_overlap,
           "a prompt sharing this fraction of its (or the other's) word n-grams with a kept or excluded one is a "
           "near duplicate", Bounds::open_closed(0, 1));
-    s.add("exclude", exclude, "prompt files no kept prompt may overlap (the evaluation prompts)");
+    s.add("exclude", exclude, "prompt files no kept prompt may overlap (the evaluation prompts)").as(Role::kInputFile);
     s.add("system", system, "system prompt of the prefix; empty = the template's default (as generate uses)");
     s.add("batch_size", batch_size, "sequences sampled together", Bounds::at_least(1));
   }
@@ -331,7 +335,7 @@ struct MagpieSection {
 struct DistillSection {
   static TrainSection demo_train() {
     TrainSection t;
-    t.steps = 300, t.seq_len = 192, t.micro_batch_size = 4, t.eval_every = 0, t.eval_batches = 4, t.save_every = 0;
+    t.steps = 300, t.seq_len = 192, t.micro_batch_size = 4, t.eval_every = 0, t.eval_batches = 10, t.save_every = 0;
     t.optim.lr = 5e-4, t.optim.min_lr = 5e-5, t.optim.warmup_steps = 4;
     return t;
   }
@@ -339,6 +343,7 @@ struct DistillSection {
   std::string data_dir = "${generate.output_dir}";
   std::string student = "${pretrain.output_dir}/final";
   std::string output_dir = "${run.output_dir}/distill";
+  int64_t seed = -1;
   Loss loss = Loss::kTvdpp;
   Teacher teacher = Teacher::kOffline;
   double temperature = 1.0;
@@ -354,9 +359,12 @@ struct DistillSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("data_dir", data_dir, "prompt/response shards written by generate");
-    s.add("student", student, "drafter checkpoint to start from (HF directory)");
-    s.add("output_dir", output_dir, "checkpoints, metrics and the distilled drafter (a sub-directory per loss)");
+    s.add("data_dir", data_dir, "prompt/response shards written by generate").as(Role::kInputDir);
+    s.add("student", student, "drafter checkpoint to start from (HF directory)").as(Role::kInputDir);
+    s.add("output_dir", output_dir, "checkpoints, metrics and the distilled drafter (a sub-directory per loss)").as(Role::kOutput);
+    s.add("seed", seed,
+          "training seed: -1 = run.seed, written to output_dir/<run name>; n >= 0 = seed n, written to "
+          "output_dir/<run name>/seed-n (a run of several seeds, which evaluate combines)", Bounds::at_least(-1));
     s.add("loss", loss, "distillation loss");
     s.add("teacher", teacher, "online = run the target; offline = stored top-k log-probs");
     s.add("temperature", temperature, "softmax temperature T for both p and q", Bounds::positive());
@@ -397,6 +405,7 @@ struct EvaluateSection {
   std::string report_dir = "${run.output_dir}/report";
   int64_t turns = 2;
   int64_t max_new_tokens = 48;
+  int64_t context_max_new_tokens = 1024;
   int64_t max_prompts = 0;
   int64_t batch_size = 32;
   std::vector<int64_t> exact_gammas = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -404,8 +413,9 @@ struct EvaluateSection {
   bool hybrid = true;
   int64_t prompt_lookup_min = 1;
   int64_t prompt_lookup_max = 3;
-  int64_t bootstrap_resamples = 2000;
-  int64_t timed_prompts = 2;
+  int64_t bootstrap_resamples = 10000;
+  std::vector<std::string> contrasts = {};
+  int64_t timed_prompts = 8;
   int64_t timed_max_new_tokens = 16;
   std::vector<int64_t> gammas = {1};
   std::vector<double> temperatures = {0.0};
@@ -420,13 +430,16 @@ struct EvaluateSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("drafters", drafters, "drafter checkpoint directories to compare (HF directories)");
-    s.add("prompts", prompts, "JSONL prompt files (MT-bench mt-en.jsonl or any prompt file)");
-    s.add("report_dir", report_dir, "JSON, Markdown and plots");
+    s.add("drafters", drafters, "drafter checkpoint directories to compare (HF directories)").as(Role::kInputDir);
+    s.add("prompts", prompts, "JSONL prompt files (MT-bench mt-en.jsonl or any prompt file)").as(Role::kInputFile);
+    s.add("report_dir", report_dir, "JSON, Markdown and plots").as(Role::kOutput);
     s.add("turns", turns, "user turns asked per prompt (MT-bench has 2; a later turn follows the target's own "
                           "greedy answer to the one before)", Bounds::at_least(1));
     s.add("max_new_tokens", max_new_tokens, "tokens of each greedy answer the exact tau is measured on",
           Bounds::at_least(1));
+    s.add("context_max_new_tokens", context_max_new_tokens,
+          "the full greedy answer a later turn follows is decoded up to this many tokens (Spec-Bench's 1024); only "
+          "its first max_new_tokens are measured", Bounds::at_least(1));
     s.add("max_prompts", max_prompts, "use only the first N prompts; 0 = all", Bounds::at_least(0));
     s.add("batch_size", batch_size, "sequences the target answers together (continuous batching)",
           Bounds::at_least(1));
@@ -437,10 +450,15 @@ struct EvaluateSection {
                             "continuation when the context's trailing n-gram recurs, the drafter's for the rest");
     s.add("prompt_lookup_min", prompt_lookup_min, "prompt lookup: the shortest n-gram matched", Bounds::at_least(1));
     s.add("prompt_lookup_max", prompt_lookup_max, "prompt lookup: the longest n-gram matched", Bounds::at_least(1));
-    s.add("bootstrap_resamples", bootstrap_resamples, "bootstrap resamples of the prompts for the 95% intervals",
+    s.add("bootstrap_resamples", bootstrap_resamples,
+          "bootstrap resamples of the prompt clusters (and training seeds) for the intervals; the corrected intervals "
+          "of a family of m comparisons reach 0.05 / m into each tail, so keep it large",
           Bounds::at_least(100));
-    s.add("timed_prompts", timed_prompts, "turns decoded by the real speculative decoder for wall-clock speed-up; "
-                                          "0 = none", Bounds::at_least(0));
+    s.add("contrasts", contrasts,
+          "the family of paired comparisons of tau, each 'A vs B' naming two report rows (a drafter, its '+lookup' "
+          "hybrid, a method whose seeds are combined, prompt-lookup); [] = every pair of rows. Holm-corrected");
+    s.add("timed_prompts", timed_prompts, "turns decoded by the real speculative decoder for wall-clock speed-up, a "
+                                          "fixed-seed sample stratified by category; 0 = none", Bounds::at_least(0));
     s.add("timed_max_new_tokens", timed_max_new_tokens, "tokens generated per timed turn", Bounds::at_least(1));
     s.add("gammas", gammas, "draft lengths g of the timed decoder", Bounds::at_least(1));
     s.add("temperatures", temperatures, "sampling temperatures of the timed decoder; 0 = greedy", Bounds::at_least(0));
@@ -450,13 +468,14 @@ struct EvaluateSection {
                               "interval reported)", Bounds::at_least(1));
     s.add("sampling_temperatures", sampling_temperatures, "temperatures of the speculative sampling check (one-pass "
           "alpha vs the real decoder's acceptance); [] = none", Bounds::positive());
-    s.add("sampling_prompts", sampling_prompts, "turns of the sampling check (the first ones)", Bounds::at_least(0));
+    s.add("sampling_prompts", sampling_prompts,
+          "turns of the sampling check, a fixed-seed sample stratified by category", Bounds::at_least(0));
     s.add("sampling_max_new_tokens", sampling_max_new_tokens, "tokens sampled per turn in the sampling check",
           Bounds::at_least(1));
     s.add("sampling_gamma", sampling_gamma, "draft length of the real decoder in the sampling check",
           Bounds::at_least(1));
     s.add("python", python, "interpreter with matplotlib that draws the plots; auto = $DRAFTALIGN_PYTHON, else "
-                            ".venv/bin/python, else python3; off = no plots");
+                            ".venv/bin/python, else python3; off = no plots").as(Role::kNoEffect);
   }
 };
 
@@ -468,8 +487,8 @@ struct ExportSection {
 
   template <class V>
   void visit(V& s) {
-    s.add("checkpoint", checkpoint, "checkpoint directory to export (a final drafter or checkpoints/step-NNNNNNN)");
-    s.add("output_dir", output_dir, "Hugging Face directory to write");
+    s.add("checkpoint", checkpoint, "checkpoint directory to export (a final drafter or checkpoints/step-NNNNNNN)").as(Role::kInputDir);
+    s.add("output_dir", output_dir, "Hugging Face directory to write").as(Role::kOutput);
     s.add("dtype", dtype, "weight dtype in model.safetensors", {"fp32", "bf16", "fp16"});
   }
 };
@@ -488,11 +507,11 @@ struct DataSection {
   void visit(V& s) {
     s.add("dir", dir,
           "the distillation data directory (generate's output, or data import's); empty = "
-          "generate.output_dir");
+          "generate.output_dir").as(Role::kInputDir);
     s.add("samples", samples, "data show: records to print", Bounds::at_least(1));
     s.add("first", first, "data show: index of the first record printed", Bounds::at_least(0));
     s.add("bins", bins, "data stats: histogram bins", Bounds::at_least(1));
-    s.add("inputs", inputs, "data import: chat JSONL files (messages or ShareGPT conversations with assistant turns)");
+    s.add("inputs", inputs, "data import: chat JSONL files (messages or ShareGPT conversations with assistant turns)").as(Role::kInputFile);
     s.add("on_bad_record", on_bad_record, "data import: a malformed line: error (with file:line) or skip and count");
     s.add("shard_size", shard_size, "data import: records per output shard", Bounds::at_least(1));
   }
@@ -507,9 +526,12 @@ std::string loss_run_name(const DistillSection& d);
 // `d` with the loss options `run` names set (a bare loss sets only distill.loss); an Error for another name.
 DistillSection with_run(DistillSection d, const std::string& run);
 
+
 struct PipelineSection {
   std::vector<std::string> losses = {"tvdpp", "fkl", "tvd"};
   bool target_prompts = true;
+  std::vector<int64_t> seeds = {};
+  bool seed_pretraining = false;
 
   template <class V>
   void visit(V& s) {
@@ -519,6 +541,13 @@ struct PipelineSection {
                  distill_run_choices());
     s.add("target_prompts", target_prompts,
           "run magpie before generate (the target writes prompts to magpie.output; list that file in generate.prompts)");
+    s.add("seeds", seeds,
+          "training seeds: each distillation run is trained once per seed (distill.seed) and evaluate reports each "
+          "seed and the seeds combined, with intervals over seeds and questions; [] = once, with run.seed",
+          Bounds::at_least(0));
+    s.add("seed_pretraining", seed_pretraining,
+          "with seeds: pretrain once per seed too (pretrain.seed), each seed's distillations starting from its own "
+          "pretrained drafter; else one pretraining is shared and the seed spread is distillation's alone");
   }
 };
 
@@ -556,5 +585,11 @@ struct Config {
   };
   std::vector<Problem> cross_checks() const;
 };
+
+// A stage's training seed (pretrain.seed, distill.seed) applied: `cfg` with run.seed = seed when seed >= 0, which every
+// seed the stage derives follows; unchanged for -1.
+Config with_stage_seed(Config cfg, int64_t seed);
+// The directory a training run of a stage writes: `dir`, or dir/seed-<seed> for seed >= 0.
+std::string seed_dir(const std::string& dir, int64_t seed);
 
 }  // namespace draftalign::config

@@ -135,30 +135,42 @@ Field& Schema::add_field(std::string_view key, std::string_view help, Target t) 
   return fields_.back();
 }
 
-void Schema::add(std::string_view key, int64_t& v, std::string_view help, Bounds b) {
-  add_field(key, help, &v).bounds = b;
+Field& Schema::add(std::string_view key, int64_t& v, std::string_view help, Bounds b) {
+  Field& f = add_field(key, help, &v);
+  f.bounds = b;
+  return f;
 }
-void Schema::add(std::string_view key, double& v, std::string_view help, Bounds b) {
-  add_field(key, help, &v).bounds = b;
+Field& Schema::add(std::string_view key, double& v, std::string_view help, Bounds b) {
+  Field& f = add_field(key, help, &v);
+  f.bounds = b;
+  return f;
 }
-void Schema::add(std::string_view key, bool& v, std::string_view help) { add_field(key, help, &v); }
-void Schema::add(std::string_view key, std::string& v, std::string_view help) { add_field(key, help, &v); }
-void Schema::add(std::string_view key, std::vector<int64_t>& v, std::string_view help, Bounds b) {
-  add_field(key, help, &v).bounds = b;
+Field& Schema::add(std::string_view key, bool& v, std::string_view help) { return add_field(key, help, &v); }
+Field& Schema::add(std::string_view key, std::string& v, std::string_view help) { return add_field(key, help, &v); }
+Field& Schema::add(std::string_view key, std::vector<int64_t>& v, std::string_view help, Bounds b) {
+  Field& f = add_field(key, help, &v);
+  f.bounds = b;
+  return f;
 }
-void Schema::add(std::string_view key, std::vector<double>& v, std::string_view help, Bounds b) {
-  add_field(key, help, &v).bounds = b;
+Field& Schema::add(std::string_view key, std::vector<double>& v, std::string_view help, Bounds b) {
+  Field& f = add_field(key, help, &v);
+  f.bounds = b;
+  return f;
 }
-void Schema::add(std::string_view key, std::vector<std::string>& v, std::string_view help) {
-  add_field(key, help, &v);
+Field& Schema::add(std::string_view key, std::vector<std::string>& v, std::string_view help) {
+  return add_field(key, help, &v);
 }
-void Schema::add_choice(std::string_view key, std::string& v, std::string_view help,
-                        std::vector<std::string> choices) {
-  add_field(key, help, &v).choices = std::move(choices);
+Field& Schema::add_choice(std::string_view key, std::string& v, std::string_view help,
+                          std::vector<std::string> choices) {
+  Field& f = add_field(key, help, &v);
+  f.choices = std::move(choices);
+  return f;
 }
-void Schema::add_choice(std::string_view key, std::vector<std::string>& v, std::string_view help,
-                        std::vector<std::string> choices) {
-  add_field(key, help, &v).choices = std::move(choices);
+Field& Schema::add_choice(std::string_view key, std::vector<std::string>& v, std::string_view help,
+                          std::vector<std::string> choices) {
+  Field& f = add_field(key, help, &v);
+  f.choices = std::move(choices);
+  return f;
 }
 
 void Schema::push(std::string_view key, std::string_view help) {

@@ -69,12 +69,29 @@ struct EnumRef {
 using Target = std::variant<int64_t*, double*, bool*, std::string*, std::vector<int64_t>*, std::vector<double>*,
                             std::vector<std::string>*, EnumRef>;
 
+// What an option is to a stage's completion fingerprint (config/fingerprint.h): whether changing it changes what the
+// stage computes.
+enum class Role {
+  kResult,     // it does: in the fingerprint by value (the default)
+  kNoEffect,   // thread counts, log and progress intervals, trackers, plotting: not in it
+  kOutput,     // where the stage writes: not in it
+  kInputFile,  // a file (or a list of them) the stage reads: in it by the content checksum of each
+  kInputDir,   // a directory (or a list): in it by the content checksums of the files directly inside
+};
+
 struct Field {
   std::string path;  // dotted, e.g. "pretrain.train.optim.lr"
   std::string help;
   Target target;
   Bounds bounds;
   std::vector<std::string> choices;  // non-empty: a string (or each string of a list) must be one of these
+  Role role = Role::kResult;
+
+  // Tags the option, as in s.add("threads", threads, "...").as(Role::kNoEffect).
+  Field& as(Role r) {
+    role = r;
+    return *this;
+  }
 
   std::string expected() const;      // "an integer in [1, inf)", "one of: tvdpp, fkl", ...
   std::string value_text() const;    // the current value as YAML flow text
@@ -87,24 +104,26 @@ struct Section {
 
 class Schema {
  public:
-  void add(std::string_view key, int64_t& v, std::string_view help, Bounds b = {});
-  void add(std::string_view key, double& v, std::string_view help, Bounds b = {});
-  void add(std::string_view key, bool& v, std::string_view help);
-  void add(std::string_view key, std::string& v, std::string_view help);
-  void add(std::string_view key, std::vector<int64_t>& v, std::string_view help, Bounds b = {});
-  void add(std::string_view key, std::vector<double>& v, std::string_view help, Bounds b = {});
-  void add(std::string_view key, std::vector<std::string>& v, std::string_view help);
+  Field& add(std::string_view key, int64_t& v, std::string_view help, Bounds b = {});
+  Field& add(std::string_view key, double& v, std::string_view help, Bounds b = {});
+  Field& add(std::string_view key, bool& v, std::string_view help);
+  Field& add(std::string_view key, std::string& v, std::string_view help);
+  Field& add(std::string_view key, std::vector<int64_t>& v, std::string_view help, Bounds b = {});
+  Field& add(std::string_view key, std::vector<double>& v, std::string_view help, Bounds b = {});
+  Field& add(std::string_view key, std::vector<std::string>& v, std::string_view help);
   // A string, or list of strings, restricted to `choices`.
-  void add_choice(std::string_view key, std::string& v, std::string_view help, std::vector<std::string> choices);
-  void add_choice(std::string_view key, std::vector<std::string>& v, std::string_view help,
-                  std::vector<std::string> choices);
+  Field& add_choice(std::string_view key, std::string& v, std::string_view help, std::vector<std::string> choices);
+  Field& add_choice(std::string_view key, std::vector<std::string>& v, std::string_view help,
+                    std::vector<std::string> choices);
   // An enum, stored as its value; its text is one of its names (or of `allowed`, a subset, when given).
   template <class E>
   requires std::is_enum_v<E>
-  void add(std::string_view key, E& v, std::string_view help, std::vector<std::string> allowed = {}) {
+  Field& add(std::string_view key, E& v, std::string_view help, std::vector<std::string> allowed = {}) {
     std::vector<std::string> names(EnumNames<E>::names.begin(), EnumNames<E>::names.end());
-    add_field(key, help, EnumRef{[&v] { return static_cast<int>(v); }, [&v](int i) { v = static_cast<E>(i); }, names})
-        .choices = allowed.empty() ? names : std::move(allowed);
+    Field& f =
+        add_field(key, help, EnumRef{[&v] { return static_cast<int>(v); }, [&v](int i) { v = static_cast<E>(i); }, names});
+    f.choices = allowed.empty() ? names : std::move(allowed);
+    return f;
   }
 
   template <class S>

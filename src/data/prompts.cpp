@@ -102,6 +102,14 @@ Prompt parse(const std::string& line, const std::string& where) {
   }
   if (p.id.empty()) p.id = where;
   if (j.contains("category")) p.category = string_field(j, "category", where);
+  if (j.contains("cluster")) {
+    const json& c = j["cluster"];
+    DA_CHECK((c.is_string() && !c.get<std::string>().empty()) || c.is_number_integer(), where,
+             ": \"cluster\" must be a non-empty string or an integer");
+    p.cluster = c.is_string() ? c.get<std::string>() : c.dump();
+  } else {
+    p.cluster = p.id;
+  }
   return p;
 }
 

@@ -7,7 +7,7 @@
 //                                                                 ones are kept for evaluate, which asks each after
 //                                                                 the target's own answer to the turn before)
 //   {"prompt": "..."}                                             a bare prompt
-// An optional "system" string adds a system message. A conversation is cut after its last user turn: the target
+// An optional "system" string adds a system message; an optional "cluster" groups prompts for evaluate's intervals. A conversation is cut after its last user turn: the target
 // answers that. Blank lines are skipped; a malformed line is an Error naming file:line, or is skipped and counted
 // when `skip_bad` (generate.on_bad_record = skip).
 #pragma once
@@ -26,6 +26,9 @@ struct Prompt {
   std::vector<tok::Message> messages;
   std::vector<std::string> later_turns;  // MT-bench: the user turns after the first
   std::string category;                  // the record's "category" (MT-bench: writing, roleplay, ...), or ""
+  // What evaluate's bootstrap resamples together: the record's "cluster" (a string or integer; e.g. prompts written
+  // from one source document), else its id, so every turn of one prompt (an MT-bench question) is one cluster.
+  std::string cluster;
 };
 
 struct PromptSet {

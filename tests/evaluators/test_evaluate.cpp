@@ -49,7 +49,7 @@ struct World {
                    " evaluate.gammas=[1,3] evaluate.temperatures=[0,1] evaluate.max_new_tokens=24 evaluate.repeats=2",
                    " evaluate.timed_prompts=4 evaluate.timed_max_new_tokens=24 evaluate.exact_gammas=[1,2,3,4]",
                    " evaluate.sampling_prompts=8 evaluate.sampling_max_new_tokens=48 evaluate.sampling_gamma=4",
-                   " evaluate.python=", DRAFTALIGN_TEST_PYTHON, " ", extra);
+                   " evaluate.context_max_new_tokens=64 evaluate.python=", DRAFTALIGN_TEST_PYTHON, " ", extra);
   }
 };
 
@@ -113,6 +113,7 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
   // Exact greedy tau: 4 prompts x 2 turns, every drafter (prompt lookup first) at g = 1..4.
   const json& ex = rep["exact_greedy"];
   EXPECT_EQ(ex["items"], 8);
+  EXPECT_EQ(ex["clusters"], 4) << "both turns of a question are one cluster";
   EXPECT_EQ(ex["turns"], json({1, 2}));
   EXPECT_EQ(ex["categories"], json({"math", "writing"}));
   // Prompt lookup, then each model drafter and its hybrid with prompt lookup (evaluate.hybrid, on by default).
@@ -128,6 +129,16 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
   }
   const auto exact = jsonl(dir / "exact.jsonl");
   EXPECT_EQ(exact.size(), 5u * 4 * 8);
+  // The second turn follows the target's full first answer (decoded up to context_max_new_tokens = 64 with the stop
+  // tokens), not the measured 24 tokens of it: some first answers run past 24 tokens into the second turn's prompt.
+  int64_t longer = 0;
+  for (const json& e : exact)
+    if (e["turn"] == 1 && e["drafter"] == "prompt-lookup" && e["gamma"] == 1) {
+      EXPECT_EQ(e["cluster"], e["prompt_id"]);
+      EXPECT_LE(e["context_tokens"].get<int64_t>(), 64);
+      longer += e["context_tokens"].get<int64_t>() > 24;
+    }
+  EXPECT_GT(longer, 0);
   std::map<std::string, SpecCounters> exact_by;  // drafter/gamma/prompt -> counters
   for (const json& e : exact)
     exact_by[str_cat(e["drafter"].get<std::string>(), "/", e["gamma"].get<int64_t>(), "/",
@@ -169,11 +180,19 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
       EXPECT_NEAR(p["metrics"]["block_efficiency"].get<double>(), tau, 1e-12);
       ASSERT_EQ(p["seconds"].size(), 2u);
       ASSERT_EQ(p["baseline_seconds"].size(), 2u);
-      std::vector<double> ratios;
-      for (size_t i = 0; i < 2; ++i)
-        ratios.push_back((s.num_emitted_tokens / p["seconds"][i].get<double>()) /
-                         (p["baseline_tokens"].get<int64_t>() / p["baseline_seconds"][i].get<double>()));
-      EXPECT_NEAR(p["speedup"].get<double>(), median(ratios), 1e-9);
+      // The speed-up from the per-turn medians of the repeats (two repeats: their mean), as prompts.jsonl has them.
+      double tokens = 0, secs = 0, base_tokens = 0, base_secs = 0;
+      for (const json& rec : records) {
+        if (rec["drafter"] != d["name"] || rec["temperature"].get<double>() != t || rec["gamma"] != g) continue;
+        ASSERT_EQ(rec["seconds"].size(), 2u);
+        tokens += rec["counters"]["num_emitted_tokens"].get<double>();
+        secs += median(rec["seconds"].get<std::vector<double>>());
+        base_tokens += rec["baseline_tokens"].get<double>();
+        base_secs += median(rec["baseline_seconds"].get<std::vector<double>>());
+      }
+      EXPECT_NEAR(p["speedup"].get<double>(), (tokens / secs) / (base_tokens / base_secs), 1e-9);
+      EXPECT_LE(p["speedup_ci"][0].get<double>(), p["speedup"].get<double>() + 1e-12);
+      EXPECT_GE(p["speedup_ci"][1].get<double>(), p["speedup"].get<double>() - 1e-12);
       if (t == 0) {
         EXPECT_EQ(s.num_emitted_tokens, p["baseline_tokens"].get<int64_t>()) << "greedy output must be the target's";
         // The one-pass counters of each timed greedy turn are the real decoder's, counter for counter.
@@ -234,7 +253,7 @@ TEST(Evaluate, ReportNumbersAgreeWithTheCounters) {
   EXPECT_HAS(md, "## Exact greedy block efficiency tau (one pass)");
   EXPECT_HAS(md, "| drafter | g=1 | g=2 | g=3 | g=4 |");
   EXPECT_HAS(md, "### By turn (g = 4)");
-  EXPECT_HAS(md, "### By category (g = 4)");
+  EXPECT_HAS(md, "### By category (g = 4;");
   EXPECT_HAS(md, "### Paired differences in tau (g = 4)");
   EXPECT_HAS(md, "| drafter | g=1 | g=3 |");
 }
@@ -335,6 +354,8 @@ TEST(Evaluate, BadInputsAreOneClearErrorAndTheOldReportSurvives) {
   testing::write_text(w.d / "cut" / "model.safetensors", weights.substr(0, weights.size() / 2));
   expect_error(str_cat("evaluate.drafters=[", (w.d / "cut").string(), "]"), "model.safetensors");
   expect_error("evaluate.gammas=[0,2]", "evaluate.gammas");
+  expect_error("evaluate.contrasts=['drafter vs nobody']",
+               "evaluate.contrasts[0]: 'nobody' is not a row of this report; its rows are: prompt-lookup, drafter");
   testing::write_text(w.d / "empty.jsonl", "\n");
   expect_error(str_cat("evaluate.prompts=[", (w.d / "empty.jsonl").string(), "]"), "hold no prompt");
 }

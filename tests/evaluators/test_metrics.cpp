@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "evaluators/acceptance.h"
 #include "evaluators/report.h"
+#include "evaluators/stats.h"
 #include "test_util.h"
 
 namespace draftalign::eval {
@@ -54,8 +55,40 @@ TEST(Report, DrafterNamesAreShortAndUnique) {
   EXPECT_EQ(drafter_names({"runs/demo/pretrain/final", "runs/demo/distill/tvdpp-token-q/final/",
                            "runs/x/pretrain/checkpoints/step-00100", "models/drafter"}),
             (std::vector<std::string>{"pretrain", "tvdpp-token-q", "checkpoints/step-00100", "drafter"}));
-  EXPECT_EQ(drafter_names({"a/pretrain/final", "b/pretrain/final"}),
-            (std::vector<std::string>{"a/pretrain/final", "b/pretrain/final"}));
+  // Colliding names take more of their paths until they differ.
+  EXPECT_EQ(drafter_names({"a/pretrain/final", "b/pretrain/final"}), (std::vector<std::string>{"a/pretrain", "b/pretrain"}));
+  EXPECT_EQ(drafter_names({"x/a/pretrain/final", "y/a/pretrain/final", "runs/kd/final"}),
+            (std::vector<std::string>{"x/a/pretrain", "y/a/pretrain", "kd"}));
+  // Training seeds: the method's name with /seed-n; drafter_groups gives the method (the combined row).
+  const std::vector<std::string> seeded = {"r/distill/tvdpp-token-q/seed-1/final", "r/distill/tvdpp-token-q/seed-2/final",
+                                           "r/abl/tvdpp-token-q/seed-1/final", "r/pretrain/final"};
+  EXPECT_EQ(drafter_names(seeded), (std::vector<std::string>{"distill/tvdpp-token-q/seed-1", "distill/tvdpp-token-q/seed-2",
+                                                             "abl/tvdpp-token-q/seed-1", "pretrain"}));
+  EXPECT_EQ(drafter_groups(seeded),
+            (std::vector<std::string>{"distill/tvdpp-token-q", "distill/tvdpp-token-q", "abl/tvdpp-token-q", ""}));
+  EXPECT_EQ(seed_of_dir("r/distill/fkl/seed-12/final"), 12);
+  EXPECT_EQ(seed_of_dir("r/distill/fkl/seed-x/final"), -1);
+  EXPECT_EQ(seed_of_dir("r/distill/fkl/final"), -1);
+}
+
+TEST(Report, ContrastsNameRowsOnce) {
+  const std::vector<std::string> dirs = {"r/pretrain/final", "r/tvdpp/seed-1/final", "r/tvdpp/seed-2/final"};
+  const std::vector<std::string> rows = report_row_names(dirs, true, true);
+  EXPECT_EQ(rows, (std::vector<std::string>{"prompt-lookup", "pretrain", "pretrain+lookup", "tvdpp", "tvdpp/seed-1",
+                                            "tvdpp+lookup", "tvdpp/seed-1+lookup", "tvdpp/seed-2",
+                                            "tvdpp/seed-2+lookup"}));
+  const auto c = parse_contrasts({"tvdpp vs pretrain", " tvdpp+lookup  vs prompt-lookup "});
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[1].drafter, "tvdpp+lookup");
+  EXPECT_EQ(c[1].versus, "prompt-lookup");
+  check_contrasts(c, rows);
+  EXPECT_HAS(testing::error_of([&] { check_contrasts(parse_contrasts({"fkl vs pretrain"}), rows); }),
+             "evaluate.contrasts[0]: 'fkl' is not a row of this report; its rows are: prompt-lookup, pretrain");
+  EXPECT_HAS(testing::error_of([&] { parse_contrasts({"tvdpp pretrain"}); }), "is not 'A vs B'");
+  EXPECT_HAS(testing::error_of([&] { check_contrasts(parse_contrasts({"tvdpp vs tvdpp"}), rows); }),
+             "compared with itself");
+  EXPECT_HAS(testing::error_of([&] { check_contrasts(parse_contrasts({"tvdpp vs pretrain", "pretrain vs tvdpp"}), rows); }),
+             "declared twice");
 }
 
 // Counters of one turn: `emitted` tokens in `calls` target calls, drafts of gamma 2 with these accepted counts.
@@ -69,13 +102,13 @@ SpecCounters turn_counters(int64_t emitted, int64_t calls, std::vector<int64_t> 
 Report small_report() {
   Report r;
   r.target_dir = "target", r.device = "cpu", r.dtype = "fp32", r.target_params = 900, r.target_step_seconds = 0.03;
-  r.verify_seconds = {{3, 0.06}};
+  r.verify_seconds = {0.03, 0.04, 0.05, 0.06};  // blocks of 1..4 tokens
   r.environment = {"cpu: test", "2.11.0", "none", "abc1234", 2};
   r.prompt_files = {"p.jsonl"}, r.prompts = 2, r.turns = 2, r.max_new_tokens = 8, r.repeats = 3, r.resamples = 500;
-  r.timed_prompts = 2, r.timed_max_new_tokens = 8;
+  r.timed_max_new_tokens = 8;
   // Exact greedy: four turns of two prompts in two categories; "kd" is accepted far more often than prompt lookup.
-  r.items = {{"q1", "writing", 1, 10, 6}, {"q2", "math", 1, 12, 6}, {"q1#2", "writing", 2, 20, 6},
-             {"q2#2", "math", 2, 22, 6}};
+  r.items = {{"q1", "writing", "q1", 1, 10, 6}, {"q2", "math", "q2", 1, 12, 6}, {"q1#2", "writing", "q1", 2, 20, 6},
+             {"q2#2", "math", "q2", 2, 22, 6}};
   ExactPoint kd{2, {turn_counters(6, 2, {2, 2}), turn_counters(6, 3, {2, 1, 0}), turn_counters(6, 2, {2, 2}),
                     turn_counters(6, 2, {2, 2})}};
   ExactPoint lookup{2, {turn_counters(6, 6, {0, 0}), turn_counters(6, 5, {1, 0}), turn_counters(6, 6, {0}),
@@ -84,18 +117,26 @@ Report small_report() {
   // Timed: each repeat a plain run then the drafter.
   DrafterResult d;
   d.name = "kd", d.dir = "runs/kd/final", d.params = 100, d.step_seconds = 0.01;
+  // Two timed turns (items 0 and 2: both turns of q1, one cluster), three repeats each.
   SweepPoint p;
-  p.temperature = 0, p.gamma = 3, p.counters = four_drafts(), p.seconds = {0.5, 0.25, 0.5};  // 20, 40, 20 tok/s
-  p.baseline_counters.num_emitted_tokens = 20, p.baseline_counters.num_target_calls = 20;
-  p.baseline_seconds = {2.0, 1.0, 4.0};  // 10, 20, 5 tokens/s: speed-ups 2, 2, 4
-  PromptRun a{"q1", 5, "eos", {}}, b{"q2", 6, "length", {}};
-  a.counters.record_draft(3, 0), a.counters.record_draft(3, 3);
-  b.counters.record_draft(3, 1), b.counters.record_draft(3, 3);
-  a.counters.num_emitted_tokens = 5, a.counters.num_target_calls = 2;
-  b.counters.num_emitted_tokens = 5, b.counters.num_target_calls = 2;
+  p.temperature = 0, p.gamma = 3;
+  PromptRun a{"q1", 5, "eos", {}}, b{"q1#2", 6, "length", {}};
+  for (PromptRun* x : {&a, &b}) {
+    x->counters.record_draft(3, x == &a ? 0 : 1), x->counters.record_draft(3, 3);
+    x->counters.record_target_call(3, 3), x->counters.record_target_call(3, 3);
+    x->counters.num_emitted_tokens = 5, x->counters.num_drafter_calls = 6;
+    x->baseline_tokens = 5;
+  }
+  // Medians: a 0.25 s with the drafter, 1.0 s plain; b 0.5 s and 1.0 s: 10 tokens in 0.75 s against 2.0 s, 2.667x.
+  a.seconds = {0.25, 0.2, 0.3}, a.baseline_seconds = {1.0, 0.9, 1.1};
+  b.seconds = {0.5, 0.5, 0.1}, b.baseline_seconds = {1.0, 2.0, 0.5};
   p.prompts = {a, b};
+  for (const PromptRun* x : {&a, &b}) p.counters.add(x->counters);
+  p.seconds = {0.75, 0.7, 0.4}, p.baseline_seconds = {2.0, 2.9, 1.6};
+  p.baseline_counters.num_emitted_tokens = 10, p.baseline_counters.num_target_calls = 10;
   d.points = {p};
   r.drafters = {d};
+  r.timed_items = {0, 2};
   return r;
 }
 
@@ -103,28 +144,34 @@ TEST(Report, JsonNumbersFollowFromTheCounters) {
   const json j = report_json(small_report());
   EXPECT_EQ(j["environment"]["git_commit"], "abc1234");
   EXPECT_EQ(j["environment"]["device_name"], "cpu: test");
+  EXPECT_EQ(j["bootstrap"]["clusters"], 2);
   const json& d = j["drafters"][0];
   EXPECT_DOUBLE_EQ(d["param_ratio"].get<double>(), 9.0);
   EXPECT_DOUBLE_EQ(d["latency_ratio"].get<double>(), 3.0);
   const json& p = d["points"][0];
   EXPECT_EQ(p["counters"]["num_accepted_tokens_per_pos"], json({3, 2, 2}));
+  EXPECT_EQ(p["counters"]["calls_by_draft_length"], json({0, 0, 0, 4}));
   EXPECT_DOUBLE_EQ(p["metrics"]["block_efficiency"].get<double>(), 2.5);
+  EXPECT_DOUBLE_EQ(p["tau"].get<double>(), 2.5);
   EXPECT_DOUBLE_EQ(p["mbsu"].get<double>(), 9 * 2.5 / 12);
   EXPECT_DOUBLE_EQ(p["mbsu_latency"].get<double>(), 3 * 2.5 / 6);
-  EXPECT_DOUBLE_EQ(p["tokens_per_s"].get<double>(), 20.0);
-  EXPECT_DOUBLE_EQ(p["baseline_tokens_per_s"].get<double>(), 10.0);
-  EXPECT_EQ(p["speedups"], json({2.0, 2.0, 4.0}));
-  EXPECT_DOUBLE_EQ(p["speedup"].get<double>(), 2.0);  // the median of the per-repeat ratios
-  EXPECT_LE(p["speedup_ci"][0].get<double>(), 2.0);
-  EXPECT_GE(p["speedup_ci"][1].get<double>(), 2.0);
-  // Allowed: tau 2.5 x 0.03 s / (0.06 s verification + 3 x 0.01 s drafting) = 0.833; 2.0 exceeds it.
-  EXPECT_NEAR(p["speedup_bound"].get<double>(), 2.5 * 0.03 / 0.09, 1e-12);
+  // Tokens/s from the per-turn medians: 10 / (0.25 + 0.5) with the drafter, 10 / (1.0 + 1.0) plain.
+  EXPECT_DOUBLE_EQ(p["tokens_per_s"].get<double>(), 10 / 0.75);
+  EXPECT_DOUBLE_EQ(p["baseline_tokens_per_s"].get<double>(), 5.0);
+  EXPECT_DOUBLE_EQ(p["speedup"].get<double>(), 2.0 / 0.75);
+  // One cluster (both turns of q1): every resample draws it, the interval is the estimate.
+  EXPECT_NEAR(p["speedup_ci"][0].get<double>(), 2.0 / 0.75, 1e-12);
+  EXPECT_NEAR(p["speedup_ci"][1].get<double>(), 2.0 / 0.75, 1e-12);
+  // Allowed: 10 tokens x 0.03 s / (4 verifications of 4 tokens x 0.06 s + 12 drafter steps x 0.01 s) = 0.833;
+  // 2.667 exceeds it.
+  EXPECT_NEAR(p["speedup_bound"].get<double>(), 10 * 0.03 / (4 * 0.06 + 12 * 0.01), 1e-12);
   EXPECT_TRUE(p["exceeds_bound"].get<bool>());
   EXPECT_DOUBLE_EQ(p["first_position_acceptance"].get<double>(), 3.0 / 4);
 
   // Exact greedy: tau is a ratio of totals; the interval holds it; per turn and category split the items.
   const json& ex = j["exact_greedy"];
   EXPECT_EQ(ex["items"], 4);
+  EXPECT_EQ(ex["clusters"], 2);
   EXPECT_EQ(ex["categories"], json({"writing", "math"}));
   const json& kd = ex["drafters"][1]["points"][0];
   EXPECT_EQ(ex["drafters"][1]["kind"], "model");
@@ -135,23 +182,36 @@ TEST(Report, JsonNumbersFollowFromTheCounters) {
   EXPECT_DOUBLE_EQ(kd["by_turn"][1]["tau"].get<double>(), 12.0 / 4);
   EXPECT_EQ(kd["by_turn"][1]["items"], 2);
   EXPECT_DOUBLE_EQ(kd["by_category"][1]["tau"].get<double>(), 12.0 / 5);  // math: q2 and q2#2
+  EXPECT_EQ(kd["by_category"][1]["clusters"], 1);
   EXPECT_DOUBLE_EQ(kd["first_position_acceptance"].get<double>(), 8.0 / 9);
+  EXPECT_DOUBLE_EQ(kd["proposal_rate"].get<double>(), 9.0 / 9);
+  EXPECT_DOUBLE_EQ(kd["accepted_per_call"].get<double>(), 15.0 / 9);
+  // Prompt lookup proposed in 5 of its 23 calls: its acceptance is given a draft, its per-call rate is over all.
+  const json& lk = ex["drafters"][0]["points"][0];
+  EXPECT_DOUBLE_EQ(lk["proposal_rate"].get<double>(), 6.0 / 23);
+  EXPECT_DOUBLE_EQ(lk["first_position_acceptance"].get<double>(), 1.0 / 6);
+  EXPECT_DOUBLE_EQ(lk["accepted_per_call"].get<double>(), 1.0 / 23);
   ASSERT_EQ(ex["differences"].size(), 1u);
+  EXPECT_EQ(ex["family"]["size"], 1);
   const json& diff = ex["differences"][0];
   EXPECT_EQ(diff["drafter"], "prompt-lookup");
   EXPECT_EQ(diff["versus"], "kd");
   EXPECT_DOUBLE_EQ(diff["difference"].get<double>(), 24.0 / 23 - 24.0 / 9);
   EXPECT_TRUE(diff["significant"].get<bool>()) << diff.dump();  // every resample has kd ahead
+  EXPECT_DOUBLE_EQ(diff["p"].get<double>(), 2.0 / 501);
+  EXPECT_DOUBLE_EQ(diff["p_holm"].get<double>(), 2.0 / 501);  // a family of one
 
   const std::string md = report_markdown(j);
   EXPECT_HAS(md, "| kd | 2.500 [");  // timed tau with its interval
-  EXPECT_HAS(md, "| kd | 2.00 [");   // speed-up with its interval
-  EXPECT_HAS(md, "**exceeds the bound**");
+  EXPECT_HAS(md, "| kd | 2.67 [");   // speed-up with its interval
+  EXPECT_HAS(md, "**exceeds the bound**; tau 2.500)");
   EXPECT_HAS(md, "| kd | 1.88 (1.25) |");  // MBSU (latency MBSU)
   EXPECT_HAS(md, "| kd | 2.667 [");       // exact tau
-  EXPECT_HAS(md, "### By category (g = 2)");
+  EXPECT_HAS(md, "### By category (g = 2");
   EXPECT_HAS(md, "| prompt-lookup | kd | -1.623 [");
   EXPECT_HAS(md, "| **yes** |");
+  EXPECT_HAS(md, "over 2 clusters of turns");
+  EXPECT_HAS(md, "| prompt-lookup | 0.261 [");  // proposal rate
   EXPECT_HAS(md, "commit abc1234");
 }
 
@@ -301,10 +361,6 @@ TEST(Bootstrap, IntervalsHoldTheEstimateAndPairedDifferencesSeparate) {
   EXPECT_NEAR(d.lo, -0.1, 1e-12);
   EXPECT_NEAR(d.hi, -0.1, 1e-12);
   EXPECT_LT(bootstrap_ratio(b, den, 2000, 5).lo, narrow.hi);
-  // The median's interval holds the median.
-  const Interval m = bootstrap_median({1.0, 1.2, 0.9, 1.1, 5.0}, 1000, 2);
-  EXPECT_LE(m.lo, 1.1);
-  EXPECT_GE(m.hi, 1.1);
 }
 
 }  // namespace

@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "tiny_models.h"
+#include "config/fingerprint.h"
+#include "evaluators/evaluate.h"
 #include "trainers/distill.h"
 #include "trainers/pipeline.h"
 
@@ -104,6 +107,34 @@ TEST(Pipeline, LossesNameRunsThatRoundTrip) {
   EXPECT_EQ(c.distill.tvdpp_scope, config::TvdppScope::kBatch);
   EXPECT_EQ(c.distill.tvdpp_weighting, config::TvdppWeighting::kUniform);
   EXPECT_EQ(c.evaluate.drafters[2], "d/tvdpp-batch-uniform/final");
+}
+
+// pipeline.seeds: each distillation once per seed (distill.seed, its directory <run>/seed-<n>), the evaluation lists
+// every seed's drafter; with seed_pretraining each seed pretrains too and its distillations start from its own drafter.
+TEST(Pipeline, StageConfigWithSeeds) {
+  config::Config cfg;
+  cfg.distill.output_dir = "d", cfg.distill.student = "p/final", cfg.pretrain.output_dir = "p";
+  cfg.pipeline.losses = {"tvdpp", "fkl"};
+  cfg.pipeline.seeds = {1, 2};
+  cfg.evaluate.drafters = {};
+  config::Config c = train::pipeline_stage_config(cfg, "fkl", 2);
+  EXPECT_EQ(c.distill.seed, 2);
+  EXPECT_EQ(c.distill.student, "p/final") << "one shared pretraining";
+  EXPECT_EQ(train::distill_run_dir(c.distill), "d/fkl/seed-2");
+  EXPECT_EQ(c.evaluate.drafters, (std::vector<std::string>{"p/final", "d/tvdpp-token-q/seed-1/final",
+                                                           "d/tvdpp-token-q/seed-2/final", "d/fkl/seed-1/final",
+                                                           "d/fkl/seed-2/final"}));
+  cfg.pipeline.seed_pretraining = true;
+  c = train::pipeline_stage_config(cfg, "fkl", 2);
+  EXPECT_EQ(c.distill.student, "p/seed-2/final");
+  EXPECT_EQ(c.evaluate.drafters[0], "p/seed-1/final");
+  EXPECT_EQ(c.evaluate.drafters[1], "p/seed-2/final");
+  // A seed list with a duplicate is one clear error naming the key.
+  cfg.pipeline.seeds = {1, 2, 1};
+  const auto problems = cfg.cross_checks();
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].key, "pipeline.seeds");
+  EXPECT_HAS(problems[0].message, "seed 1 is listed twice");
 }
 
 TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
@@ -207,6 +238,161 @@ TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
   r = w.run("export", "export.checkpoint=" + (w.d / "nothing").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_HAS(r.output, "nothing is not a directory");
+}
+
+// Seeds end to end: every pretraining and distillation once per seed, each from its own seed's drafter, different
+// weights per seed; the report has each seed's row and the combined row of each method, and its family of comparisons
+// holds only the combined rows (and prompt lookup). A duplicate seed and a contrast naming no drafter fail before
+// any stage runs.
+TEST(Pipeline, SeedsTrainEachRunOncePerSeedAndTheReportCombinesThem) {
+  World w;
+  const std::string seeds = "pipeline.seeds=[3,4] pipeline.seed_pretraining=true pipeline.losses=[fkl]";
+  auto r = w.run("pipeline", seeds + " evaluate.contrasts=['fkl vs nothing']");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_HAS(r.output, "evaluate.contrasts[0]: 'nothing' is not a row of this report");
+  EXPECT_FALSE(fsys::exists(w.d / "out" / "shards")) << "checked before any stage";
+  r = w.run("pipeline", "pipeline.seeds=[3,3]");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_HAS(r.output, "pipeline.seeds");
+
+  r = w.run("pipeline", seeds + " evaluate.contrasts=['fkl vs pretrain','fkl vs prompt-lookup']");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fsys::path out = w.d / "out";
+  for (const char* dir : {"pretrain/seed-3", "pretrain/seed-4", "distill/fkl/seed-3", "distill/fkl/seed-4"})
+    EXPECT_TRUE(fsys::exists(out / dir / "final" / "model.safetensors")) << dir;
+  EXPECT_NE(testing::read_text(out / "distill/fkl/seed-3/final/model.safetensors"),
+            testing::read_text(out / "distill/fkl/seed-4/final/model.safetensors"));
+  EXPECT_HAS(testing::read_text(out / "pipeline-distill-fkl-seed-4.config.yaml"),
+             "student: \"" + (out / "pretrain/seed-4/final").string());
+  const json rep = json::parse(testing::read_text(out / "report" / "report.json"));
+  std::vector<std::string> rows;
+  for (const auto& d : rep["exact_greedy"]["drafters"]) rows.push_back(d["name"]);
+  EXPECT_EQ(rows, (std::vector<std::string>{"prompt-lookup", "pretrain", "pretrain/seed-3", "pretrain/seed-4", "fkl",
+                                            "fkl/seed-3", "fkl/seed-4"}));
+  const json& fkl = rep["exact_greedy"]["drafters"][4];
+  EXPECT_EQ(fkl["seeds"], json({3, 4}));
+  // The combined row pools its seeds' counters.
+  const json& a = rep["exact_greedy"]["drafters"][5]["points"][0]["counters"];
+  const json& b = rep["exact_greedy"]["drafters"][6]["points"][0]["counters"];
+  EXPECT_EQ(fkl["points"][0]["counters"]["num_target_calls"].get<int64_t>(),
+            a["num_target_calls"].get<int64_t>() + b["num_target_calls"].get<int64_t>());
+  const json& diffs = rep["exact_greedy"]["differences"];
+  ASSERT_EQ(diffs.size(), 2u);
+  EXPECT_EQ(diffs[0]["drafter"], "fkl");
+  EXPECT_EQ(diffs[0]["versus"], "pretrain");
+  EXPECT_EQ(rep["exact_greedy"]["family"]["size"], 2);
+  EXPECT_HAS(testing::read_text(out / "report" / "report.md"), "| fkl | model | ");
+}
+
+// The pipeline re-runs an evaluation whenever any option that changes its numbers changes: every option of the run,
+// target and evaluate sections is changed in turn (a file or directory option by rewriting a file it names, same
+// size and time), and evaluation_complete must say no; an option tagged as changing nothing (run.threads, the
+// plotting interpreter) or an output path leaves it complete. A prompt file named by another path, or copied, is the
+// same input.
+TEST(Pipeline, EvaluateFingerprintCoversEveryOption) {
+  testing::ScratchDir d;
+  testing::save_tiny(d / "target", 1, 3, 10.0);
+  testing::save_tiny(d / "drafter", 1, 4, 1.0, d / "target");
+  testing::write_text(d / "prompts.jsonl", "{\"prompt\": \"hello\"}\n");
+  config::Config base;
+  base.target.dir = (d / "target").string();
+  base.evaluate.drafters = {(d / "drafter").string()};
+  base.evaluate.prompts = {(d / "prompts.jsonl").string()};
+  base.evaluate.report_dir = (d / "report").string();
+  testing::write_text(d / "report" / "report.json", json({{"fingerprint", eval::evaluate_fingerprint(base)}}).dump());
+  ASSERT_TRUE(eval::evaluation_complete(base));
+
+  // Each option changed within its bounds.
+  auto mutate = [](config::Field& f) {
+    struct V {
+      const config::Field& f;
+      void operator()(int64_t* v) const { *v = f.bounds.contains(static_cast<double>(*v + 1)) ? *v + 1 : *v - 1; }
+      void operator()(double* v) const { *v = f.bounds.contains(*v + 0.5) ? *v + 0.5 : *v / 2; }
+      void operator()(bool* v) const { *v = !*v; }
+      void operator()(std::string* v) const {
+        if (f.choices.empty()) {
+          *v += "x";
+          return;
+        }
+        for (const auto& c : f.choices)
+          if (c != *v) {
+            *v = c;
+            return;
+          }
+      }
+      void operator()(std::vector<int64_t>* v) const { v->push_back(v->empty() ? 1 : v->back() + 1); }
+      void operator()(std::vector<double>* v) const { v->push_back(0.5); }
+      void operator()(std::vector<std::string>* v) const { v->push_back(f.choices.empty() ? "x" : f.choices.back()); }
+      void operator()(const config::EnumRef& e) const {
+        for (const auto& c : f.choices)
+          if (c != e.names[static_cast<size_t>(e.get())]) {
+            e.set(config::index_of_name(c, e.names, f.path));
+            return;
+          }
+      }
+    };
+    std::visit(V{f}, f.target);
+  };
+  // A file's bytes changed in place: same size, same modification time.
+  auto rewrite = [](const fsys::path& file) {
+    const auto when = fsys::last_write_time(file);
+    std::string bytes = testing::read_text(file);
+    const std::string old = bytes;
+    bytes[bytes.size() / 2] ^= 0x01;
+    testing::write_text(file, bytes);
+    fsys::last_write_time(file, when);
+    return old;
+  };
+  // The options left out, named here so that tagging another one as changing nothing is a visible change to this test.
+  const std::set<std::string> left_out = {"run.output_dir",      "run.threads",        "run.log_every",
+                                          "run.progress_interval_s", "run.dist_timeout_s", "run.report_to",
+                                          "run.wandb_project",   "evaluate.report_dir", "evaluate.python"};
+  int result = 0, inputs = 0, silent = 0;
+  config::Config probe = base;
+  const config::Schema fields = config::schema_of(probe);
+  for (const config::Field& field : fields.fields()) {
+    const std::string& path = field.path;
+    if (path.rfind("run.", 0) != 0 && path.rfind("target.", 0) != 0 && path.rfind("evaluate.", 0) != 0) continue;
+    SCOPED_TRACE(path);
+    if (field.role == config::Role::kInputFile || field.role == config::Role::kInputDir) {
+      const fsys::path file = path == "target.dir"          ? d / "target" / "config.json"
+                              : path == "evaluate.drafters" ? d / "drafter" / "model.safetensors"
+                                                            : d / "prompts.jsonl";
+      const std::string old = rewrite(file);
+      EXPECT_FALSE(eval::evaluation_complete(base)) << "a changed input file of " << path;
+      testing::write_text(file, old);
+      ++inputs;
+      continue;
+    }
+    config::Config c = base;
+    config::Schema schema = config::schema_of(c);
+    config::Field& f = const_cast<config::Field&>(*schema.find(path));
+    const std::string before = f.value_text();
+    mutate(f);
+    ASSERT_NE(f.value_text(), before) << "the test could not change " << path;
+    if (field.role == config::Role::kResult) {
+      EXPECT_FALSE(eval::evaluation_complete(c)) << path << " changed from " << before << " to " << f.value_text();
+      ++result;
+    } else {
+      EXPECT_TRUE(left_out.count(path)) << path << " is tagged as changing no number";
+      EXPECT_EQ(eval::evaluate_fingerprint(c), eval::evaluate_fingerprint(base)) << path << " is not in it";
+      ++silent;
+    }
+  }
+  EXPECT_GE(result, 25);  // every evaluate option that changes a number, the seed, the device, the target's dtype...
+  EXPECT_EQ(inputs, 3);
+  EXPECT_EQ(silent, static_cast<int>(left_out.size()));
+  config::Config threads = base;
+  threads.run.threads = 7;
+  EXPECT_TRUE(eval::evaluation_complete(threads)) << "run.threads changes no number";
+  ASSERT_TRUE(eval::evaluation_complete(base)) << "every file restored";
+  // The same prompts by a relative path, or copied: the same input.
+  config::Config moved = base;
+  fsys::copy_file(d / "prompts.jsonl", d / "copy.jsonl");
+  moved.evaluate.prompts = {(d / "copy.jsonl").string()};
+  EXPECT_TRUE(eval::evaluation_complete(moved));
+  moved.evaluate.prompts = {fsys::relative(d / "prompts.jsonl").string()};
+  EXPECT_TRUE(eval::evaluation_complete(moved));
 }
 
 }  // namespace
