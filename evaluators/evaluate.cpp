@@ -68,30 +68,15 @@ int64_t check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg,
   return c.max_position_embeddings;
 }
 
-// One timed pass of `dec` over the timed turns: its wall time, each turn's, the summed counters and the per-turn
-// records.
-struct Pass {
-  double seconds = 0;
-  SpecCounters counters;
-  std::vector<PromptRun> records;
-  std::vector<double> turn_seconds;
-};
-
-Pass run_pass(SpeculativeDecoder& dec, const std::vector<const Turn*>& turns, int64_t gamma,
-              const model::SamplingParams& sp) {
+// One timed decode of a turn: from its first decode step (the prompt's prefill is the same work with and without a
+// drafter, and at a prompt of hundreds of tokens and an answer of 16 would be most of the time).
+std::pair<Decoded, double> timed_decode(SpeculativeDecoder& dec, const Turn& t, int64_t gamma,
+                                        const model::SamplingParams& sp) {
   using Clock = std::chrono::steady_clock;
-  Pass pass;
-  for (const Turn* t : turns) {
-    const auto t0 = Clock::now();
-    const Decoded d = dec.decode(t->tokens, gamma, sp, t->seed);
-    // From the first decode step: the prompt's prefill is the same work with and without a drafter (and, at a
-    // prompt of a thousand tokens and an answer of 16, would be most of the time).
-    pass.turn_seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count() - d.prefill_seconds);
-    pass.seconds += pass.turn_seconds.back();
-    pass.counters.add(d.counters);
-    pass.records.push_back({t->info.id, static_cast<int64_t>(t->tokens.size()), d.finish, d.counters});
-  }
-  return pass;
+  const auto t0 = Clock::now();
+  Decoded d = dec.decode(t.tokens, gamma, sp, t.seed);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count() - d.prefill_seconds;
+  return {std::move(d), seconds};
 }
 
 }  // namespace
@@ -195,18 +180,7 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
       batch.push_back(std::move(t));
       asked.push_back(i);
     }
-    std::vector<std::vector<int64_t>> prompts;
-    for (const auto& t : batch) prompts.push_back(t.tokens);
-    log::Progress progress(str_cat("answers, turn ", turn), static_cast<int64_t>(prompts.size()) *
-                           (e.max_new_tokens + ev.max_gamma), "tok", stdout, -1, ev.cfg.run.progress_interval_s);
-    int64_t made = 0;
-    const std::vector<GreedyAnswer> answers =
-        greedy_answers(*ev.target, prompts, e.max_new_tokens, ev.max_gamma, ev.stop_ids, e.batch_size, [&](int64_t n) {
-          ev.stop_point(str_cat("while the target answered turn ", turn));
-          progress.update(made += n);
-        });
-    progress.finish();
-    // The full answers the next turn follows, for the prompts that have one.
+    // The full answers the next turn follows, for the prompts that have one: decoded with the stop tokens.
     std::vector<size_t> followed;
     std::vector<std::vector<int64_t>> context_prompts;
     for (size_t k = 0; k < batch.size(); ++k)
@@ -218,8 +192,48 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
       sp.temperature = 0, sp.max_new_tokens = e.context_max_new_tokens, sp.stop_ids = ev.stop_ids;
       log::info("evaluate: the target answers ", context_prompts.size(), " turn-", turn, " prompts in full (up to ",
                 e.context_max_new_tokens, " tokens) for the turn after");
+      log::Progress context_progress(str_cat("full answers, turn ", turn),
+                                     static_cast<int64_t>(context_prompts.size()) * e.context_max_new_tokens, "tok",
+                                     stdout, -1, ev.cfg.run.progress_interval_s);
+      int64_t written = 0;
       contexts = sampled_answers(*ev.target, context_prompts, std::vector<uint64_t>(context_prompts.size(), 0), sp,
-                                 e.batch_size);
+                                 e.batch_size, [&](int64_t n) {
+                                   ev.stop_point(str_cat("while the target answered turn ", turn, " in full"));
+                                   context_progress.update(written += n);
+                                 });
+      context_progress.finish();
+    }
+    // The measured continuations: max_new_tokens + the longest draft, past a stop token. A full answer that runs that
+    // long without a stop token already is one (the same greedy tokens); the others are decoded here.
+    const int64_t measured = e.max_new_tokens + ev.max_gamma;
+    std::vector<GreedyAnswer> answers(batch.size());
+    std::vector<size_t> todo;
+    for (size_t k = 0; k < batch.size(); ++k) {
+      const auto f = std::find(followed.begin(), followed.end(), k);
+      const std::vector<int64_t>* full = f == followed.end() ? nullptr : &contexts[static_cast<size_t>(f - followed.begin())];
+      if (full != nullptr && static_cast<int64_t>(full->size()) >= measured &&
+          std::none_of(full->begin(), full->begin() + measured, [&](int64_t x) {
+            return std::find(ev.stop_ids.begin(), ev.stop_ids.end(), x) != ev.stop_ids.end();
+          })) {
+        answers[k].tokens.assign(full->begin(), full->begin() + measured);
+        answers[k].emitted = cut_answer(answers[k].tokens, e.max_new_tokens, ev.stop_ids);
+      } else {
+        todo.push_back(k);
+      }
+    }
+    if (!todo.empty()) {
+      std::vector<std::vector<int64_t>> prompts;
+      for (size_t k : todo) prompts.push_back(batch[k].tokens);
+      log::Progress progress(str_cat("answers, turn ", turn), static_cast<int64_t>(prompts.size()) * measured, "tok",
+                             stdout, -1, ev.cfg.run.progress_interval_s);
+      int64_t made = 0;
+      const std::vector<GreedyAnswer> decoded =
+          greedy_answers(*ev.target, prompts, e.max_new_tokens, ev.max_gamma, ev.stop_ids, e.batch_size, [&](int64_t n) {
+            ev.stop_point(str_cat("while the target answered turn ", turn));
+            progress.update(made += n);
+          });
+      progress.finish();
+      for (size_t j = 0; j < todo.size(); ++j) answers[todo[j]] = decoded[j];
     }
     std::vector<int64_t> next;
     for (size_t k = 0; k < batch.size(); ++k) {
@@ -357,28 +371,29 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
     report.verify_seconds.push_back(decode_step_seconds(*ev.target, context, block));
   report.target_step_seconds = report.verify_seconds[0];
   const int64_t kinds = static_cast<int64_t>(e.drafters.size()) * (e.hybrid ? 2 : 1) + (e.prompt_lookup ? 1 : 0);
-  const int64_t passes = static_cast<int64_t>(e.temperatures.size() * e.gammas.size()) * kinds * e.repeats * 2;
+  const int64_t decodes = static_cast<int64_t>(e.temperatures.size() * e.gammas.size() * timed.size()) * kinds *
+                          e.repeats * 2;
   log::info("evaluate: timed speculative decoding of ", timed.size(), " turns x ", e.timed_max_new_tokens,
             " tokens: ", kinds, " drafters x ", e.gammas.size(), " gammas x ", e.temperatures.size(),
-            " temperatures x ", e.repeats, " repeats, each after a plain run: ", passes, " passes");
-  log::Progress progress("evaluate", passes, "pass", stdout, -1, ev.cfg.run.progress_interval_s);
+            " temperatures x ", e.repeats, " repeats, each after a plain run: ", decodes, " decodes");
+  log::Progress progress("evaluate", decodes, "decode", stdout, -1, ev.cfg.run.progress_interval_s);
   int64_t done = 0;
   fs::ensure_dir(e.report_dir);
   SweepLog sweeps(stdfs::path(e.report_dir) / "sweep.jsonl", report.fingerprint);
   SpeculativeDecoder plain(*ev.target, nullptr);
   plain.reserve(capacity, max_timed_gamma + 1);
-  run_pass(plain, {timed[0]}, 0, sp);  // warm-up, not timed
+  timed_decode(plain, *timed[0], 0, sp);  // warm-up, not timed
   // Made, reserved and warmed up once, before any of its points is timed.
   auto ready = [&](SpeculativeDecoder& dec) {
     dec.reserve(capacity, max_timed_gamma + 1);
     model::SamplingParams warm = sp;
     warm.temperature = e.temperatures[0];
-    run_pass(dec, {timed[0]}, max_timed_gamma, warm);
+    timed_decode(dec, *timed[0], max_timed_gamma, warm);
   };
   auto sweep = [&](SpeculativeDecoder& dec, int64_t gamma, double temperature, const std::string& who) {
     if (const SweepPoint* p = sweeps.find(who, temperature, gamma)) {
-      done += 2 * e.repeats;
-      progress.skip(2 * e.repeats);  // finished in an earlier run: not in this run's rate
+      done += 2 * e.repeats * static_cast<int64_t>(timed.size());
+      progress.skip(2 * e.repeats * static_cast<int64_t>(timed.size()));  // an earlier run's: not in this run's rate
       return *p;
     }
     ev.stop_point(str_cat("before the sweep point ", who, " T=", temperature, " g=", gamma, "; ", sweeps.size(),
@@ -386,23 +401,27 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
     sp.temperature = temperature;
     SweepPoint point;
     point.temperature = temperature, point.gamma = gamma;
-    for (int64_t r = 0; r < e.repeats; ++r) {
-      Pass base = run_pass(plain, timed, 0, sp);
-      progress.update(++done, str_cat("plain T=", temperature));
-      Pass pass = run_pass(dec, timed, gamma, sp);
-      progress.update(++done, str_cat(who, " T=", temperature, " g=", gamma));
-      point.baseline_seconds.push_back(base.seconds);
-      point.seconds.push_back(pass.seconds);
-      if (r == 0) {
-        point.baseline_counters = base.counters;
-        point.counters = pass.counters, point.prompts = std::move(pass.records);
-        for (size_t k = 0; k < point.prompts.size(); ++k)
-          point.prompts[k].baseline_tokens = base.records[k].counters.num_emitted_tokens;
+    point.seconds.assign(static_cast<size_t>(e.repeats), 0.0);
+    point.baseline_seconds.assign(static_cast<size_t>(e.repeats), 0.0);
+    // Turn by turn, its repeats back to back, each a plain decode and then the drafter's: the two of a pair see the
+    // same machine load, and a decoder's prefill of the turn is reused by its later repeats.
+    for (const Turn* t : timed) {
+      PromptRun run;
+      for (int64_t r = 0; r < e.repeats; ++r) {
+        auto [base, base_seconds] = timed_decode(plain, *t, 0, sp);
+        auto [mine, seconds] = timed_decode(dec, *t, gamma, sp);
+        done += 2;
+        if (r == 0) {
+          run = {t->info.id, static_cast<int64_t>(t->tokens.size()), mine.finish, mine.counters};
+          run.baseline_tokens = base.counters.num_emitted_tokens;
+          point.counters.add(mine.counters), point.baseline_counters.add(base.counters);
+        }
+        run.seconds.push_back(seconds), run.baseline_seconds.push_back(base_seconds);
+        point.seconds[static_cast<size_t>(r)] += seconds;
+        point.baseline_seconds[static_cast<size_t>(r)] += base_seconds;
       }
-      for (size_t k = 0; k < point.prompts.size(); ++k) {
-        point.prompts[k].seconds.push_back(pass.turn_seconds[k]);
-        point.prompts[k].baseline_seconds.push_back(base.turn_seconds[k]);
-      }
+      point.prompts.push_back(std::move(run));
+      progress.update(done, str_cat(who, " T=", temperature, " g=", gamma));
     }
     sweeps.add(who, point);
     return point;

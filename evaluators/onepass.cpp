@@ -52,14 +52,14 @@ std::vector<int64_t> teacher_forced_argmax(model::Llama& drafter, const std::vec
 
 std::vector<std::vector<int64_t>> sampled_answers(model::Llama& target, const std::vector<std::vector<int64_t>>& prompts,
                                                   const std::vector<uint64_t>& seeds, const model::SamplingParams& sp,
-                                                  int64_t batch_size) {
+                                                  int64_t batch_size, const std::function<void(int64_t)>& on_token) {
   DA_CHECK(seeds.size() == prompts.size(), "sampled_answers: one seed per prompt");
   torch::NoGradGuard no_grad;
   std::vector<model::Request> requests;
   for (size_t i = 0; i < prompts.size(); ++i) requests.push_back({static_cast<int64_t>(i), prompts[i], seeds[i]});
   model::Generator gen(target, sp, std::max<int64_t>(1, std::min<int64_t>(batch_size, prompts.size())));
   std::vector<std::vector<int64_t>> out;
-  for (auto& c : gen.run(requests)) out.push_back(std::move(c.tokens));
+  for (auto& c : gen.run(requests, on_token)) out.push_back(std::move(c.tokens));
   return out;
 }
 

@@ -31,9 +31,11 @@ std::vector<int64_t> teacher_forced_argmax(model::Llama& drafter, const std::vec
 
 // The target's sampled answers (temperature, top-p, top-k and stop ids of `sp`; request i seeded with seeds[i], so an
 // answer does not depend on its batch), decoded with the continuous-batching generator, the stop token included.
+// `on_token(n)` reports progress.
 std::vector<std::vector<int64_t>> sampled_answers(model::Llama& target, const std::vector<std::vector<int64_t>>& prompts,
                                                   const std::vector<uint64_t>& seeds, const model::SamplingParams& sp,
-                                                  int64_t batch_size);
+                                                  int64_t batch_size,
+                                                  const std::function<void(int64_t)>& on_token = {});
 
 // The sampling distribution (model::sampling_probs at sp's temperature, top-p and top-k) of `model` after
 // prompt + continuation[0..i), for i = 0 .. continuation.size() - 1: [n, V] fp32 on the model's device, one pass.

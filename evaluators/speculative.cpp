@@ -112,6 +112,22 @@ struct DecodeStream {
   model::KVCache cache;
   int64_t length = 0;
   std::unique_ptr<model::DecodeGraphs> graphs;
+  // The tokens whose keys and values fill the cache's first positions since the last prefill: a decode only writes
+  // past them, so a later decode of the same prompt skips its prefill (a timed turn's repeats).
+  std::vector<int64_t> prefilled;
+
+  // Makes the cache hold `head` and nothing after it: fed, or kept from the last prefill of the same tokens.
+  void prefill(const std::vector<int64_t>& head) {
+    if (head == prefilled && !head.empty()) {
+      truncate(static_cast<int64_t>(head.size()));
+      return;
+    }
+    truncate(0);
+    prefilled.clear();
+    if (head.empty()) return;
+    feed_last(head).argmax().item<int64_t>();  // a host read: the prefill has finished
+    prefilled = head;
+  }
 
   DecodeStream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {
     if (model::use_cuda_graphs(cache.lengths.device())) graphs = std::make_unique<model::DecodeGraphs>(model, cache);
@@ -163,6 +179,7 @@ void SpeculativeDecoder::reserve(int64_t capacity, int64_t max_block) {
   torch::NoGradGuard no_grad;
   auto warm = [&](std::unique_ptr<DecodeStream>& slot, model::Llama& m) {
     DecodeStream& s = stream_for(slot, m, capacity);
+    s.prefilled.clear();
     s.feed_last({0});  // a prompt's prefill, then every block length once (on CUDA: each graph captured now)
     for (int64_t t = 1; t <= max_block; ++t) {
       s.feed(std::vector<int64_t>(static_cast<size_t>(t), 0));
@@ -197,10 +214,8 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   DecodeStream* drafter = gamma > 0 && drafter_ != nullptr ? &stream_for(drafter_stream_, *drafter_, capacity) : nullptr;
   const auto prefill_start = Clock::now();
   const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
-  if (!head.empty()) {
-    target.feed_last(head).argmax().item<int64_t>();  // a host read: the prefill has finished
-    if (drafter) drafter->feed_last(head).argmax().item<int64_t>();
-  }
+  target.prefill(head);
+  if (drafter) drafter->prefill(head);
   int64_t pending = prompt.back();
   std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending`
   Decoded out;
