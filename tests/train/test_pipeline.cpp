@@ -295,7 +295,9 @@ TEST(Pipeline, SeedsTrainEachRunOncePerSeedAndTheReportCombinesThem) {
 // target and evaluate sections is changed in turn (a file or directory option by rewriting a file it names, same
 // size and time), and evaluation_complete must say no; an option tagged as changing nothing (run.threads, the
 // plotting interpreter) or an output path leaves it complete. A prompt file named by another path, or copied, is the
-// same input.
+// same input. (Mutations checked: leaving the sampling_* options and bootstrap_resamples out of the fingerprint, as
+// the hand-written one did, fails on each of them. The rewritten files keep their size and time, so a stamp by size
+// and mtime could not pass.)
 TEST(Pipeline, EvaluateFingerprintCoversEveryOption) {
   testing::ScratchDir d;
   testing::save_tiny(d / "target", 1, 3, 10.0);
