@@ -203,14 +203,16 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
                                  });
       context_progress.finish();
     }
+    // Each turn's full answer, or null where no turn follows it.
+    std::vector<const std::vector<int64_t>*> full_of(batch.size(), nullptr);
+    for (size_t j = 0; j < followed.size(); ++j) full_of[followed[j]] = &contexts[j];
     // The measured continuations: max_new_tokens + the longest draft, past a stop token. A full answer that runs that
     // long without a stop token already is one (the same greedy tokens); the others are decoded here.
     const int64_t measured = e.max_new_tokens + ev.max_gamma;
     std::vector<GreedyAnswer> answers(batch.size());
-    std::vector<size_t> todo;
+    std::vector<size_t> to_decode;
     for (size_t k = 0; k < batch.size(); ++k) {
-      const auto f = std::find(followed.begin(), followed.end(), k);
-      const std::vector<int64_t>* full = f == followed.end() ? nullptr : &contexts[static_cast<size_t>(f - followed.begin())];
+      const std::vector<int64_t>* full = full_of[k];
       if (full != nullptr && static_cast<int64_t>(full->size()) >= measured &&
           std::none_of(full->begin(), full->begin() + measured, [&](int64_t x) {
             return std::find(ev.stop_ids.begin(), ev.stop_ids.end(), x) != ev.stop_ids.end();
@@ -218,12 +220,12 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
         answers[k].tokens.assign(full->begin(), full->begin() + measured);
         answers[k].emitted = cut_answer(answers[k].tokens, e.max_new_tokens, ev.stop_ids);
       } else {
-        todo.push_back(k);
+        to_decode.push_back(k);
       }
     }
-    if (!todo.empty()) {
+    if (!to_decode.empty()) {
       std::vector<std::vector<int64_t>> prompts;
-      for (size_t k : todo) prompts.push_back(batch[k].tokens);
+      for (size_t k : to_decode) prompts.push_back(batch[k].tokens);
       log::Progress progress(str_cat("answers, turn ", turn), static_cast<int64_t>(prompts.size()) * measured, "tok",
                              stdout, -1, ev.cfg.run.progress_interval_s);
       int64_t made = 0;
@@ -233,19 +235,18 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
             progress.update(made += n);
           });
       progress.finish();
-      for (size_t j = 0; j < todo.size(); ++j) answers[todo[j]] = decoded[j];
+      for (size_t j = 0; j < to_decode.size(); ++j) answers[to_decode[j]] = decoded[j];
     }
     std::vector<int64_t> next;
     for (size_t k = 0; k < batch.size(); ++k) {
       Turn& t = batch[k];
       t.answer = answers[k];
       t.info.answer_tokens = t.answer.emitted;
-      const auto f = std::find(followed.begin(), followed.end(), k);
-      if (f != followed.end()) {
+      if (full_of[k] != nullptr) {
         const int64_t i = asked[k];
         const data::Prompt& p = set.prompts[static_cast<size_t>(i)];
         // The answer as the conversation's assistant turn: its text without the stop token.
-        std::vector<int64_t> said = contexts[static_cast<size_t>(f - followed.begin())];
+        std::vector<int64_t> said = *full_of[k];
         if (!said.empty() && std::find(ev.stop_ids.begin(), ev.stop_ids.end(), said.back()) != ev.stop_ids.end())
           said.pop_back();
         t.info.context_tokens = static_cast<int64_t>(said.size());
@@ -392,8 +393,9 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
   };
   auto sweep = [&](SpeculativeDecoder& dec, int64_t gamma, double temperature, const std::string& who) {
     if (const SweepPoint* p = sweeps.find(who, temperature, gamma)) {
-      done += 2 * e.repeats * static_cast<int64_t>(timed.size());
-      progress.skip(2 * e.repeats * static_cast<int64_t>(timed.size()));  // an earlier run's: not in this run's rate
+      const int64_t point_decodes = 2 * e.repeats * static_cast<int64_t>(timed.size());
+      done += point_decodes;
+      progress.skip(point_decodes);  // an earlier run's: not in this run's rate
       return *p;
     }
     ev.stop_point(str_cat("before the sweep point ", who, " T=", temperature, " g=", gamma, "; ", sweeps.size(),

@@ -60,9 +60,10 @@ config::Config pipeline_stage_config(const config::Config& cfg, const std::strin
       add((stdfs::path(distill_run_dir(d)) / "final").string());
     }
   // With seeded pretraining there is no unseeded <pretrain>/final: the seeded drafters stand in for it.
+  const bool seeded_pretraining = stage_seeds(cfg, true).front() >= 0;
   const std::string unseeded_pretrain = (stdfs::path(cfg.pretrain.output_dir) / "final").string();
   for (const auto& d : cfg.evaluate.drafters)
-    if (!(stage_seeds(cfg, true).front() >= 0 && d == unseeded_pretrain)) add(d);
+    if (!(seeded_pretraining && d == unseeded_pretrain)) add(d);
   return c;
 }
 

@@ -1,8 +1,9 @@
 // `draftalign pipeline` and `draftalign export` end to end, as the real binary, on a tiny world: a random 2-layer
 // target with SmolLM2's tokenizer, a small corpus and prompt set. The first run does every stage and ends with a
 // report comparing the pretrained drafter with each distilled one; a second run skips every stage; with one distilled
-// drafter deleted, only that run is done again (and the evaluation when its bytes changed). Export writes a bf16 Hugging Face directory that
-// transformers opens and uses as the assistant model of speculative decoding, with the output equal to the target's.
+// drafter deleted, only that run is done again (and the evaluation when its bytes changed). Export writes a bf16
+// Hugging Face directory that transformers opens and uses as the assistant model of speculative decoding, with the
+// output equal to the target's.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
