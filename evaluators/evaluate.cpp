@@ -82,7 +82,7 @@ std::pair<Decoded, double> timed_decode(SpeculativeDecoder& dec, const Turn& t, 
 }  // namespace
 
 std::string evaluate_fingerprint(const config::Config& cfg) {
-  return config::stage_fingerprint(cfg, "evaluate/v3", {"run", "target", "evaluate"});
+  return config::stage_fingerprint(cfg, "evaluate/v4", {"run", "target", "evaluate"});
 }
 
 bool evaluation_complete(const config::Config& cfg) {
@@ -413,6 +413,8 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
         auto [base, base_seconds] = timed_decode(plain, *t, 0, sp);
         auto [mine, seconds] = timed_decode(dec, *t, gamma, sp);
         done += 2;
+        point.baseline_times.add(base.counters, base.target_seconds_by_draft_length, base.drafter_seconds);
+        point.times.add(mine.counters, mine.target_seconds_by_draft_length, mine.drafter_seconds);
         if (r == 0) {
           run = {t->info.id, static_cast<int64_t>(t->tokens.size()), mine.finish, mine.counters};
           run.baseline_tokens = base.counters.num_emitted_tokens;

@@ -493,6 +493,64 @@ json exact_json(const Report& r) {
   return out;
 }
 
+}  // namespace
+
+namespace {
+
+// a += b elementwise, a grown to b's length (settings of different draft lengths pool into one list).
+template <typename T>
+void add_into(std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() < b.size()) a.resize(b.size(), T{});
+  for (size_t k = 0; k < b.size(); ++k) a[k] += b[k];
+}
+
+}  // namespace
+
+void StepTimes::add(const SpecCounters& c, const std::vector<double>& target_seconds_by_draft_length,
+                    double drafter_s) {
+  DA_CHECK(c.calls_by_draft_length.size() == target_seconds_by_draft_length.size(),
+           "StepTimes::add: target calls of ", c.calls_by_draft_length.size(), " draft lengths, times of ",
+           target_seconds_by_draft_length.size());
+  add_into(target_seconds, target_seconds_by_draft_length);
+  add_into(target_calls, c.calls_by_draft_length);
+  drafter_seconds += drafter_s, drafter_calls += c.num_drafter_calls;
+}
+
+void StepTimes::add(const StepTimes& o) {
+  add_into(target_seconds, o.target_seconds);
+  add_into(target_calls, o.target_calls);
+  drafter_seconds += o.drafter_seconds, drafter_calls += o.drafter_calls;
+}
+
+namespace {
+
+// What the bound charges a step: the time of a target call by the draft length it verified and of a drafter step,
+// each the mean over the timed decodes themselves (every repeat of every turn). A target call is priced the same
+// whatever decoder made it (plain decoding's steps are calls that verified nothing), pooled over every setting of every
+// drafter, so one decoder's timing is checked against prices the others measured too; a drafter step is its row's own.
+struct StepCosts {
+  std::vector<double> verify;  // [draft length]; 0 where no call of that length was timed
+  double plain = 0;            // a target call without a draft (verify[0])
+};
+
+StepCosts step_costs(const Report& r) {
+  StepTimes all;
+  for (const auto& d : r.drafters)
+    for (const auto& p : d.points) all.add(p.times), all.add(p.baseline_times);
+  StepCosts c;
+  for (size_t k = 0; k < all.target_calls.size(); ++k)
+    c.verify.push_back(all.target_calls[k] > 0 ? all.target_seconds[k] / static_cast<double>(all.target_calls[k]) : 0);
+  c.plain = c.verify.empty() ? 0.0 : c.verify[0];
+  return c;
+}
+
+// A drafter row's mean drafting time per drafter call over its timed decodes (0 without a call: prompt lookup).
+double drafter_step(const DrafterResult& d) {
+  StepTimes t;
+  for (const auto& p : d.points) t.add(p.times);
+  return t.drafter_calls > 0 ? t.drafter_seconds / static_cast<double>(t.drafter_calls) : 0.0;
+}
+
 // The speed-up bound from the counters: emitted tokens x one plain step over what the decoder's calls cost at least,
 // each target call its own block's verification time and each drafter call one drafter step (prompt lookup's search
 // is not charged, which only raises the bound). 0 when a block length was not timed.
@@ -506,7 +564,8 @@ double speedup_bound(const SpecCounters& c, const std::vector<double>& verify, d
   return cost > 0 ? static_cast<double>(c.num_emitted_tokens) * plain_step / cost : 0.0;
 }
 
-json timed_point_json(const Report& r, const DrafterResult& d, const SweepPoint& p, double c, double c_latency) {
+json timed_point_json(const Report& r, const StepCosts& costs, const DrafterResult& d, const SweepPoint& p, double c,
+                      double c_latency) {
   DA_CHECK(p.prompts.size() == r.timed_items.size(), "report: ", d.name, " has ", p.prompts.size(),
            " timed turns, the report ", r.timed_items.size());
   const Selection sel = select_items(r.items, r.timed_items, [](const EvalItem&) { return true; });
@@ -533,7 +592,7 @@ json timed_point_json(const Report& r, const DrafterResult& d, const SweepPoint&
   const json tau = ratio_json(seed_counts(one, sel, emitted, calls), r.resamples, stat_seed(r.seed, key));
   const json a1 = ratio_json(seed_counts(one, sel, first, drafts), r.resamples, stat_seed(r.seed, key + "/a1"));
   const SpecMetrics m = derive_metrics(p.counters);
-  const double bound = speedup_bound(p.counters, r.verify_seconds, r.target_step_seconds, d.step_seconds);
+  const double bound = speedup_bound(p.counters, costs.verify, costs.plain, drafter_step(d));
   return {{"temperature", p.temperature},
           {"gamma", p.gamma},
           {"counters", counters_json(p.counters)},
@@ -555,18 +614,19 @@ json timed_point_json(const Report& r, const DrafterResult& d, const SweepPoint&
           {"exceeds_bound", bound > 0 && speedup > 1.1 * bound}};
 }
 
-json timed_json(const Report& r) {
+json timed_json(const Report& r, const StepCosts& costs) {
   json drafters = json::array();
   for (const auto& d : r.drafters) {
     const double c = d.params > 0 ? static_cast<double>(r.target_params) / d.params : 0.0;
     const double c_latency = d.step_seconds > 0 ? r.target_step_seconds / d.step_seconds : 0.0;
     json points = json::array();
-    for (const auto& p : d.points) points.push_back(timed_point_json(r, d, p, c, c_latency));
+    for (const auto& p : d.points) points.push_back(timed_point_json(r, costs, d, p, c, c_latency));
     drafters.push_back({{"name", d.name},
                         {"dir", d.dir},
                         {"params", d.params},
                         {"param_ratio", c},
                         {"step_seconds", d.step_seconds},
+                        {"timed_drafting_seconds_per_call", drafter_step(d)},
                         {"latency_ratio", c_latency},
                         {"points", points}});
   }
@@ -632,10 +692,11 @@ json sampling_json(const Report& r) {
 
 json report_json(const Report& r) {
   const RuntimeEnvironment& env = r.environment;
+  const StepCosts costs = step_costs(r);
   std::set<std::string> clusters;
   for (const auto& it : r.items) clusters.insert(it.cluster);
   json out = {{"format", "draftalign-evaluate"},
-              {"version", 3},
+              {"version", 4},
               {"fingerprint", r.fingerprint},
               {"environment",
                {{"device", r.device},
@@ -648,7 +709,8 @@ json report_json(const Report& r) {
                {{"dir", r.target_dir},
                 {"params", r.target_params},
                 {"step_seconds", r.target_step_seconds},
-                {"verify_seconds_by_block", r.verify_seconds}}},
+                {"verify_seconds_by_block", r.verify_seconds},
+                {"timed_verify_seconds_by_block", costs.verify}}},
               {"device", r.device},
               {"dtype", r.dtype},
               {"prompt_files", r.prompt_files},
@@ -675,7 +737,7 @@ json report_json(const Report& r) {
                   {"top_p", r.top_p},
                   {"top_k", r.top_k},
                   {"repeats", r.repeats}};
-  out["drafters"] = timed_json(r);
+  out["drafters"] = timed_json(r, costs);
   out["sampling"] = sampling_json(r);
   out["training_curves"] = r.training_curves;
   return out;

@@ -71,6 +71,20 @@ struct PromptRun {
   int64_t baseline_tokens = 0;
 };
 
+// Where a timed setting's decode time went, summed over its repeats and turns: the target's calls and the time
+// inside them by the draft length each verified (a block of k + 1 tokens), and the drafting time and calls. The
+// speed-up bound prices the counters with these, pooled over the whole sweep (report.cpp, step_costs).
+struct StepTimes {
+  std::vector<double> target_seconds;  // [draft length]
+  std::vector<int64_t> target_calls;   // [draft length]
+  double drafter_seconds = 0;          // drafting: the model's steps (and a hybrid's n-gram search)
+  int64_t drafter_calls = 0;
+
+  // One decode: its counters and the target's seconds by draft length (Decoded::target_seconds_by_draft_length).
+  void add(const SpecCounters& c, const std::vector<double>& target_seconds_by_draft_length, double drafter_s);
+  void add(const StepTimes& other);
+};
+
 // One drafter at one timed setting, over every timed prompt. Each repeat runs plain decoding (the target alone),
 // then the drafter, so the two are measured side by side under the same machine load.
 struct SweepPoint {
@@ -81,6 +95,7 @@ struct SweepPoint {
   std::vector<PromptRun> prompts;  // aligned with Report::timed_items
   SpecCounters baseline_counters;        // plain decoding of the same prompts (first repeat)
   std::vector<double> baseline_seconds;  // its wall time, per repeat, each measured just before the drafter's
+  StepTimes times, baseline_times;       // inside the models' steps, every repeat (the drafter's, then plain's)
 };
 
 struct DrafterResult {
@@ -116,6 +131,8 @@ struct Report {
   RuntimeEnvironment environment;
   std::string fingerprint;  // of the inputs (evaluate_fingerprint)
   int64_t target_params = 0;
+  // Step latencies measured before the sweep (decode_step_seconds, median of a few steps on one context): the
+  // latency ratio c of the MBSU. The speed-up bound uses the steps of the timed decodes instead (SweepPoint::times).
   double target_step_seconds = 0;     // one plain decode step
   std::vector<double> verify_seconds;  // [block length - 1]: one target step over 1, 2, ... tokens (a block of k
                                        // draft tokens and the token before them is k + 1 long)

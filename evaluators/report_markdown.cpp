@@ -201,9 +201,10 @@ std::string timed_section(const json& r) {
       "decode step (the prompt's prefill, the same work either way, is left out); each turn's time is the median of "
       "its repeats, and the speed-up is tokens/s with the drafter over tokens/s plain, summed over the "
       "turns, with a bootstrap interval over their clusters. `tau` is that of the timed turns. `bound` is what the "
-      "counters and the measured step costs allow: emitted tokens x one plain step / (each target call's "
-      "verification of its own block length + drafter calls x one drafter step); a speed-up more than 10% above it "
-      "is flagged.\n\n");
+      "counters and the step costs allow: emitted tokens x one plain step / (each target call's verification of its "
+      "own block length + drafter calls x one drafter step), each cost the mean inside the timed decodes (a target "
+      "call's by its block length, pooled over every decoder; a drafter step over its own row); a speed-up more than "
+      "10% above it is flagged.\n\n");
   md += "| drafter | parameters | c (params) | c (latency) |\n|---|---:|---:|---:|\n";
   for (const auto& d : r["drafters"])
     md += str_cat("| ", d["name"].get<std::string>(), " | ", d["params"].get<int64_t>(), " | ",

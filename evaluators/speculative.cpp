@@ -219,6 +219,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   int64_t pending = prompt.back();
   std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending`
   Decoded out;
+  out.target_seconds_by_draft_length.assign(static_cast<size_t>(gamma + 1), 0.0);
   out.prefill_seconds = since(prefill_start);
   while (true) {
     // 1. Draft gamma tokens: prompt lookup's first (lookup or hybrid), then the drafter's, one drafter call each.
@@ -277,7 +278,9 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
       const Tensor p = probs(logits);
       v = accept_reject(p, qs.empty() ? Tensor() : torch::stack(qs).to(p.device()), draft, u, model::uniform01(rng));
     }
-    out.target_seconds += since(t0);
+    const double verified = since(t0);
+    out.target_seconds += verified;
+    out.target_seconds_by_draft_length[draft.size()] += verified;
     if (!draft.empty()) out.counters.record_draft(gamma, v.accepted, static_cast<int64_t>(draft.size()));
     out.accepted_per_step.push_back(draft.empty() ? -1 : v.accepted);
 

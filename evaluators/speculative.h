@@ -67,6 +67,9 @@ struct Decoded {
   SpecCounters counters;
   std::vector<int64_t> accepted_per_step;  // per target call: draft tokens accepted (-1: a step without a draft)
   double drafter_seconds = 0, target_seconds = 0;  // wall time inside each model's steps (host-synchronised)
+  // target_seconds split by the draft length each call verified (indexed like counters.calls_by_draft_length): the
+  // verification time of each block length, measured in the decode itself.
+  std::vector<double> target_seconds_by_draft_length;
   double prefill_seconds = 0;  // the prompt into both caches, before the first step (the same for every drafter)
 };
 

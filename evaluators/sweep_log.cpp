@@ -69,6 +69,24 @@ SpecCounters counters_from_json(const json& j) {
   return c;
 }
 
+json step_times_json(const StepTimes& t) {
+  return {{"target_seconds", t.target_seconds},
+          {"target_calls", t.target_calls},
+          {"drafter_seconds", t.drafter_seconds},
+          {"drafter_calls", t.drafter_calls}};
+}
+
+StepTimes step_times_from_json(const json& j) {
+  StepTimes t;
+  t.target_seconds = seconds_at(j, "target_seconds"), t.target_calls = counts_at(j, "target_calls");
+  DA_CHECK(t.target_seconds.size() == t.target_calls.size(), "'target_seconds' and 'target_calls' differ in length");
+  const json& d = j.at("drafter_seconds");
+  DA_CHECK(d.is_number() && d.get<double>() >= 0 && d.get<double>() < 1e300,
+           "'drafter_seconds' is not a time in seconds");
+  t.drafter_seconds = d.get<double>(), t.drafter_calls = count_at(j, "drafter_calls");
+  return t;
+}
+
 }  // namespace
 
 json sweep_point_json(const SweepPoint& p) {
@@ -87,7 +105,9 @@ json sweep_point_json(const SweepPoint& p) {
           {"seconds", p.seconds},
           {"prompts", prompts},
           {"baseline_counters", counters_json(p.baseline_counters)},
-          {"baseline_seconds", p.baseline_seconds}};
+          {"baseline_seconds", p.baseline_seconds},
+          {"times", step_times_json(p.times)},
+          {"baseline_times", step_times_json(p.baseline_times)}};
 }
 
 SweepPoint sweep_point_from_json(const json& j) {
@@ -98,6 +118,7 @@ SweepPoint sweep_point_from_json(const json& j) {
   p.seconds = seconds_at(j, "seconds");
   p.baseline_counters = counters_from_json(j.at("baseline_counters"));
   p.baseline_seconds = seconds_at(j, "baseline_seconds");
+  p.times = step_times_from_json(j.at("times")), p.baseline_times = step_times_from_json(j.at("baseline_times"));
   DA_CHECK(j.at("prompts").is_array(), "'prompts' is not a list");
   for (const auto& pr : j.at("prompts")) {
     PromptRun run{pr.at("prompt_id"), count_at(pr, "prompt_tokens"), pr.at("finish"),

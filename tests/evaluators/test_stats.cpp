@@ -198,15 +198,19 @@ TEST(Stats, StratifiedSampleTakesEveryCategoryInTurn) {
 }
 
 // Counters and a timing of prompt-lookup drafting at g = 4 over answers that rarely repeat themselves: most target
-// calls verify no draft at all.
+// calls verify no draft at all. The bound prices each call at the time its block length took inside the timed
+// decodes; the step latencies measured before the sweep (Report::verify_seconds) do not enter it.
 TEST(Stats, SpeedupBoundHoldsForLookupRunsWithEmptyDrafts) {
   const int64_t gamma = 4;
   std::mt19937_64 rng(1);
   Report r;
   r.resamples = 500, r.target_params = 1000, r.repeats = 1;
   // A target step over a block of k tokens costs 10 ms + 2 ms per token; a plain step is the 1-token block.
-  for (int64_t k = 1; k <= gamma + 1; ++k) r.verify_seconds.push_back(0.010 + 0.002 * k);
-  r.target_step_seconds = r.verify_seconds[0];
+  std::vector<double> verify;
+  for (int64_t k = 1; k <= gamma + 1; ++k) verify.push_back(0.010 + 0.002 * k);
+  // A noisy latency measurement before the sweep, with blocks priced higher than the decodes found them: not used.
+  r.target_step_seconds = verify[0];
+  for (int64_t k = 1; k <= gamma + 1; ++k) r.verify_seconds.push_back(verify[0] * (1 + 0.5 * (k - 1)));
   DrafterResult d;
   d.name = "prompt-lookup";
   SweepPoint p;
@@ -220,14 +224,19 @@ TEST(Stats, SpeedupBoundHoldsForLookupRunsWithEmptyDrafts) {
     const SpecCounters c = simulate_greedy(ans, gamma, lookup_proposer(prompt, ans.tokens, 1, 3));
     empty += c.calls_by_draft_length[0], calls += c.num_target_calls;
     // The correct timing: each call its own block's verification (lookup's n-gram search costs nothing here).
+    std::vector<double> by_length(c.calls_by_draft_length.size());
     double t = 0;
-    for (size_t k = 0; k < c.calls_by_draft_length.size(); ++k) t += c.calls_by_draft_length[k] * r.verify_seconds[k];
+    for (size_t k = 0; k < by_length.size(); ++k) t += by_length[k] = c.calls_by_draft_length[k] * verify[k];
+    SpecCounters plain;
+    for (int64_t i = 0; i < ans.emitted; ++i) plain.record_target_call(0, 0);
     PromptRun run{str_cat("q", q), 10, "length", c};
     run.seconds = {t};
-    run.baseline_seconds = {ans.emitted * r.target_step_seconds};
+    run.baseline_seconds = {ans.emitted * verify[0]};
     run.baseline_tokens = ans.emitted;
     p.prompts.push_back(run);
     p.counters.add(c);
+    p.times.add(c, by_length, 0.0);
+    p.baseline_times.add(plain, {ans.emitted * verify[0]}, 0.0);
     r.items.push_back({str_cat("q", q), "c", str_cat("q", q), 1, 10, 40});
     r.timed_items.push_back(q);
   }
@@ -235,15 +244,60 @@ TEST(Stats, SpeedupBoundHoldsForLookupRunsWithEmptyDrafts) {
   p.baseline_counters.num_emitted_tokens = p.counters.num_emitted_tokens;
   d.points = {p};
   r.drafters = {d};
-  const json pt = report_json(r)["drafters"][0]["points"][0];
+  const json j = report_json(r);
+  const json pt = j["drafters"][0]["points"][0];
   const double speedup = pt["speedup"].get<double>(), bound = pt["speedup_bound"].get<double>();
   // This timing is the bound's own cost model with nothing else spent: the speed-up reaches the bound exactly.
   EXPECT_NEAR(speedup, bound, 1e-9 * bound) << "a correct timing cannot beat the bound";
   EXPECT_FALSE(pt["exceeds_bound"].get<bool>());
+  for (int64_t k = 0; k <= gamma; ++k)
+    if (p.times.target_calls[static_cast<size_t>(k)] > 0)
+      EXPECT_NEAR(j["target"]["timed_verify_seconds_by_block"][k].get<double>(), verify[static_cast<size_t>(k)], 1e-12)
+          << "block of " << k + 1;
+  // Priced with the latencies measured before the sweep the bound would be lower than this timing (so the equality
+  // above fails for a bound that used them).
+  double before = 0;
+  for (size_t k = 0; k < p.counters.calls_by_draft_length.size(); ++k)
+    before += p.counters.calls_by_draft_length[k] * r.verify_seconds[k];
+  EXPECT_GT(speedup, 1.01 * p.counters.num_emitted_tokens * r.target_step_seconds / before);
   // The old rule charged every call a gamma + 1 verification: that "bound" is below what this timing measures.
-  const double old_bound = p.counters.num_emitted_tokens * r.target_step_seconds /
-                           (p.counters.num_target_calls * r.verify_seconds[gamma]);
+  const double old_bound =
+      p.counters.num_emitted_tokens * verify[0] / (p.counters.num_target_calls * verify[static_cast<size_t>(gamma)]);
   EXPECT_GT(speedup, 1.1 * old_bound) << "the old bound would have been exceeded falsely";
+}
+
+// A timing that leaves part of the drafter's decode out (its wall time shorter than the time inside its own target
+// calls) beats what the counters allow, and the report flags it.
+TEST(Stats, SpeedupBoundFlagsATimingThatMissesSteps) {
+  Report r;
+  r.resamples = 200, r.target_params = 1000, r.repeats = 1;
+  DrafterResult d;
+  d.name = "kd", d.params = 100;
+  SweepPoint p;
+  p.temperature = 0, p.gamma = 1;
+  for (int q = 0; q < 4; ++q) {
+    SpecCounters c;  // 8 tokens in 5 calls of a 1-token draft, 5 drafter steps
+    for (int i = 0; i < 5; ++i) c.record_target_call(1, 1), c.record_draft(1, i < 3 ? 1 : 0);
+    c.num_emitted_tokens = 8, c.num_drafter_calls = 5;
+    SpecCounters plain;
+    for (int i = 0; i < 8; ++i) plain.record_target_call(0, 0);
+    PromptRun run{str_cat("q", q), 10, "length", c};
+    run.seconds = {5 * 0.010 * 0.5};  // half of its target calls' own time: a broken timing
+    run.baseline_seconds = {8 * 0.010};
+    run.baseline_tokens = 8;
+    p.prompts.push_back(run);
+    p.counters.add(c);
+    p.times.add(c, {0.0, 5 * 0.010}, 5 * 0.001);
+    p.baseline_times.add(plain, {8 * 0.010}, 0.0);
+    r.items.push_back({str_cat("q", q), "c", str_cat("q", q), 1, 10, 8});
+    r.timed_items.push_back(q);
+  }
+  p.baseline_counters.num_emitted_tokens = p.counters.num_emitted_tokens;
+  d.points = {p};
+  r.drafters = {d};
+  const json pt = report_json(r)["drafters"][0]["points"][0];
+  EXPECT_NEAR(pt["speedup_bound"].get<double>(), 8 * 0.010 / (5 * 0.010 + 5 * 0.001), 1e-12);
+  EXPECT_TRUE(pt["exceeds_bound"].get<bool>());
 }
 
 }  // namespace
