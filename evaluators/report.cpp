@@ -493,10 +493,6 @@ json exact_json(const Report& r) {
   return out;
 }
 
-}  // namespace
-
-namespace {
-
 // a += b elementwise, a grown to b's length (settings of different draft lengths pool into one list).
 template <typename T>
 void add_into(std::vector<T>& a, const std::vector<T>& b) {
@@ -511,9 +507,7 @@ void StepTimes::add(const SpecCounters& c, const std::vector<double>& target_sec
   DA_CHECK(c.calls_by_draft_length.size() == target_seconds_by_draft_length.size(),
            "StepTimes::add: target calls of ", c.calls_by_draft_length.size(), " draft lengths, times of ",
            target_seconds_by_draft_length.size());
-  add_into(target_seconds, target_seconds_by_draft_length);
-  add_into(target_calls, c.calls_by_draft_length);
-  drafter_seconds += drafter_s, drafter_calls += c.num_drafter_calls;
+  add(StepTimes{target_seconds_by_draft_length, c.calls_by_draft_length, drafter_s, c.num_drafter_calls});
 }
 
 void StepTimes::add(const StepTimes& o) {
@@ -564,8 +558,9 @@ double speedup_bound(const SpecCounters& c, const std::vector<double>& verify, d
   return cost > 0 ? static_cast<double>(c.num_emitted_tokens) * plain_step / cost : 0.0;
 }
 
-json timed_point_json(const Report& r, const StepCosts& costs, const DrafterResult& d, const SweepPoint& p, double c,
-                      double c_latency) {
+// One timed point of drafter d; drafter_s is d's mean drafting time per call (drafter_step).
+json timed_point_json(const Report& r, const StepCosts& costs, const DrafterResult& d, double drafter_s,
+                      const SweepPoint& p, double c, double c_latency) {
   DA_CHECK(p.prompts.size() == r.timed_items.size(), "report: ", d.name, " has ", p.prompts.size(),
            " timed turns, the report ", r.timed_items.size());
   const Selection sel = select_items(r.items, r.timed_items, [](const EvalItem&) { return true; });
@@ -592,7 +587,7 @@ json timed_point_json(const Report& r, const StepCosts& costs, const DrafterResu
   const json tau = ratio_json(seed_counts(one, sel, emitted, calls), r.resamples, stat_seed(r.seed, key));
   const json a1 = ratio_json(seed_counts(one, sel, first, drafts), r.resamples, stat_seed(r.seed, key + "/a1"));
   const SpecMetrics m = derive_metrics(p.counters);
-  const double bound = speedup_bound(p.counters, costs.verify, costs.plain, drafter_step(d));
+  const double bound = speedup_bound(p.counters, costs.verify, costs.plain, drafter_s);
   return {{"temperature", p.temperature},
           {"gamma", p.gamma},
           {"counters", counters_json(p.counters)},
@@ -619,14 +614,15 @@ json timed_json(const Report& r, const StepCosts& costs) {
   for (const auto& d : r.drafters) {
     const double c = d.params > 0 ? static_cast<double>(r.target_params) / d.params : 0.0;
     const double c_latency = d.step_seconds > 0 ? r.target_step_seconds / d.step_seconds : 0.0;
+    const double drafter_s = drafter_step(d);
     json points = json::array();
-    for (const auto& p : d.points) points.push_back(timed_point_json(r, costs, d, p, c, c_latency));
+    for (const auto& p : d.points) points.push_back(timed_point_json(r, costs, d, drafter_s, p, c, c_latency));
     drafters.push_back({{"name", d.name},
                         {"dir", d.dir},
                         {"params", d.params},
                         {"param_ratio", c},
                         {"step_seconds", d.step_seconds},
-                        {"timed_drafting_seconds_per_call", drafter_step(d)},
+                        {"timed_drafting_seconds_per_call", drafter_s},
                         {"latency_ratio", c_latency},
                         {"points", points}});
   }

@@ -44,14 +44,16 @@ std::vector<int64_t> counts_at(const json& j, const char* key) {
   return out;
 }
 
-// A list of finite non-negative numbers (wall times).
+// A wall time: a finite non-negative number.
+bool is_seconds(const json& x) { return x.is_number() && x.get<double>() >= 0 && x.get<double>() < 1e300; }
+
+// A list of wall times.
 std::vector<double> seconds_at(const json& j, const char* key) {
   const json& v = j.at(key);
   DA_CHECK(v.is_array(), "'", key, "' is not a list");
   std::vector<double> out;
   for (const json& x : v) {
-    DA_CHECK(x.is_number() && x.get<double>() >= 0 && x.get<double>() < 1e300, "'", key,
-             "' holds a value that is not a time in seconds");
+    DA_CHECK(is_seconds(x), "'", key, "' holds a value that is not a time in seconds");
     out.push_back(x.get<double>());
   }
   return out;
@@ -80,10 +82,8 @@ StepTimes step_times_from_json(const json& j) {
   StepTimes t;
   t.target_seconds = seconds_at(j, "target_seconds"), t.target_calls = counts_at(j, "target_calls");
   DA_CHECK(t.target_seconds.size() == t.target_calls.size(), "'target_seconds' and 'target_calls' differ in length");
-  const json& d = j.at("drafter_seconds");
-  DA_CHECK(d.is_number() && d.get<double>() >= 0 && d.get<double>() < 1e300,
-           "'drafter_seconds' is not a time in seconds");
-  t.drafter_seconds = d.get<double>(), t.drafter_calls = count_at(j, "drafter_calls");
+  DA_CHECK(is_seconds(j.at("drafter_seconds")), "'drafter_seconds' is not a time in seconds");
+  t.drafter_seconds = j.at("drafter_seconds").get<double>(), t.drafter_calls = count_at(j, "drafter_calls");
   return t;
 }
 
