@@ -7,7 +7,8 @@ Writes into OUT (default .cache/golden), each part in a temporary directory rena
              three prompts are chat-templated (apply_chat_template), so prompts.json is also the ChatML golden.
   tiny/      model/: a random tiny Llama saved by transformers (GQA, untied embeddings, explicit head_dim, Llama-3 rope
              scaling); golden.safetensors: tokens [2, 24], logits of the whole batch, and the logits of a packed row
-             ("packed.*": three documents in one row, each document's logits computed by transformers on its own).
+             ("packed.*": three documents in one row, each document's logits computed by transformers on its own), and
+             "hidden.<i>": output_hidden_states[i] of the batch for i < num_hidden_layers (EAGLE-3's taps).
   families/  <family>/model + golden.safetensors for llama3, qwen2, qwen2-window, qwen3 and mistral (FAMILIES below):
              tokens [2, 24], their logits, and 24 greedy tokens after a fixed prompt (transformers' KV cache).
   tokenizer/ text.txt: a >= 100k-character text (English, other scripts, emoji, code, numbers, odd whitespace, special
@@ -109,8 +110,12 @@ def tiny(tmp):
     packed = torch.randint(0, cfg.vocab_size, (1, sum(lengths)))
     segments = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)]).unsqueeze(0)
     docs = torch.split(packed, lengths, dim=1)
+    out = model(tokens, output_hidden_states=True)
+    # hidden.<i>: output_hidden_states[i] for i < num_hidden_layers (the embeddings, then each layer's output; the
+    # last entry is left out, as transformers versions differ on whether it is taken before or after the final norm).
+    hidden = {f"hidden.{i}": out.hidden_states[i].float() for i in range(cfg.num_hidden_layers)}
     save_tensors(os.path.join(tmp, "golden.safetensors"), {
-        "tokens": tokens, "logits": model(tokens).logits.float(),
+        **hidden, "tokens": tokens, "logits": out.logits.float(),
         "packed.tokens": packed, "packed.segments": segments,
         "packed.logits": torch.cat([model(d).logits.float() for d in docs], dim=1),
     })

@@ -97,6 +97,7 @@ struct Step {
   KVCache* cache = nullptr;    // decoding: layer l's keys and values are written to cache->k[l], cache->v[l]
   Tensor cache_index;          // [B, kv_heads, T, head_dim]: the cache positions of the new tokens
   int64_t used = 0;            // cache positions attended (the longest row after this call)
+  Taps* taps = nullptr;        // hidden states to read out on the way, if any
 };
 
 // Grouped-query self-attention with rotary embeddings, through LibTorch's fused scaled_dot_product_attention. Qwen2
@@ -206,7 +207,16 @@ struct Body : torch::nn::Module {
 
   Tensor forward(const Tensor& tokens, const Step& step) {
     Tensor x = torch::embedding(embed_tokens->weight, tokens);
-    for (size_t l = 0; l < layers.size(); ++l) x = layers[l]->forward(x, step, l);
+    size_t next_tap = 0;  // taps are ascending: the next index to read out
+    const auto tap = [&](int64_t index) {
+      if (step.taps && next_tap < step.taps->at.size() && step.taps->at[next_tap] == index)
+        step.taps->out.push_back(x), ++next_tap;
+    };
+    tap(0);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      x = layers[l]->forward(x, step, l);
+      tap(static_cast<int64_t>(l) + 1);
+    }
     return rms_norm(x, norm->weight, eps);
   }
 };
@@ -253,8 +263,18 @@ int64_t Llama::num_params() const {
   return n;
 }
 
-Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& mask, KVCache* cache) {
+void Llama::check_taps(const Taps* taps) const {
+  if (!taps) return;
+  for (size_t j = 0; j < taps->at.size(); ++j)
+    DA_CHECK(taps->at[j] >= 0 && taps->at[j] <= config_.num_hidden_layers && (j == 0 || taps->at[j] > taps->at[j - 1]),
+             "Llama: hidden-state taps must be ascending indices in [0, ", config_.num_hidden_layers, "], got ",
+             taps->at[j], " at place ", j);
+}
+
+Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& mask, KVCache* cache, Taps* taps) {
   const io::LlamaConfig& c = config_;
+  check_taps(taps);
+  if (taps) taps->out.clear();
   const int64_t B = tokens.size(0), T = tokens.size(1);
   const torch::ScalarType dtype = body_->embed_tokens->weight.scalar_type();
   Step step;
@@ -264,6 +284,7 @@ Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& m
   Tensor emb = torch::cat({freqs, freqs}, -1);
   step.cos = emb.cos().to(dtype).unsqueeze(1), step.sin = emb.sin().to(dtype).unsqueeze(1);
   if (mask.defined()) step.mask = mask;
+  step.taps = taps;
   if (cache) {
     step.cache = cache;
     step.cache_index = positions.view({B, 1, T, 1}).expand({B, c.num_key_value_heads, T, c.head_dim});
@@ -283,21 +304,21 @@ Tensor Llama::run(const Tensor& tokens, const Tensor& positions, const Tensor& m
   return body_->forward(tokens, step);
 }
 
-Tensor Llama::hidden(const Tensor& tokens, const Tensor& segments) {
+Tensor Llama::hidden(const Tensor& tokens, const Tensor& segments, Taps* taps) {
   DA_CHECK(tokens.dim() == 2, "Llama: tokens must be [batch, time], got ", io::shape_text(tokens.sizes()));
   const int64_t T = tokens.size(1);
   DA_CHECK(T <= config_.max_position_embeddings, "Llama: ", T, " tokens exceed max_position_embeddings (",
            config_.max_position_embeddings, ")");
   if (!segments.defined()) {
     Tensor positions = torch::arange(T, tokens.options().dtype(torch::kInt64)).expand_as(tokens);
-    return run(tokens, positions, Tensor(), nullptr);
+    return run(tokens, positions, Tensor(), nullptr, taps);
   }
   DA_CHECK(segments.sizes() == tokens.sizes(), "Llama: segments ", io::shape_text(segments.sizes()),
            " must have the shape of tokens ", io::shape_text(tokens.sizes()));
   Tensor t = torch::arange(T, tokens.options().dtype(torch::kInt64));
   Tensor causal = (t.view({1, T}) <= t.view({T, 1})).view({1, 1, T, T});
   Tensor same_doc = (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1);
-  return run(tokens, positions_in_documents(segments), causal.logical_and(same_doc), nullptr);
+  return run(tokens, positions_in_documents(segments), causal.logical_and(same_doc), nullptr, taps);
 }
 
 const Tensor& Llama::head_weight() const { return lm_head_ ? lm_head_->weight : body_->embed_tokens->weight; }
@@ -321,7 +342,7 @@ Tensor Llama::new_counts(const Tensor& tokens, const KVCache& cache, const Tenso
   return n_new.defined() ? n_new.to(cache.lengths.options()) : torch::full_like(cache.lengths, tokens.size(-1));
 }
 
-Tensor Llama::append(const Tensor& tokens, KVCache& cache, const Tensor& n_real) {
+Tensor Llama::append(const Tensor& tokens, KVCache& cache, const Tensor& n_real, Taps* taps) {
   DA_CHECK(tokens.dim() == 2 && tokens.size(0) == cache.batch(), "Llama: tokens ", io::shape_text(tokens.sizes()),
            " do not match a cache of ", cache.batch(), " rows");
   // Only real tokens need room: padding past a row's n_new is written at clamped positions (beyond the row's end,
@@ -331,11 +352,11 @@ Tensor Llama::append(const Tensor& tokens, KVCache& cache, const Tensor& n_real)
            " are needed");
   DA_CHECK(used <= config_.max_position_embeddings, "Llama: position ", used - 1,
            " is past max_position_embeddings (", config_.max_position_embeddings, ")");
-  return decode(tokens, cache, n_real, used);
+  return decode(tokens, cache, n_real, used, taps);
 }
 
-Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
-  return logits(append(tokens, cache, new_counts(tokens, cache, n_new)));
+Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new, Taps* taps) {
+  return logits(append(tokens, cache, new_counts(tokens, cache, n_new), taps));
 }
 
 Tensor Llama::forward_last(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
@@ -349,14 +370,14 @@ Tensor Llama::forward_static(const Tensor& tokens, KVCache& cache, const Tensor&
   return logits(decode(tokens, cache, new_counts(tokens, cache, n_new), cache.capacity()));
 }
 
-Tensor Llama::decode(const Tensor& tokens, KVCache& cache, const Tensor& n_real, int64_t keys) {
+Tensor Llama::decode(const Tensor& tokens, KVCache& cache, const Tensor& n_real, int64_t keys, Taps* taps) {
   const int64_t B = tokens.size(0), T = tokens.size(1);
   Tensor positions = (cache.lengths.unsqueeze(1) + torch::arange(T, cache.lengths.options()).unsqueeze(0))
                          .clamp_max(cache.capacity() - 1);
   // Query i of row b sits at positions[b, i] and sees every key at or before it: the row's cached prefix and the new
   // tokens up to itself. Keys past it (padding of this call, stale entries of a rolled-back draft) are masked.
   Tensor mask = torch::arange(keys, positions.options()).view({1, 1, 1, keys}) <= positions.view({B, 1, T, 1});
-  Tensor h = run(tokens, positions, mask, &cache);
+  Tensor h = run(tokens, positions, mask, &cache, taps);
   cache.lengths.add_(n_real);
   return h;
 }

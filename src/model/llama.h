@@ -32,6 +32,14 @@ struct KVCache {
   int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
 };
 
+// Hidden states read out of the residual stream on the way through the layers, for a head that drafts from them
+// (EAGLE-3). Index i is transformers' output_hidden_states[i]: 0 the token embeddings, i >= 1 the output of decoder
+// layer i - 1 (before the final norm), which is also the input of layer i as vLLM's aux_hidden_state_layers count.
+struct Taps {
+  std::vector<int64_t> at;         // ascending, distinct, each in [0, num_hidden_layers]
+  std::vector<torch::Tensor> out;  // filled by the forward: out[j] [B, T, hidden] at index at[j]
+};
+
 struct Body;    // model.*: embeddings, layers, final norm (llama.cpp)
 struct Weight;  // a module holding one parameter named "weight" (llama.cpp)
 
@@ -49,7 +57,8 @@ class Llama : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& segments = {});
   // The final hidden states [B, T, hidden] (after the last norm), and the output projection applied to them: losses
   // that need only some positions project only those.
-  torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& segments = {});
+  // `taps` (optional) receives the hidden states at its indices.
+  torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& segments = {}, Taps* taps = nullptr);
   torch::Tensor logits(const torch::Tensor& hidden);
   // The output projection's weight [vocab, hidden]: lm_head.weight, or model.embed_tokens.weight when tied. Losses
   // that fuse the head (train/losses.h, fused_head_loss) multiply by it themselves.
@@ -60,7 +69,8 @@ class Llama : public torch::nn::Module {
   // Appends tokens [B, T] to the cache: row b's first n_new[b] tokens (all T when n_new is undefined) are real, the
   // rest padding that is written past the row's end and never attended to. Returns logits [B, T, vocab]; rows' logits
   // past n_new[b] are meaningless.
-  torch::Tensor forward(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {});
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {},
+                        Taps* taps = nullptr);
   // The same append, projecting only each row's last real token (n_new[b] - 1): logits [B, vocab]. A prefill needs no
   // more, and the output projection over a whole prompt is most of a prefill's work at a 49k-152k vocabulary.
   torch::Tensor forward_last(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {});
@@ -71,14 +81,16 @@ class Llama : public torch::nn::Module {
 
  private:
   torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask,
-                    KVCache* cache);
+                    KVCache* cache, Taps* taps = nullptr);
+  void check_taps(const Taps* taps) const;
   // n_new as the cache's lengths are kept (int64, on its device), or all T tokens of every row when undefined.
   static torch::Tensor new_counts(const torch::Tensor& tokens, const KVCache& cache, const torch::Tensor& n_new);
   // forward's checks, then decode over the keys in use: the final hidden states [B, T, hidden].
-  torch::Tensor append(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real);
+  torch::Tensor append(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real, Taps* taps = nullptr);
   // Both cached forwards: tokens appended at each row's length, attending over the cache's first `keys` positions,
   // then each row's length raised by n_real [B]. Returns the final hidden states.
-  torch::Tensor decode(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real, int64_t keys);
+  torch::Tensor decode(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_real, int64_t keys,
+                       Taps* taps = nullptr);
 
   io::LlamaConfig config_;
   std::shared_ptr<Body> body_;

@@ -103,6 +103,40 @@ TEST(Llama, KVCacheOnARaggedBatchEqualsFullForward) {
   EXPECT_LT(max_diff(rolled, expect), 1e-4);
 }
 
+// EAGLE-3 reads the target's hidden states: taps at transformers' output_hidden_states indices, the same through the
+// KV cache as through the full forward, and the last layer's output (index L) is what the final norm turns into
+// hidden().
+TEST(Llama, HiddenStateTapsEqualTransformers) {
+  Tiny t = load_tiny();
+  torch::NoGradGuard no_grad;
+  const Tensor tokens = t.golden.get("tokens");  // [2, 24]
+  const int64_t L = t.model->config().num_hidden_layers;
+  model::Taps taps;
+  for (int64_t i = 0; i <= L; ++i) taps.at.push_back(i);
+  const Tensor h = t.model->hidden(tokens, {}, &taps);
+  ASSERT_EQ(static_cast<int64_t>(taps.out.size()), L + 1);
+  for (int64_t i = 0; i < L; ++i)
+    EXPECT_LT(max_diff(taps.out[i], t.golden.get("hidden." + std::to_string(i))), 1e-4) << "index " << i;
+  // Index L through the final norm is hidden(): the norm's weight times the fp32-normalised residual.
+  const Tensor w = t.model->named_parameters()["model.norm.weight"];
+  const Tensor x = taps.out[L];
+  EXPECT_LT(max_diff(w * (x * torch::rsqrt(x.pow(2).mean(-1, true) + t.model->config().rms_norm_eps)), h), 1e-5);
+
+  // Through the cache, in two appends: the taps of each append are those positions' rows of the full forward.
+  model::Taps some;
+  some.at = {1, L};
+  model::KVCache cache = t.model->new_cache(2, 32);
+  t.model->forward(tokens.narrow(1, 0, 10), cache, {}, &some);
+  const std::vector<Tensor> first = some.out;
+  t.model->forward(tokens.narrow(1, 10, 14), cache, {}, &some);
+  EXPECT_LT(max_diff(torch::cat({first[0], some.out[0]}, 1), taps.out[1]), 1e-4);
+  EXPECT_LT(max_diff(torch::cat({first[1], some.out[1]}, 1), taps.out[L]), 1e-4);
+
+  model::Taps bad;
+  bad.at = {2, 1};
+  EXPECT_HAS(testing::error_of([&] { t.model->hidden(tokens, {}, &bad); }), "taps must be ascending indices");
+}
+
 TEST(Llama, CacheOverflowIsAnError) {
   Tiny t = load_tiny();
   torch::NoGradGuard no_grad;
