@@ -1,0 +1,105 @@
+// The EAGLE-3 head: the training-time test (unroll: every position's k-step chain at once) is, position for position,
+// the chain the speculative decoder drafts through the head's KV cache (append the accepted prefix, step on its own
+// outputs, roll back); bad shapes are one clear error.
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "model/eagle3.h"
+#include "test_util.h"
+
+namespace draftalign {
+namespace {
+
+using model::Eagle3Head;
+using torch::Tensor;
+
+// max |a - b| over max |b|: float rounding grows with the activations, a wrong attention set does not stay small.
+double relative_diff(const Tensor& a, const Tensor& b) {
+  return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+}
+
+model::Eagle3Config tiny_head_config(int64_t target_vocab) {
+  model::Eagle3Config c;
+  c.layer = testing::tiny_smol_config(1);
+  c.layer.vocab_size = target_vocab;
+  c.target_hidden = c.layer.hidden_size;
+  c.taps = {1, 2, 3};
+  std::vector<int64_t> counts(static_cast<size_t>(target_vocab));
+  for (int64_t t = 0; t < target_vocab; ++t) counts[static_cast<size_t>(t)] = (t * 7919) % 13;
+  c.vocab = data::select_draft_vocab(counts, target_vocab / 2);
+  return c;
+}
+
+std::shared_ptr<Eagle3Head> tiny_head(int64_t target_vocab) {
+  torch::manual_seed(3);
+  const model::Eagle3Config c = tiny_head_config(target_vocab);
+  auto head = std::make_shared<Eagle3Head>(c, torch::randn({target_vocab, c.target_hidden}));
+  torch::NoGradGuard no_grad;
+  for (auto& p : head->parameters())  // larger than the 0.02 init, so attention and every step matter
+    if (p.dim() == 2) p.normal_(0, 0.3);
+  return head;
+}
+
+TEST(Eagle3Head, TrainingTimeTestEqualsTheCachedChainAtEveryPosition) {
+  const int64_t V = 64, T = 12, k = 4;
+  auto head = tiny_head(V);
+  torch::NoGradGuard no_grad;
+  const int64_t H = head->config().target_hidden;
+  const Tensor g = head->project({torch::randn({1, T, H}), torch::randn({1, T, H}), torch::randn({1, T, H})});
+  const Tensor text = torch::randint(0, V, {1, T + k});  // step i at t embeds text[t + 1 + i]
+  std::vector<Tensor> inputs;
+  for (int64_t i = 0; i < k; ++i) inputs.push_back(text.narrow(1, 1 + i, T));
+  const std::vector<Tensor> unrolled = head->unroll(g, inputs);
+  ASSERT_EQ(static_cast<int64_t>(unrolled.size()), k);
+
+  Eagle3Head::Cache cache = head->new_cache(T + k);
+  for (int64_t t = 0; t < T; ++t) {
+    // The accepted prefix grows by one position; the chain drafted after the previous one is rolled back first.
+    cache.length = t;
+    Tensor h = head->append(cache, g.narrow(1, t, 1), text.narrow(1, t + 1, 1));
+    for (int64_t i = 0;; ++i) {
+      EXPECT_LT(relative_diff(h, unrolled[i].narrow(1, t, 1)), 1e-5) << "position " << t << " step " << i;
+      if (i + 1 == k) break;
+      h = head->step(cache, h, text.narrow(1, t + 2 + i, 1));
+    }
+  }
+  // A step's output depends on the earlier steps' keys: dropping them (every chain step at the prefix's end instead
+  // of after its predecessors) changes the chain.
+  cache.length = T - 1;
+  Tensor h = head->append(cache, g.narrow(1, T - 1, 1), text.narrow(1, T, 1));
+  h = head->step(cache, h, text.narrow(1, T + 1, 1));
+  cache.length = T;
+  h = head->step(cache, h, text.narrow(1, T + 2, 1));
+  EXPECT_GT(relative_diff(h, unrolled[2].narrow(1, T - 1, 1)), 1e-3);
+
+  // Draft ids map back to target ids through d2t.
+  const Tensor ids = torch::arange(head->config().vocab.size());
+  EXPECT_TRUE(torch::equal(head->to_target(ids), torch::tensor(head->config().vocab.ids)));
+  EXPECT_EQ(head->logits(unrolled[0]).size(-1), V / 2);
+}
+
+TEST(Eagle3Head, ExportNamesAreTheEagle3Checkpoints) {
+  auto head = tiny_head(64);
+  std::vector<std::string> names;
+  for (const auto& p : head->named_parameters()) names.push_back(p.key());
+  for (const auto& b : head->named_buffers()) names.push_back(b.key());
+  std::sort(names.begin(), names.end());
+  const std::vector<std::string> want = {
+      "d2t", "fc.weight", "lm_head.weight", "midlayer.hidden_norm.weight", "midlayer.input_layernorm.weight",
+      "midlayer.mlp.down_proj.weight", "midlayer.mlp.gate_proj.weight", "midlayer.mlp.up_proj.weight",
+      "midlayer.post_attention_layernorm.weight", "midlayer.self_attn.k_proj.weight",
+      "midlayer.self_attn.o_proj.weight", "midlayer.self_attn.q_proj.weight", "midlayer.self_attn.v_proj.weight",
+      "norm.weight", "t2d"};
+  EXPECT_EQ(names, want);
+}
+
+TEST(Eagle3Head, BadShapesAreOneClearError) {
+  model::Eagle3Config c = tiny_head_config(64);
+  EXPECT_HAS(testing::error_of([&] { Eagle3Head(c, torch::randn({63, c.target_hidden})); }),
+             "the target's embedding is [63, 32], expected [64, 32]");
+  c.taps = {1, 2};
+  EXPECT_HAS(testing::error_of([&] { Eagle3Head(c, torch::randn({64, c.target_hidden})); }), "reads 3 target hidden");
+}
+
+}  // namespace
+}  // namespace draftalign
