@@ -2,7 +2,10 @@
 
 #include <cmath>
 
+#include <set>
+
 #include "common/error.h"
+#include "common/fs.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
 
@@ -97,7 +100,9 @@ Eagle3Head::Eagle3Head(const Eagle3Config& config, Tensor target_embed, torch::T
   norm_ = register_module("norm", std::make_shared<Norm>(c.hidden_size, options))->weight;
   lm_head_ = register_module("lm_head", linear(c.hidden_size, config.vocab.size(), options));
   d2t_ = register_buffer("d2t", torch::tensor(config.vocab.d2t(), torch::kInt64).to(options.device()));
-  t2d_ = register_buffer("t2d", torch::tensor(std::vector<int64_t>(config.vocab.t2d().begin(), config.vocab.t2d().end()))
+  const std::vector<uint8_t> t2d = config.vocab.t2d();
+  t2d_ = register_buffer("t2d", torch::from_blob(const_cast<uint8_t*>(t2d.data()), {static_cast<int64_t>(t2d.size())},
+                                                 torch::kUInt8)
                                     .to(options.device(), torch::kBool));
   inv_freq_ = rope_inv_freq(c).to(options.device());
   if (!initialise) return;
@@ -193,5 +198,83 @@ Tensor Eagle3Head::append(Cache& cache, const Tensor& g, const Tensor& next) {
 }
 
 Tensor Eagle3Head::step(Cache& cache, const Tensor& h, const Tensor& token) { return append(cache, h, token); }
+
+void save_eagle3(const Eagle3Head& head, const std::filesystem::path& dir, torch::ScalarType dtype) {
+  const Eagle3Config& c = head.config();
+  io::LlamaConfig layer = c.layer;
+  layer.num_hidden_layers = 1;
+  layer.vocab_size = c.vocab.target_vocab;
+  layer.tie_word_embeddings = false;
+  layer.dtype = io::dtype_name_of(dtype) == "BF16" ? "bfloat16" : io::dtype_name_of(dtype) == "F16" ? "float16" : "float32";
+  nlohmann::json j = io::to_hf_json(layer);
+  j["architectures"] = {"LlamaForCausalLMEagle3"};
+  j["draft_vocab_size"] = c.vocab.size();
+  j["target_hidden_size"] = c.target_hidden;
+  j["eagle_config"] = {{"eagle_aux_hidden_state_layer_ids", c.taps}};
+  fs::AtomicDir out(dir);
+  fs::write_file_atomic(out.path() / "config.json", j.dump(2) + "\n");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& p : head.named_parameters())
+    tensors.emplace_back(p.key(), p.value().detach().to(torch::kCPU, dtype).contiguous());
+  for (const auto& b : head.named_buffers()) tensors.emplace_back(b.key(), b.value().detach().to(torch::kCPU).contiguous());
+  io::save_safetensors(out.path() / "model.safetensors", tensors, {{"format", "pt"}});
+  out.commit();
+}
+
+std::shared_ptr<Eagle3Head> load_eagle3(const std::filesystem::path& dir, const Tensor& target_embed,
+                                        torch::Device device, torch::ScalarType dtype) {
+  const std::filesystem::path config_file = dir / "config.json", weights = dir / "model.safetensors";
+  DA_CHECK(std::filesystem::is_regular_file(config_file), config_file.string(),
+           ": no such file (not an EAGLE-3 head directory)");
+  const nlohmann::json j = io::read_json_file(config_file);
+  const auto integer = [&](const char* key) {
+    DA_CHECK(j.contains(key) && j[key].is_number_integer(), config_file.string(), ": '", key,
+             "' is missing or not an integer (an EAGLE-3 head's config names it)");
+    return j[key].get<int64_t>();
+  };
+  Eagle3Config c;
+  c.layer = io::read_hf_config(config_file);
+  DA_CHECK(c.layer.num_hidden_layers == 1, config_file.string(), ": num_hidden_layers is ", c.layer.num_hidden_layers,
+           "; an EAGLE-3 head has one layer");
+  c.target_hidden = j.contains("target_hidden_size") ? integer("target_hidden_size") : c.layer.hidden_size;
+  const int64_t draft_vocab = integer("draft_vocab_size");
+  DA_CHECK(j.contains("eagle_config") && j["eagle_config"].contains("eagle_aux_hidden_state_layer_ids") &&
+               j["eagle_config"]["eagle_aux_hidden_state_layer_ids"].is_array(),
+           config_file.string(), ": 'eagle_config.eagle_aux_hidden_state_layer_ids' is missing (the target layers the head reads)");
+  for (const auto& t : j["eagle_config"]["eagle_aux_hidden_state_layer_ids"]) {
+    DA_CHECK(t.is_number_integer(), config_file.string(), ": eagle_aux_hidden_state_layer_ids holds a non-integer");
+    c.taps.push_back(t.get<int64_t>());
+  }
+  DA_CHECK(target_embed.dim() == 2 && target_embed.size(0) == c.layer.vocab_size &&
+               target_embed.size(1) == c.target_hidden,
+           config_file.string(), ": the head is for a target of vocabulary ", c.layer.vocab_size, " and hidden size ",
+           c.target_hidden, "; this target's embedding is ", io::shape_text(target_embed.sizes()));
+  const io::SafetensorsFile f = io::SafetensorsFile::open(weights);
+  for (const char* name : {"d2t", "t2d"})
+    DA_CHECK(f.contains(name), weights.string(), ": no tensor '", name, "' (the draft vocabulary's maps)");
+  const Tensor d2t = f.get("d2t").to(torch::kInt64).contiguous(), t2d = f.get("t2d").to(torch::kUInt8).contiguous();
+  DA_CHECK(d2t.dim() == 1 && d2t.size(0) == draft_vocab && t2d.dim() == 1 && t2d.size(0) == c.layer.vocab_size,
+           weights.string(), ": d2t ", io::shape_text(d2t.sizes()), " and t2d ", io::shape_text(t2d.sizes()),
+           " do not match draft_vocab_size ", draft_vocab, " and vocab_size ", c.layer.vocab_size);
+  c.vocab = data::draft_vocab_from_maps(std::vector<int64_t>(d2t.data_ptr<int64_t>(), d2t.data_ptr<int64_t>() + draft_vocab),
+                                        std::vector<uint8_t>(t2d.data_ptr<uint8_t>(), t2d.data_ptr<uint8_t>() + t2d.size(0)),
+                                        weights.string().c_str());
+  auto head = std::make_shared<Eagle3Head>(c, target_embed, torch::TensorOptions().device(device).dtype(dtype), false);
+  std::set<std::string> expected, present;
+  for (const auto& e : f.entries())
+    if (e.name != "embed_tokens.weight") present.insert(e.name);  // an engine's optional copy of the target's
+  torch::NoGradGuard no_grad;
+  for (auto& p : head->named_parameters()) {
+    expected.insert(p.key());
+    if (!f.contains(p.key())) continue;
+    const Tensor t = f.get(p.key());
+    DA_CHECK(t.sizes() == p.value().sizes(), weights.string(), ": tensor '", p.key(), "' is ", io::shape_text(t.sizes()),
+             ", the config asks for ", io::shape_text(p.value().sizes()));
+    p.value().copy_(t);
+  }
+  expected.insert("d2t"), expected.insert("t2d");
+  io::check_tensor_names(weights.string(), present, expected);
+  return head;
+}
 
 }  // namespace draftalign::model

@@ -16,6 +16,7 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -72,5 +73,18 @@ class Eagle3Head : public torch::nn::Module {
   torch::Tensor norm_, d2t_, t2d_;
   torch::Tensor inv_freq_;
 };
+
+// Writes `head` in the EAGLE-3 checkpoint layout that vLLM's and SGLang's llama_eagle3 load (read from the vLLM 0.34.0
+// sdist, vllm/model_executor/models/llama_eagle3.py): config.json (architectures LlamaForCausalLMEagle3, one hidden
+// layer, vocab_size the target's, draft_vocab_size, target_hidden_size, eagle_config.eagle_aux_hidden_state_layer_ids
+// = the taps) and model.safetensors (the parameters in `dtype`, d2t int64, t2d bool; no embed_tokens: the engines take
+// the target's). Written into a temporary sibling and renamed: `dir` is complete or untouched.
+void save_eagle3(const Eagle3Head& head, const std::filesystem::path& dir, torch::ScalarType dtype = torch::kFloat32);
+
+// Loads a head written by save_eagle3 (or by EAGLE-3 / SpecForge in that layout) for a target whose token embedding is
+// `target_embed` [target vocab, target hidden]. Every tensor's name and shape, the maps' agreement and the config's
+// fit to the target are checked; errors name the file and the key or tensor.
+std::shared_ptr<Eagle3Head> load_eagle3(const std::filesystem::path& dir, const torch::Tensor& target_embed,
+                                        torch::Device device = torch::kCPU, torch::ScalarType dtype = torch::kFloat32);
 
 }  // namespace draftalign::model

@@ -3,7 +3,11 @@
 // outputs, roll back); bad shapes are one clear error.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
 #include "model/eagle3.h"
 #include "test_util.h"
 
@@ -78,19 +82,61 @@ TEST(Eagle3Head, TrainingTimeTestEqualsTheCachedChainAtEveryPosition) {
   EXPECT_EQ(head->logits(unrolled[0]).size(-1), V / 2);
 }
 
-TEST(Eagle3Head, ExportNamesAreTheEagle3Checkpoints) {
+// The layout vLLM 0.34.0's llama_eagle3.py loads (Eagle3LlamaForCausalLM.load_weights and LlamaDecoderLayer): fc
+// [hidden, 3 x target_hidden]; q/k/v_proj over 2 x hidden (embedding and hidden state concatenated); lm_head over
+// draft_vocab_size; d2t int64 [draft_vocab_size] (renamed draft_id_to_target_id there); t2d bool [vocab_size] (skipped
+// by vLLM, read by SGLang); config.json with draft_vocab_size, target_hidden_size and the aux layer ids.
+TEST(Eagle3Head, ExportHasTheEngineLayoutAndLoadsBack) {
   auto head = tiny_head(64);
-  std::vector<std::string> names;
-  for (const auto& p : head->named_parameters()) names.push_back(p.key());
-  for (const auto& b : head->named_buffers()) names.push_back(b.key());
-  std::sort(names.begin(), names.end());
-  const std::vector<std::string> want = {
-      "d2t", "fc.weight", "lm_head.weight", "midlayer.hidden_norm.weight", "midlayer.input_layernorm.weight",
-      "midlayer.mlp.down_proj.weight", "midlayer.mlp.gate_proj.weight", "midlayer.mlp.up_proj.weight",
-      "midlayer.post_attention_layernorm.weight", "midlayer.self_attn.k_proj.weight",
-      "midlayer.self_attn.o_proj.weight", "midlayer.self_attn.q_proj.weight", "midlayer.self_attn.v_proj.weight",
-      "norm.weight", "t2d"};
-  EXPECT_EQ(names, want);
+  testing::ScratchDir d;
+  model::save_eagle3(*head, d / "head");
+  const model::Eagle3Config& c = head->config();
+  const int64_t h = c.layer.hidden_size, q = c.layer.num_attention_heads * c.layer.head_dim;
+  const int64_t kv = c.layer.num_key_value_heads * c.layer.head_dim, m = c.layer.intermediate_size;
+  const std::map<std::string, std::pair<std::string, std::vector<int64_t>>> want = {
+      {"fc.weight", {"F32", {h, 3 * c.target_hidden}}},
+      {"midlayer.input_layernorm.weight", {"F32", {h}}},
+      {"midlayer.hidden_norm.weight", {"F32", {h}}},
+      {"midlayer.post_attention_layernorm.weight", {"F32", {h}}},
+      {"midlayer.self_attn.q_proj.weight", {"F32", {q, 2 * h}}},
+      {"midlayer.self_attn.k_proj.weight", {"F32", {kv, 2 * h}}},
+      {"midlayer.self_attn.v_proj.weight", {"F32", {kv, 2 * h}}},
+      {"midlayer.self_attn.o_proj.weight", {"F32", {h, q}}},
+      {"midlayer.mlp.gate_proj.weight", {"F32", {m, h}}},
+      {"midlayer.mlp.up_proj.weight", {"F32", {m, h}}},
+      {"midlayer.mlp.down_proj.weight", {"F32", {h, m}}},
+      {"norm.weight", {"F32", {h}}},
+      {"lm_head.weight", {"F32", {32, h}}},
+      {"d2t", {"I64", {32}}},
+      {"t2d", {"BOOL", {64}}}};
+  const auto f = io::SafetensorsFile::open(d / "head" / "model.safetensors");
+  std::map<std::string, std::pair<std::string, std::vector<int64_t>>> got;
+  for (const auto& e : f.entries()) got[e.name] = {e.dtype, e.shape};
+  EXPECT_EQ(got, want);
+  const nlohmann::json j = io::read_json_file(d / "head" / "config.json");
+  EXPECT_EQ(j["architectures"], nlohmann::json::array({"LlamaForCausalLMEagle3"}));
+  EXPECT_EQ(j["num_hidden_layers"], 1);
+  EXPECT_EQ(j["vocab_size"], 64);
+  EXPECT_EQ(j["draft_vocab_size"], 32);
+  EXPECT_EQ(j["target_hidden_size"], c.target_hidden);
+  EXPECT_EQ(j["eagle_config"]["eagle_aux_hidden_state_layer_ids"], nlohmann::json::array({1, 2, 3}));
+
+  torch::manual_seed(3);
+  const Tensor embed = torch::randn({64, c.target_hidden});  // the target's embedding tiny_head used
+  auto back = model::load_eagle3(d / "head", embed);
+  EXPECT_EQ(back->config().vocab.ids, c.vocab.ids);
+  EXPECT_EQ(back->config().taps, c.taps);
+  for (const auto& p : head->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), back->named_parameters()[p.key()])) << p.key();
+
+  // A head for another target, a head without its maps: one error naming the file.
+  EXPECT_HAS(testing::error_of([&] { model::load_eagle3(d / "head", torch::randn({65, c.target_hidden})); }),
+             "config.json: the head is for a target of vocabulary 64 and hidden size 32");
+  EXPECT_HAS(testing::error_of([&] { model::load_eagle3(d / "none", embed); }), "none/config.json: no such file");
+  std::vector<std::pair<std::string, Tensor>> without;
+  for (const auto& p : head->named_parameters()) without.emplace_back(p.key(), p.value());
+  io::save_safetensors(d / "head" / "model.safetensors", without);
+  EXPECT_HAS(testing::error_of([&] { model::load_eagle3(d / "head", embed); }), "model.safetensors: no tensor 'd2t'");
 }
 
 TEST(Eagle3Head, BadShapesAreOneClearError) {
