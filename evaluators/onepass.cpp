@@ -70,4 +70,39 @@ torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_
                                sp.top_p, sp.top_k);
 }
 
+
+std::vector<std::vector<int64_t>> teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head,
+                                                             const std::vector<int64_t>& prompt,
+                                                             const std::vector<int64_t>& continuation, int64_t gamma) {
+  DA_CHECK(prompt.size() >= 2, "teacher_forced_head_drafts: an EAGLE-3 head needs a prompt of 2 tokens at least");
+  DA_CHECK(gamma >= 1, "teacher_forced_head_drafts: gamma must be at least 1");
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> s = prompt;
+  s.insert(s.end(), continuation.begin(), continuation.end());
+  const int64_t N = static_cast<int64_t>(s.size()), P = static_cast<int64_t>(prompt.size());
+  const torch::Device device = head.parameters().front().device();
+  const torch::Tensor read = torch::tensor(std::vector<int64_t>(s.begin(), s.end() - 1)).view({1, N - 1}).to(device);
+  model::Taps taps;
+  taps.at = head.config().taps;
+  target.hidden(read, {}, &taps);
+  const torch::Tensor g = head.project(taps.out);  // [1, N - 1, hidden]: position t has read s[0..t]
+  std::vector<torch::Tensor> inputs;
+  for (int64_t j = 0; j < gamma; ++j) {
+    std::vector<int64_t> row(static_cast<size_t>(N - 1), 0);
+    for (int64_t t = 0; t + 1 + j < N && t < N - 1; ++t) row[static_cast<size_t>(t)] = s[static_cast<size_t>(t + 1 + j)];
+    inputs.push_back(torch::tensor(row).view({1, N - 1}).to(device));
+  }
+  const std::vector<torch::Tensor> steps = head.unroll(g, inputs);
+  std::vector<torch::Tensor> best;  // per step: [N - 1] target ids
+  for (const auto& h : steps) best.push_back(head.to_target(head.logits(h).argmax(-1)).view({-1}).cpu().contiguous());
+  std::vector<std::vector<int64_t>> drafts;
+  for (int64_t i = 0; i < static_cast<int64_t>(continuation.size()); ++i) {
+    const int64_t t = P + i - 2;
+    std::vector<int64_t> d;
+    for (int64_t j = 0; j < gamma; ++j) d.push_back(best[static_cast<size_t>(j)][t].item<int64_t>());
+    drafts.push_back(std::move(d));
+  }
+  return drafts;
+}
+
 }  // namespace draftalign::eval

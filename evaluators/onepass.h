@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "evaluators/acceptance.h"
+#include "model/eagle3.h"
 #include "model/generation.h"
 #include "model/llama.h"
 
@@ -41,5 +42,15 @@ std::vector<std::vector<int64_t>> sampled_answers(model::Llama& target, const st
 // prompt + continuation[0..i), for i = 0 .. continuation.size() - 1: [n, V] fp32 on the model's device, one pass.
 torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_t>& prompt,
                                    const std::vector<int64_t>& continuation, const model::SamplingParams& sp);
+
+// An EAGLE-3 head's greedy drafts after prompt + continuation[0..i), for i = 0 .. continuation.size() - 1: gamma
+// target ids each, from one target pass with the head's taps and one gamma-step unroll. After prefix s[0..n) the
+// target has read s[0..n-1), so the head sits at t = n - 2 (the prompt must hold 2 tokens): step j there embeds
+// s[n-1+j] and proposes s[n+j]. Step j >= 1 embeds the answer's token where the real decoder embeds its own draft
+// d_j; they differ only after a mismatch, where acceptance has stopped (acceptance.h): the counters are exact. Steps
+// that would embed a token past the continuation's end embed token 0 (never compared: the answer ends first).
+std::vector<std::vector<int64_t>> teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head,
+                                                             const std::vector<int64_t>& prompt,
+                                                             const std::vector<int64_t>& continuation, int64_t gamma);
 
 }  // namespace draftalign::eval

@@ -8,7 +8,9 @@
 #include "common/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "evaluators/onepass.h"
 #include "model/eagle3.h"
+#include "model/llama.h"
 #include "test_util.h"
 
 namespace draftalign {
@@ -137,6 +139,63 @@ TEST(Eagle3Head, ExportHasTheEngineLayoutAndLoadsBack) {
   for (const auto& p : head->named_parameters()) without.emplace_back(p.key(), p.value());
   io::save_safetensors(d / "head" / "model.safetensors", without);
   EXPECT_HAS(testing::error_of([&] { model::load_eagle3(d / "head", embed); }), "model.safetensors: no tensor 'd2t'");
+}
+
+// What the speculative decoder does with a head after the prefix s[0..n): the target reads s[0..n-1) with taps, the
+// head's cache takes every position (next token s[t+1]), and the chain drafts gamma tokens on its own outputs.
+std::vector<int64_t> chain_drafts(model::Llama& target, Eagle3Head& head, const std::vector<int64_t>& s, int64_t gamma) {
+  const int64_t n = static_cast<int64_t>(s.size());
+  model::KVCache tc = target.new_cache(1, n);
+  model::Taps taps;
+  taps.at = head.config().taps;
+  target.forward(torch::tensor(std::vector<int64_t>(s.begin(), s.end() - 1)).view({1, n - 1}), tc, {}, &taps);
+  Eagle3Head::Cache hc = head.new_cache(n + gamma);
+  Tensor h = head.append(hc, head.project(taps.out),
+                         torch::tensor(std::vector<int64_t>(s.begin() + 1, s.end())).view({1, n - 1}))
+                 .narrow(1, n - 2, 1);
+  std::vector<int64_t> d;
+  for (int64_t j = 0; j < gamma; ++j) {
+    if (j > 0) h = head.step(hc, h, torch::tensor({d.back()}).view({1, 1}));
+    d.push_back(head.to_target(head.logits(h).argmax(-1)).item<int64_t>());
+  }
+  return d;
+}
+
+TEST(Eagle3Head, OnePassDraftsEqualTheCachedChainUpToTheFirstMismatch) {
+  const int64_t V = 64, gamma = 4;
+  torch::manual_seed(11);
+  io::LlamaConfig tc = testing::tiny_smol_config(4);
+  tc.vocab_size = V;
+  model::Llama target(tc);
+  torch::NoGradGuard no_grad;
+  for (auto& p : target.parameters())
+    if (p.dim() == 2) p.normal_(0, 0.3);
+  model::Eagle3Config c = tiny_head_config(V);
+  Eagle3Head head(c, target.named_parameters()["model.embed_tokens.weight"]);
+  for (auto& p : head.parameters())
+    if (p.dim() == 2) p.normal_(0, 0.3);
+
+  const std::vector<int64_t> prompt = {5, 9, 13, 2, 40, 7};
+  // A continuation the head partly drafts itself (so whole chains are compared), then text it does not.
+  std::vector<int64_t> cont = chain_drafts(target, head, prompt, gamma);
+  std::vector<int64_t> s = prompt;
+  s.insert(s.end(), cont.begin(), cont.end());
+  for (int64_t t : chain_drafts(target, head, s, gamma)) cont.push_back(t);
+  for (int64_t t : {3, 31, 17, 60, 22, 8}) cont.push_back(t);
+  const auto pass = eval::teacher_forced_head_drafts(target, head, prompt, cont, gamma);
+  ASSERT_EQ(pass.size(), cont.size());
+  int64_t compared = 0;
+  for (size_t pos = 0; pos + gamma <= cont.size(); ++pos) {
+    std::vector<int64_t> prefix = prompt;
+    prefix.insert(prefix.end(), cont.begin(), cont.begin() + static_cast<std::ptrdiff_t>(pos));
+    const std::vector<int64_t> real = chain_drafts(target, head, prefix, gamma);
+    for (int64_t j = 0; j < gamma; ++j) {
+      EXPECT_EQ(pass[pos][j], real[j]) << "position " << pos << " draft " << j;
+      ++compared;
+      if (real[j] != cont[pos + j]) break;  // acceptance stops here: later drafts are never compared
+    }
+  }
+  EXPECT_GE(compared, 2 * gamma + static_cast<int64_t>(cont.size()) - gamma - 1);  // two whole chains at least
 }
 
 TEST(Eagle3Head, BadShapesAreOneClearError) {
