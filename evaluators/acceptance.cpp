@@ -43,6 +43,16 @@ Proposer model_proposer(const std::vector<int64_t>& argmax) {
   };
 }
 
+Proposer chain_proposer(const std::vector<std::vector<int64_t>>& chains) {
+  return [&chains](int64_t pos, int64_t gamma) {
+    DA_CHECK(pos < static_cast<int64_t>(chains.size()) &&
+                 gamma <= static_cast<int64_t>(chains[static_cast<size_t>(pos)].size()),
+             "chain_proposer: no ", gamma, "-token chain at answer position ", pos, " (", chains.size(), " positions)");
+    const auto& c = chains[static_cast<size_t>(pos)];
+    return Proposal{std::vector<int64_t>(c.begin(), c.begin() + gamma), gamma};
+  };
+}
+
 std::vector<int64_t> prompt_lookup(const std::vector<int64_t>& context, int64_t k, int64_t n_min, int64_t n_max) {
   DA_CHECK(k >= 1 && n_min >= 1 && n_max >= n_min, "prompt_lookup: k = ", k, ", n from ", n_min, " to ", n_max);
   const int64_t len = static_cast<int64_t>(context.size());
@@ -77,6 +87,20 @@ Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<i
     const Proposal rest = model(pos + n, gamma - n);
     p.tokens.insert(p.tokens.end(), rest.tokens.begin(), rest.tokens.end());
     p.drafter_calls += rest.drafter_calls;
+    return p;
+  };
+}
+
+Proposer hybrid_chain_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
+                                const std::vector<std::vector<int64_t>>& chains, int64_t n_min, int64_t n_max) {
+  const Proposer lookup = lookup_proposer(prompt, answer, n_min, n_max), chain = chain_proposer(chains);
+  return [lookup, chain](int64_t pos, int64_t gamma) {
+    Proposal p = lookup(pos, gamma);
+    const int64_t n = static_cast<int64_t>(p.tokens.size());
+    if (n == gamma) return p;
+    const Proposal whole = chain(pos, gamma);  // the chain at pos, its first n steps fed the lookup's tokens
+    p.tokens.insert(p.tokens.end(), whole.tokens.begin() + n, whole.tokens.end());
+    p.drafter_calls += gamma - n;
     return p;
   };
 }

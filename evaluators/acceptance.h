@@ -49,6 +49,10 @@ SpecCounters simulate_greedy(const GreedyAnswer& answer, int64_t gamma, const Pr
 // would propose, but they are never compared: acceptance stops at the first mismatch).
 Proposer model_proposer(const std::vector<int64_t>& argmax);
 
+// A drafter whose step i depends on its own step i - 1 (an EAGLE-3 head): chains[i] is what it drafts after the
+// prompt and answer.tokens[0..i), at least gamma tokens (onepass.h, teacher_forced_head_drafts); gamma forward passes.
+Proposer chain_proposer(const std::vector<std::vector<int64_t>>& chains);
+
 // Prompt-lookup drafting (vLLM's "ngram" method, llama.cpp's lookup decoding): for n from n_max down to n_min, find
 // the latest earlier occurrence of the context's last n tokens and propose the (at most k) tokens that followed it.
 // Empty when no n-gram recurs. Costs no model.
@@ -64,5 +68,12 @@ Proposer lookup_proposer(const std::vector<int64_t>& prompt, const std::vector<i
 // argmax[pos + lookup tokens ..].
 Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
                          const std::vector<int64_t>& argmax, int64_t n_min, int64_t n_max);
+
+// Hybrid drafting with a chain drafter (an EAGLE-3 head): prompt lookup's n tokens first, then the head's chain at
+// the same position continued past them, chains[pos][n..gamma) in gamma - n head calls. The head's steps embed the
+// lookup's tokens where the one-pass chain embeds the answer's; they are compared only when every lookup token matched
+// the answer, and then the two are the same tokens.
+Proposer hybrid_chain_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
+                               const std::vector<std::vector<int64_t>>& chains, int64_t n_min, int64_t n_max);
 
 }  // namespace draftalign::eval

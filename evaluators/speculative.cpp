@@ -76,35 +76,10 @@ Verdict accept_greedy(const Tensor& target_logits, const std::vector<int64_t>& d
   return v;
 }
 
-SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama* drafter)
-    : target_(target), drafter_(drafter) {
-  if (drafter_ != nullptr)
-    DA_CHECK(drafter_->config().vocab_size == target_.config().vocab_size, "speculative decoding: the drafter has ",
-             drafter_->config().vocab_size, " tokens, the target ", target_.config().vocab_size);
-}
-
-namespace {
-
-LookupDrafting checked(LookupDrafting lookup) {
-  DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
-           lookup.n_max);
-  return lookup;
-}
-
-}  // namespace
-
-SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, LookupDrafting lookup)
-    : target_(target), lookup_(checked(lookup)) {}
-
-SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama& drafter, LookupDrafting lookup)
-    : SpeculativeDecoder(target, &drafter) {
-  lookup_ = checked(lookup);
-}
-
 // A model with its cache and the number of valid positions, kept on the host so a rollback needs no device read.
 // On CUDA the short steps (a drafter's token, a target's verification of a draft) replay CUDA graphs
-// (model::DecodeGraphs, one per step length); prompts run eagerly. Held by a unique_ptr: the graphs keep the cache's
-// address.
+// (model::DecodeGraphs, one per step length); prompts run eagerly, as does every step that reads hidden-state taps.
+// Held by a unique_ptr: the graphs keep the cache's address.
 struct DecodeStream {
   static constexpr int64_t kMaxGraphTokens = 16;
 
@@ -112,39 +87,46 @@ struct DecodeStream {
   model::KVCache cache;
   int64_t length = 0;
   std::unique_ptr<model::DecodeGraphs> graphs;
-  // The tokens whose keys and values fill the cache's first positions since the last prefill: a decode only writes
-  // past them, so a later decode of the same prompt skips its prefill (a timed turn's repeats).
+  // The tokens whose keys and values fill the cache's first positions since the last prefill (and their taps, when
+  // read): a decode only writes past them, so a later decode of the same prompt skips its prefill (a timed turn's
+  // repeats).
   std::vector<int64_t> prefilled;
+  std::vector<Tensor> prefilled_taps;
 
-  // Makes the cache hold `head` and nothing after it: fed, or kept from the last prefill of the same tokens.
-  void prefill(const std::vector<int64_t>& head) {
-    if (head == prefilled && !head.empty()) {
+  // Makes the cache hold `head` and nothing after it: fed, or kept from the last prefill of the same tokens. With
+  // `taps` (indices), returns the hidden states there over `head`.
+  std::vector<Tensor> prefill(const std::vector<int64_t>& head, const std::vector<int64_t>& taps = {}) {
+    if (head == prefilled && !head.empty() && prefilled_taps.size() == taps.size()) {
       truncate(static_cast<int64_t>(head.size()));
-      return;
+      return prefilled_taps;
     }
     truncate(0);
     prefilled.clear();
-    if (head.empty()) return;
-    feed_last(head).argmax().item<int64_t>();  // a host read: the prefill has finished
+    prefilled_taps.clear();
+    if (head.empty()) return {};
+    model::Taps t{taps, {}};
+    feed_last(head, taps.empty() ? nullptr : &t).argmax().item<int64_t>();  // a host read: the prefill has finished
     prefilled = head;
+    prefilled_taps = t.out;
+    return t.out;
   }
 
   DecodeStream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {
     if (model::use_cuda_graphs(cache.lengths.device())) graphs = std::make_unique<model::DecodeGraphs>(model, cache);
   }
 
-  // Appends tokens; returns their logits [T, V].
-  Tensor feed(const std::vector<int64_t>& tokens) {
+  // Appends tokens; returns their logits [T, V] (and the hidden states at taps->at).
+  Tensor feed(const std::vector<int64_t>& tokens, model::Taps* taps = nullptr) {
     const Tensor x = admit(tokens);
-    if (graphs && x.size(1) <= kMaxGraphTokens) return graphs->step(x).squeeze(0);
-    return model.forward(x, cache).squeeze(0);
+    if (graphs && !taps && x.size(1) <= kMaxGraphTokens) return graphs->step(x).squeeze(0);
+    return model.forward(x, cache, {}, taps).squeeze(0);
   }
   // Appends tokens; returns the last one's logits [V]. Only that token goes through the output projection (on CUDA a
   // short step still replays the graph, which projects all).
-  Tensor feed_last(const std::vector<int64_t>& tokens) {
+  Tensor feed_last(const std::vector<int64_t>& tokens, model::Taps* taps = nullptr) {
     const Tensor x = admit(tokens);
-    if (graphs && x.size(1) <= kMaxGraphTokens) return graphs->step(x).select(1, -1).squeeze(0);
-    return model.forward_last(x, cache).squeeze(0);
+    if (graphs && !taps && x.size(1) <= kMaxGraphTokens) return graphs->step(x).select(1, -1).squeeze(0);
+    return model.forward_last(x, cache, {}, taps).squeeze(0);
   }
   // The tokens as a [1, T] tensor on the cache's device, counted into `length`.
   Tensor admit(const std::vector<int64_t>& tokens) {
@@ -169,96 +151,282 @@ DecodeStream& stream_for(std::unique_ptr<DecodeStream>& slot, model::Llama& m, i
   return *slot;
 }
 
+// Makes the stream in `slot` for `capacity` positions and runs a prefill and every block length once through it.
+void warm(std::unique_ptr<DecodeStream>& slot, model::Llama& m, int64_t capacity, int64_t max_block) {
+  DecodeStream& s = stream_for(slot, m, capacity);
+  s.prefilled.clear();
+  s.feed_last({0});  // a prompt's prefill, then every block length once (on CUDA: each graph captured now)
+  for (int64_t t = 1; t <= max_block; ++t) {
+    s.feed(std::vector<int64_t>(static_cast<size_t>(t), 0));
+    s.truncate(1);
+  }
+  s.truncate(0);
+}
+
+// The token a drafter picks from logits [1, V]: the argmax, or a draw from sampler.probs (its q goes to `qs`).
+int64_t pick(const Tensor& logits, const DraftSampler& sampler, std::vector<Tensor>& qs) {
+  if (sampler.greedy()) return logits.argmax().item<int64_t>();
+  qs.push_back(sampler.probs(logits).squeeze(0));
+  return sample_from(qs.back(), model::uniform01(*sampler.rng));
+}
+
+void check_positions(const model::Llama& m, int64_t capacity, const char* who) {
+  DA_CHECK(capacity <= m.config().max_position_embeddings, "speculative decoding: a decode of ", capacity,
+           " positions (prompt, new tokens and one block past them) exceeds the ", who, "'s ",
+           m.config().max_position_embeddings, " positions");
+}
+
+// A drafter model with its own KV cache. Its cache holds a token sequence (`held`); each propose() keeps the longest
+// prefix `held` shares with the context + draft so far and feeds the rest, so rolled-back drafts and accepted tokens
+// it did not propose (a hybrid's lookup tokens, the target's corrections) need no bookkeeping of their own.
+class ModelDrafter : public Drafter {
+ public:
+  explicit ModelDrafter(model::Llama& m) : model_(m) {}
+  std::string kind() const override { return "model"; }
+  void reserve(int64_t capacity, int64_t max_block) override { warm(stream_, model_, capacity, max_block); }
+  void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>&) override {
+    check_positions(model_, capacity, "drafter");
+    held_.assign(prompt.begin(), prompt.end() - 1);
+    stream_for(stream_, model_, capacity).prefill(held_);
+  }
+  int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
+                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
+    std::vector<int64_t> seq = context;
+    seq.insert(seq.end(), draft.begin(), draft.end());
+    size_t keep = 0;
+    while (keep < held_.size() && keep + 1 < seq.size() && held_[keep] == seq[keep]) ++keep;
+    stream_->truncate(static_cast<int64_t>(keep));
+    held_.assign(seq.begin(), seq.end());
+    std::vector<int64_t> in(seq.begin() + static_cast<int64_t>(keep), seq.end());
+    int64_t calls = 0;
+    while (static_cast<int64_t>(draft.size()) < gamma) {
+      const Tensor logits = stream_->feed_last(in);  // [V]
+      ++calls;
+      draft.push_back(pick(logits.unsqueeze(0), sampler, qs));
+      in = {draft.back()};
+      if (static_cast<int64_t>(draft.size()) < gamma) held_.push_back(draft.back());  // d_gamma is never fed
+    }
+    return calls;
+  }
+
+ private:
+  model::Llama& model_;
+  std::unique_ptr<DecodeStream> stream_;
+  std::vector<int64_t> held_;
+};
+
+// Prompt lookup; for sampling q is one-hot on the proposed token.
+class LookupDrafter : public Drafter {
+ public:
+  LookupDrafter(LookupDrafting lookup, int64_t vocab) : lookup_(lookup), vocab_(vocab) {
+    DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
+             lookup.n_max);
+  }
+  std::string kind() const override { return "lookup"; }
+  void start(const std::vector<int64_t>&, int64_t, const std::vector<Tensor>&) override {}
+  int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
+                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
+    for (int64_t d : prompt_lookup(context, gamma - static_cast<int64_t>(draft.size()), lookup_.n_min, lookup_.n_max)) {
+      draft.push_back(d);
+      if (!sampler.greedy()) qs.push_back(torch::one_hot(torch::tensor(d), vocab_).to(torch::kFloat32));
+    }
+    return 0;
+  }
+
+ private:
+  LookupDrafting lookup_;
+  int64_t vocab_;
+};
+
+// Lookup's tokens first, another drafter's (a model, an EAGLE-3 head) for the rest of the gamma.
+class HybridDrafter : public Drafter {
+ public:
+  HybridDrafter(LookupDrafting lookup, int64_t vocab, std::unique_ptr<Drafter> rest)
+      : lookup_(lookup, vocab), rest_(std::move(rest)) {}
+  std::string kind() const override { return "hybrid"; }
+  std::vector<int64_t> taps() const override { return rest_->taps(); }
+  void reserve(int64_t capacity, int64_t max_block) override { rest_->reserve(capacity, max_block); }
+  void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>& taps) override {
+    rest_->start(prompt, capacity, taps);
+  }
+  int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
+                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
+    lookup_.propose(context, gamma, sampler, draft, qs);
+    return static_cast<int64_t>(draft.size()) < gamma ? rest_->propose(context, gamma, sampler, draft, qs) : 0;
+  }
+  void commit(const std::vector<int64_t>& draft, const Verdict& v, const std::vector<Tensor>& taps) override {
+    rest_->commit(draft, v, taps);
+  }
+
+ private:
+  LookupDrafter lookup_;
+  std::unique_ptr<Drafter> rest_;
+};
+
+// An EAGLE-3 head. Its cache holds step-0 entries for the accepted prefix but the last token (`accepted_`), as the
+// target's does; `last_` is the head's output at the last of them, whose logits propose the first draft token. A
+// draft chain's entries sit past `accepted_` and are dropped by the next commit. Draft tokens already proposed (a
+// hybrid's lookup tokens) enter the chain as steps, as its own tokens would.
+class HeadDrafter : public Drafter {
+ public:
+  explicit HeadDrafter(model::Eagle3Head& head) : head_(head) {}
+  std::string kind() const override { return "eagle3"; }
+  std::vector<int64_t> taps() const override { return head_.config().taps; }
+  void reserve(int64_t capacity, int64_t) override { cache_for(capacity); }
+  void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>& taps) override {
+    cache_for(capacity);
+    cache_.length = accepted_ = 0;
+    last_ = Tensor();
+    if (prompt.size() >= 2) extend(taps, std::vector<int64_t>(prompt.begin() + 1, prompt.end()));
+  }
+  int64_t propose(const std::vector<int64_t>&, int64_t gamma, const DraftSampler& sampler,
+                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
+    if (!last_.defined()) return 0;  // a one-token prompt: the first step is a plain target step
+    cache_.length = accepted_;
+    Tensor h = last_;
+    auto step_on = [&](int64_t token) {
+      h = head_.step(cache_, h, torch::tensor({token}, torch::kInt64).view({1, 1}).to(h.device()));
+    };
+    for (int64_t d : draft) step_on(d);
+    int64_t calls = 0;
+    while (static_cast<int64_t>(draft.size()) < gamma) {
+      if (calls > 0) step_on(draft.back());
+      ++calls;
+      const Tensor logits = head_.logits(h).view({1, -1});  // [1, draft vocab]
+      if (sampler.greedy()) {
+        draft.push_back(head_.to_target(logits.argmax(-1)).item<int64_t>());
+      } else {
+        // The draft vocabulary's logits in the target's (-inf elsewhere): the target's filters apply alike.
+        const Tensor full = torch::full({1, head_.config().vocab.target_vocab}, -INFINITY, logits.options())
+                                .index_put_({0, target_ids()}, logits[0]);
+        draft.push_back(pick(full, sampler, qs));
+      }
+    }
+    return calls;
+  }
+  void commit(const std::vector<int64_t>& draft, const Verdict& v, const std::vector<Tensor>& taps) override {
+    // Step-0 entries for the verified positions the target kept (pending, d_1..d_a), each with its next token.
+    std::vector<int64_t> next(draft.begin(), draft.begin() + v.accepted);
+    next.push_back(v.token);
+    std::vector<Tensor> kept;
+    for (const Tensor& t : taps) kept.push_back(t.narrow(1, 0, v.accepted + 1));
+    cache_.length = accepted_;
+    extend(kept, next);
+  }
+
+ private:
+  void cache_for(int64_t capacity) {
+    if (!cache_.k.defined() || cache_.k.size(2) < capacity) cache_ = head_.new_cache(capacity);
+  }
+  void extend(const std::vector<Tensor>& taps, const std::vector<int64_t>& next) {
+    const Tensor g = head_.project(taps);
+    const Tensor h = head_.append(cache_, g, torch::tensor(next, torch::kInt64).view({1, -1}).to(g.device()));
+    last_ = h.narrow(1, h.size(1) - 1, 1);
+    accepted_ = cache_.length;
+  }
+  const Tensor& target_ids() {
+    if (!target_ids_.defined()) target_ids_ = head_.to_target(torch::arange(head_.config().vocab.size(), torch::kInt64)
+                                                                  .to(last_.device()));
+    return target_ids_;
+  }
+
+  model::Eagle3Head& head_;
+  model::Eagle3Head::Cache cache_;
+  int64_t accepted_ = 0;
+  Tensor last_, target_ids_;
+};
+
 }  // namespace
+
+std::unique_ptr<Drafter> model_drafter(model::Llama& drafter) { return std::make_unique<ModelDrafter>(drafter); }
+std::unique_ptr<Drafter> lookup_drafter(LookupDrafting lookup, int64_t vocab) {
+  return std::make_unique<LookupDrafter>(lookup, vocab);
+}
+std::unique_ptr<Drafter> hybrid_drafter(LookupDrafting lookup, int64_t vocab, std::unique_ptr<Drafter> rest) {
+  return std::make_unique<HybridDrafter>(lookup, vocab, std::move(rest));
+}
+std::unique_ptr<Drafter> head_drafter(model::Eagle3Head& head) { return std::make_unique<HeadDrafter>(head); }
+
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, std::unique_ptr<Drafter> drafter)
+    : target_(target), drafter_(std::move(drafter)) {}
+
+namespace {
+model::Llama* same_vocab(model::Llama& target, model::Llama* drafter) {
+  if (drafter != nullptr)
+    DA_CHECK(drafter->config().vocab_size == target.config().vocab_size, "speculative decoding: the drafter has ",
+             drafter->config().vocab_size, " tokens, the target ", target.config().vocab_size);
+  return drafter;
+}
+}  // namespace
+
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama* drafter)
+    : SpeculativeDecoder(target, same_vocab(target, drafter) ? model_drafter(*drafter) : nullptr) {}
+
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, LookupDrafting lookup)
+    : SpeculativeDecoder(target, lookup_drafter(lookup, target.config().vocab_size)) {}
+
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Llama& drafter, LookupDrafting lookup)
+    : SpeculativeDecoder(target, hybrid_drafter(lookup, target.config().vocab_size,
+                                                model_drafter(*same_vocab(target, &drafter)))) {}
+
+SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, model::Eagle3Head& head, std::optional<LookupDrafting> lookup)
+    : SpeculativeDecoder(target, lookup ? hybrid_drafter(*lookup, target.config().vocab_size, head_drafter(head))
+                                        : head_drafter(head)) {
+  DA_CHECK(head.config().vocab.target_vocab == target.config().vocab_size &&
+               head.config().target_hidden == target.config().hidden_size,
+           "speculative decoding: the EAGLE-3 head is for a target of ", head.config().vocab.target_vocab,
+           " tokens and hidden size ", head.config().target_hidden, "; this target has ", target.config().vocab_size,
+           " and ", target.config().hidden_size);
+  for (int64_t t : head.config().taps)
+    DA_CHECK(t >= 0 && t <= target.config().num_hidden_layers, "speculative decoding: the EAGLE-3 head reads layer ",
+             t, ", the target has ", target.config().num_hidden_layers);
+}
 
 SpeculativeDecoder::~SpeculativeDecoder() = default;
 
 void SpeculativeDecoder::reserve(int64_t capacity, int64_t max_block) {
-  DA_CHECK(capacity >= max_block + 1 && max_block >= 1, "SpeculativeDecoder::reserve: ", capacity, " positions, blocks of up to ",
-           max_block);
+  DA_CHECK(capacity >= max_block + 1 && max_block >= 1, "SpeculativeDecoder::reserve: ", capacity,
+           " positions, blocks of up to ", max_block);
   torch::NoGradGuard no_grad;
-  auto warm = [&](std::unique_ptr<DecodeStream>& slot, model::Llama& m) {
-    DecodeStream& s = stream_for(slot, m, capacity);
-    s.prefilled.clear();
-    s.feed_last({0});  // a prompt's prefill, then every block length once (on CUDA: each graph captured now)
-    for (int64_t t = 1; t <= max_block; ++t) {
-      s.feed(std::vector<int64_t>(static_cast<size_t>(t), 0));
-      s.truncate(1);
-    }
-    s.truncate(0);
-  };
-  warm(target_stream_, target_);
-  if (drafter_ != nullptr) warm(drafter_stream_, *drafter_);
+  warm(target_stream_, target_, capacity, max_block);
+  if (drafter_) drafter_->reserve(capacity, max_block);
 }
 
 Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp,
                                    uint64_t seed) {
   DA_CHECK(!prompt.empty(), "speculative decoding: empty prompt");
   DA_CHECK(gamma >= 0, "speculative decoding: gamma must be >= 0, got ", gamma);
-  DA_CHECK(gamma == 0 || drafter_ != nullptr || lookup_, "speculative decoding: gamma = ", gamma, " needs a drafter");
+  DA_CHECK(gamma == 0 || drafter_, "speculative decoding: gamma = ", gamma, " needs a drafter");
   DA_CHECK(sp.max_new_tokens >= 1, "speculative decoding: max_new_tokens must be >= 1");
   torch::NoGradGuard no_grad;
-  const bool greedy = sp.temperature == 0;
   std::mt19937_64 rng(seed);
   // Room for the prompt, the response and one block past its end (a block is verified before it is cut).
   const int64_t capacity = static_cast<int64_t>(prompt.size()) + sp.max_new_tokens + gamma + 1;
-  for (model::Llama* m : {&target_, gamma > 0 ? drafter_ : nullptr})
-    if (m != nullptr)
-      DA_CHECK(capacity <= m->config().max_position_embeddings, "speculative decoding: a prompt of ", prompt.size(),
-               " tokens + ", sp.max_new_tokens, " new + ", gamma + 1, " for the last block exceeds a model's ",
-               m->config().max_position_embeddings, " positions");
+  check_positions(target_, capacity, "target");
   auto probs = [&](const Tensor& logits) { return model::sampling_probs(logits, sp.temperature, sp.top_p, sp.top_k); };
+  DraftSampler sampler;
+  if (sp.temperature != 0) sampler = DraftSampler{probs, &rng};
+  Drafter* drafter = gamma > 0 ? drafter_.get() : nullptr;
+  const std::vector<int64_t> taps = drafter ? drafter->taps() : std::vector<int64_t>{};
 
-  // Both caches hold every token but the last one (`pending`), which the next step feeds.
+  // The target's cache holds every token but the last one (`pending`), which the next step feeds.
   DecodeStream& target = stream_for(target_stream_, target_, capacity);
-  DecodeStream* drafter = gamma > 0 && drafter_ != nullptr ? &stream_for(drafter_stream_, *drafter_, capacity) : nullptr;
   const auto prefill_start = Clock::now();
   const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
-  target.prefill(head);
-  if (drafter) drafter->prefill(head);
+  const std::vector<Tensor> prefill_taps = target.prefill(head, taps);
+  if (drafter) drafter->start(prompt, capacity, prefill_taps);
   int64_t pending = prompt.back();
-  std::vector<int64_t> lag;  // accepted tokens the drafter's cache lacks before `pending`
   Decoded out;
   out.target_seconds_by_draft_length.assign(static_cast<size_t>(gamma + 1), 0.0);
   out.prefill_seconds = since(prefill_start);
+  std::vector<int64_t> context = prompt;  // the prompt and the tokens emitted so far; `pending` last
   while (true) {
-    // 1. Draft gamma tokens: prompt lookup's first (lookup or hybrid), then the drafter's, one drafter call each.
+    // 1. Draft up to gamma tokens.
     std::vector<int64_t> draft;
     std::vector<Tensor> qs;
-    if (lookup_ && gamma > 0) {
+    if (drafter) {
       const auto t0 = Clock::now();
-      std::vector<int64_t> context = prompt;
-      context.insert(context.end(), out.tokens.begin(), out.tokens.end());
-      draft = prompt_lookup(context, gamma, lookup_->n_min, lookup_->n_max);
-      if (!greedy)
-        for (int64_t d : draft)
-          qs.push_back(torch::one_hot(torch::tensor(d), target_.config().vocab_size).to(torch::kFloat32));
-      out.drafter_seconds += since(t0);
-    }
-    // The drafter's cache: lag and `pending` go in with its first call of the step, then the lookup's tokens;
-    // drafter_base is its length up to `pending`, `fed` how many draft tokens follow in it (-1: not called).
-    int64_t drafter_base = 0, fed = -1;
-    if (drafter && static_cast<int64_t>(draft.size()) < gamma) {
-      const auto t0 = Clock::now();
-      std::vector<int64_t> in = lag;
-      in.push_back(pending);
-      drafter_base = drafter->length + static_cast<int64_t>(in.size());
-      in.insert(in.end(), draft.begin(), draft.end());
-      lag.clear();
-      while (static_cast<int64_t>(draft.size()) < gamma) {
-        const Tensor logits = drafter->feed_last(in);  // [V]
-        fed = static_cast<int64_t>(draft.size());
-        ++out.counters.num_drafter_calls;
-        int64_t d;
-        if (greedy) {
-          d = logits.argmax().item<int64_t>();
-        } else {
-          qs.push_back(probs(logits.unsqueeze(0)).squeeze(0));
-          d = sample_from(qs.back(), model::uniform01(rng));
-        }
-        draft.push_back(d);
-        in = {d};
-      }
+      out.counters.num_drafter_calls += drafter->propose(context, gamma, sampler, draft, qs);
       out.drafter_seconds += since(t0);
     }
 
@@ -267,10 +435,11 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
     const int64_t base = target.length;
     std::vector<int64_t> block = {pending};
     block.insert(block.end(), draft.begin(), draft.end());
-    const Tensor logits = target.feed(block);  // [gamma + 1, V]
+    model::Taps block_taps{taps, {}};
+    const Tensor logits = target.feed(block, taps.empty() ? nullptr : &block_taps);  // [gamma + 1, V]
     out.counters.record_target_call(gamma, static_cast<int64_t>(draft.size()));
     Verdict v;
-    if (greedy) {
+    if (sampler.greedy()) {
       v = accept_greedy(logits, draft);
     } else {
       std::vector<double> u(draft.size());
@@ -284,19 +453,12 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
     if (!draft.empty()) out.counters.record_draft(gamma, v.accepted, static_cast<int64_t>(draft.size()));
     out.accepted_per_step.push_back(draft.empty() ? -1 : v.accepted);
 
-    // 3. Roll both caches back to the accepted prefix. The drafter holds `pending` and d_1..d_fed (never d_gamma); the
-    //    accepted tokens it lacks go in with its next call. Without a call this step (a lookup draft of gamma tokens),
-    //    `pending` and every accepted token wait in `lag`.
+    // 3. Roll the target back to the accepted prefix; the drafter follows.
     target.truncate(base + 1 + v.accepted);
     if (drafter) {
-      if (fed < 0) {
-        lag.push_back(pending);
-        lag.insert(lag.end(), draft.begin(), draft.begin() + v.accepted);
-      } else {
-        const int64_t kept = std::min(v.accepted, fed);
-        drafter->truncate(drafter_base + kept);
-        lag.assign(draft.begin() + kept, draft.begin() + v.accepted);
-      }
+      const auto t1 = Clock::now();
+      drafter->commit(draft, v, block_taps.out);
+      out.drafter_seconds += since(t1);
     }
 
     // 4. Emit d_1..d_a and the target's token, up to a stop token or the length limit.
@@ -304,6 +466,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
     fresh.push_back(v.token);
     for (int64_t x : fresh) {
       out.tokens.push_back(x);
+      context.push_back(x);
       if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), x) != sp.stop_ids.end()) {
         out.finish = "eos";
         break;
@@ -337,6 +500,26 @@ double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& cont
     s.feed(last).argmax(-1).cpu();  // a host read: the step has finished
     if (i > 0) times.push_back(since(t0));
     s.truncate(base);
+  }
+  return median(times);
+}
+
+double head_step_seconds(model::Eagle3Head& head, int64_t context, int64_t steps) {
+  DA_CHECK(context >= 1 && steps >= 1, "head_step_seconds: needs a context of at least 1 position and steps >= 1");
+  torch::NoGradGuard no_grad;
+  const Tensor w = head.parameters()[0];
+  const torch::TensorOptions o = torch::TensorOptions().device(w.device()).dtype(w.scalar_type());
+  model::Eagle3Head::Cache cache = head.new_cache(context + 1);
+  const Tensor h = head.append(cache, torch::zeros({1, context, head.config().layer.hidden_size}, o),
+                               torch::zeros({1, context}, o.dtype(torch::kInt64)))
+                       .narrow(1, context - 1, 1);
+  const Tensor token = torch::zeros({1, 1}, o.dtype(torch::kInt64));
+  std::vector<double> times;
+  for (int64_t i = 0; i <= steps; ++i) {  // the first step warms up and is not counted
+    cache.length = context;
+    const auto t0 = Clock::now();
+    head.logits(head.step(cache, h, token)).argmax(-1).cpu();  // a host read: the step has finished
+    if (i > 0) times.push_back(since(t0));
   }
   return median(times);
 }

@@ -14,17 +14,18 @@
 //
 // gamma = 0 is plain autoregressive decoding with the target, through the same code: the wall-clock baseline.
 //
-// The drafter is a model, or prompt lookup (acceptance.h: the tokens that followed the latest earlier occurrence of the
-// context's trailing n-gram). A lookup draft may be shorter than gamma, or empty (then the step is a plain target
-// step); for sampling its q is one-hot on the proposed token, so a lookup token is kept with probability p(d).
-// Hybrid drafting is both: the lookup's tokens first (when the trailing n-gram recurs), then the drafter model's for
-// the rest of the gamma, each with its own q; the drafter's cache catches up on tokens it did not propose when it
-// next runs.
+// Every kind of drafter goes through one interface (Drafter, below): a drafter model; prompt lookup (acceptance.h: the
+// tokens that followed the latest earlier occurrence of the context's trailing n-gram), whose draft may be shorter
+// than gamma or empty (then the step is a plain target step) and whose q is one-hot on the proposed token, so a lookup
+// token is kept with probability p(d); the hybrid of both (the lookup's tokens first, the model's for the rest); and
+// an EAGLE-3 head, which drafts from the target's hidden states: the decoder reads the head's taps out of its own
+// target calls (the prefill and every verification) and hands them over with the verdict.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "evaluators/metrics.h"
+#include "model/eagle3.h"
 #include "model/generation.h"
 #include "model/llama.h"
 
@@ -78,22 +80,67 @@ struct LookupDrafting {
   int64_t n_min = 1, n_max = 3;
 };
 
+// How a drafter picks its tokens in one decode: greedy (argmax) when `probs` is empty, else sampled with `rng` from
+// probs(logits [1, V]) [1, V], the target vocabulary's sampling distribution (the filters the target's p gets).
+struct DraftSampler {
+  std::function<torch::Tensor(const torch::Tensor&)> probs;
+  std::mt19937_64* rng = nullptr;
+  bool greedy() const { return !probs; }
+};
+
+// One drafter as the decoder drives it. Per decode: start(), then per step propose() and, after the target verified
+// the block [pending, draft...], commit(). A drafter keeps its own caches in step with the accepted prefix.
+class Drafter {
+ public:
+  virtual ~Drafter() = default;
+  virtual std::string kind() const = 0;
+  // The target hidden states it reads (model::Taps indices); the decoder reads them out of its target calls.
+  virtual std::vector<int64_t> taps() const { return {}; }
+  // Makes its caches hold `capacity` positions now, running each step shape up to `max_block` once.
+  virtual void reserve(int64_t /*capacity*/, int64_t /*max_block*/) {}
+  // A new decode of `prompt` needing up to `capacity` positions. prefill_taps: the target's taps over prompt minus its
+  // last token, [1, n - 1, hidden] each (empty unless taps(), or for a one-token prompt).
+  virtual void start(const std::vector<int64_t>& prompt, int64_t capacity,
+                     const std::vector<torch::Tensor>& prefill_taps) = 0;
+  // Extends `draft` towards `gamma` tokens after `context` (the prompt and the tokens emitted so far; its last token
+  // is the one the target reads next). When sampling, one q [V] per token added to `qs`. Returns the model calls made.
+  virtual int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
+                          std::vector<int64_t>& draft, std::vector<torch::Tensor>& qs) = 0;
+  // The verdict on `draft`; block_taps: the target's taps over the verified block [pending, draft...] (taps() only).
+  virtual void commit(const std::vector<int64_t>& /*draft*/, const Verdict& /*v*/,
+                      const std::vector<torch::Tensor>& /*block_taps*/) {}
+};
+
+// The drafters, over a target of `vocab` tokens where one is asked.
+std::unique_ptr<Drafter> model_drafter(model::Llama& drafter);
+std::unique_ptr<Drafter> lookup_drafter(LookupDrafting lookup, int64_t vocab);
+// Lookup's tokens first, then `rest` (a model drafter, a head) for the rest of each draft.
+std::unique_ptr<Drafter> hybrid_drafter(LookupDrafting lookup, int64_t vocab, std::unique_ptr<Drafter> rest);
+// An EAGLE-3 head over the target it was trained for: step 0 from the target's taps of the accepted prefix, each
+// further step from its own output (model::Eagle3Head::step), sampling from its draft vocabulary's distribution placed
+// in the target vocabulary (tokens outside it have q = 0).
+std::unique_ptr<Drafter> head_drafter(model::Eagle3Head& head);
+
 struct DecodeStream;  // a model's KV cache, its length and (on CUDA) its decode graphs (speculative.cpp)
 
 class SpeculativeDecoder {
  public:
-  // `drafter` may be null for gamma = 0 only. Both models must share the vocabulary (the caller checks the tokenizers).
+  // `drafter` null: gamma = 0 only (plain decoding).
+  SpeculativeDecoder(model::Llama& target, std::unique_ptr<Drafter> drafter);
+  // A drafter model (null for plain decoding); both models must share the vocabulary (the caller checks the tokenizers).
   SpeculativeDecoder(model::Llama& target, model::Llama* drafter);
   // Prompt-lookup drafting instead of a drafter model.
   SpeculativeDecoder(model::Llama& target, LookupDrafting lookup);
   // Hybrid: prompt lookup first, the drafter model for the rest of each draft.
   SpeculativeDecoder(model::Llama& target, model::Llama& drafter, LookupDrafting lookup);
+  // An EAGLE-3 head reading `target`; with `lookup`, prompt lookup first and the head for the rest.
+  SpeculativeDecoder(model::Llama& target, model::Eagle3Head& head, std::optional<LookupDrafting> lookup = {});
   ~SpeculativeDecoder();
 
-  // Both caches and (on CUDA) their decode graphs and side streams are made once and kept: a decode reuses them when
-  // they hold enough positions and makes larger ones only when they do not. reserve() makes them now for decodes of
-  // up to `capacity` positions (prompt + new tokens + gamma + 1) and runs one step of each block length up to
-  // `max_block` through them, so that timed decodes allocate nothing and capture no graph.
+  // The target's cache and (on CUDA) its decode graphs and side streams are made once and kept, as are the drafter's:
+  // a decode reuses them when they hold enough positions and makes larger ones only when they do not. reserve() makes
+  // them now for decodes of up to `capacity` positions (prompt + new tokens + gamma + 1) and runs one step of each
+  // block length up to `max_block` through them, so that timed decodes allocate nothing and capture no graph.
   void reserve(int64_t capacity, int64_t max_block);
 
   // Decodes one prompt: up to sp.max_new_tokens tokens, stopping after any of sp.stop_ids; sp.temperature 0 is greedy.
@@ -102,14 +149,17 @@ class SpeculativeDecoder {
 
  private:
   model::Llama& target_;
-  model::Llama* drafter_ = nullptr;
-  std::optional<LookupDrafting> lookup_;
-  std::unique_ptr<DecodeStream> target_stream_, drafter_stream_;
+  std::unique_ptr<Drafter> drafter_;
+  std::unique_ptr<DecodeStream> target_stream_;
 };
 
 // The median wall time of one decode step of `model` that appends the last `block` tokens of `context` to a cache
 // holding the rest (each step rolled back): block 1 is a plain decode step, gamma + 1 a verification.
 double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t block = 1,
                            int64_t steps = 16);
+
+// The median wall time of one draft step of an EAGLE-3 head (a chain step and its logits) over a cache holding
+// `context` positions.
+double head_step_seconds(model::Eagle3Head& head, int64_t context, int64_t steps = 16);
 
 }  // namespace draftalign::eval

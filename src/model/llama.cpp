@@ -359,9 +359,9 @@ Tensor Llama::forward(const Tensor& tokens, KVCache& cache, const Tensor& n_new,
   return logits(append(tokens, cache, new_counts(tokens, cache, n_new), taps));
 }
 
-Tensor Llama::forward_last(const Tensor& tokens, KVCache& cache, const Tensor& n_new) {
+Tensor Llama::forward_last(const Tensor& tokens, KVCache& cache, const Tensor& n_new, Taps* taps) {
   const Tensor n_real = new_counts(tokens, cache, n_new);
-  const Tensor h = append(tokens, cache, n_real);
+  const Tensor h = append(tokens, cache, n_real, taps);
   const Tensor last = (n_real - 1).clamp_min(0).view({-1, 1, 1}).expand({h.size(0), 1, h.size(2)});
   return logits(h.gather(1, last).squeeze(1));
 }

@@ -73,7 +73,8 @@ class Llama : public torch::nn::Module {
                         Taps* taps = nullptr);
   // The same append, projecting only each row's last real token (n_new[b] - 1): logits [B, vocab]. A prefill needs no
   // more, and the output projection over a whole prompt is most of a prefill's work at a 49k-152k vocabulary.
-  torch::Tensor forward_last(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {});
+  torch::Tensor forward_last(const torch::Tensor& tokens, KVCache& cache, const torch::Tensor& n_new = {},
+                             Taps* taps = nullptr);
   // forward(tokens, cache, n_new) with shapes fixed by the cache alone and no host synchronisation, so that a CUDA
   // graph can capture it: every row's keys span the cache's whole capacity (masked past the row's position), and
   // nothing is checked on the device. The caller keeps lengths + n_new within the capacity. n_new: all T if undefined.

@@ -3,7 +3,10 @@
 // exercised); a drafter equal to the target accepts everything; and the distribution of the first two tokens of
 // speculative sampling matches the target's exact distribution (chi-square), where the drafter's own samples fail the
 // same test. Hybrid drafting (prompt lookup, then the drafter) is lossless in both modes, and its greedy counters are
-// exactly those of the one-pass simulation (acceptance.h's hybrid_proposer).
+// exactly those of the one-pass simulation (acceptance.h's hybrid_proposer). An EAGLE-3 head through the same drafter
+// interface: greedy output equal to the target's at every gamma with counters equal to the one-pass chain count
+// (chain_proposer), and sampled output distributed as the target's though the head's q is zero off its draft
+// vocabulary.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -12,6 +15,7 @@
 #include <map>
 #include <random>
 
+#include "data/draft_vocab.h"
 #include "evaluators/onepass.h"
 #include "evaluators/speculative.h"
 #include "test_util.h"
@@ -187,6 +191,60 @@ TEST(SpeculativeDecoding, HybridGreedyIsLosslessAndCountsAsTheOnePassSimulation)
   EXPECT_EQ(hybrid_proposer(prompt, answer, am, 1, 3)(3, 2).drafter_calls, 2);
 }
 
+// An EAGLE-3 head over `target` (2 layers: taps 0, 1, 2) with random weights, whose draft vocabulary is the `n` most
+// frequent tokens of `text` (a few, so a random head's drafts are sometimes accepted).
+std::shared_ptr<model::Eagle3Head> head_over(model::Llama& target, const std::vector<std::vector<int64_t>>& text,
+                                             int64_t n, uint64_t seed) {
+  model::Eagle3Config c;
+  c.layer = target.config();
+  c.layer.num_hidden_layers = 1;
+  c.target_hidden = c.layer.hidden_size;
+  c.taps = {0, 1, 2};
+  data::TokenCounter counter(c.layer.vocab_size);
+  for (const auto& t : text) counter.add(t, "test");
+  c.vocab = data::select_draft_vocab(counter.counts(), n);
+  torch::manual_seed(seed);
+  auto head = std::make_shared<model::Eagle3Head>(c, target.named_parameters()["model.embed_tokens.weight"]);
+  torch::NoGradGuard no_grad;
+  for (auto& p : head->parameters())
+    if (p.dim() == 2) p.normal_(0, 0.3);
+  head->eval();
+  return head;
+}
+
+TEST(SpeculativeDecoding, HeadGreedyIsLosslessAndCountsAsTheOnePassSimulation) {
+  const int64_t vocab = 64, max_new = 40;
+  auto target = make(vocab, 2, 1, 8.0);
+  model::SamplingParams sp;
+  sp.temperature = 0, sp.max_new_tokens = max_new, sp.stop_ids = {3};
+  auto prompts = random_prompts(vocab, 10, 9);
+  prompts.push_back({17});  // one token: the head has no prefix to read, the first step is a plain target step
+  const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, 5, sp.stop_ids, 8);
+  std::vector<std::vector<int64_t>> text;
+  for (const auto& a : answers) text.push_back(a.tokens);
+  auto head = head_over(*target, text, 4, 21);
+  SpeculativeDecoder dec(*target, *head);
+  SpecCounters all;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const GreedyAnswer& a = answers[i];
+    std::vector<std::vector<int64_t>> chains;
+    if (prompts[i].size() >= 2) chains = teacher_forced_head_drafts(*target, *head, prompts[i], a.tokens, 5);
+    for (int64_t g : {1, 2, 3, 5}) {
+      const Decoded d = dec.decode(prompts[i], g, sp, 0);
+      ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
+          << "prompt " << i << ", gamma " << g;
+      EXPECT_EQ(d.counters.num_drafter_calls, g * d.counters.num_drafts);
+      if (!chains.empty()) EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains))) << "prompt " << i << ", gamma " << g;
+      else EXPECT_EQ(d.accepted_per_step[0], -1) << "a one-token prompt's first step has no draft";
+      all.add(g == 3 ? d.counters : SpecCounters{});
+    }
+  }
+  // Drafts were both accepted (whole chains too) and rejected: the head's cache rolled back and caught up.
+  EXPECT_GT(all.num_accepted_tokens, 0);
+  EXPECT_GT(all.acceptance_counts.back(), 0);
+  EXPECT_LT(all.num_accepted_tokens, all.num_draft_tokens);
+}
+
 TEST(SpeculativeDecoding, ADrafterEqualToTheTargetIsAlwaysAccepted) {
   auto target = make(64, 2, 1, 8.0);
   SpeculativeDecoder dec(*target, target.get());
@@ -208,6 +266,9 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
   // The prompt ends in a repeated token, so the hybrid's first draft is lookup's one token (2), then the drafter's.
   const std::vector<int64_t> prompt = {5, 1, 2, 2};
   SpeculativeDecoder model_only(*target, drafter.get()), hybrid(*target, *drafter, LookupDrafting{1, 2});
+  // A random head whose draft vocabulary is half the tokens: q is zero on the rest.
+  auto head = head_over(*target, {{0, 1, 2, 3}}, 4, 13);
+  SpeculativeDecoder eagle3(*target, *head);
   struct Setting {
     double temperature, top_p;
     int64_t top_k;
@@ -234,8 +295,8 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
       return out;
     };
     const auto p_joint = joint(*target), q_joint = joint(*drafter);
-    for (SpeculativeDecoder* dec : {&model_only, &hybrid}) {
-      const char* who = dec == &hybrid ? "hybrid" : "drafter";
+    for (SpeculativeDecoder* dec : {&model_only, &hybrid, &eagle3}) {
+      const char* who = dec == &hybrid ? "hybrid" : dec == &eagle3 ? "eagle3 head" : "drafter";
       std::map<int64_t, int64_t> counts;
       SpecCounters c;
       for (int64_t i = 0; i < n; ++i) {
@@ -247,11 +308,12 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
       const auto [stat, crit] = testing::chi_square(counts, p_joint, n);
       std::printf("%s T %.1f: chi-square %.1f against the target, critical %.1f\n", who, s.temperature, stat, crit);
       EXPECT_LT(stat, crit) << who << " T " << s.temperature << ": speculative samples do not follow the target";
-      // The same test rejects the drafter's own distribution: it has the power to see a wrong sampler.
+      // The same test rejects the drafter's own distribution: it has the power to see a wrong sampler. (The head's
+      // q, zero outside its 4 tokens, is not the drafter model's: a wrong sampler would show as a target mismatch.)
       const auto [stat_q, crit_q] = testing::chi_square(counts, q_joint, n);
       std::printf("%s T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", who,
                   s.temperature, stat_q, crit_q, static_cast<double>(c.num_accepted_tokens) / c.num_draft_tokens);
-      EXPECT_GT(stat_q, crit_q) << who << " T " << s.temperature << ": the test cannot tell the drafter from the target";
+      if (dec != &eagle3) EXPECT_GT(stat_q, crit_q) << who << " T " << s.temperature << ": the test cannot tell the drafter from the target";
       EXPECT_GT(c.num_accepted_tokens, 0) << who;
       EXPECT_LT(c.num_accepted_tokens, c.num_draft_tokens) << who;
       // Lookup proposed some of the hybrid's draft tokens.
@@ -269,7 +331,7 @@ TEST(SpeculativeDecoding, BadArgumentsAreErrors) {
   EXPECT_HAS(testing::error_of([&] { alone.decode({1}, 2, sp, 0); }), "needs a drafter");
   EXPECT_HAS(testing::error_of([&] { alone.decode({}, 0, sp, 0); }), "empty prompt");
   sp.max_new_tokens = 300;
-  EXPECT_HAS(testing::error_of([&] { alone.decode({1, 2}, 0, sp, 0); }), "exceeds a model's 256 positions");
+  EXPECT_HAS(testing::error_of([&] { alone.decode({1, 2}, 0, sp, 0); }), "exceeds the target's 256 positions");
 }
 
 // On CUDA a decoder makes its caches, side streams and decode graphs once: the first decode captures the graphs, so
