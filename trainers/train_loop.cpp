@@ -24,6 +24,11 @@ using json = nlohmann::json;
 
 void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out,
                   const stdfs::path& tokenizer_dir, Runtime& rt, model::Llama& model, const Recipe& recipe) {
+  run_training(cfg, t, out, rt, model, llama_io(model, tokenizer_dir), recipe);
+}
+
+void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out, Runtime& rt,
+                  torch::nn::Module& model, const ModelIO& io, const Recipe& recipe) {
   const config::RunSection& run = cfg.run;
   Dist& dist = *rt.dist;
   preempt::StopOnSignal stop_on_signal;  // SIGTERM/SIGINT/SIGUSR1: checkpoint after the current step, then exit
@@ -41,7 +46,7 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
                "/checkpoints (is output_dir on a shared file system?)");
   }
   if (resume) {
-    state = load_checkpoint(*resume, model, opt, dist);
+    state = load_checkpoint(*resume, io, opt, dist);
     log::info(name, ": resumed from ", resume->string(), " at step ", state.step);
   }
   if (dist.rank() == 0) {
@@ -159,7 +164,7 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
     }
     if ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) validate(state.step);
     const bool saved = (t.save_every > 0 && state.step % t.save_every == 0) || last;
-    if (saved || stop) save_checkpoint(out, model, opt, state, dist, tokenizer_dir, t.keep_last);
+    if (saved || stop) save_checkpoint(out, io, opt, state, dist, t.keep_last);
     progress.update(state.step, str_cat("loss ", loss, " lr ", lr));
     if (stop && !last) {
       progress.finish();
@@ -170,14 +175,14 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
   }
   progress.finish();
   if (dist.rank() == 0) {
-    model::save_llama(model, out / "final", torch::kFloat32, tokenizer_dir);
+    io.save(out / "final");
     log::info(name, ": done; the drafter is in ", (out / "final").string(), " (", state.tokens, " tokens, ",
               state.skipped, " skipped steps)");
   }
   dist.barrier("end-of-training barrier");
 }
 
-torch::Tensor held_out_sums(model::Llama& model, Runtime& rt, int64_t n, int64_t batch, int64_t width,
+torch::Tensor held_out_sums(torch::nn::Module& model, Runtime& rt, int64_t n, int64_t batch, int64_t width,
                             const std::function<void(const std::vector<int64_t>& items, torch::Tensor& sums)>& add) {
   torch::NoGradGuard no_grad;
   model.eval();

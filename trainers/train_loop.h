@@ -15,6 +15,7 @@
 
 #include "config/config.h"
 #include "model/llama.h"
+#include "train/checkpoint.h"
 #include "train/runtime.h"
 
 namespace draftalign::train {
@@ -56,11 +57,15 @@ struct Recipe {
 // writing <out>/final as an HF directory at the end.
 void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out,
                   const stdfs::path& tokenizer_dir, Runtime& rt, model::Llama& model, const Recipe& recipe);
+// The same loop for any module whose checkpoints `io` writes and reads (an EAGLE-3 head); io.save also writes
+// <out>/final.
+void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out, Runtime& rt,
+                  torch::nn::Module& model, const ModelIO& io, const Recipe& recipe);
 
 // The held-out pass of a recipe's validate: with `model` in eval mode and no gradient, `add` is called on this rank's
 // share of n held-out items (rank_share) in groups of at most `batch`, in order, adding into `sums` (`width` float64
 // values on the runtime's device); returns the sums over all ranks, on the CPU.
-torch::Tensor held_out_sums(model::Llama& model, Runtime& rt, int64_t n, int64_t batch, int64_t width,
+torch::Tensor held_out_sums(torch::nn::Module& model, Runtime& rt, int64_t n, int64_t batch, int64_t width,
                             const std::function<void(const std::vector<int64_t>& items, torch::Tensor& sums)>& add);
 
 }  // namespace draftalign::train

@@ -86,8 +86,36 @@ void remove_unfinished_checkpoints(const stdfs::path& output_dir) {
   }
 }
 
-void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, const AdamW& opt,
-                     const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last) {
+ModelIO llama_io(model::Llama& model, const stdfs::path& tokenizer_dir) {
+  ModelIO io;
+  io.save = [&model, tokenizer_dir](const stdfs::path& dir) {
+    model::save_llama(model, dir, torch::kFloat32, tokenizer_dir);
+  };
+  io.load = [&model](const stdfs::path& dir) {
+    // The checkpoint's architecture must be the one configured.
+    const io::LlamaConfig have = io::read_hf_config(dir / "config.json");
+    const io::LlamaConfig& want = model.config();
+    auto same = [&](const char* key, auto a, auto b) {
+      DA_CHECK(a == b, (dir / "config.json").string(), ": ", key, " is ", a, " but the configured model has ", b,
+               " (resume with the config the checkpoint was trained with, or train.resume=none)");
+    };
+    same("vocab_size", have.vocab_size, want.vocab_size);
+    same("hidden_size", have.hidden_size, want.hidden_size);
+    same("intermediate_size", have.intermediate_size, want.intermediate_size);
+    same("num_hidden_layers", have.num_hidden_layers, want.num_hidden_layers);
+    same("num_attention_heads", have.num_attention_heads, want.num_attention_heads);
+    same("num_key_value_heads", have.num_key_value_heads, want.num_key_value_heads);
+    same("tie_word_embeddings", have.tie_word_embeddings, want.tie_word_embeddings);
+    auto loaded = model::load_llama(dir, torch::kCPU, torch::kFloat32);
+    torch::NoGradGuard no_grad;
+    auto dst = model.named_parameters();
+    for (const auto& kv : loaded->named_parameters()) dst[kv.key()].copy_(kv.value());
+  };
+  return io;
+}
+
+void save_checkpoint(const stdfs::path& output_dir, const ModelIO& model, const AdamW& opt, const TrainerState& state,
+                     Dist& dist, int64_t keep_last) {
   // Every rank's generator states, gathered to all (rank 0 writes them).
   std::vector<torch::Tensor> rng;
   for (const torch::Tensor& s : generator_states(dist.device()))
@@ -97,7 +125,7 @@ void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, c
 
   const stdfs::path dir = checkpoint_dir(output_dir, state.step);
   fs::AtomicDir tmp(dir);
-  model::save_llama(model, tmp.path(), torch::kFloat32, tokenizer_dir);  // replaces the empty temporary directory
+  model.save(tmp.path());  // replaces the empty temporary directory
   opt.save(tmp.path() / "optimizer.pt");
   save_tensors_atomic(rng, tmp.path() / "rng.pt");
   json j = {{"format", "draftalign-checkpoint"}, {"version", 1},       {"step", state.step},
@@ -112,7 +140,7 @@ void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, c
   for (size_t i = 0; i + static_cast<size_t>(keep_last) < all.size(); ++i) fs::remove_tree(all[i].second);
 }
 
-TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW& opt, Dist& dist) {
+TrainerState load_checkpoint(const stdfs::path& dir, const ModelIO& model, AdamW& opt, Dist& dist) {
   const stdfs::path state_file = dir / kStateFile;
   const TrainerStateFile saved =
       read_trainer_state(state_file, {std::begin(kCheckpointFiles), std::end(kCheckpointFiles)});
@@ -125,27 +153,7 @@ TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW&
   }
   const TrainerState& s = saved.state;
 
-  // The checkpoint's architecture must be the one configured.
-  const io::LlamaConfig have = io::read_hf_config(dir / "config.json");
-  const io::LlamaConfig& want = model.config();
-  auto same = [&](const char* key, auto a, auto b) {
-    DA_CHECK(a == b, (dir / "config.json").string(), ": ", key, " is ", a, " but the configured model has ", b,
-             " (resume with the config the checkpoint was trained with, or train.resume=none)");
-  };
-  same("vocab_size", have.vocab_size, want.vocab_size);
-  same("hidden_size", have.hidden_size, want.hidden_size);
-  same("intermediate_size", have.intermediate_size, want.intermediate_size);
-  same("num_hidden_layers", have.num_hidden_layers, want.num_hidden_layers);
-  same("num_attention_heads", have.num_attention_heads, want.num_attention_heads);
-  same("num_key_value_heads", have.num_key_value_heads, want.num_key_value_heads);
-  same("tie_word_embeddings", have.tie_word_embeddings, want.tie_word_embeddings);
-
-  auto loaded = model::load_llama(dir, torch::kCPU, torch::kFloat32);
-  {
-    torch::NoGradGuard no_grad;
-    auto dst = model.named_parameters();
-    for (const auto& kv : loaded->named_parameters()) dst[kv.key()].copy_(kv.value());
-  }
+  model.load(dir);
   opt.load(dir / "optimizer.pt");
   std::vector<torch::Tensor> rng;
   try {

@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -38,14 +39,25 @@ std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, cons
 // at once by a second signal, or killed). Complete checkpoints are left as they are.
 void remove_unfinished_checkpoints(const stdfs::path& output_dir);
 
+// The model a checkpoint holds, as its own directory format writes and reads it (a drafter's HF directory, an EAGLE-3
+// head's): `save` writes config.json and model.safetensors (fp32) into a directory that does not exist yet; `load`
+// copies the weights of such a directory into the model being trained, first checking that its config is the one
+// configured (errors name the file).
+struct ModelIO {
+  std::function<void(const stdfs::path& dir)> save;
+  std::function<void(const stdfs::path& dir)> load;
+};
+// A Llama drafter's: save_llama with the tokenizer files of `tokenizer_dir`; the architecture checked on load.
+ModelIO llama_io(model::Llama& model, const stdfs::path& tokenizer_dir);
+
 // Writes a checkpoint (rank 0 writes; every rank must call it: the generator states are gathered) and deletes all
 // but the newest `keep_last`.
-void save_checkpoint(const stdfs::path& output_dir, const model::Llama& model, const AdamW& opt,
-                     const TrainerState& state, Dist& dist, const stdfs::path& tokenizer_dir, int64_t keep_last);
+void save_checkpoint(const stdfs::path& output_dir, const ModelIO& model, const AdamW& opt, const TrainerState& state,
+                     Dist& dist, int64_t keep_last);
 
-// Loads a checkpoint into `model` (whose config must match the checkpoint's) and `opt`, restores this rank's
-// generator and returns the trainer state. Errors name the file.
-TrainerState load_checkpoint(const stdfs::path& dir, model::Llama& model, AdamW& opt, Dist& dist);
+// Loads a checkpoint into the model and `opt`, restores this rank's generator and returns the trainer state. Errors
+// name the file.
+TrainerState load_checkpoint(const stdfs::path& dir, const ModelIO& model, AdamW& opt, Dist& dist);
 
 // Keeps the records of a metrics JSONL file whose "step" is at most `step` (a resumed run redoes the later ones).
 void truncate_metrics(const stdfs::path& file, int64_t step);
