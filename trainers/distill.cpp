@@ -27,14 +27,60 @@ namespace F = torch::nn::functional;
 
 constexpr int64_t kMaxGamma = 8;  // tau(g) is logged for g = 1 .. kMaxGamma
 
-// One generated record: prompt + response tokens, and (offline teacher) the target's top-k log-probs of each
-// response position.
-struct Pair {
-  int64_t request = 0, prompt_len = 0;
-  bool on_policy = false;  // the response was sampled by the student (distill.on_policy_fraction): KD only, no CE
-  std::vector<int64_t> tokens;
-  Tensor topk_ids, topk_logprobs;  // [response_len, k]
+// A micro-batch: inputs, targets and the response positions (where target token j + 1 belongs to the response).
+struct PairBatch {
+  Tensor x, y;                     // [B, T]
+  Tensor positions;                // [N] flat indices into B * T of the response positions
+  Tensor ce_rows;                  // [N'] the rows of `positions` from target-written responses; undefined = all N
+  Tensor topk_ids, topk_logprobs;  // [N, k] the stored teacher of each response position, offline teacher only
 };
+
+PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int64_t pad, bool offline,
+                     torch::Device device) {
+  int64_t len = 0;
+  for (const Pair* p : recs) len = std::max<int64_t>(len, p->tokens.size());
+  len = std::min(len, seq_len + 1);
+  const int64_t b = static_cast<int64_t>(recs.size()), t = len - 1;
+  Tensor x = torch::full({b, t}, pad, torch::kInt64), y = torch::full({b, t}, pad, torch::kInt64);
+  std::vector<int64_t> positions, ce_rows;
+  bool any_on_policy = false;
+  std::vector<Tensor> ids, lps;
+  auto* xp = x.data_ptr<int64_t>();
+  auto* yp = y.data_ptr<int64_t>();
+  for (int64_t r = 0; r < b; ++r) {
+    const Pair& p = *recs[r];
+    const int64_t n = std::min<int64_t>(p.tokens.size(), len);
+    for (int64_t j = 0; j + 1 < n; ++j) {
+      xp[r * t + j] = p.tokens[j], yp[r * t + j] = p.tokens[j + 1];
+      if (j + 1 < p.prompt_len) continue;
+      if (!p.on_policy) ce_rows.push_back(static_cast<int64_t>(positions.size()));
+      positions.push_back(r * t + j);
+    }
+    any_on_policy = any_on_policy || p.on_policy;
+    const int64_t kept = std::max<int64_t>(0, n - p.prompt_len);  // response positions of this record in the batch
+    if (offline && kept > 0) ids.push_back(p.topk_ids.narrow(0, 0, kept)), lps.push_back(p.topk_logprobs.narrow(0, 0, kept));
+  }
+  PairBatch out;
+  out.x = x.to(device), out.y = y.to(device);
+  out.positions = torch::tensor(positions, torch::kInt64).to(device);
+  if (any_on_policy) out.ce_rows = torch::tensor(ce_rows, torch::kInt64).to(device);
+  if (offline && !ids.empty()) out.topk_ids = torch::cat(ids).to(device), out.topk_logprobs = torch::cat(lps).to(device);
+  return out;
+}
+
+// The final hidden states of the response positions only, [N, hidden]: the decoder runs over the whole batch, but
+// only the N response rows reach the vocabulary-wide output head (prompt and padding rows never do).
+Tensor response_hidden(model::Llama& m, const Tensor& x, const Tensor& positions) {
+  const Tensor h = m.hidden(x);
+  return h.reshape({-1, h.size(-1)}).index_select(0, positions);
+}
+
+// Their logits, [N, V] (validation; training fuses the head with the loss).
+Tensor response_logits(model::Llama& m, const Tensor& x, const Tensor& positions) {
+  return m.logits(response_hidden(m, x, positions));
+}
+
+}  // namespace
 
 // Every record of a complete generate output directory, by request id. Errors name the file and the record.
 std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t vocab) {
@@ -110,61 +156,6 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
   return out;
 }
 
-// A micro-batch: inputs, targets and the response positions (where target token j + 1 belongs to the response).
-struct PairBatch {
-  Tensor x, y;                     // [B, T]
-  Tensor positions;                // [N] flat indices into B * T of the response positions
-  Tensor ce_rows;                  // [N'] the rows of `positions` from target-written responses; undefined = all N
-  Tensor topk_ids, topk_logprobs;  // [N, k] the stored teacher of each response position, offline teacher only
-};
-
-PairBatch make_batch(const std::vector<const Pair*>& recs, int64_t seq_len, int64_t pad, bool offline,
-                     torch::Device device) {
-  int64_t len = 0;
-  for (const Pair* p : recs) len = std::max<int64_t>(len, p->tokens.size());
-  len = std::min(len, seq_len + 1);
-  const int64_t b = static_cast<int64_t>(recs.size()), t = len - 1;
-  Tensor x = torch::full({b, t}, pad, torch::kInt64), y = torch::full({b, t}, pad, torch::kInt64);
-  std::vector<int64_t> positions, ce_rows;
-  bool any_on_policy = false;
-  std::vector<Tensor> ids, lps;
-  auto* xp = x.data_ptr<int64_t>();
-  auto* yp = y.data_ptr<int64_t>();
-  for (int64_t r = 0; r < b; ++r) {
-    const Pair& p = *recs[r];
-    const int64_t n = std::min<int64_t>(p.tokens.size(), len);
-    for (int64_t j = 0; j + 1 < n; ++j) {
-      xp[r * t + j] = p.tokens[j], yp[r * t + j] = p.tokens[j + 1];
-      if (j + 1 < p.prompt_len) continue;
-      if (!p.on_policy) ce_rows.push_back(static_cast<int64_t>(positions.size()));
-      positions.push_back(r * t + j);
-    }
-    any_on_policy = any_on_policy || p.on_policy;
-    const int64_t kept = std::max<int64_t>(0, n - p.prompt_len);  // response positions of this record in the batch
-    if (offline && kept > 0) ids.push_back(p.topk_ids.narrow(0, 0, kept)), lps.push_back(p.topk_logprobs.narrow(0, 0, kept));
-  }
-  PairBatch out;
-  out.x = x.to(device), out.y = y.to(device);
-  out.positions = torch::tensor(positions, torch::kInt64).to(device);
-  if (any_on_policy) out.ce_rows = torch::tensor(ce_rows, torch::kInt64).to(device);
-  if (offline && !ids.empty()) out.topk_ids = torch::cat(ids).to(device), out.topk_logprobs = torch::cat(lps).to(device);
-  return out;
-}
-
-// The final hidden states of the response positions only, [N, hidden]: the decoder runs over the whole batch, but
-// only the N response rows reach the vocabulary-wide output head (prompt and padding rows never do).
-Tensor response_hidden(model::Llama& m, const Tensor& x, const Tensor& positions) {
-  const Tensor h = m.hidden(x);
-  return h.reshape({-1, h.size(-1)}).index_select(0, positions);
-}
-
-// Their logits, [N, V] (validation; training fuses the head with the loss).
-Tensor response_logits(model::Llama& m, const Tensor& x, const Tensor& positions) {
-  return m.logits(response_hidden(m, x, positions));
-}
-
-}  // namespace
-
 bool on_policy_sequence(int64_t g, double fraction) {
   return std::floor(static_cast<double>(g + 1) * fraction) > std::floor(static_cast<double>(g) * fraction);
 }
@@ -209,6 +200,7 @@ std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& pr
 
 std::string distill_run_name(const config::DistillSection& d) {
   std::string name = config::loss_run_name(d);
+  if (d.kind == config::DrafterKind::kEagle3) name = "eagle3-" + name;
   if (d.on_policy_fraction > 0) name += str_cat("-onpolicy", d.on_policy_fraction);
   return name;
 }
@@ -218,6 +210,7 @@ std::string distill_run_dir(const config::DistillSection& d) {
 }
 
 int distill(const config::Config& given) {
+  if (given.distill.kind == config::DrafterKind::kEagle3) return distill_eagle3(given);
   // distill.seed >= 0: this seed's run, seeded by it (data order, on-policy samples) and written to <run>/seed-<n>.
   const config::Config cfg = config::with_stage_seed(given, given.distill.seed);
   const config::DistillSection& d = cfg.distill;

@@ -36,7 +36,10 @@
 // loss (tvdpp-<scope>-<weighting> for TVD++, then -vocab for tvdpp_stats = vocab and -onpolicy<lambda>), so the losses of an ablation sit side by side.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -47,6 +50,19 @@ class Llama;
 }
 
 namespace draftalign::train {
+
+// One generated record: prompt + response tokens, and (offline teacher) the target's top-k log-probs of each
+// response position.
+struct Pair {
+  int64_t request = 0, prompt_len = 0;
+  bool on_policy = false;  // the response was sampled by the student (distill.on_policy_fraction): KD only, no CE
+  std::vector<int64_t> tokens;
+  torch::Tensor topk_ids, topk_logprobs;  // [response_len, k]
+};
+
+// Every record with a response of a complete generate output directory, by request id (need_topk: with the stored
+// top-k log-probs). Errors name the file and the record.
+std::vector<Pair> load_pairs(const std::filesystem::path& dir, bool need_topk, int64_t vocab);
 
 // The held-out split: record i is held out when its prompt (the token sequence) is every round(1 / val_fraction)-th
 // distinct prompt in order of first appearance; all responses to one prompt fall on the same side.
@@ -69,7 +85,11 @@ std::string distill_run_name(const config::DistillSection& d);
 // The run's directory: output_dir/<run name>, or output_dir/<run name>/seed-<n> for distill.seed = n >= 0.
 std::string distill_run_dir(const config::DistillSection& d);
 
-// Runs the stage; returns the exit code. Throws Error on bad data, checkpoints or config.
+// Runs the stage; returns the exit code. Throws Error on bad data, checkpoints or config. distill.kind = eagle3 runs
+// distill_eagle3.
 int distill(const config::Config& cfg);
+
+// distill.kind = eagle3 (distill_eagle3.cpp): an EAGLE-3 head trained against the online target.
+int distill_eagle3(const config::Config& cfg);
 
 }  // namespace draftalign::train

@@ -3,6 +3,8 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "model/eagle3.h"
 #include "model/llama.h"
 #include "train/runtime.h"
 
@@ -10,11 +12,40 @@ namespace draftalign::train {
 
 namespace stdfs = std::filesystem;
 
+namespace {
+
+// An EAGLE-3 head: it holds no embedding of its own (it embeds with the target's, as vLLM and SGLang do), so it is
+// loaded against the target it was trained for (target.dir), checked, and written in the same layout in export.dtype,
+// with the target's tokenizer files beside it.
+int export_head(const config::Config& cfg) {
+  const config::ExportSection& e = cfg.export_;
+  const stdfs::path src = e.checkpoint, target = cfg.target.dir;
+  DA_CHECK(stdfs::is_regular_file(target / "config.json"), "export: ", src.string(), " is an EAGLE-3 head; it is ",
+           "loaded against its target, and target.dir = ", target.string(), " has no config.json (set target.dir to "
+           "the model the head was trained on)");
+  auto llama = model::load_llama(target, torch::kCPU, torch::kFloat32);
+  auto head = model::load_eagle3(src, llama->named_parameters()["model.embed_tokens.weight"], torch::kCPU,
+                                 torch::kFloat32);
+  const torch::ScalarType dtype = pick_dtype(e.dtype, torch::kCPU);
+  model::save_eagle3(*head, e.output_dir, dtype);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json"})
+    if (stdfs::exists(target / f) && stdfs::exists(e.output_dir))
+      stdfs::copy_file(target / f, stdfs::path(e.output_dir) / f, stdfs::copy_options::overwrite_existing);
+  model::load_eagle3(e.output_dir, llama->named_parameters()["model.embed_tokens.weight"]);  // reads back
+  log::info("export: EAGLE-3 head ", src.string(), " (", head->num_params(), " parameters, target ", target.string(),
+            ") -> ", e.output_dir, " (", e.dtype, "); vLLM: --speculative-config '{\"method\": \"eagle3\", ",
+            "\"model\": \"", e.output_dir, "\", \"num_speculative_tokens\": 4}'");
+  return 0;
+}
+
+}  // namespace
+
 int export_drafter(const config::Config& cfg) {
   const config::ExportSection& e = cfg.export_;
   const stdfs::path src = e.checkpoint;
   DA_CHECK(stdfs::is_directory(src), "export.checkpoint: ", src.string(), " is not a directory (a drafter checkpoint: ",
            "config.json + model.safetensors, e.g. <output_dir>/final or <output_dir>/checkpoints/step-NNNNNNN)");
+  if (io::is_eagle3_dir(src)) return export_head(cfg);
   auto model = model::load_llama(src, torch::kCPU, torch::kFloat32);
   // The tokenizer files travel with the weights: the checkpoint's own, else the target's.
   const bool own = stdfs::exists(src / "tokenizer.json") || stdfs::exists(src / "tokenizer.model");

@@ -12,6 +12,8 @@
 #include "evaluators/evaluate.h"
 #include "evaluators/report.h"
 #include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/launch_env.h"
@@ -74,6 +76,13 @@ namespace {
 bool training_complete(const stdfs::path& out, int64_t steps) {
   if (!stdfs::exists(checkpoint_dir(out, steps) / "trainer_state.json")) return false;
   try {
+    if (io::is_eagle3_dir(out / "final")) {
+      // An EAGLE-3 head: its weights file holds the head's tensors and maps (load_eagle3 checks the rest).
+      const io::SafetensorsFile f = io::SafetensorsFile::open(out / "final" / "model.safetensors");
+      for (const char* name : {"fc.weight", "lm_head.weight", "d2t", "t2d"})
+        DA_CHECK(f.contains(name), (out / "final" / "model.safetensors").string(), ": no tensor '", name, "'");
+      return true;
+    }
     io::HfCheckpoint::open(out / "final").check_llama();
     return true;
   } catch (const Error& e) {
@@ -159,7 +168,9 @@ int pipeline(const config::Config& cfg) {
                                                     : std::string(),
                   " for this run (from pipeline.losses: ", run, "; the config's own are not used)");
       record(d, str_cat("distill-", distill_run_name(d.distill), seed >= 0 ? str_cat("-seed-", seed) : std::string()));
-      if (training_complete(out, d.distill.train.steps))
+      const int64_t steps = d.distill.kind == config::DrafterKind::kEagle3 ? config::head_train(d.distill).steps
+                                                                           : d.distill.train.steps;
+      if (training_complete(out, steps))
         log::info("pipeline: distill ", run, " is complete (", (out / "final").string(), "), skipped");
       else
         distill(d);

@@ -42,6 +42,19 @@ std::vector<Config::Problem> Config::cross_checks() const {
   if (distill.on_policy_fraction > 0 && distill.teacher != Teacher::kOnline)
     out.push_back({"distill.on_policy_fraction", "on-policy responses need distill.teacher = online: the stored top-k "
                                                  "log-probs score only the target's own answers"});
+  if (distill.kind == DrafterKind::kEagle3) {
+    if (distill.teacher != Teacher::kOnline)
+      out.push_back({"distill.teacher", "distill.kind = eagle3 reads the target's hidden states and logits as it "
+                                        "trains: it needs distill.teacher = online"});
+    if (!distill.eagle3.taps.empty() && distill.eagle3.taps.size() != 3)
+      out.push_back({"distill.eagle3.taps", str_cat("lists ", distill.eagle3.taps.size(), " indices; an EAGLE-3 head "
+                                                    "reads 3 (or [] for 2, L/2, L-3)")});
+    for (size_t i = 1; i < distill.eagle3.taps.size(); ++i)
+      if (distill.eagle3.taps[i] <= distill.eagle3.taps[i - 1])
+        out.push_back({"distill.eagle3.taps", "must be ascending and distinct"});
+    if (distill.eagle3.corpus_fraction > 0 && distill.eagle3.corpus.empty())
+      out.push_back({"distill.eagle3.corpus_fraction", "needs distill.eagle3.corpus (the token shards)"});
+  }
   for (const auto& [key, empty] : {std::pair<const char*, bool>{"evaluate.drafters",
                                                                 evaluate.drafters.empty() && !evaluate.prompt_lookup},
                                    {"evaluate.prompts", evaluate.prompts.empty()},
@@ -60,6 +73,16 @@ std::vector<Config::Problem> Config::cross_checks() const {
     out.push_back({"evaluate.prompt_lookup_max", str_cat("must be at least evaluate.prompt_lookup_min (",
                                                          evaluate.prompt_lookup_min, ")")});
   return out;
+}
+
+TrainSection head_train(const DistillSection& d) {
+  TrainSection t = d.train;
+  if (d.eagle3.steps > 0) t.steps = d.eagle3.steps;
+  if (d.eagle3.lr > 0) {
+    t.optim.min_lr = t.optim.lr > 0 ? t.optim.min_lr * d.eagle3.lr / t.optim.lr : 0;
+    t.optim.lr = d.eagle3.lr;
+  }
+  return t;
 }
 
 std::string loss_run_name(const DistillSection& d) {
@@ -90,17 +113,37 @@ std::vector<DistillSection> tvdpp_variants(const DistillSection& d) {
 
 }  // namespace
 
-std::vector<std::string> distill_run_choices() {
+namespace {
+constexpr const char* kEagle3Prefix = "eagle3-";
+
+// The model drafter's run names: the bare losses, then tvdpp_variants in order.
+std::vector<std::string> model_run_choices() {
   std::vector<std::string> out(EnumNames<Loss>::names.begin(), EnumNames<Loss>::names.end());
   for (const DistillSection& v : tvdpp_variants({})) out.push_back(loss_run_name(v));
   return out;
 }
+}  // namespace
+
+std::vector<std::string> distill_run_choices() {
+  std::vector<std::string> out = model_run_choices();
+  for (const std::string& run : model_run_choices())
+    if (run != name_of(Loss::kCe)) out.push_back(kEagle3Prefix + run);  // an EAGLE-3 head: a distribution loss
+  return out;
+}
 
 DistillSection with_run(DistillSection d, const std::string& run) {
-  // distill_run_choices lists the bare losses, then tvdpp_variants in order.
-  const size_t i = index_of_name(run, distill_run_choices(), "pipeline.losses");
+  index_of_name(run, distill_run_choices(), "pipeline.losses");  // an unknown name is an error naming the key
+  const bool head = run.rfind(kEagle3Prefix, 0) == 0;
+  d.kind = head ? DrafterKind::kEagle3 : DrafterKind::kModel;
+  if (head) d.teacher = Teacher::kOnline;  // a head reads the running target
+  const std::string loss = head ? run.substr(std::string(kEagle3Prefix).size()) : run;
+  const size_t i = index_of_name(loss, model_run_choices(), "pipeline.losses");
   const size_t losses = EnumNames<Loss>::names.size();
-  if (i >= losses) return tvdpp_variants(d)[i - losses];
+  if (i >= losses) {
+    DistillSection v = tvdpp_variants(d)[i - losses];
+    v.kind = d.kind;
+    return v;
+  }
   d.loss = static_cast<Loss>(i);
   return d;
 }

@@ -27,6 +27,8 @@ enum class Loss { kTvdpp, kFkl, kRkl, kTvd, kCe };
 DA_ENUM_NAMES(Loss, "tvdpp", "fkl", "rkl", "tvd", "ce");
 enum class Teacher { kOnline, kOffline };
 DA_ENUM_NAMES(Teacher, "online", "offline");
+enum class DrafterKind { kModel, kEagle3 };
+DA_ENUM_NAMES(DrafterKind, "model", "eagle3");
 enum class TvdppScope { kToken, kBatch };
 DA_ENUM_NAMES(TvdppScope, "token", "batch");
 enum class TvdppWeighting { kQ, kUniform };
@@ -329,6 +331,42 @@ struct MagpieSection {
   }
 };
 
+// distill.eagle3: the EAGLE-3 head distill trains when distill.kind = eagle3 (trainers/distill_eagle3.cpp). It reads
+// the target's hidden states at three taps; its training sequences mix the target's answers (distill.data_dir, the
+// response positions) with windows of the pretraining corpus the target reads at prefill speed (all positions).
+struct Eagle3Section {
+  int64_t draft_vocab_size = 8192;
+  std::vector<int64_t> taps = {};
+  int64_t ttt_steps = 3;
+  double decay = 0.8;
+  std::string corpus = "${prepare.output_dir}";
+  double corpus_fraction = 0.5;
+  int64_t vocab_count_tokens = 20000000;
+  int64_t steps = 0;
+  double lr = 0.002;
+
+  template <class V>
+  void visit(V& s) {
+    s.add("draft_vocab_size", draft_vocab_size,
+          "tokens of the head's output layer: the most frequent in its training text (answers and corpus), the "
+          "target's stop tokens always in", Bounds::at_least(1));
+    s.add("taps", taps, "the target hidden states it reads (transformers' output_hidden_states indices, ascending); "
+                        "[] = 2, L/2, L-3 as EAGLE-3", Bounds::at_least(0));
+    s.add("ttt_steps", ttt_steps, "training-time test: steps the head is unrolled on its own outputs (7 in EAGLE-3)",
+          Bounds::at_least(1));
+    s.add("decay", decay, "weight decay^i of step i's loss (0.8 in EAGLE-3)", Bounds::open_closed(0, 1));
+    s.add("corpus", corpus, "token shards (prepare-data) the target reads for prefill positions; empty = answers only")
+        .as(Role::kInputDir);
+    s.add("corpus_fraction", corpus_fraction, "share of training sequences that are corpus windows (needs corpus)",
+          Bounds::closed(0, 1));
+    s.add("steps", steps, "optimizer steps of the head; 0 = distill.train.steps", Bounds::at_least(0));
+    s.add("lr", lr, "peak learning rate of the head (trained from scratch, it takes a larger one than a pretrained "
+                    "drafter); 0 = distill.train.optim.lr", Bounds::at_least(0));
+    s.add("vocab_count_tokens", vocab_count_tokens, "corpus tokens counted (from the start of its train split) when "
+          "choosing the draft vocabulary, beside every training answer", Bounds::at_least(0));
+  }
+};
+
 // distill: knowledge distillation of the drafter against the target's token distributions. The demo's budget: 300
 // steps of 4 answers (3.3 epochs of the 360 training pairs) against the stored top-20 log-probs (offline: no target
 // forward), about 2 minutes per loss on 2 CPU cores, with the settings of the loss ablation (docs/TVDPP.md); configs/demo-gpu.yaml trains online, longer.
@@ -340,6 +378,7 @@ struct DistillSection {
     return t;
   }
 
+  DrafterKind kind = DrafterKind::kModel;
   std::string data_dir = "${generate.output_dir}";
   std::string student = "${pretrain.output_dir}/final";
   std::string output_dir = "${run.output_dir}/distill";
@@ -355,10 +394,13 @@ struct DistillSection {
   double on_policy_fraction = 0.0;
   double on_policy_temperature = 1.0;
   double val_fraction = 0.1;
+  Eagle3Section eagle3;
   TrainSection train = demo_train();
 
   template <class V>
   void visit(V& s) {
+    s.add("kind", kind, "model = the independent drafter (distill.student); eagle3 = an EAGLE-3 head on the target's "
+                        "hidden states (distill.eagle3)");
     s.add("data_dir", data_dir, "prompt/response shards written by generate").as(Role::kInputDir);
     s.add("student", student, "drafter checkpoint to start from (HF directory)").as(Role::kInputDir);
     s.add("output_dir", output_dir, "checkpoints, metrics and the distilled drafter (a sub-directory per loss)").as(Role::kOutput);
@@ -381,9 +423,14 @@ struct DistillSection {
     s.add("on_policy_temperature", on_policy_temperature,
           "sampling temperature of the drafter's on-policy responses (0 = greedy)", Bounds::at_least(0));
     s.add("val_fraction", val_fraction, "pairs held out for the alpha / tau validation", Bounds::closed_open(0, 0.5));
+    s.section("eagle3", eagle3, "the EAGLE-3 head (kind = eagle3)");
     s.section("train", train, "training loop");
   }
 };
+
+// The training loop of a head run: distill.train with distill.eagle3's steps and learning rate where set (min_lr
+// scaled with it).
+TrainSection head_train(const DistillSection& d);
 
 // evaluate: is a drafter worth deploying? Two measurements:
 //   exact greedy tau (one pass)  the target answers every prompt (every MT-bench turn, the second asked after the
@@ -519,11 +566,13 @@ struct DataSection {
 
 // The distillation runs pipeline.losses can name: a loss (tvdpp with the distill section's TVD++ options, fkl, rkl,
 // tvd, ce) or a TVD++ variant by the name of its run directory, tvdpp-<scope>-<weighting>[-vocab] (distill.h's
-// distill_run_name), so an ablation of the TVD++ options is one pipeline config (configs/ablation.yaml).
+// distill_run_name), so an ablation of the TVD++ options is one pipeline config (configs/ablation.yaml); each but ce
+// prefixed eagle3- is an EAGLE-3 head trained with that loss (distill.kind = eagle3, distill.eagle3).
 std::vector<std::string> distill_run_choices();
 // The part of a distill run's name its loss options make: the loss, or tvdpp-<scope>-<weighting>[-vocab].
 std::string loss_run_name(const DistillSection& d);
-// `d` with the loss options `run` names set (a bare loss sets only distill.loss); an Error for another name.
+// `d` with the loss options and drafter kind `run` names set (a bare loss sets distill.loss and kind = model); an
+// Error for another name.
 DistillSection with_run(DistillSection d, const std::string& run);
 
 
@@ -537,7 +586,7 @@ struct PipelineSection {
   void visit(V& s) {
     s.add_choice("losses", losses,
                  "distillation runs trained and compared by the pipeline: a loss, or a TVD++ variant by its run "
-                 "name (tvdpp-<scope>-<weighting>[-vocab])",
+                 "name (tvdpp-<scope>-<weighting>[-vocab]); eagle3-<loss> trains an EAGLE-3 head (distill.eagle3)",
                  distill_run_choices());
     s.add("target_prompts", target_prompts,
           "run magpie before generate (the target writes prompts to magpie.output; list that file in generate.prompts)");

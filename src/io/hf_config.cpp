@@ -1,5 +1,7 @@
 #include "io/hf_config.h"
 
+#include <fstream>
+
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -250,6 +252,18 @@ json to_hf_json(const LlamaConfig& c) {
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
   else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
   return j;
+}
+
+bool is_eagle3_dir(const std::filesystem::path& dir) {
+  const std::filesystem::path file = dir / "config.json";
+  if (!std::filesystem::is_regular_file(file)) return false;
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(file), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return false;
+  if (j.contains("draft_vocab_size")) return true;
+  if (j.contains("architectures") && j["architectures"].is_array())
+    for (const auto& a : j["architectures"])
+      if (a.is_string() && a.get<std::string>() == "LlamaForCausalLMEagle3") return true;
+  return false;
 }
 
 }  // namespace draftalign::io

@@ -52,6 +52,10 @@ struct LlamaConfig {
 // Reads and parses a JSON file; an Error names the file and the byte where parsing failed.
 nlohmann::json read_json_file(const std::filesystem::path& file);
 
+// Whether `dir` holds an EAGLE-3 draft head (model/eagle3.h): its config.json names LlamaForCausalLMEagle3 or has a
+// draft_vocab_size. False when there is no readable config.json (the caller's own checks say why).
+bool is_eagle3_dir(const std::filesystem::path& dir);
+
 // Parses and validates `file` (a config.json).
 LlamaConfig read_hf_config(const std::filesystem::path& file);
 

@@ -92,8 +92,15 @@ TEST(Pipeline, LossesNameRunsThatRoundTrip) {
   const config::DistillSection d;
   for (const std::string& run : config::distill_run_choices()) {
     const std::string name = train::distill_run_name(config::with_run(d, run));
-    EXPECT_EQ(name, run == "tvdpp" ? "tvdpp-token-q" : run);  // bare tvdpp: the section's options (the defaults)
+    // bare tvdpp: the section's options (the defaults)
+    EXPECT_EQ(name, run == "tvdpp" ? "tvdpp-token-q" : run == "eagle3-tvdpp" ? "eagle3-tvdpp-token-q" : run);
   }
+  // eagle3-<loss>: an EAGLE-3 head trained with the loss; a bare loss is the model drafter whatever the section says.
+  const config::DistillSection h = config::with_run(d, "eagle3-tvdpp-batch-q");
+  EXPECT_EQ(h.kind, config::DrafterKind::kEagle3);
+  EXPECT_EQ(h.tvdpp_scope, config::TvdppScope::kBatch);
+  EXPECT_EQ(config::with_run(h, "fkl").kind, config::DrafterKind::kModel);
+  EXPECT_HAS(testing::error_of([&] { config::with_run(d, "eagle3-ce"); }), "pipeline.losses: expected one of:");
   const config::DistillSection v = config::with_run(d, "tvdpp-batch-uniform-vocab");
   EXPECT_EQ(v.loss, config::Loss::kTvdpp);
   EXPECT_EQ(v.tvdpp_scope, config::TvdppScope::kBatch);
