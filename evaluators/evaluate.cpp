@@ -24,6 +24,8 @@
 #include "evaluators/report.h"
 #include "evaluators/speculative.h"
 #include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "model/eagle3.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 #include "train/runtime.h"
@@ -58,6 +60,23 @@ int64_t check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg,
                       const tok::Tokenizer& target_tok) {
   DA_CHECK(stdfs::is_directory(dir), "evaluate.drafters: ", dir, " is not a directory (a drafter checkpoint: ",
            "config.json + *.safetensors)");
+  if (io::is_eagle3_dir(dir)) {
+    // An EAGLE-3 head: for this target (vocabulary, hidden size, taps within its layers); its weights are checked
+    // when it loads (model::load_eagle3).
+    const stdfs::path file = stdfs::path(dir) / "config.json";
+    const nlohmann::json j = io::read_json_file(file);
+    const io::LlamaConfig c = io::read_hf_config(file);
+    const int64_t hidden = j.value("target_hidden_size", c.hidden_size);
+    DA_CHECK(c.vocab_size == target_cfg.vocab_size && hidden == target_cfg.hidden_size, "evaluate.drafters: ", file.string(),
+             " is an EAGLE-3 head for a target of vocabulary ", c.vocab_size, " and hidden size ", hidden,
+             "; the target ", cfg.target.dir, " has ", target_cfg.vocab_size, " and ", target_cfg.hidden_size);
+    if (j.contains("eagle_config") && j["eagle_config"].contains("eagle_aux_hidden_state_layer_ids"))
+      for (const auto& t : j["eagle_config"]["eagle_aux_hidden_state_layer_ids"])
+        DA_CHECK(t.is_number_integer() && t.get<int64_t>() >= 0 && t.get<int64_t>() <= target_cfg.num_hidden_layers,
+                 "evaluate.drafters: ", file.string(), " reads target layer ", t.dump(), "; the target ",
+                 cfg.target.dir, " has ", target_cfg.num_hidden_layers);
+    return target_cfg.max_position_embeddings;
+  }
   const io::LlamaConfig c = io::read_hf_config(stdfs::path(dir) / "config.json");
   DA_CHECK(c.vocab_size == target_cfg.vocab_size, "evaluate.drafters: ", dir, "/config.json has a vocabulary of ",
            c.vocab_size, " tokens, the target ", cfg.target.dir, "/config.json one of ", target_cfg.vocab_size,
@@ -110,7 +129,8 @@ struct Evaluation {
   std::shared_ptr<model::Llama> target;
   std::vector<int64_t> stop_ids;
   std::vector<std::string> names, groups;  // of the drafters (drafter_names, drafter_groups)
-  std::vector<std::shared_ptr<model::Llama>> drafters;
+  std::vector<std::shared_ptr<model::Llama>> drafters;      // null where the drafter is an EAGLE-3 head
+  std::vector<std::shared_ptr<model::Eagle3Head>> heads;    // null where it is a model
   std::function<void(const std::string&)> stop_point;
 };
 
@@ -139,9 +159,12 @@ void load_models(Evaluation& ev) {
   ev.dtype = train::pick_dtype(ev.cfg.target.dtype, ev.device);
   ev.target = train::load_frozen_target(ev.cfg, ev.device);
   ev.stop_ids = train::stop_ids_for(*ev.tokenizer, ev.target_cfg);
+  const torch::Tensor embed = ev.target->named_parameters()["model.embed_tokens.weight"];
   for (const auto& dir : ev.e.drafters) {
-    ev.drafters.push_back(model::load_llama(dir, ev.device, ev.dtype));
-    ev.drafters.back()->eval();
+    const bool head = io::is_eagle3_dir(dir);
+    ev.drafters.push_back(head ? nullptr : model::load_llama(dir, ev.device, ev.dtype));
+    ev.heads.push_back(head ? model::load_eagle3(dir, embed, ev.device, ev.dtype) : nullptr);
+    if (head) ev.heads.back()->eval(); else ev.drafters.back()->eval();
   }
 }
 
@@ -280,7 +303,30 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
                               return lookup_proposer(turns[i].tokens, turns[i].answer.tokens, e.prompt_lookup_min,
                                                      e.prompt_lookup_max);
                             })});
+  const int64_t max_exact = *std::max_element(e.exact_gammas.begin(), e.exact_gammas.end());
   for (size_t i = 0; i < e.drafters.size(); ++i) {
+    if (model::Eagle3Head* head = ev.heads[i].get()) {
+      // A head's step j depends on its step j - 1: every draft chain from one target pass and one unroll.
+      log::info("evaluate: exact greedy tau of the EAGLE-3 head ", ev.names[i], ": one target pass and a ", max_exact,
+                "-step unroll over ", turns.size(), " answers");
+      std::vector<std::vector<std::vector<int64_t>>> chains;
+      for (const auto& t : turns) {
+        ev.stop_point(str_cat("in the exact pass of ", ev.names[i]));
+        chains.push_back(teacher_forced_head_drafts(*ev.target, *head, t.tokens, t.answer.tokens, max_exact));
+      }
+      const int64_t seed = seed_of_dir(e.drafters[i]);
+      const std::string& group = ev.groups[i];
+      report.exact.push_back({ev.names[i], e.drafters[i], head->num_params(), "eagle3",
+                              exact_points([&](size_t k) { return chain_proposer(chains[k]); }), group, seed});
+      if (e.hybrid)
+        report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], head->num_params(), "hybrid",
+                                exact_points([&](size_t k) {
+                                  return hybrid_chain_proposer(turns[k].tokens, turns[k].answer.tokens, chains[k],
+                                                               e.prompt_lookup_min, e.prompt_lookup_max);
+                                }),
+                                group.empty() ? "" : group + "+lookup", seed});
+      continue;
+    }
     model::Llama* drafter = ev.drafters[i].get();
     log::info("evaluate: exact greedy tau of ", ev.names[i], ": one pass over ", turns.size(), " answers");
     std::vector<std::vector<int64_t>> argmax;
@@ -310,7 +356,11 @@ void sampling_check(Evaluation& ev, const std::vector<Turn>& turns, Report& repo
   report.sampling_items = stratified_sample(report.items, e.sampling_prompts, model::splitmix64(report.seed ^ 0x5a));
   report.sampling_max_new_tokens = e.sampling_max_new_tokens;
   if (report.sampling_items.empty() || ev.drafters.empty() || e.sampling_temperatures.empty()) return;
-  for (size_t i = 0; i < ev.drafters.size(); ++i) report.sampling.push_back({ev.names[i], {}});
+  // The model drafters (an EAGLE-3 head's sampling is checked by the decoder's tests, not scored here).
+  std::vector<size_t> models;
+  for (size_t i = 0; i < ev.drafters.size(); ++i)
+    if (ev.drafters[i]) models.push_back(i), report.sampling.push_back({ev.names[i], {}});
+  if (models.empty()) return;
   std::vector<std::vector<int64_t>> prompts;
   std::vector<uint64_t> seeds;
   for (int64_t k : report.sampling_items)
@@ -326,7 +376,8 @@ void sampling_check(Evaluation& ev, const std::vector<Turn>& turns, Report& repo
     std::vector<torch::Tensor> p;  // the target's distributions along each answer
     for (size_t k = 0; k < prompts.size(); ++k)
       p.push_back(answers[k].empty() ? torch::Tensor() : teacher_forced_probs(*ev.target, prompts[k], answers[k], sp));
-    for (size_t i = 0; i < ev.drafters.size(); ++i) {
+    for (size_t row = 0; row < models.size(); ++row) {
+      const size_t i = models[row];
       SamplingPoint point;
       point.temperature = temperature, point.gamma = e.sampling_gamma;
       SpeculativeDecoder dec(*ev.target, ev.drafters[i].get());
@@ -340,7 +391,7 @@ void sampling_check(Evaluation& ev, const std::vector<Turn>& turns, Report& repo
         point.positions.push_back(static_cast<double>(answers[k].size()));
         point.measured.push_back(dec.decode(prompts[k], e.sampling_gamma, sp, seeds[k]).counters);
       }
-      report.sampling[i].points.push_back(std::move(point));
+      report.sampling[row].points.push_back(std::move(point));
     }
   }
 }
@@ -439,23 +490,29 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
       for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, res.name));
     report.drafters.push_back(std::move(res));
   }
+  // Drafter i through the decoder's one drafter interface, alone or behind prompt lookup (its hybrid row).
+  const LookupDrafting lookup{e.prompt_lookup_min, e.prompt_lookup_max};
+  auto drafter_of = [&](size_t i, bool with_lookup) {
+    std::unique_ptr<Drafter> d = ev.heads[i] ? head_drafter(*ev.heads[i]) : model_drafter(*ev.drafters[i]);
+    return with_lookup ? hybrid_drafter(lookup, ev.target_cfg.vocab_size, std::move(d)) : std::move(d);
+  };
   for (size_t i = 0; i < e.drafters.size(); ++i) {
-    model::Llama* drafter = ev.drafters[i].get();
-    SpeculativeDecoder dec(*ev.target, drafter);
     DrafterResult res;
-    res.name = ev.names[i], res.dir = e.drafters[i], res.params = drafter->num_params();
-    res.step_seconds = decode_step_seconds(*drafter, context);
-    if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(dec);
-    for (double t : e.temperatures)
-      for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, res.name));
-    report.drafters.push_back(res);
-    if (e.hybrid) {
-      SpeculativeDecoder both(*ev.target, *drafter, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
-      res.name = ev.names[i] + "+lookup", res.points.clear();
-      if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(both);
+    res.name = ev.names[i], res.dir = e.drafters[i];
+    if (model::Eagle3Head* head = ev.heads[i].get()) {
+      res.params = head->num_params();
+      res.step_seconds = head_step_seconds(*head, static_cast<int64_t>(context.size()));
+    } else {
+      res.params = ev.drafters[i]->num_params();
+      res.step_seconds = decode_step_seconds(*ev.drafters[i], context);
+    }
+    for (bool with_lookup : e.hybrid ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+      SpeculativeDecoder dec(*ev.target, drafter_of(i, with_lookup));
+      res.name = ev.names[i] + (with_lookup ? "+lookup" : ""), res.points.clear();
+      if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(dec);
       for (double t : e.temperatures)
-        for (int64_t g : e.gammas) res.points.push_back(sweep(both, g, t, res.name));
-      report.drafters.push_back(std::move(res));
+        for (int64_t g : e.gammas) res.points.push_back(sweep(dec, g, t, res.name));
+      report.drafters.push_back(res);
     }
   }
   progress.finish();

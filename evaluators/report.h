@@ -52,7 +52,7 @@ struct ExactPoint {
 struct ExactDrafter {
   std::string name, dir;  // dir is "" for prompt lookup
   int64_t params = 0;     // 0 for prompt lookup
-  std::string kind = "model";  // model, prompt-lookup, hybrid (prompt lookup, then the model at dir)
+  std::string kind = "model";  // model, prompt-lookup, hybrid (prompt lookup, then the model at dir), eagle3 (a head)
   std::vector<ExactPoint> points;
   // One training seed of a method (a drafter directory <method>/seed-<n>/final): the report adds a row named `group`
   // that combines every seed of it. "" and -1 for a drafter trained once.
