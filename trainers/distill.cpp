@@ -156,6 +156,21 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
   return out;
 }
 
+std::pair<std::vector<const Pair*>, std::vector<const Pair*>> split_pairs(const std::vector<Pair>& pairs,
+                                                                          const config::DistillSection& d,
+                                                                          const config::TrainSection& t) {
+  std::vector<std::vector<int64_t>> prompts;
+  for (const Pair& p : pairs) prompts.emplace_back(p.tokens.begin(), p.tokens.begin() + p.prompt_len);
+  const std::vector<bool> held_out = held_out_by_prompt(prompts, d.val_fraction);
+  std::vector<const Pair*> train_set, val_set;
+  for (size_t i = 0; i < pairs.size(); ++i) (held_out[i] ? val_set : train_set).push_back(&pairs[i]);
+  DA_CHECK(!train_set.empty(), d.data_dir, ": no training records (", pairs.size(), " records with a response, ",
+           val_set.size(), " held out)");
+  if (val_set.size() > static_cast<size_t>(t.eval_batches * t.micro_batch_size))
+    val_set.resize(static_cast<size_t>(t.eval_batches * t.micro_batch_size));
+  return {train_set, val_set};
+}
+
 bool on_policy_sequence(int64_t g, double fraction) {
   return std::floor(static_cast<double>(g + 1) * fraction) > std::floor(static_cast<double>(g) * fraction);
 }
@@ -240,15 +255,9 @@ int distill(const config::Config& given) {
   // Data: held out by prompt (every round(1 / val_fraction)-th distinct prompt, in order of first appearance, with
   // all its responses), so that no prompt has answers on both sides; the rest in a seeded order per epoch.
   const std::vector<Pair> pairs = load_pairs(d.data_dir, offline, vocab);
-  std::vector<std::vector<int64_t>> prompts;
-  for (const Pair& p : pairs) prompts.emplace_back(p.tokens.begin(), p.tokens.begin() + p.prompt_len);
-  const std::vector<bool> held_out = held_out_by_prompt(prompts, d.val_fraction);
-  std::vector<const Pair*> train_set, val_set;
-  for (size_t i = 0; i < pairs.size(); ++i) (held_out[i] ? val_set : train_set).push_back(&pairs[i]);
-  DA_CHECK(!train_set.empty(), d.data_dir, ": no training records (", pairs.size(), " records with a response, ",
-           val_set.size(), " held out)");
-  if (val_set.size() > static_cast<size_t>(t.eval_batches * t.micro_batch_size))
-    val_set.resize(t.eval_batches * t.micro_batch_size);
+  const auto split = split_pairs(pairs, d, t);
+  const std::vector<const Pair*>& train_set = split.first;
+  const std::vector<const Pair*>& val_set = split.second;
   // The held-out records' prompts: the unit of held-out alpha's interval.
   std::vector<size_t> val_cluster;
   size_t val_clusters = 0;

@@ -68,6 +68,12 @@ std::vector<Pair> load_pairs(const std::filesystem::path& dir, bool need_topk, i
 // distinct prompt in order of first appearance; all responses to one prompt fall on the same side.
 std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& prompts, double val_fraction);
 
+// The training and held-out records (held_out_by_prompt at d.val_fraction; at most t.eval_batches x
+// t.micro_batch_size held out); no training record is an Error naming d.data_dir.
+std::pair<std::vector<const Pair*>, std::vector<const Pair*>> split_pairs(const std::vector<Pair>& pairs,
+                                                                          const config::DistillSection& d,
+                                                                          const config::TrainSection& t);
+
 // Whether global training sequence g (0-based, counted over the whole run and all ranks) is on-policy at
 // distill.on_policy_fraction = f: floor((g + 1) f) > floor(g f), so any n consecutive sequences hold n f (+-1) of them,
 // the choice does not depend on the world size or on resuming, and f = 0 picks none.

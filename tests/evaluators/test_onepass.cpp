@@ -57,21 +57,36 @@ double min_top2_gap(model::Llama& m, const std::vector<int64_t>& prompt, const s
   return (top.select(1, 0) - top.select(1, 1)).min().item<double>();
 }
 
-TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
-  ASSERT_TRUE(fsys::exists(testing::kSmolDir / "config.json")) << "run tools/test.sh: it converts the target";
-  const fsys::path mt_bench = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/prompts/mt-bench.jsonl";
-  ASSERT_TRUE(fsys::exists(mt_bench)) << "run tools/test.sh: it writes the MT-bench prompts";
-  auto target = model::load_llama(testing::kSmolDir);
-  target->eval();
+const fsys::path kMtBench = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/prompts/mt-bench.jsonl";
+
+// SmolLM2 in eval mode, the first n MT-bench questions rendered with its chat template, its stop ids.
+struct SmolWorld {
+  std::shared_ptr<model::Llama> target;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<int64_t> stops;
+};
+SmolWorld smol_world(int64_t n) {
+  SmolWorld w;
+  w.target = model::load_llama(testing::kSmolDir);
+  w.target->eval();
   const auto tokenizer = tok::load_tokenizer(testing::kSmolDir);
   const auto chat = tok::ChatTemplate::from_dir(testing::kSmolDir);
-  std::vector<std::vector<int64_t>> prompts;
-  for (const auto& p : data::load_prompts({mt_bench.string()}, false, 8).prompts)
-    prompts.push_back(tokenizer->encode(chat.render(p.messages)));
+  for (const auto& p : data::load_prompts({kMtBench.string()}, false, n).prompts)
+    w.prompts.push_back(tokenizer->encode(chat.render(p.messages)));
+  w.stops = {tokenizer->special().eos};
+  for (int64_t id : w.target->config().eos_token_ids) w.stops.push_back(id);
+  return w;
+}
+
+TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
+  ASSERT_TRUE(fsys::exists(testing::kSmolDir / "config.json")) << "run tools/test.sh: it converts the target";
+  ASSERT_TRUE(fsys::exists(kMtBench)) << "run tools/test.sh: it writes the MT-bench prompts";
+  const SmolWorld w = smol_world(8);
+  model::Llama* target = w.target.get();
+  const auto& prompts = w.prompts;
+  const auto& stops = w.stops;
   ASSERT_EQ(prompts.size(), 8u);
   const int64_t max_new = 32, max_gamma = 4;
-  std::vector<int64_t> stops = {tokenizer->special().eos};
-  for (int64_t id : target->config().eos_token_ids) stops.push_back(id);
   const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, max_gamma, stops, 8);
 
   model::SamplingParams sp;
@@ -141,18 +156,12 @@ TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
 // sometimes accepted (the caches roll back after partial acceptances) and mostly not.
 TEST(OnePass, Eagle3HeadOnSmolLM2IsLosslessAndCountsExactly) {
   ASSERT_TRUE(fsys::exists(testing::kSmolDir / "config.json")) << "run tools/test.sh: it converts the target";
-  const fsys::path mt_bench = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/prompts/mt-bench.jsonl";
-  ASSERT_TRUE(fsys::exists(mt_bench)) << "run tools/test.sh: it writes the MT-bench prompts";
-  auto target = model::load_llama(testing::kSmolDir);
-  target->eval();
-  const auto tokenizer = tok::load_tokenizer(testing::kSmolDir);
-  const auto chat = tok::ChatTemplate::from_dir(testing::kSmolDir);
-  std::vector<std::vector<int64_t>> prompts;
-  for (const auto& p : data::load_prompts({mt_bench.string()}, false, 3).prompts)
-    prompts.push_back(tokenizer->encode(chat.render(p.messages)));
+  ASSERT_TRUE(fsys::exists(kMtBench)) << "run tools/test.sh: it writes the MT-bench prompts";
+  const SmolWorld w = smol_world(3);
+  model::Llama* target = w.target.get();
+  const auto& prompts = w.prompts;
+  const auto& stops = w.stops;
   const int64_t max_new = 32, max_gamma = 5;
-  std::vector<int64_t> stops = {tokenizer->special().eos};
-  for (int64_t id : target->config().eos_token_ids) stops.push_back(id);
   const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, max_gamma, stops, 8);
   const io::LlamaConfig& tc = target->config();
   model::Eagle3Config c;
