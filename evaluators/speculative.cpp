@@ -182,7 +182,6 @@ void check_positions(const model::Llama& m, int64_t capacity, const char* who) {
 class ModelDrafter : public Drafter {
  public:
   explicit ModelDrafter(model::Llama& m) : model_(m) {}
-  std::string kind() const override { return "model"; }
   void reserve(int64_t capacity, int64_t max_block) override { warm(stream_, model_, capacity, max_block); }
   void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>&) override {
     check_positions(model_, capacity, "drafter");
@@ -222,7 +221,6 @@ class LookupDrafter : public Drafter {
     DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
              lookup.n_max);
   }
-  std::string kind() const override { return "lookup"; }
   void start(const std::vector<int64_t>&, int64_t, const std::vector<Tensor>&) override {}
   int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
                   std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
@@ -243,7 +241,6 @@ class HybridDrafter : public Drafter {
  public:
   HybridDrafter(LookupDrafting lookup, int64_t vocab, std::unique_ptr<Drafter> rest)
       : lookup_(lookup, vocab), rest_(std::move(rest)) {}
-  std::string kind() const override { return "hybrid"; }
   std::vector<int64_t> taps() const override { return rest_->taps(); }
   void reserve(int64_t capacity, int64_t max_block) override { rest_->reserve(capacity, max_block); }
   void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>& taps) override {
@@ -270,7 +267,6 @@ class HybridDrafter : public Drafter {
 class HeadDrafter : public Drafter {
  public:
   explicit HeadDrafter(model::Eagle3Head& head) : head_(head) {}
-  std::string kind() const override { return "eagle3"; }
   std::vector<int64_t> taps() const override { return head_.config().taps; }
   void reserve(int64_t capacity, int64_t) override { cache_for(capacity); }
   void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>& taps) override {
@@ -325,8 +321,7 @@ class HeadDrafter : public Drafter {
     accepted_ = cache_.length;
   }
   const Tensor& target_ids() {
-    if (!target_ids_.defined()) target_ids_ = head_.to_target(torch::arange(head_.config().vocab.size(), torch::kInt64)
-                                                                  .to(last_.device()));
+    if (!target_ids_.defined()) target_ids_ = torch::tensor(head_.config().vocab.ids, torch::kInt64).to(last_.device());
     return target_ids_;
   }
 

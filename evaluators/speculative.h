@@ -93,7 +93,6 @@ struct DraftSampler {
 class Drafter {
  public:
   virtual ~Drafter() = default;
-  virtual std::string kind() const = 0;
   // The target hidden states it reads (model::Taps indices); the decoder reads them out of its target calls.
   virtual std::vector<int64_t> taps() const { return {}; }
   // Makes its caches hold `capacity` positions now, running each step shape up to `max_block` once.

@@ -87,7 +87,7 @@ int distill_eagle3(const config::Config& given) {
   const config::Config cfg = config::with_stage_seed(given, given.distill.seed);
   const config::DistillSection& d = cfg.distill;
   const config::Eagle3Section& e = d.eagle3;
-  const config::TrainSection t = config::head_train(d);
+  const config::TrainSection t = config::distill_train(d);
   DA_CHECK(d.loss != config::Loss::kCe, "distill.loss = ce with distill.kind = eagle3: the head's steps are trained "
            "against the target's distributions; use fkl, rkl, tvd or tvdpp");
   Runtime rt = make_runtime(cfg.run, t);
@@ -110,15 +110,9 @@ int distill_eagle3(const config::Config& given) {
 
   // Answers: held out by prompt as for the model drafter.
   const std::vector<Pair> pairs = load_pairs(d.data_dir, false, vocab);
-  std::vector<std::vector<int64_t>> prompts;
-  for (const Pair& p : pairs) prompts.emplace_back(p.tokens.begin(), p.tokens.begin() + p.prompt_len);
-  const std::vector<bool> held_out = held_out_by_prompt(prompts, d.val_fraction);
-  std::vector<const Pair*> train_set, val_set;
-  for (size_t i = 0; i < pairs.size(); ++i) (held_out[i] ? val_set : train_set).push_back(&pairs[i]);
-  DA_CHECK(!train_set.empty(), d.data_dir, ": no training records (", pairs.size(), " records with a response, ",
-           val_set.size(), " held out)");
-  if (val_set.size() > static_cast<size_t>(t.eval_batches * t.micro_batch_size))
-    val_set.resize(static_cast<size_t>(t.eval_batches * t.micro_batch_size));
+  const auto split = split_pairs(pairs, d, t);
+  const std::vector<const Pair*>& train_set = split.first;
+  const std::vector<const Pair*>& val_set = split.second;
 
   // Corpus windows.
   std::unique_ptr<data::TokenStream> corpus;
@@ -160,7 +154,8 @@ int distill_eagle3(const config::Config& given) {
     torch::NoGradGuard no_grad;
     for (auto& p : head.parameters()) rt.dist->broadcast(p, "initial-weights broadcast");
   }
-  const Tensor draft_ids = head.to_target(torch::arange(hc.vocab.size(), torch::kInt64).to(rt.device));
+  const Tensor draft_ids = torch::tensor(hc.vocab.ids, torch::kInt64).to(rt.device);
+  const Tensor to_draft = torch::tensor(hc.vocab.target_to_draft(), torch::kInt64).to(rt.device);
   log::info("distill: EAGLE-3 head (", head.num_params(), " parameters, taps ", taps[0], ", ", taps[1], ", ", taps[2],
             ", draft vocabulary ", hc.vocab.size(), " covering ", hc.vocab.coverage(counter.counts()),
             " of the counted tokens) on ", cfg.target.dir, "; ", train_set.size(), " training answers, ",
@@ -255,8 +250,6 @@ int distill_eagle3(const config::Config& given) {
         const Tensor valid = b.mask.back();
         sums[width - 4] += (run * valid.to(torch::kFloat64)).sum();
         sums[width - 3] += valid.sum().to(torch::kFloat64);
-        const Tensor to_draft = torch::full({vocab}, -1, torch::kInt64).to(rt.device).index_put_({draft_ids},
-            torch::arange(hc.vocab.size(), torch::kInt64).to(rt.device));
         const Tensor want = to_draft.index({f.teacher[0].argmax(-1)});  // [B, T - 1], -1 outside the vocabulary
         const Tensor rows = b.mask[0] & want.ge(0);
         const Tensor nll = -torch::log_softmax(f.head[0], -1).gather(-1, want.clamp_min(0).unsqueeze(-1)).squeeze(-1);

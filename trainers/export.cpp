@@ -27,10 +27,7 @@ int export_head(const config::Config& cfg) {
   auto head = model::load_eagle3(src, llama->named_parameters()["model.embed_tokens.weight"], torch::kCPU,
                                  torch::kFloat32);
   const torch::ScalarType dtype = pick_dtype(e.dtype, torch::kCPU);
-  model::save_eagle3(*head, e.output_dir, dtype);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json"})
-    if (stdfs::exists(target / f) && stdfs::exists(e.output_dir))
-      stdfs::copy_file(target / f, stdfs::path(e.output_dir) / f, stdfs::copy_options::overwrite_existing);
+  model::save_eagle3(*head, e.output_dir, dtype, target);
   model::load_eagle3(e.output_dir, llama->named_parameters()["model.embed_tokens.weight"]);  // reads back
   log::info("export: EAGLE-3 head ", src.string(), " (", head->num_params(), " parameters, target ", target.string(),
             ") -> ", e.output_dir, " (", e.dtype, "); vLLM: --speculative-config '{\"method\": \"eagle3\", ",

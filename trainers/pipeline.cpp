@@ -168,9 +168,7 @@ int pipeline(const config::Config& cfg) {
                                                     : std::string(),
                   " for this run (from pipeline.losses: ", run, "; the config's own are not used)");
       record(d, str_cat("distill-", distill_run_name(d.distill), seed >= 0 ? str_cat("-seed-", seed) : std::string()));
-      const int64_t steps = d.distill.kind == config::DrafterKind::kEagle3 ? config::head_train(d.distill).steps
-                                                                           : d.distill.train.steps;
-      if (training_complete(out, steps))
+      if (training_complete(out, config::distill_train(d.distill).steps))
         log::info("pipeline: distill ", run, " is complete (", (out / "final").string(), "), skipped");
       else
         distill(d);

@@ -75,8 +75,9 @@ std::vector<Config::Problem> Config::cross_checks() const {
   return out;
 }
 
-TrainSection head_train(const DistillSection& d) {
+TrainSection distill_train(const DistillSection& d) {
   TrainSection t = d.train;
+  if (d.kind != DrafterKind::kEagle3) return t;
   if (d.eagle3.steps > 0) t.steps = d.eagle3.steps;
   if (d.eagle3.lr > 0) {
     t.optim.min_lr = t.optim.lr > 0 ? t.optim.min_lr * d.eagle3.lr / t.optim.lr : 0;

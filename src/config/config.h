@@ -428,9 +428,9 @@ struct DistillSection {
   }
 };
 
-// The training loop of a head run: distill.train with distill.eagle3's steps and learning rate where set (min_lr
-// scaled with it).
-TrainSection head_train(const DistillSection& d);
+// The training loop of a distill run: distill.train, and for a head (kind = eagle3) with distill.eagle3's steps and
+// learning rate where set (min_lr scaled with it).
+TrainSection distill_train(const DistillSection& d);
 
 // evaluate: is a drafter worth deploying? Two measurements:
 //   exact greedy tau (one pass)  the target answers every prompt (every MT-bench turn, the second asked after the

@@ -199,7 +199,8 @@ Tensor Eagle3Head::append(Cache& cache, const Tensor& g, const Tensor& next) {
 
 Tensor Eagle3Head::step(Cache& cache, const Tensor& h, const Tensor& token) { return append(cache, h, token); }
 
-void save_eagle3(const Eagle3Head& head, const std::filesystem::path& dir, torch::ScalarType dtype) {
+void save_eagle3(const Eagle3Head& head, const std::filesystem::path& dir, torch::ScalarType dtype,
+                 const std::filesystem::path& tokenizer_dir) {
   const Eagle3Config& c = head.config();
   io::LlamaConfig layer = c.layer;
   layer.num_hidden_layers = 1;
@@ -218,6 +219,7 @@ void save_eagle3(const Eagle3Head& head, const std::filesystem::path& dir, torch
     tensors.emplace_back(p.key(), p.value().detach().to(torch::kCPU, dtype).contiguous());
   for (const auto& b : head.named_buffers()) tensors.emplace_back(b.key(), b.value().detach().to(torch::kCPU).contiguous());
   io::save_safetensors(out.path() / "model.safetensors", tensors, {{"format", "pt"}});
+  copy_tokenizer_files(tokenizer_dir, out.path());
   out.commit();
 }
 

@@ -79,7 +79,9 @@ class Eagle3Head : public torch::nn::Module {
 // layer, vocab_size the target's, draft_vocab_size, target_hidden_size, eagle_config.eagle_aux_hidden_state_layer_ids
 // = the taps) and model.safetensors (the parameters in `dtype`, d2t int64, t2d bool; no embed_tokens: the engines take
 // the target's). Written into a temporary sibling and renamed: `dir` is complete or untouched.
-void save_eagle3(const Eagle3Head& head, const std::filesystem::path& dir, torch::ScalarType dtype = torch::kFloat32);
+// With `tokenizer_dir`, its tokenizer files go in too (the target's: the head shares its vocabulary).
+void save_eagle3(const Eagle3Head& head, const std::filesystem::path& dir, torch::ScalarType dtype = torch::kFloat32,
+                 const std::filesystem::path& tokenizer_dir = {});
 
 // Loads a head written by save_eagle3 (or by EAGLE-3 / SpecForge in that layout) for a target whose token embedding is
 // `target_embed` [target vocab, target hidden]. Every tensor's name and shape, the maps' agreement and the config's

@@ -478,14 +478,15 @@ void save_llama(const Llama& model, const std::filesystem::path& dir, torch::Sca
     tensors.emplace_back(p.key(), p.value().detach().to(torch::kCPU, dtype).contiguous());
   io::save_safetensors(out.path() / "model.safetensors", tensors, {{"format", "pt"}});
 
-  if (!tokenizer_dir.empty()) {
-    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                          "chat_template.jinja"}) {
-      if (std::filesystem::is_regular_file(tokenizer_dir / f))
-        fs::write_file_atomic(out.path() / f, fs::read_file(tokenizer_dir / f));
-    }
-  }
+  copy_tokenizer_files(tokenizer_dir, out.path());
   out.commit();
+}
+
+void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to) {
+  if (from.empty()) return;
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                        "chat_template.jinja"})
+    if (std::filesystem::is_regular_file(from / f)) fs::write_file_atomic(to / f, fs::read_file(from / f));
 }
 
 void set_cpu_pad_single_row(bool on) { pad_single_row.store(on, std::memory_order_relaxed); }

@@ -146,4 +146,8 @@ std::shared_ptr<Llama> load_llama(const std::filesystem::path& dir, torch::Devic
 void save_llama(const Llama& model, const std::filesystem::path& dir, torch::ScalarType dtype = torch::kFloat32,
                 const std::filesystem::path& tokenizer_dir = {});
 
+// Copies the tokenizer and chat-template files found in `from` (tokenizer.json / .model, tokenizer_config.json,
+// special_tokens_map.json, chat_template.jinja) into `to`; nothing when `from` is empty.
+void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to);
+
 }  // namespace draftalign::model
