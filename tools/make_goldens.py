@@ -21,6 +21,8 @@ Writes into OUT (default .cache/golden), each part in a temporary directory rena
              (Nemo), SmolLM2 and Llama 2. The first four templates come from the sdist of llama-cpp-python on PyPI,
              which vendors llama.cpp's copies of them (models/templates/); SmolLM2's from the target, Llama 2's from
              data/fixtures/llama2-chat.
+  engines/   layouts.json: the EAGLE-3 checkpoint layout vLLM and SGLang load, read from their PyPI packages' source
+             (tools/engine_layouts.py).
 A stamp (sha256 of this script and the target's files) makes re-runs free.
 
 Usage: python tools/make_goldens.py --target .cache/models/SmolLM2-135M-Instruct [--out .cache/golden]
@@ -38,6 +40,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+import engine_layouts  # noqa: E402
 from atomic_dir import build_dir  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -372,8 +375,9 @@ def chat(target, tmp, cache):
 
 def stamp_of(target):
     h = hashlib.sha256()
-    with open(os.path.abspath(__file__), "rb") as f:
-        h.update(f.read())
+    for script in (os.path.abspath(__file__), engine_layouts.__file__):
+        with open(script, "rb") as f:
+            h.update(f.read())
     for name in sorted(os.listdir(target)):
         st = os.stat(os.path.join(target, name))
         h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}".encode())
@@ -403,6 +407,7 @@ def main():
     build_dir(os.path.join(args.out, "tokenizer"), lambda tmp: tokenizer(args.target, tmp))
     build_dir(os.path.join(args.out, "smollm2"), lambda tmp: smollm2(args.target, tmp))
     build_dir(os.path.join(args.out, "chat"), lambda tmp: chat(args.target, tmp, args.cache))
+    build_dir(os.path.join(args.out, "engines"), lambda tmp: engine_layouts.write(args.cache, tmp))
     with open(stamp_file, "w") as f:
         f.write(stamp)
 

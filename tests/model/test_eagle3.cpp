@@ -84,45 +84,60 @@ TEST(Eagle3Head, TrainingTimeTestEqualsTheCachedChainAtEveryPosition) {
   EXPECT_EQ(head->logits(unrolled[0]).size(-1), V / 2);
 }
 
-// The layout vLLM 0.34.0's llama_eagle3.py loads (Eagle3LlamaForCausalLM.load_weights and LlamaDecoderLayer): fc
-// [hidden, 3 x target_hidden]; q/k/v_proj over 2 x hidden (embedding and hidden state concatenated); lm_head over
-// draft_vocab_size; d2t int64 [draft_vocab_size] (renamed draft_id_to_target_id there); t2d bool [vocab_size] (skipped
-// by vLLM, read by SGLang); config.json with draft_vocab_size, target_hidden_size and the aux layer ids.
-TEST(Eagle3Head, ExportHasTheEngineLayoutAndLoadsBack) {
+// The layout the engines load, as tools/engine_layouts.py reads it from vLLM's sdist and SGLang's wheel (their
+// llama_eagle3.py and llama.py, the loader's renames and the constructors' sizes) for one head configuration: this
+// test builds a head of that configuration, exports it as `export` does (bf16) and compares every tensor's name,
+// shape and dtype with each engine's list, and the config keys the engines read.
+TEST(Eagle3Head, ExportHasTheLayoutVllmAndSglangLoad) {
+  const nlohmann::json layouts = io::read_json_file(testing::golden_path("engines") / "layouts.json");
+  const nlohmann::json& g = layouts["config"];
+  model::Eagle3Config c;
+  c.layer = testing::tiny_smol_config(1);
+  c.layer.vocab_size = g["vocab_size"], c.layer.hidden_size = g["hidden_size"];
+  c.layer.num_attention_heads = g["num_attention_heads"], c.layer.num_key_value_heads = g["num_key_value_heads"];
+  c.layer.head_dim = g["head_dim"], c.layer.intermediate_size = g["intermediate_size"];
+  c.layer.max_position_embeddings = g["max_position_embeddings"], c.layer.rope_theta = g["rope_theta"];
+  c.target_hidden = g["target_hidden_size"];
+  c.taps = g["eagle_config"]["eagle_aux_hidden_state_layer_ids"].get<std::vector<int64_t>>();
+  std::vector<int64_t> counts(static_cast<size_t>(c.layer.vocab_size));
+  for (size_t t = 0; t < counts.size(); ++t) counts[t] = static_cast<int64_t>((t * 7919) % 13);
+  c.vocab = data::select_draft_vocab(counts, g["draft_vocab_size"]);
+  Eagle3Head head(c, torch::randn({c.layer.vocab_size, c.target_hidden}));
+  testing::ScratchDir d;
+  model::save_eagle3(head, d / "head", torch::kBFloat16);
+  const auto f = io::SafetensorsFile::open(d / "head" / "model.safetensors");
+  std::map<std::string, std::pair<std::string, std::vector<int64_t>>> got;
+  for (const auto& e : f.entries()) got[e.name] = {e.dtype, e.shape};
+  const nlohmann::json j = io::read_json_file(d / "head" / "config.json");
+  const std::map<std::string, std::string> dtypes = {{"float", "BF16"}, {"int64", "I64"}, {"bool", "BOOL"}};
+  // The engines size the head from config.json: every key of the configuration the layouts were read at.
+  for (const auto& [k, v] : g.items())
+    if (v.is_number_float()) EXPECT_NEAR(j.value(k, -1.0), v.get<double>(), 1e-9) << k;
+    else EXPECT_EQ(j.value(k, nlohmann::json()), v) << k;
+  ASSERT_EQ(layouts["engines"].size(), 2u);
+  for (const auto& [engine, layout] : layouts["engines"].items()) {
+    SCOPED_TRACE(layout["package"].get<std::string>());
+    std::map<std::string, std::pair<std::string, std::vector<int64_t>>> want;
+    for (const auto& [name, t] : layout["tensors"].items())
+      want[name] = {dtypes.at(t["dtype"]), t["shape"].get<std::vector<int64_t>>()};
+    EXPECT_EQ(got, want);
+    for (const auto& key : layout["config_reads"]) {
+      const std::string k = key;
+      if (k == "architectures") EXPECT_EQ(j[k], nlohmann::json::array({layout["architecture"]}));
+      if (k == "draft_vocab_size" || k == "target_hidden_size") EXPECT_EQ(j[k], g[k]) << k;
+      if (k == "eagle_config.eagle_aux_hidden_state_layer_ids")
+        EXPECT_EQ(j["eagle_config"]["eagle_aux_hidden_state_layer_ids"], g["eagle_config"]["eagle_aux_hidden_state_layer_ids"]);
+      if (k == "tie_word_embeddings") EXPECT_EQ(j[k], false);  // SGLang would tie lm_head to the embedding
+    }
+  }
+}
+
+// The head loads back from its export; a head for another target, or without its maps, is one error naming the file.
+TEST(Eagle3Head, ExportLoadsBack) {
   auto head = tiny_head(64);
   testing::ScratchDir d;
   model::save_eagle3(*head, d / "head");
   const model::Eagle3Config& c = head->config();
-  const int64_t h = c.layer.hidden_size, q = c.layer.num_attention_heads * c.layer.head_dim;
-  const int64_t kv = c.layer.num_key_value_heads * c.layer.head_dim, m = c.layer.intermediate_size;
-  const std::map<std::string, std::pair<std::string, std::vector<int64_t>>> want = {
-      {"fc.weight", {"F32", {h, 3 * c.target_hidden}}},
-      {"midlayer.input_layernorm.weight", {"F32", {h}}},
-      {"midlayer.hidden_norm.weight", {"F32", {h}}},
-      {"midlayer.post_attention_layernorm.weight", {"F32", {h}}},
-      {"midlayer.self_attn.q_proj.weight", {"F32", {q, 2 * h}}},
-      {"midlayer.self_attn.k_proj.weight", {"F32", {kv, 2 * h}}},
-      {"midlayer.self_attn.v_proj.weight", {"F32", {kv, 2 * h}}},
-      {"midlayer.self_attn.o_proj.weight", {"F32", {h, q}}},
-      {"midlayer.mlp.gate_proj.weight", {"F32", {m, h}}},
-      {"midlayer.mlp.up_proj.weight", {"F32", {m, h}}},
-      {"midlayer.mlp.down_proj.weight", {"F32", {h, m}}},
-      {"norm.weight", {"F32", {h}}},
-      {"lm_head.weight", {"F32", {32, h}}},
-      {"d2t", {"I64", {32}}},
-      {"t2d", {"BOOL", {64}}}};
-  const auto f = io::SafetensorsFile::open(d / "head" / "model.safetensors");
-  std::map<std::string, std::pair<std::string, std::vector<int64_t>>> got;
-  for (const auto& e : f.entries()) got[e.name] = {e.dtype, e.shape};
-  EXPECT_EQ(got, want);
-  const nlohmann::json j = io::read_json_file(d / "head" / "config.json");
-  EXPECT_EQ(j["architectures"], nlohmann::json::array({"LlamaForCausalLMEagle3"}));
-  EXPECT_EQ(j["num_hidden_layers"], 1);
-  EXPECT_EQ(j["vocab_size"], 64);
-  EXPECT_EQ(j["draft_vocab_size"], 32);
-  EXPECT_EQ(j["target_hidden_size"], c.target_hidden);
-  EXPECT_EQ(j["eagle_config"]["eagle_aux_hidden_state_layer_ids"], nlohmann::json::array({1, 2, 3}));
-
   torch::manual_seed(3);
   const Tensor embed = torch::randn({64, c.target_hidden});  // the target's embedding tiny_head used
   auto back = model::load_eagle3(d / "head", embed);
