@@ -64,10 +64,10 @@ def download(engine, cache):
         path = os.path.join(cache, name)
         if not os.path.isfile(path):
             print(f"[engines] downloading the sdist of {e['package']} {e['version']} from PyPI (~50 MB)", flush=True)
-            api = f"https://pypi.org/pypi/{e['package']}/{e['version']}/json"
+            api = f"https://pypi.org/pypi/{e['package']}/json"  # (the per-version page is not served by every mirror)
             with urllib.request.urlopen(api, timeout=120) as r:
                 info = json.load(r)
-            url = next(u["url"] for u in info["urls"] if u["packagetype"] == "sdist")
+            url = next(u["url"] for u in info["releases"][e["version"]] if u["packagetype"] == "sdist")
             with urllib.request.urlopen(urllib.parse.urljoin(api, url), timeout=600) as r, \
                     open(path + ".part", "wb") as f:
                 while chunk := r.read(1 << 20):

@@ -114,17 +114,17 @@ int distill_eagle3(const config::Config& given) {
   const std::vector<const Pair*>& train_set = split.first;
   const std::vector<const Pair*>& val_set = split.second;
 
-  // Corpus windows.
+  // Corpus windows (and the corpus head the draft vocabulary is counted on, at any corpus_fraction).
   std::unique_ptr<data::TokenStream> corpus;
   int64_t windows = 0;
-  if (e.corpus_fraction > 0) {
+  if (!e.corpus.empty() && (e.corpus_fraction > 0 || e.vocab_count_tokens > 0)) {
     const data::DatasetIndex index = data::read_index(e.corpus);
     DA_CHECK(index.vocab_size == vocab, e.corpus, "/index.json: the corpus is tokenized for a vocabulary of ",
              index.vocab_size, ", the target ", cfg.target.dir, " has ", vocab);
     corpus = std::make_unique<data::TokenStream>(e.corpus, index, "train");
     windows = corpus->size() / (t.seq_len + 1);
-    DA_CHECK(windows > 0, e.corpus, ": the train split has ", corpus->size(), " tokens, fewer than one window of "
-             "distill.train.seq_len + 1 = ", t.seq_len + 1);
+    DA_CHECK(windows > 0 || e.corpus_fraction == 0, e.corpus, ": the train split has ", corpus->size(),
+             " tokens, fewer than one window of distill.train.seq_len + 1 = ", t.seq_len + 1);
   }
 
   // The draft vocabulary, counted on the training text.
