@@ -110,17 +110,6 @@ def method(cls, name):
     return found[0]
 
 
-def target_key(node):
-    """'self.a.b' -> 'a.b' for an assignment target, else None."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name) and node.id == "self" and parts:
-        return ".".join(reversed(parts))
-    return None
-
-
 class Call:
     """What a constructor the engine calls was given (its module classes are not imported: every name the source
     takes from elsewhere is one of these)."""
@@ -157,13 +146,18 @@ SINGLE_GPU = {"get_tensor_model_parallel_world_size": lambda: 1,
               "get_parallel": lambda: obj(tp_size=1, pp_group=Call("pp_group"))}
 
 
+def evaluate(expr, env, g=None):
+    """The value of an expression node of the engine's source, names looked up in env."""
+    return eval(compile(ast.Expression(expr), "<engine>", "eval"), g or {"__builtins__": __builtins__}, env)
+
+
 def run(statements, env, g):
     """Runs a method body over env, statement by statement in source order, following if/else and with; a statement
     that cannot run here (torch, parallel state) is skipped."""
     for node in statements:
         if isinstance(node, ast.If):
             try:
-                branch = eval(compile(ast.Expression(node.test), "<engine>", "eval"), g, env)
+                branch = evaluate(node.test, env, g)
             except Exception:  # noqa: BLE001
                 continue
             run(node.body if branch and not isinstance(branch, Call) else node.orelse, env, g)
@@ -180,17 +174,12 @@ def construct(init, self, **names):
     """self after the engine's __init__ ran over its arguments `names`: every self.<x> = Module(...) is a Call with its
     arguments."""
     env = Names(self=self, **SINGLE_GPU, **names)
-    g = {"__builtins__": __builtins__, "getattr": getattr, "hasattr": hasattr, "len": len}
-    run(init.body, env, g)
+    run(init.body, env, {"__builtins__": __builtins__})
     return self
 
 
 def obj(**attrs):
     return types.SimpleNamespace(**attrs)
-
-
-def namespace(d):
-    return types.SimpleNamespace(**d)
 
 
 # The argument names of the engines' layer classes (their layers/linear.py, layernorm.py, vocab_parallel_embedding.py;
@@ -225,12 +214,11 @@ def instantiate(cls, call, self=None):
     a = init.args
     positional = [p.arg for p in a.posonlyargs + a.args][1:]
     values = {}
-    g = {"__builtins__": __builtins__}
     for p, d in zip(positional[len(positional) - len(a.defaults):], a.defaults):
-        values[p] = eval(compile(ast.Expression(d), "<engine>", "eval"), g, Names())
+        values[p] = evaluate(d, Names())
     for p, d in zip(a.kwonlyargs, a.kw_defaults):
         if d is not None:
-            values[p.arg] = eval(compile(ast.Expression(d), "<engine>", "eval"), g, Names())
+            values[p.arg] = evaluate(d, Names())
     values.update(zip(positional, call.args))
     values.update(call.kwargs)
     return construct(init, self or obj(), **values)
@@ -250,7 +238,7 @@ def literal_pairs(source, text):
 def read_layout(engine, src):
     eagle3, llama = classes(src["eagle3"]), classes(src["llama"])
     e = ENGINES[engine]
-    config = namespace(dict(CONFIG))
+    config = obj(**CONFIG)
     for name in ("LlamaModel", "LlamaDecoderLayer"):
         need(name in eagle3, f"{e['eagle3']} has no class {name}")
     for name in ("LlamaDecoderLayer", "LlamaAttention", "LlamaMLP"):

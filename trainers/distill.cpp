@@ -255,9 +255,7 @@ int distill(const config::Config& given) {
   // Data: held out by prompt (every round(1 / val_fraction)-th distinct prompt, in order of first appearance, with
   // all its responses), so that no prompt has answers on both sides; the rest in a seeded order per epoch.
   const std::vector<Pair> pairs = load_pairs(d.data_dir, offline, vocab);
-  const auto split = split_pairs(pairs, d, t);
-  const std::vector<const Pair*>& train_set = split.first;
-  const std::vector<const Pair*>& val_set = split.second;
+  const auto [train_set, val_set] = split_pairs(pairs, d, t);
   // The held-out records' prompts: the unit of held-out alpha's interval.
   std::vector<size_t> val_cluster;
   size_t val_clusters = 0;

@@ -110,9 +110,7 @@ int distill_eagle3(const config::Config& given) {
 
   // Answers: held out by prompt as for the model drafter.
   const std::vector<Pair> pairs = load_pairs(d.data_dir, false, vocab);
-  const auto split = split_pairs(pairs, d, t);
-  const std::vector<const Pair*>& train_set = split.first;
-  const std::vector<const Pair*>& val_set = split.second;
+  const auto [train_set, val_set] = split_pairs(pairs, d, t);
 
   // Corpus windows (and the corpus head the draft vocabulary is counted on, at any corpus_fraction).
   std::unique_ptr<data::TokenStream> corpus;

@@ -81,10 +81,7 @@ SmolWorld smol_world(int64_t n) {
 TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
   ASSERT_TRUE(fsys::exists(testing::kSmolDir / "config.json")) << "run tools/test.sh: it converts the target";
   ASSERT_TRUE(fsys::exists(kMtBench)) << "run tools/test.sh: it writes the MT-bench prompts";
-  const SmolWorld w = smol_world(8);
-  model::Llama* target = w.target.get();
-  const auto& prompts = w.prompts;
-  const auto& stops = w.stops;
+  const auto [target, prompts, stops] = smol_world(8);
   ASSERT_EQ(prompts.size(), 8u);
   const int64_t max_new = 32, max_gamma = 4;
   const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, max_gamma, stops, 8);
@@ -157,10 +154,7 @@ TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
 TEST(OnePass, Eagle3HeadOnSmolLM2IsLosslessAndCountsExactly) {
   ASSERT_TRUE(fsys::exists(testing::kSmolDir / "config.json")) << "run tools/test.sh: it converts the target";
   ASSERT_TRUE(fsys::exists(kMtBench)) << "run tools/test.sh: it writes the MT-bench prompts";
-  const SmolWorld w = smol_world(3);
-  model::Llama* target = w.target.get();
-  const auto& prompts = w.prompts;
-  const auto& stops = w.stops;
+  const auto [target, prompts, stops] = smol_world(3);
   const int64_t max_new = 32, max_gamma = 5;
   const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, max_gamma, stops, 8);
   const io::LlamaConfig& tc = target->config();
