@@ -10,6 +10,7 @@
 #include "io/hf_checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include "train/losses.h"
+#include "train/runtime.h"
 #include "train/sampler.h"
 #include "trainers/train_loop.h"
 
@@ -54,17 +55,56 @@ Batch make_batch(Tensor rows, int64_t eos, bool document_mask, torch::Device dev
   return b;
 }
 
-// The mean next-token cross-entropy, with the output head fused into the loss (train/losses.h): the [B T, V] logits
-// exist one chunk of rows at a time.
-Tensor next_token_loss(model::Llama& model, const Batch& b, bool autocast) {
+// The target as the drafter's teacher (pretrain.teacher = target): frozen, reading the same windows.
+struct Teacher {
+  model::Llama* model = nullptr;  // null: next-token cross-entropy alone
+  KdOptions kd;
+  double kd_weight = 0, ce_weight = 1;
+};
+
+// The loss of a batch, with the output head fused into it (train/losses.h): the [B T, V] logits exist one chunk of
+// rows at a time. Without a teacher, the mean next-token cross-entropy. With one, at every position
+// kd_weight * kd_loss(target || drafter) + ce_weight * cross-entropy, the target's logits made chunk by chunk from its
+// hidden states; its CE term is the same closed form, so kd_weight 0 is plain pretraining bit for bit.
+struct BatchLoss {
+  Tensor loss, kd, ce;  // kd and ce: detached, with a teacher
+};
+BatchLoss next_token_loss(model::Llama& model, const Batch& b, bool autocast, const Teacher& teacher = {}) {
   AutocastGuard guard(autocast);
   const Tensor h = model.hidden(b.x, b.segments);
   const Tensor hidden = h.reshape({-1, h.size(-1)}), targets = b.y.reshape({-1});
   const double count = static_cast<double>(targets.size(0));
+  if (!teacher.model) {
+    const HeadScore score = [&](const Tensor& logits, int64_t begin, int64_t end) {
+      return cross_entropy_chunk(logits, targets.narrow(0, begin, end - begin), count);
+    };
+    return {fused_head_loss(hidden, model.head_weight(), score), {}, {}};
+  }
+  Tensor teacher_hidden;
+  {
+    torch::NoGradGuard no_grad;
+    const Tensor th = teacher.model->hidden(b.x, b.segments);
+    teacher_hidden = th.reshape({-1, th.size(-1)});
+  }
+  Tensor kd_sum, ce_sum;
+  auto add = [](Tensor& sum, const Tensor& x) { sum = sum.defined() ? sum + x : x; };
   const HeadScore score = [&](const Tensor& logits, int64_t begin, int64_t end) {
-    return cross_entropy_chunk(logits, targets.narrow(0, begin, end - begin), count);
+    const HeadChunk ce = cross_entropy_chunk(logits, targets.narrow(0, begin, end - begin), count);
+    Tensor target_logits;
+    {
+      torch::NoGradGuard no_grad;
+      target_logits = torch::matmul(teacher_hidden.narrow(0, begin, end - begin), teacher.model->head_weight().t());
+    }
+    const double share = static_cast<double>(end - begin) / count;  // this chunk's part of the mean over all rows
+    const HeadChunk kd = score_by_autograd(logits, [&](const Tensor& leaf) {
+      return kd_loss(leaf, target_logits, teacher.kd) * share;
+    });
+    add(kd_sum, kd.value), add(ce_sum, ce.value);
+    return HeadChunk{teacher.kd_weight * kd.value + teacher.ce_weight * ce.value,
+                     teacher.kd_weight * kd.grad + teacher.ce_weight * ce.grad};
   };
-  return fused_head_loss(hidden, model.head_weight(), score);
+  const Tensor loss = fused_head_loss(hidden, model.head_weight(), score);
+  return {loss, kd_sum, ce_sum};
 }
 
 // Mean next-token loss over the first eval_batches * micro_batch_size non-overlapping windows of the validation split
@@ -79,7 +119,7 @@ double validation_loss(model::Llama& model, const data::TokenStream& val, const 
     Tensor rows = torch::empty({n, seq + 1}, torch::kInt64);
     for (int64_t r = 0; r < n; ++r) val.read(mine[r] * seq, seq + 1, rows[r].data_ptr<int64_t>());
     const Batch b = make_batch(rows, eos, document_mask, rt.device);
-    const Tensor loss = next_token_loss(model, b, rt.bf16_autocast);
+    const Tensor loss = next_token_loss(model, b, rt.bf16_autocast).loss;
     sum[0] += loss.to(torch::kFloat64) * static_cast<double>(b.y.numel());
     sum[1] += static_cast<double>(b.y.numel());
   });
@@ -142,6 +182,17 @@ std::shared_ptr<model::Llama> make_model(const config::PretrainSection& p, const
   return m;
 }
 
+// The teacher of pretrain.teacher = target: the frozen target of target.dir, whose vocabulary must be the drafter's.
+std::shared_ptr<model::Llama> load_teacher(const config::Config& cfg, int64_t vocab, torch::Device device) {
+  const stdfs::path config_json = stdfs::path(cfg.target.dir) / "config.json";
+  DA_CHECK(stdfs::exists(config_json), "pretrain.teacher = target needs the target model: ", config_json.string(),
+           ": no such file (target.dir)");
+  auto target = load_frozen_target(cfg, device);
+  DA_CHECK(target->config().vocab_size == vocab, "pretrain.teacher = target: the target's vocabulary (",
+           target->config().vocab_size, " in ", config_json.string(), ") differs from the drafter's (", vocab, ")");
+  return target;
+}
+
 }  // namespace
 
 int pretrain(const config::Config& given) {
@@ -173,6 +224,16 @@ int pretrain(const config::Config& given) {
   DA_CHECK(t.seq_len <= model->config().max_position_embeddings, "pretrain.train.seq_len (", t.seq_len,
            ") exceeds the model's max_position_embeddings (", model->config().max_position_embeddings, ")");
   log::info("pretrain: ", train.size(), " train tokens = ", sampler.windows(), " windows of ", t.seq_len, " tokens");
+  std::shared_ptr<model::Llama> target;
+  Teacher teacher;
+  if (p.teacher == config::PretrainTeacher::kTarget) {
+    target = load_teacher(cfg, model->config().vocab_size, rt.device);
+    teacher.model = target.get(), teacher.kd.loss = p.kd_loss;
+    teacher.kd_weight = p.kd_weight, teacher.ce_weight = p.ce_weight;
+    log::info("pretrain: distillation from the target ", cfg.target.dir, " (", target->num_params(),
+              " parameters) at every position: ", p.kd_weight, " x ", p.kd_loss, " + ", p.ce_weight,
+              " x cross-entropy");
+  }
   const int64_t mbs = t.micro_batch_size, eos = index.eos_id;
   Tensor rows = torch::empty({mbs, t.seq_len + 1}, torch::kInt64);
   Recipe recipe;
@@ -180,7 +241,9 @@ int pretrain(const config::Config& given) {
   recipe.micro_batch = [&](const std::vector<int64_t>& sequences) {
     for (int64_t b = 0; b < mbs; ++b) sampler.fill(sequences[b], rows[b].data_ptr<int64_t>());
     const Batch batch = make_batch(rows, eos, p.document_mask, rt.device);
-    return MicroBatch{next_token_loss(*model, batch, rt.bf16_autocast), mbs * t.seq_len, {}};
+    BatchLoss l = next_token_loss(*model, batch, rt.bf16_autocast, teacher);
+    if (!teacher.model) return MicroBatch{l.loss, mbs * t.seq_len, {}};
+    return MicroBatch{l.loss, mbs * t.seq_len, {{"kd", l.kd}, {"ce", l.ce}}};
   };
   if (val)
     recipe.validate = [&](int64_t step) {

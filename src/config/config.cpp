@@ -31,6 +31,12 @@ std::vector<Config::Problem> Config::cross_checks() const {
     out.push_back({"pretrain.train.seq_len", str_cat("must not exceed pretrain.model.max_seq_len (", m.max_position_embeddings,
                                                      ")")});
   check_train(pretrain.train, "pretrain.train", out);
+  if (pretrain.teacher == PretrainTeacher::kTarget) {
+    if (pretrain.kd_loss == Loss::kCe)
+      out.push_back({"pretrain.kd_loss", "ce is not a distribution loss: use ce_weight for the corpus's next token"});
+    if (pretrain.kd_weight == 0 && pretrain.ce_weight == 0)
+      out.push_back({"pretrain.kd_weight", "kd_weight and ce_weight are both 0: nothing to train"});
+  }
   check_train(distill.train, "distill.train", out);
   if (distill.kd_weight == 0 && distill.ce_weight == 0)
     out.push_back({"distill.kd_weight", "kd_weight and ce_weight are both 0: nothing to train"});

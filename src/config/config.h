@@ -27,6 +27,8 @@ enum class Loss { kTvdpp, kFkl, kRkl, kTvd, kCe };
 DA_ENUM_NAMES(Loss, "tvdpp", "fkl", "rkl", "tvd", "ce");
 enum class Teacher { kOnline, kOffline };
 DA_ENUM_NAMES(Teacher, "online", "offline");
+enum class PretrainTeacher { kNone, kTarget };
+DA_ENUM_NAMES(PretrainTeacher, "none", "target");
 enum class DrafterKind { kModel, kEagle3 };
 DA_ENUM_NAMES(DrafterKind, "model", "eagle3");
 enum class TvdppScope { kToken, kBatch };
@@ -223,6 +225,10 @@ struct PretrainSection {
   std::string output_dir = "${run.output_dir}/pretrain";
   int64_t seed = -1;
   bool document_mask = true;
+  PretrainTeacher teacher = PretrainTeacher::kNone;
+  Loss kd_loss = Loss::kFkl;
+  double kd_weight = 1.0;
+  double ce_weight = 0.0;
   ModelShape model;
   TrainSection train = demo_train();
 
@@ -239,6 +245,14 @@ struct PretrainSection {
           "of several seeds, which evaluate combines)", Bounds::at_least(-1));
     s.add("document_mask", document_mask,
           "packed sequences: attend only within each document, positions restarting at each one");
+    s.add("teacher", teacher,
+          "none = next-token cross-entropy on the corpus; target = distillation pretraining: the target (target.dir) "
+          "reads the same windows and the drafter learns its full next-token distribution at every position, loss "
+          "kd_weight * kd_loss + ce_weight * cross-entropy");
+    s.add("kd_loss", kd_loss, "teacher = target: the distribution loss (fkl, rkl, tvd, tvdpp)");
+    s.add("kd_weight", kd_weight, "teacher = target: weight of kd_loss", Bounds::at_least(0));
+    s.add("ce_weight", ce_weight, "teacher = target: weight of next-token cross-entropy on the corpus",
+          Bounds::at_least(0));
     s.section("model", model, "drafter architecture when training from scratch");
     s.section("train", train, "training loop");
   }
