@@ -43,13 +43,20 @@ Proposer model_proposer(const std::vector<int64_t>& argmax) {
   };
 }
 
-Proposer chain_proposer(const std::vector<std::vector<int64_t>>& chains) {
-  return [&chains](int64_t pos, int64_t gamma) {
-    DA_CHECK(pos < static_cast<int64_t>(chains.size()) &&
-                 gamma <= static_cast<int64_t>(chains[static_cast<size_t>(pos)].size()),
-             "chain_proposer: no ", gamma, "-token chain at answer position ", pos, " (", chains.size(), " positions)");
-    const auto& c = chains[static_cast<size_t>(pos)];
-    return Proposal{std::vector<int64_t>(c.begin(), c.begin() + gamma), gamma};
+Proposer chain_proposer(const DraftChains& chains, double stop_prob) {
+  DA_CHECK(chains.top_prob.size() == chains.tokens.size(), "chain_proposer: ", chains.tokens.size(), " chains but ",
+           chains.top_prob.size(), " rows of probabilities");
+  return [&chains, stop_prob](int64_t pos, int64_t gamma) {
+    DA_CHECK(pos < static_cast<int64_t>(chains.tokens.size()) &&
+                 gamma <= static_cast<int64_t>(chains.tokens[static_cast<size_t>(pos)].size()) &&
+                 gamma <= static_cast<int64_t>(chains.top_prob[static_cast<size_t>(pos)].size()),
+             "chain_proposer: no ", gamma, "-token chain at answer position ", pos, " (", chains.tokens.size(),
+             " positions)");
+    const auto& c = chains.tokens[static_cast<size_t>(pos)];
+    const auto& prob = chains.top_prob[static_cast<size_t>(pos)];
+    int64_t n = 0;
+    while (n < gamma && !(n > 0 && prob[static_cast<size_t>(n - 1)] < stop_prob)) ++n;
+    return Proposal{std::vector<int64_t>(c.begin(), c.begin() + n), n};
   };
 }
 
@@ -92,7 +99,7 @@ Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<i
 }
 
 Proposer hybrid_chain_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
-                                const std::vector<std::vector<int64_t>>& chains, int64_t n_min, int64_t n_max) {
+                                const DraftChains& chains, int64_t n_min, int64_t n_max) {
   const Proposer lookup = lookup_proposer(prompt, answer, n_min, n_max), chain = chain_proposer(chains);
   return [lookup, chain](int64_t pos, int64_t gamma) {
     Proposal p = lookup(pos, gamma);

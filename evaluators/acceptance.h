@@ -49,9 +49,19 @@ SpecCounters simulate_greedy(const GreedyAnswer& answer, int64_t gamma, const Pr
 // would propose, but they are never compared: acceptance stops at the first mismatch).
 Proposer model_proposer(const std::vector<int64_t>& argmax);
 
-// A drafter whose step i depends on its own step i - 1 (an EAGLE-3 head): chains[i] is what it drafts after the
-// prompt and answer.tokens[0..i), at least gamma tokens (onepass.h, teacher_forced_head_drafts); gamma forward passes.
-Proposer chain_proposer(const std::vector<std::vector<int64_t>>& chains);
+// What a drafter drafts greedily after each prefix of an answer, on its own path: tokens[i][j] is its draft step j
+// after the prompt and answer.tokens[0..i) (step j reads its own steps 0..j-1, as the real decoder's drafter does),
+// top_prob[i][j] the probability it gave that token (top-1 of its softmax at temperature 1). onepass.h makes them.
+struct DraftChains {
+  std::vector<std::vector<int64_t>> tokens;
+  std::vector<std::vector<float>> top_prob;
+};
+
+// A drafter drafting its own chains (a drafter model, an EAGLE-3 head): at most gamma tokens, one forward pass each.
+// With stop_prob > 0 the draft ends after the first token whose top_prob is below it (the real decoder's
+// draft_stop_prob rule, speculative.h): the step's tokens, target call and accepted count depend only on the chain up
+// to its first mismatch, its drafter calls and draft length on the drafter's own path after it; both are the chain's.
+Proposer chain_proposer(const DraftChains& chains, double stop_prob = 0);
 
 // Prompt-lookup drafting (vLLM's "ngram" method, llama.cpp's lookup decoding): for n from n_max down to n_min, find
 // the latest earlier occurrence of the context's last n tokens and propose the (at most k) tokens that followed it.
@@ -74,6 +84,6 @@ Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<i
 // lookup's tokens where the one-pass chain embeds the answer's; they are compared only when every lookup token matched
 // the answer, and then the two are the same tokens.
 Proposer hybrid_chain_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
-                               const std::vector<std::vector<int64_t>>& chains, int64_t n_min, int64_t n_max);
+                               const DraftChains& chains, int64_t n_min, int64_t n_max);
 
 }  // namespace draftalign::eval

@@ -90,10 +90,10 @@ int64_t check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg,
 // One timed decode of a turn: from its first decode step (the prompt's prefill is the same work with and without a
 // drafter, and at a prompt of hundreds of tokens and an answer of 16 would be most of the time).
 std::pair<Decoded, double> timed_decode(SpeculativeDecoder& dec, const Turn& t, int64_t gamma,
-                                        const model::SamplingParams& sp) {
+                                        const model::SamplingParams& sp, double draft_stop_prob = 0) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  Decoded d = dec.decode(t.tokens, gamma, sp, t.seed);
+  Decoded d = dec.decode(t.tokens, gamma, sp, t.seed, draft_stop_prob);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count() - d.prefill_seconds;
   return {std::move(d), seconds};
 }
@@ -309,7 +309,7 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       // A head's step j depends on its step j - 1: every draft chain from one target pass and one unroll.
       log::info("evaluate: exact greedy tau of the EAGLE-3 head ", ev.names[i], ": one target pass and a ", max_exact,
                 "-step unroll over ", turns.size(), " answers");
-      std::vector<std::vector<std::vector<int64_t>>> chains;
+      std::vector<DraftChains> chains;
       for (const auto& t : turns) {
         ev.stop_point(str_cat("in the exact pass of ", ev.names[i]));
         chains.push_back(teacher_forced_head_drafts(*ev.target, *head, t.tokens, t.answer.tokens, max_exact));
@@ -317,7 +317,8 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       const int64_t seed = seed_of_dir(e.drafters[i]);
       const std::string& group = ev.groups[i];
       report.exact.push_back({ev.names[i], e.drafters[i], head->num_params(), "eagle3",
-                              exact_points([&](size_t k) { return chain_proposer(chains[k]); }), group, seed});
+                              exact_points([&](size_t k) { return chain_proposer(chains[k], e.draft_stop_prob); }), group,
+                              seed});
       if (e.hybrid)
         report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], head->num_params(), "hybrid",
                                 exact_points([&](size_t k) {
@@ -328,16 +329,29 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       continue;
     }
     model::Llama* drafter = ev.drafters[i].get();
-    log::info("evaluate: exact greedy tau of ", ev.names[i], ": one pass over ", turns.size(), " answers");
+    // Without a stop the drafter's argmax after each prefix fixes every count; with one, its draft length follows its
+    // own path past the first mismatch: its chains, a masked pass per draft step.
+    const bool stop = e.draft_stop_prob > 0;
+    log::info("evaluate: exact greedy tau of ", ev.names[i], ": ", stop ? str_cat(max_exact, " passes") : "one pass",
+              " over ", turns.size(), " answers");
     std::vector<std::vector<int64_t>> argmax;
+    std::vector<DraftChains> chains;
     for (const auto& t : turns) {
       ev.stop_point(str_cat("in the exact pass of ", ev.names[i]));
-      argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
+      if (!stop) {
+        argmax.push_back(teacher_forced_argmax(*drafter, t.tokens, t.answer.tokens));
+        continue;
+      }
+      chains.push_back(teacher_forced_chains(*drafter, t.tokens, t.answer.tokens, max_exact));
+      argmax.emplace_back();
+      for (const auto& c : chains.back().tokens) argmax.back().push_back(c[0]);
     }
     const int64_t seed = seed_of_dir(e.drafters[i]);
     const std::string& group = ev.groups[i];
-    report.exact.push_back({ev.names[i], e.drafters[i], drafter->num_params(), "model",
-                            exact_points([&](size_t k) { return model_proposer(argmax[k]); }), group, seed});
+    report.exact.push_back({ev.names[i], e.drafters[i], drafter->num_params(), "model", exact_points([&](size_t k) {
+                              return stop ? chain_proposer(chains[k], e.draft_stop_prob) : model_proposer(argmax[k]);
+                            }),
+                            group, seed});
     if (e.hybrid)
       report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
                               exact_points([&](size_t k) {
@@ -462,7 +476,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
       PromptRun run;
       for (int64_t r = 0; r < e.repeats; ++r) {
         auto [base, base_seconds] = timed_decode(plain, *t, 0, sp);
-        auto [mine, seconds] = timed_decode(dec, *t, gamma, sp);
+        auto [mine, seconds] = timed_decode(dec, *t, gamma, sp, e.draft_stop_prob);
         done += 2;
         point.baseline_times.add(base.counters, base.target_seconds_by_draft_length, base.drafter_seconds);
         point.times.add(mine.counters, mine.target_seconds_by_draft_length, mine.drafter_seconds);

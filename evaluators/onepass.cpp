@@ -71,38 +71,91 @@ torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_
 }
 
 
-std::vector<std::vector<int64_t>> teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head,
-                                                             const std::vector<int64_t>& prompt,
-                                                             const std::vector<int64_t>& continuation, int64_t gamma) {
+namespace {
+
+// Per chain step, [n, V] logits -> the greedy token and its probability appended to each chain.
+void extend_chains(const torch::Tensor& logits, DraftChains& chains) {
+  const auto [top, best] = torch::softmax(logits.to(torch::kFloat32), -1).max(-1);
+  const torch::Tensor t = best.cpu().contiguous(), p = top.cpu().contiguous();
+  for (int64_t i = 0; i < t.size(0); ++i) {
+    chains.tokens[static_cast<size_t>(i)].push_back(t[i].item<int64_t>());
+    chains.top_prob[static_cast<size_t>(i)].push_back(p[i].item<float>());
+  }
+}
+
+}  // namespace
+
+DraftChains teacher_forced_chains(model::Llama& drafter, const std::vector<int64_t>& prompt,
+                                  const std::vector<int64_t>& continuation, int64_t gamma) {
+  DA_CHECK(gamma >= 1, "teacher_forced_chains: gamma must be at least 1");
+  torch::NoGradGuard no_grad;
+  const int64_t P = static_cast<int64_t>(prompt.size()), n = static_cast<int64_t>(continuation.size());
+  DraftChains chains;
+  chains.tokens.resize(static_cast<size_t>(n)), chains.top_prob.resize(static_cast<size_t>(n));
+  extend_chains(teacher_forced_logits(drafter, prompt, continuation), chains);  // step 0: the plain pass
+  if (gamma == 1) return chains;
+  const torch::Device device = drafter.parameters()[0].device();
+  const auto i64 = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  std::vector<int64_t> base = prompt;
+  base.insert(base.end(), continuation.begin(), continuation.end() - 1);
+  const int64_t M = static_cast<int64_t>(base.size());
+  const torch::Tensor chain_of = torch::arange(n, i64);  // which chain a step entry belongs to
+  for (int64_t j = 1; j < gamma; ++j) {
+    // The sequence: the shared prefix, then steps 0..j-1 of every chain (n entries a step). An entry's `step` is -1
+    // for the prefix; `key_end` is the prefix length it may read (its own index + 1 for the prefix, P + i for chain i).
+    std::vector<torch::Tensor> tokens = {torch::tensor(base, i64)}, step = {torch::full({M}, -1, i64)},
+                               chain = {torch::full({M}, -1, i64)}, positions = {torch::arange(M, i64)},
+                               key_end = {torch::arange(1, M + 1, i64)};
+    for (int64_t k = 0; k < j; ++k) {
+      std::vector<int64_t> col;
+      for (const auto& c : chains.tokens) col.push_back(c[static_cast<size_t>(k)]);
+      tokens.push_back(torch::tensor(col, i64));
+      step.push_back(torch::full({n}, k, i64));
+      chain.push_back(chain_of);
+      positions.push_back(chain_of + (P + k));
+      key_end.push_back(chain_of + P);
+    }
+    const torch::Tensor s = torch::cat(step), c = torch::cat(chain), end = torch::cat(key_end);
+    const int64_t T = s.size(0);
+    const torch::Tensor key = torch::arange(T, i64).view({1, T});
+    // Query r reads a prefix key t < end[r], and a chain key of its own chain at a step up to its own.
+    const torch::Tensor prefix_key = (s.view({1, T}) < 0).logical_and(key < end.view({T, 1}));
+    const torch::Tensor chain_key = (s.view({1, T}) >= 0)
+                                        .logical_and(c.view({1, T}) == c.view({T, 1}))
+                                        .logical_and(s.view({1, T}) <= s.view({T, 1}));
+    const torch::Tensor mask = prefix_key.logical_or(chain_key).view({1, 1, T, T});
+    const torch::Tensor h = drafter.hidden(torch::cat(tokens).view({1, T}), torch::cat(positions).view({1, T}), mask);
+    extend_chains(drafter.logits(h.narrow(1, T - n, n)).squeeze(0), chains);
+  }
+  return chains;
+}
+
+DraftChains teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head, const std::vector<int64_t>& prompt,
+                                       const std::vector<int64_t>& continuation, int64_t gamma) {
   DA_CHECK(prompt.size() >= 2, "teacher_forced_head_drafts: an EAGLE-3 head needs a prompt of 2 tokens at least");
   DA_CHECK(gamma >= 1, "teacher_forced_head_drafts: gamma must be at least 1");
   torch::NoGradGuard no_grad;
   std::vector<int64_t> s = prompt;
   s.insert(s.end(), continuation.begin(), continuation.end());
   const int64_t N = static_cast<int64_t>(s.size()), P = static_cast<int64_t>(prompt.size());
+  const int64_t n = static_cast<int64_t>(continuation.size());
   const torch::Device device = head.parameters().front().device();
   const torch::Tensor read = torch::tensor(std::vector<int64_t>(s.begin(), s.end() - 1)).view({1, N - 1}).to(device);
   model::Taps taps;
   taps.at = head.config().taps;
   target.hidden(read, {}, &taps);
   const torch::Tensor g = head.project(taps.out);  // [1, N - 1, hidden]: position t has read s[0..t]
-  std::vector<torch::Tensor> inputs;
-  for (int64_t j = 0; j < gamma; ++j) {
-    std::vector<int64_t> row(static_cast<size_t>(N - 1), 0);
-    for (int64_t t = 0; t + 1 + j < N && t < N - 1; ++t) row[static_cast<size_t>(t)] = s[static_cast<size_t>(t + 1 + j)];
-    inputs.push_back(torch::tensor(row).view({1, N - 1}).to(device));
+  const torch::Tensor next = torch::tensor(std::vector<int64_t>(s.begin() + 1, s.end())).view({1, N - 1}).to(device);
+  DraftChains chains;
+  chains.tokens.resize(static_cast<size_t>(n)), chains.top_prob.resize(static_cast<size_t>(n));
+  // Prefix s[0..P + i) puts the head at t = P + i - 2.
+  for (const auto& h : head.draft_chain(g, next, gamma))
+    extend_chains(head.logits(h.narrow(1, P - 2, n)).squeeze(0), chains);
+  for (auto& c : chains.tokens) {
+    const torch::Tensor ids = head.to_target(torch::tensor(c).to(device)).cpu().contiguous();
+    c.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
   }
-  const std::vector<torch::Tensor> steps = head.unroll(g, inputs);
-  std::vector<torch::Tensor> best;  // per step: [N - 1] target ids
-  for (const auto& h : steps) best.push_back(head.to_target(head.logits(h).argmax(-1)).view({-1}).cpu().contiguous());
-  std::vector<std::vector<int64_t>> drafts;
-  for (int64_t i = 0; i < static_cast<int64_t>(continuation.size()); ++i) {
-    const int64_t t = P + i - 2;
-    std::vector<int64_t> d;
-    for (int64_t j = 0; j < gamma; ++j) d.push_back(best[static_cast<size_t>(j)][t].item<int64_t>());
-    drafts.push_back(std::move(d));
-  }
-  return drafts;
+  return chains;
 }
 
 }  // namespace draftalign::eval

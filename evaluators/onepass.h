@@ -30,6 +30,14 @@ std::vector<GreedyAnswer> greedy_answers(model::Llama& target, const std::vector
 std::vector<int64_t> teacher_forced_argmax(model::Llama& drafter, const std::vector<int64_t>& prompt,
                                            const std::vector<int64_t>& continuation);
 
+// The drafter's own greedy draft chains after prompt + continuation[0..i), for i = 0 .. continuation.size() - 1,
+// gamma steps each with their top-1 probabilities (acceptance.h, DraftChains): step 0 is teacher_forced_argmax's
+// pass; each further step is one masked forward over the prompt + continuation and every chain so far, chain i's step
+// j at position prompt + i + j attending to prompt + continuation[0..i) and to its own earlier steps (a tree of n
+// branches over one shared prefix, as a decoder with a KV cache drafts each of them).
+DraftChains teacher_forced_chains(model::Llama& drafter, const std::vector<int64_t>& prompt,
+                                  const std::vector<int64_t>& continuation, int64_t gamma);
+
 // The target's sampled answers (temperature, top-p, top-k and stop ids of `sp`; request i seeded with seeds[i], so an
 // answer does not depend on its batch), decoded with the continuous-batching generator, the stop token included.
 // `on_token(n)` reports progress.
@@ -43,14 +51,12 @@ std::vector<std::vector<int64_t>> sampled_answers(model::Llama& target, const st
 torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_t>& prompt,
                                    const std::vector<int64_t>& continuation, const model::SamplingParams& sp);
 
-// An EAGLE-3 head's greedy drafts after prompt + continuation[0..i), for i = 0 .. continuation.size() - 1: gamma
-// target ids each, from one target pass with the head's taps and one gamma-step unroll. After prefix s[0..n) the
-// target has read s[0..n-1), so the head sits at t = n - 2 (the prompt must hold 2 tokens): step j there embeds
-// s[n-1+j] and proposes s[n+j]. Step j >= 1 embeds the answer's token where the real decoder embeds its own draft
-// d_j; they differ only after a mismatch, where acceptance has stopped (acceptance.h): the counters are exact. Steps
-// that would embed a token past the continuation's end embed token 0 (never compared: the answer ends first).
-std::vector<std::vector<int64_t>> teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head,
-                                                             const std::vector<int64_t>& prompt,
-                                                             const std::vector<int64_t>& continuation, int64_t gamma);
+// An EAGLE-3 head's greedy draft chains after prompt + continuation[0..i), for i = 0 .. continuation.size() - 1: gamma
+// target ids each with their top-1 probabilities, from one target pass with the head's taps and one gamma-step
+// unroll. After prefix s[0..n) the target has read s[0..n-1), so the head sits at t = n - 2 (the prompt must hold 2
+// tokens): step 0 there embeds s[n-1] and proposes d_1; step j >= 1 embeds its own d_j, as the real decoder's head
+// does (Eagle3Head::draft_chain).
+DraftChains teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head, const std::vector<int64_t>& prompt,
+                                       const std::vector<int64_t>& continuation, int64_t gamma);
 
 }  // namespace draftalign::eval

@@ -170,6 +170,14 @@ int64_t pick(const Tensor& logits, const DraftSampler& sampler, std::vector<Tens
   return sample_from(qs.back(), model::uniform01(*sampler.rng));
 }
 
+}  // namespace
+
+bool DraftSampler::stops(const Tensor& logits) const {
+  return stop_prob > 0 && torch::softmax(logits.to(torch::kFloat32), -1).max().item<double>() < stop_prob;
+}
+
+namespace {
+
 void check_positions(const model::Llama& m, int64_t capacity, const char* who) {
   DA_CHECK(capacity <= m.config().max_position_embeddings, "speculative decoding: a decode of ", capacity,
            " positions (prompt, new tokens and one block past them) exceeds the ", who, "'s ",
@@ -202,6 +210,7 @@ class ModelDrafter : public Drafter {
       const Tensor logits = stream_->feed_last(in);  // [V]
       ++calls;
       draft.push_back(pick(logits.unsqueeze(0), sampler, qs));
+      if (sampler.stops(logits)) break;
       in = {draft.back()};
       if (static_cast<int64_t>(draft.size()) < gamma) held_.push_back(draft.back());  // d_gamma is never fed
     }
@@ -249,7 +258,9 @@ class HybridDrafter : public Drafter {
   int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
                   std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
     lookup_.propose(context, gamma, sampler, draft, qs);
-    return static_cast<int64_t>(draft.size()) < gamma ? rest_->propose(context, gamma, sampler, draft, qs) : 0;
+    DraftSampler rest = sampler;
+    rest.stop_prob = 0;  // no stop after the lookup's tokens: the one-pass count has no chain past a rejected one
+    return static_cast<int64_t>(draft.size()) < gamma ? rest_->propose(context, gamma, rest, draft, qs) : 0;
   }
   void commit(const std::vector<int64_t>& draft, const Verdict& v, const std::vector<Tensor>& taps) override {
     rest_->commit(draft, v, taps);
@@ -297,6 +308,7 @@ class HeadDrafter : public Drafter {
                                 .index_put_({0, target_ids()}, logits[0]);
         draft.push_back(pick(full, sampler, qs));
       }
+      if (sampler.stops(logits)) break;
     }
     return calls;
   }
@@ -388,7 +400,9 @@ void SpeculativeDecoder::reserve(int64_t capacity, int64_t max_block) {
 }
 
 Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp,
-                                   uint64_t seed) {
+                                   uint64_t seed, double draft_stop_prob) {
+  DA_CHECK(draft_stop_prob >= 0 && draft_stop_prob < 1, "speculative decoding: draft_stop_prob must be in [0, 1), got ",
+           draft_stop_prob);
   DA_CHECK(!prompt.empty(), "speculative decoding: empty prompt");
   DA_CHECK(gamma >= 0, "speculative decoding: gamma must be >= 0, got ", gamma);
   DA_CHECK(gamma == 0 || drafter_, "speculative decoding: gamma = ", gamma, " needs a drafter");
@@ -401,6 +415,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   auto probs = [&](const Tensor& logits) { return model::sampling_probs(logits, sp.temperature, sp.top_p, sp.top_k); };
   DraftSampler sampler;
   if (sp.temperature != 0) sampler = DraftSampler{probs, &rng};
+  sampler.stop_prob = draft_stop_prob;
   Drafter* drafter = gamma > 0 ? drafter_.get() : nullptr;
   const std::vector<int64_t> taps = drafter ? drafter->taps() : std::vector<int64_t>{};
 

@@ -82,10 +82,16 @@ struct LookupDrafting {
 
 // How a drafter picks its tokens in one decode: greedy (argmax) when `probs` is empty, else sampled with `rng` from
 // probs(logits [1, V]) [1, V], the target vocabulary's sampling distribution (the filters the target's p gets).
+// stop_prob > 0: a drafter model or head ends its draft after a token whose probability, the top-1 of its softmax at
+// temperature 1, is below stop_prob (transformers' assistant_confidence_threshold). The stop reads the drafter alone,
+// so sampling stays lossless.
 struct DraftSampler {
   std::function<torch::Tensor(const torch::Tensor&)> probs;
   std::mt19937_64* rng = nullptr;
+  double stop_prob = 0;
   bool greedy() const { return !probs; }
+  // Whether a draft whose last token came from logits [1, V] ends here.
+  bool stops(const torch::Tensor& logits) const;
 };
 
 // One drafter as the decoder drives it. Per decode: start(), then per step propose() and, after the target verified
@@ -143,8 +149,10 @@ class SpeculativeDecoder {
   void reserve(int64_t capacity, int64_t max_block);
 
   // Decodes one prompt: up to sp.max_new_tokens tokens, stopping after any of sp.stop_ids; sp.temperature 0 is greedy.
-  // `seed` seeds the uniforms (drafter sampling, acceptance, correction) in a fixed order.
-  Decoded decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp, uint64_t seed);
+  // `seed` seeds the uniforms (drafter sampling, acceptance, correction) in a fixed order. draft_stop_prob: see
+  // DraftSampler (a hybrid's drafter drafts without it).
+  Decoded decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp, uint64_t seed,
+                 double draft_stop_prob = 0);
 
  private:
   model::Llama& target_;

@@ -472,6 +472,7 @@ struct EvaluateSection {
   std::vector<int64_t> exact_gammas = {1, 2, 3, 4, 5, 6, 7, 8};
   bool prompt_lookup = true;
   bool hybrid = true;
+  double draft_stop_prob = 0.0;
   int64_t prompt_lookup_min = 1;
   int64_t prompt_lookup_max = 3;
   int64_t bootstrap_resamples = 10000;
@@ -509,6 +510,10 @@ struct EvaluateSection {
     s.add("prompt_lookup", prompt_lookup, "add prompt-lookup (n-gram) drafting, the free baseline, as a drafter");
     s.add("hybrid", hybrid, "add each model drafter with prompt lookup in front (<name>+lookup): the n-gram's "
                             "continuation when the context's trailing n-gram recurs, the drafter's for the rest");
+    s.add("draft_stop_prob", draft_stop_prob,
+          "a model drafter or EAGLE-3 head ends its draft after a token whose probability (top-1 of its softmax at "
+          "temperature 1) is below this, as transformers' assistant_confidence_threshold; 0 = off (always gamma "
+          "tokens). Exact and timed passes; hybrids and the sampling check draft without it", Bounds::closed_open(0, 1));
     s.add("prompt_lookup_min", prompt_lookup_min, "prompt lookup: the shortest n-gram matched", Bounds::at_least(1));
     s.add("prompt_lookup_max", prompt_lookup_max, "prompt lookup: the longest n-gram matched", Bounds::at_least(1));
     s.add("bootstrap_resamples", bootstrap_resamples,

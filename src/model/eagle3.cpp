@@ -142,6 +142,18 @@ std::pair<Tensor, Tensor> rotary(const Tensor& inv_freq, const Tensor& positions
 }  // namespace
 
 std::vector<Tensor> Eagle3Head::unroll(const Tensor& g, const std::vector<Tensor>& inputs) {
+  return unroll_with(g, static_cast<int64_t>(inputs.size()),
+                     [&](size_t i, const std::vector<Tensor>&) { return inputs[i]; });
+}
+
+std::vector<Tensor> Eagle3Head::draft_chain(const Tensor& g, const Tensor& first, int64_t steps) {
+  return unroll_with(g, steps, [&](size_t i, const std::vector<Tensor>& out) {
+    return i == 0 ? first : to_target(logits(out.back()).argmax(-1));
+  });
+}
+
+std::vector<Tensor> Eagle3Head::unroll_with(const Tensor& g, int64_t steps,
+                                            const std::function<Tensor(size_t, const std::vector<Tensor>&)>& input) {
   Eagle3Layer& m = *midlayer_;
   const int64_t B = g.size(0), T = g.size(1), groups = m.heads / m.kv_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(m.head_dim));
@@ -149,10 +161,11 @@ std::vector<Tensor> Eagle3Head::unroll(const Tensor& g, const std::vector<Tensor
   const Tensor causal = (torch::arange(T, t.options()).view({1, T}) <= torch::arange(T, t.options()).view({T, 1}));
   std::vector<Tensor> keys, values, out;  // per step: [B, heads, T, head_dim] (kv heads repeated)
   Tensor hidden = g;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    DA_CHECK(inputs[i].dim() == 2 && inputs[i].size(0) == B && inputs[i].size(1) == T,
-             "EAGLE-3 head: step ", i, "'s tokens are ", io::shape_text(inputs[i].sizes()), ", expected [", B, ", ", T, "]");
-    const Tensor x = m.input(torch::embedding(embed_, inputs[i]), hidden);
+  for (size_t i = 0; i < static_cast<size_t>(steps); ++i) {
+    const Tensor tokens = input(i, out);
+    DA_CHECK(tokens.dim() == 2 && tokens.size(0) == B && tokens.size(1) == T,
+             "EAGLE-3 head: step ", i, "'s tokens are ", io::shape_text(tokens.sizes()), ", expected [", B, ", ", T, "]");
+    const Tensor x = m.input(torch::embedding(embed_, tokens), hidden);
     const auto [cos, sin] = rotary(inv_freq_, t + static_cast<int64_t>(i), x.scalar_type());
     const Tensor q = m.heads_of(m.q_proj, x, m.heads, cos, sin);
     keys.push_back(m.heads_of(m.k_proj, x, m.kv_heads, cos, sin).repeat_interleave(groups, 1));

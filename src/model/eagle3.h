@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -48,6 +49,9 @@ class Eagle3Head : public torch::nn::Module {
   // The training-time test: g [B, T, hidden], inputs[i] [B, T] the token embedded at step i (x_{t+1+i}).
   // Returns each step's final hidden states [B, T, hidden] (before norm); logits() projects them.
   std::vector<torch::Tensor> unroll(const torch::Tensor& g, const std::vector<torch::Tensor>& inputs);
+  // The same chain drafting on its own path: step 0 embeds `first` [B, T], step i >= 1 its step i - 1's greedy draft
+  // (as target ids). Returns `steps` steps' hidden states, as unroll.
+  std::vector<torch::Tensor> draft_chain(const torch::Tensor& g, const torch::Tensor& first, int64_t steps);
   // norm + lm_head: [.., hidden] -> [.., draft vocab]
   torch::Tensor logits(const torch::Tensor& h);
   // Draft ids -> target ids (any shape).
@@ -66,6 +70,11 @@ class Eagle3Head : public torch::nn::Module {
   torch::Tensor step(Cache& cache, const torch::Tensor& h, const torch::Tensor& token);
 
  private:
+  // unroll's body: step i embeds input(i, outputs of the steps before it).
+  std::vector<torch::Tensor> unroll_with(
+      const torch::Tensor& g, int64_t steps,
+      const std::function<torch::Tensor(size_t, const std::vector<torch::Tensor>&)>& input);
+
   Eagle3Config config_;
   torch::Tensor embed_;  // [target vocab, hidden], frozen
   torch::nn::Linear fc_{nullptr}, lm_head_{nullptr};

@@ -321,6 +321,17 @@ Tensor Llama::hidden(const Tensor& tokens, const Tensor& segments, Taps* taps) {
   return run(tokens, positions_in_documents(segments), causal.logical_and(same_doc), nullptr, taps);
 }
 
+Tensor Llama::hidden(const Tensor& tokens, const Tensor& positions, const Tensor& mask) {
+  const int64_t T = tokens.dim() == 2 ? tokens.size(1) : -1;
+  DA_CHECK(T > 0 && positions.sizes() == tokens.sizes() && mask.dim() == 4 && mask.size(2) == T && mask.size(3) == T,
+           "Llama: a masked forward needs tokens [B, T], positions of the same shape and a mask [B, 1, T, T]; got ",
+           io::shape_text(tokens.sizes()), ", ", io::shape_text(positions.sizes()), ", ", io::shape_text(mask.sizes()));
+  DA_CHECK(config_.sliding_window == 0, "Llama: a masked forward of a sliding-window model is not supported");
+  DA_CHECK(positions.max().item<int64_t>() < config_.max_position_embeddings, "Llama: position ",
+           positions.max().item<int64_t>(), " exceeds max_position_embeddings (", config_.max_position_embeddings, ")");
+  return run(tokens, positions, mask, nullptr);
+}
+
 const Tensor& Llama::head_weight() const { return lm_head_ ? lm_head_->weight : body_->embed_tokens->weight; }
 
 Tensor Llama::logits(const Tensor& hidden) { return project(hidden, head_weight()); }

@@ -60,6 +60,10 @@ class Llama : public torch::nn::Module {
   // `taps` (optional) receives the hidden states at its indices.
   torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& segments = {}, Taps* taps = nullptr);
   torch::Tensor logits(const torch::Tensor& hidden);
+  // hidden() with explicit positions [B, T] (int64) and attention mask [B or 1, 1, T, T] (bool, true = attend): draft
+  // branches that share one prefix, each at its own positions, in one pass (evaluators/onepass.h). Full attention
+  // models only.
+  torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask);
   // The output projection's weight [vocab, hidden]: lm_head.weight, or model.embed_tokens.weight when tied. Losses
   // that fuse the head (train/losses.h, fused_head_loss) multiply by it themselves.
   const torch::Tensor& head_weight() const;

@@ -153,6 +153,10 @@ TEST(ConfigErrors, OutOfRange) {
   a = attempt(dir, "evaluate:\n  gammas: [2, 0, 3]\n");
   EXPECT_HAS(a.error, a.file + ":2:15");  // the offending element
   EXPECT_HAS(a.error, "expected a list of integers in [1, inf), got '0'");
+  a = attempt(dir, "evaluate:\n  draft_stop_prob: 1.0\n");  // a stop threshold outside [0, 1) (0 is off)
+  EXPECT_HAS(a.error, "key 'evaluate.draft_stop_prob': expected a number in [0, 1), got '1.0'");
+  a = attempt(dir, "evaluate:\n  draft_stop_prob: -0.2\n");
+  EXPECT_HAS(a.error, "expected a number in [0, 1), got '-0.2'");
 }
 
 TEST(ConfigErrors, ChoiceSuggestsTheNearest) {

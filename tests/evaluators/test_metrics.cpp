@@ -318,6 +318,28 @@ TEST(OnePass, GreedyCountersOfHandMadeCases) {
   EXPECT_EQ(cut_answer({5, 6, 2, 7}, 10, {}), 4);
 }
 
+TEST(OnePass, ADraftStopsAfterItsFirstUnsureToken) {
+  DraftChains chains;
+  chains.tokens = {{10, 11, 12, 13}, {11, 12, 13, 14}, {12, 50, 51, 52}};
+  chains.top_prob = {{0.9f, 0.3f, 0.8f, 0.9f}, {0.2f, 0.9f, 0.9f, 0.9f}, {0.9f, 0.9f, 0.9f, 0.1f}};
+  auto proposal = [&](double stop, int64_t pos, int64_t gamma) { return chain_proposer(chains, stop)(pos, gamma); };
+  // Off: gamma tokens. On: up to and including the first token below the threshold (its call is spent anyway).
+  EXPECT_EQ(proposal(0, 0, 4).tokens, (std::vector<int64_t>{10, 11, 12, 13}));
+  EXPECT_EQ(proposal(0.5, 0, 4).tokens, (std::vector<int64_t>{10, 11}));
+  EXPECT_EQ(proposal(0.5, 0, 4).drafter_calls, 2);
+  EXPECT_EQ(proposal(0.5, 1, 4).tokens, (std::vector<int64_t>{11}));  // the first token is always proposed
+  EXPECT_EQ(proposal(0.5, 2, 3).tokens, (std::vector<int64_t>{12, 50, 51}));
+  EXPECT_EQ(proposal(0.95, 2, 3).drafter_calls, 1);
+  // Counted: answer 10 11 12 13 ...; g = 4 at 0.5: pos 0 proposes 10 11 (both kept) and the target adds 12; pos 3 has
+  // no chain here, so the answer is cut at 3.
+  GreedyAnswer a{{10, 11, 12, 13, 14, 15}, 3};
+  const SpecCounters c = simulate_greedy(a, 4, chain_proposer(chains, 0.5));
+  EXPECT_EQ(c.num_target_calls, 1);
+  EXPECT_EQ(c.num_draft_tokens, 2);
+  EXPECT_EQ(c.num_drafter_calls, 2);
+  EXPECT_EQ(c.acceptance_counts, (std::vector<int64_t>{0, 0, 1, 0, 0}));
+}
+
 TEST(OnePass, PromptLookupProposesWhatFollowedTheLatestOccurrence) {
   // The trailing 3-gram 1 2 3 occurred at the start: propose what followed it.
   EXPECT_EQ(prompt_lookup({1, 2, 3, 9, 8, 1, 2, 3}, 2, 1, 3), (std::vector<int64_t>{9, 8}));

@@ -6,7 +6,8 @@
 // exactly those of the one-pass simulation (acceptance.h's hybrid_proposer). An EAGLE-3 head through the same drafter
 // interface: greedy output equal to the target's at every gamma with counters equal to the one-pass chain count
 // (chain_proposer), and sampled output distributed as the target's though the head's q is zero off its draft
-// vocabulary.
+// vocabulary. Drafts that stop when the drafter is unsure (draft_stop_prob): lossless in both modes, and counted
+// exactly by the one-pass chains (a drafter model's own greedy chains, checked against its decoding).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -227,14 +228,14 @@ TEST(SpeculativeDecoding, HeadGreedyIsLosslessAndCountsAsTheOnePassSimulation) {
   SpecCounters all;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const GreedyAnswer& a = answers[i];
-    std::vector<std::vector<int64_t>> chains;
+    DraftChains chains;
     if (prompts[i].size() >= 2) chains = teacher_forced_head_drafts(*target, *head, prompts[i], a.tokens, 5);
     for (int64_t g : {1, 2, 3, 5}) {
       const Decoded d = dec.decode(prompts[i], g, sp, 0);
       ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
           << "prompt " << i << ", gamma " << g;
       EXPECT_EQ(d.counters.num_drafter_calls, g * d.counters.num_drafts);
-      if (!chains.empty()) EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains))) << "prompt " << i << ", gamma " << g;
+      if (!chains.tokens.empty()) EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains))) << "prompt " << i << ", gamma " << g;
       else EXPECT_EQ(d.accepted_per_step[0], -1) << "a one-token prompt's first step has no draft";
       all.add(g == 3 ? d.counters : SpecCounters{});
     }
@@ -243,6 +244,90 @@ TEST(SpeculativeDecoding, HeadGreedyIsLosslessAndCountsAsTheOnePassSimulation) {
   EXPECT_GT(all.num_accepted_tokens, 0);
   EXPECT_GT(all.acceptance_counts.back(), 0);
   EXPECT_LT(all.num_accepted_tokens, all.num_draft_tokens);
+}
+
+// A drafter model's one-pass chains are its own greedy drafts after every prefix, step for step (not only up to the
+// first mismatch), with the probabilities it gave them.
+TEST(SpeculativeDecoding, OnePassChainsAreTheDraftersOwnGreedyDrafts) {
+  const int64_t vocab = 64, gamma = 4;
+  auto target = make(vocab, 2, 1, 8.0);
+  auto drafter = make(vocab, 1, 2, 1.0, target.get());
+  const std::vector<int64_t> prompt = {5, 9, 13, 2, 40, 7};
+  const std::vector<int64_t> cont = model::greedy_decode(*target, {prompt}, 12, {})[0];
+  const DraftChains chains = teacher_forced_chains(*drafter, prompt, cont, gamma);
+  ASSERT_EQ(chains.tokens.size(), cont.size());
+  EXPECT_EQ(teacher_forced_argmax(*drafter, prompt, cont), [&] {
+    std::vector<int64_t> first;
+    for (const auto& c : chains.tokens) first.push_back(c[0]);
+    return first;
+  }());
+  int64_t off_path = 0;
+  for (size_t pos = 0; pos < cont.size(); ++pos) {
+    std::vector<int64_t> prefix = prompt;
+    prefix.insert(prefix.end(), cont.begin(), cont.begin() + static_cast<std::ptrdiff_t>(pos));
+    const std::vector<int64_t> own = model::greedy_decode(*drafter, {prefix}, gamma, {})[0];
+    EXPECT_EQ(chains.tokens[pos], own) << "position " << pos;
+    for (int64_t j = 0; j < gamma; ++j) {
+      std::vector<int64_t> ctx = prefix;
+      ctx.insert(ctx.end(), own.begin(), own.begin() + j);
+      torch::NoGradGuard no_grad;
+      const double p = torch::softmax(drafter->forward(torch::tensor(ctx).view({1, -1})).select(1, -1), -1)
+                           .max().item<double>();
+      EXPECT_NEAR(chains.top_prob[pos][static_cast<size_t>(j)], p, 1e-5) << "position " << pos << " step " << j;
+      if (j > 0 && (pos + j > cont.size() || own[j - 1] != cont[pos + j - 1])) ++off_path;
+    }
+  }
+  EXPECT_GT(off_path, 0);  // steps past a mismatch were compared: the drafter's path, not the answer's
+}
+
+// draft_stop_prob: the drafter ends a draft after a token it gave less than the threshold. Greedy output stays the
+// target's own; every counter (draft lengths and drafter calls included) equals the one-pass chain count, for a
+// drafter model and an EAGLE-3 head; and the stop saves drafter calls.
+TEST(SpeculativeDecoding, DraftsThatStopWhenUnsureAreLosslessAndCountAsTheOnePassChains) {
+  const int64_t vocab = 64, max_new = 40, max_gamma = 5;
+  auto target = make(vocab, 2, 1, 8.0);
+  auto drafter = make(vocab, 1, 2, 1.0, target.get());
+  model::SamplingParams sp;
+  sp.temperature = 0, sp.max_new_tokens = max_new, sp.stop_ids = {3};
+  auto prompts = random_prompts(vocab, 8, 7);
+  for (auto& p : prompts) p.push_back(11);  // two tokens at least, for the head
+  const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, max_gamma, sp.stop_ids, 8);
+  std::vector<std::vector<int64_t>> text;
+  for (const auto& a : answers) text.push_back(a.tokens);
+  auto head = head_over(*target, text, 4, 21);
+  SpeculativeDecoder by_model(*target, drafter.get()), by_head(*target, *head);
+  for (const char* who : {"drafter", "head"}) {
+    const bool is_head = who[0] == 'h';
+    SpeculativeDecoder& dec = is_head ? by_head : by_model;
+    std::vector<DraftChains> chains;
+    std::vector<float> probs;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      chains.push_back(is_head ? teacher_forced_head_drafts(*target, *head, prompts[i], answers[i].tokens, max_gamma)
+                               : teacher_forced_chains(*drafter, prompts[i], answers[i].tokens, max_gamma));
+      for (const auto& row : chains.back().top_prob) probs.insert(probs.end(), row.begin(), row.end());
+    }
+    std::nth_element(probs.begin(), probs.begin() + probs.size() / 2, probs.end());
+    const double stop = probs[probs.size() / 2];  // half the draft tokens are unsure
+    SpecCounters with_stop, without;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const GreedyAnswer& a = answers[i];
+      for (int64_t g : {1, 2, 3, 5}) {
+        const Decoded d = dec.decode(prompts[i], g, sp, 0, stop);
+        ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
+            << who << ", prompt " << i << ", gamma " << g;
+        EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains[i], stop)))
+            << who << ", prompt " << i << ", gamma " << g;
+        if (g == 5) with_stop.add(d.counters), without.add(dec.decode(prompts[i], g, sp, 0).counters);
+      }
+    }
+    // Drafts stopped early (fewer calls than gamma per draft) and ran on past the first token; drafter calls saved.
+    EXPECT_LT(with_stop.num_drafter_calls, 5 * with_stop.num_drafts) << who;
+    EXPECT_GT(with_stop.num_drafter_calls, with_stop.num_drafts) << who;
+    EXPECT_LT(with_stop.num_drafter_calls, without.num_drafter_calls) << who;
+    EXPECT_GT(with_stop.num_accepted_tokens, 0) << who;
+  }
+  EXPECT_HAS(testing::error_of([&] { by_model.decode(prompts[0], 2, sp, 0, 1.0); }), "draft_stop_prob must be in [0, 1)");
+  EXPECT_HAS(testing::error_of([&] { by_model.decode(prompts[0], 2, sp, 0, -0.1); }), "draft_stop_prob");
 }
 
 TEST(SpeculativeDecoding, ADrafterEqualToTheTargetIsAlwaysAccepted) {
@@ -295,29 +380,43 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
       return out;
     };
     const auto p_joint = joint(*target), q_joint = joint(*drafter);
-    for (SpeculativeDecoder* dec : {&model_only, &hybrid, &eagle3}) {
-      const char* who = dec == &hybrid ? "hybrid" : dec == &eagle3 ? "eagle3 head" : "drafter";
+    // The drafters, and the drafter model again with draft_stop_prob (a draft that ends early stays lossless; the
+    // head's stop is the same rule, checked greedy).
+    struct Run {
+      SpeculativeDecoder* dec;
+      double stop;
+    };
+    for (const Run run : {Run{&model_only, 0}, Run{&hybrid, 0}, Run{&eagle3, 0}, Run{&model_only, 0.7}}) {
+      SpeculativeDecoder* dec = run.dec;
+      const std::string who = std::string(dec == &hybrid ? "hybrid" : dec == &eagle3 ? "eagle3 head" : "drafter") +
+                              (run.stop > 0 ? " stopping" : "");
       std::map<int64_t, int64_t> counts;
       SpecCounters c;
       for (int64_t i = 0; i < n; ++i) {
-        const Decoded d = dec->decode(prompt, gamma, sp, 1000 + i);
+        const Decoded d = dec->decode(prompt, gamma, sp, 1000 + i, run.stop);
         ASSERT_EQ(d.tokens.size(), 2u);
         ++counts[d.tokens[0] * V + d.tokens[1]];
         c.add(d.counters);
       }
       const auto [stat, crit] = testing::chi_square(counts, p_joint, n);
-      std::printf("%s T %.1f: chi-square %.1f against the target, critical %.1f\n", who, s.temperature, stat, crit);
+      std::printf("%s T %.1f: chi-square %.1f against the target, critical %.1f\n", who.c_str(), s.temperature, stat,
+                  crit);
       EXPECT_LT(stat, crit) << who << " T " << s.temperature << ": speculative samples do not follow the target";
       // The same test rejects the drafter's own distribution: it has the power to see a wrong sampler. (The head's
       // q, zero outside its 4 tokens, is not the drafter model's: a wrong sampler would show as a target mismatch.)
       const auto [stat_q, crit_q] = testing::chi_square(counts, q_joint, n);
-      std::printf("%s T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", who,
+      std::printf("%s T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", who.c_str(),
                   s.temperature, stat_q, crit_q, static_cast<double>(c.num_accepted_tokens) / c.num_draft_tokens);
       if (dec != &eagle3) EXPECT_GT(stat_q, crit_q) << who << " T " << s.temperature << ": the test cannot tell the drafter from the target";
       EXPECT_GT(c.num_accepted_tokens, 0) << who;
       EXPECT_LT(c.num_accepted_tokens, c.num_draft_tokens) << who;
       // Lookup proposed some of the hybrid's draft tokens.
       if (dec == &hybrid) EXPECT_LT(c.num_drafter_calls, c.num_draft_tokens);
+      // The stop ended some drafts after their first token, and not all.
+      if (run.stop > 0) {
+        EXPECT_LT(c.num_draft_tokens, gamma * c.num_drafts) << who;
+        EXPECT_GT(c.num_draft_tokens, c.num_drafts) << who;
+      }
     }
   }
 }
