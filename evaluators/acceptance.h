@@ -80,9 +80,9 @@ Proposer hybrid_proposer(const std::vector<int64_t>& prompt, const std::vector<i
                          const std::vector<int64_t>& argmax, int64_t n_min, int64_t n_max);
 
 // Hybrid drafting with a chain drafter (an EAGLE-3 head): prompt lookup's n tokens first, then the head's chain at
-// the same position continued past them, chains[pos][n..gamma) in gamma - n head calls. The head's steps embed the
-// lookup's tokens where the one-pass chain embeds the answer's; they are compared only when every lookup token matched
-// the answer, and then the two are the same tokens.
+// the same position continued past them, chains[pos][n..gamma) in gamma - n head calls. `chains` are the answer-path
+// chains (step j embeds the answer's token, onepass.h): the head's steps embed the lookup's tokens, and they are
+// compared only when every lookup token matched the answer, where the two are the same tokens.
 Proposer hybrid_chain_proposer(const std::vector<int64_t>& prompt, const std::vector<int64_t>& answer,
                                const DraftChains& chains, int64_t n_min, int64_t n_max);
 

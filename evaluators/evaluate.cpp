@@ -309,10 +309,11 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       // A head's step j depends on its step j - 1: every draft chain from one target pass and one unroll.
       log::info("evaluate: exact greedy tau of the EAGLE-3 head ", ev.names[i], ": one target pass and a ", max_exact,
                 "-step unroll over ", turns.size(), " answers");
-      std::vector<DraftChains> chains;
-      for (const auto& t : turns) {
+      std::vector<DraftChains> chains, answer_path(turns.size());  // its own path; the answer's, for the hybrid
+      for (size_t k = 0; k < turns.size(); ++k) {
         ev.stop_point(str_cat("in the exact pass of ", ev.names[i]));
-        chains.push_back(teacher_forced_head_drafts(*ev.target, *head, t.tokens, t.answer.tokens, max_exact));
+        chains.push_back(teacher_forced_head_drafts(*ev.target, *head, turns[k].tokens, turns[k].answer.tokens,
+                                                    max_exact, e.hybrid ? &answer_path[k] : nullptr));
       }
       const int64_t seed = seed_of_dir(e.drafters[i]);
       const std::string& group = ev.groups[i];
@@ -322,7 +323,7 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       if (e.hybrid)
         report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], head->num_params(), "hybrid",
                                 exact_points([&](size_t k) {
-                                  return hybrid_chain_proposer(turns[k].tokens, turns[k].answer.tokens, chains[k],
+                                  return hybrid_chain_proposer(turns[k].tokens, turns[k].answer.tokens, answer_path[k],
                                                                e.prompt_lookup_min, e.prompt_lookup_max);
                                 }),
                                 group.empty() ? "" : group + "+lookup", seed});

@@ -131,7 +131,8 @@ DraftChains teacher_forced_chains(model::Llama& drafter, const std::vector<int64
 }
 
 DraftChains teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head, const std::vector<int64_t>& prompt,
-                                       const std::vector<int64_t>& continuation, int64_t gamma) {
+                                       const std::vector<int64_t>& continuation, int64_t gamma,
+                                       DraftChains* answer_path) {
   DA_CHECK(prompt.size() >= 2, "teacher_forced_head_drafts: an EAGLE-3 head needs a prompt of 2 tokens at least");
   DA_CHECK(gamma >= 1, "teacher_forced_head_drafts: gamma must be at least 1");
   torch::NoGradGuard no_grad;
@@ -146,16 +147,27 @@ DraftChains teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& 
   target.hidden(read, {}, &taps);
   const torch::Tensor g = head.project(taps.out);  // [1, N - 1, hidden]: position t has read s[0..t]
   const torch::Tensor next = torch::tensor(std::vector<int64_t>(s.begin() + 1, s.end())).view({1, N - 1}).to(device);
-  DraftChains chains;
-  chains.tokens.resize(static_cast<size_t>(n)), chains.top_prob.resize(static_cast<size_t>(n));
-  // Prefix s[0..P + i) puts the head at t = P + i - 2.
-  for (const auto& h : head.draft_chain(g, next, gamma))
-    extend_chains(head.logits(h.narrow(1, P - 2, n)).squeeze(0), chains);
-  for (auto& c : chains.tokens) {
-    const torch::Tensor ids = head.to_target(torch::tensor(c).to(device)).cpu().contiguous();
-    c.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+  // Prefix s[0..P + i) puts the head at t = P + i - 2; the chains in target ids.
+  auto chains_of = [&](const std::vector<torch::Tensor>& steps) {
+    DraftChains chains;
+    chains.tokens.resize(static_cast<size_t>(n)), chains.top_prob.resize(static_cast<size_t>(n));
+    for (const auto& h : steps) extend_chains(head.logits(h.narrow(1, P - 2, n)).squeeze(0), chains);
+    for (auto& c : chains.tokens) {
+      const torch::Tensor ids = head.to_target(torch::tensor(c).to(device)).cpu().contiguous();
+      c.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+    }
+    return chains;
+  };
+  if (answer_path != nullptr) {
+    std::vector<torch::Tensor> inputs;  // step j at t embeds s[t + 1 + j] (token 0 past the end: never compared)
+    for (int64_t j = 0; j < gamma; ++j) {
+      std::vector<int64_t> row(static_cast<size_t>(N - 1), 0);
+      for (int64_t t = 0; t + 1 + j < N; ++t) row[static_cast<size_t>(t)] = s[static_cast<size_t>(t + 1 + j)];
+      inputs.push_back(torch::tensor(row).view({1, N - 1}).to(device));
+    }
+    *answer_path = chains_of(head.unroll(g, inputs));
   }
-  return chains;
+  return chains_of(head.draft_chain(g, next, gamma));
 }
 
 }  // namespace draftalign::eval

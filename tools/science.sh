@@ -35,8 +35,9 @@ cd "$root"
 py=.venv/bin/python
 $py tools/prepare_target.py --out .cache/models/SmolLM2-135M-Instruct
 $py tools/make_corpus.py --out .cache/corpus/debian-text.jsonl
-[ -f .cache/prompts/train.jsonl ] && [ -f .cache/prompts/mt-bench.jsonl ] ||
-  $py tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl
+[ -f .cache/prompts/train.jsonl ] && [ -f .cache/prompts/mt-bench.jsonl ] && [ -f .cache/prompts/vicuna.jsonl ] ||
+  $py tools/make_prompts.py --train .cache/prompts/train.jsonl --mt-bench .cache/prompts/mt-bench.jsonl \
+    --vicuna .cache/prompts/vicuna.jsonl
 
 bin="${DRAFTALIGN_BUILD_DIR:-build}/draftalign"
 cfg=configs/science.yaml

@@ -218,7 +218,7 @@ TEST(Magpie, TheTargetWritesPromptsReproduciblyWithoutMtBenchOverlap) {
   const fsys::path mt = fsys::path(DRAFTALIGN_SOURCE_DIR) / ".cache/prompts/mt-bench.jsonl";
   ASSERT_TRUE(fsys::exists(mt)) << "run `bash tools/test.sh` (tools/make_prompts.py makes " << mt << ")";
   auto magpie = [&](const std::string& out, int batch) {
-    return run_command(str_cat(DRAFTALIGN_BIN, " magpie run.threads=2 target.dir=", kSmolDir.string(),
+    return run_command(str_cat(DRAFTALIGN_BIN, " magpie run.threads=2 run.output_dir=", (d / "run").string(), " target.dir=", kSmolDir.string(),
                                " magpie.count=6 magpie.max_new_tokens=40 magpie.exclude=[", mt.string(),
                                "] magpie.batch_size=", batch, " magpie.output=", (d / out).string()));
   };

@@ -113,7 +113,7 @@ TEST(DataImport, RoundTripToDataShowAndDistilsEndToEnd) {
 
   // Distillation with the online teacher runs on the imported records.
   r = run_command(str_cat(DRAFTALIGN_BIN, " distill run.threads=2 run.log_every=5 distill.teacher=online target.dir=",
-                          (d / "target").string(), " distill.data_dir=", (d / "imported").string(),
+                          (d / "target").string(), " run.output_dir=", (d / "run").string(), " distill.data_dir=", (d / "imported").string(),
                           " distill.student=", (d / "drafter").string(), " distill.output_dir=", (d / "out").string(),
                           " distill.loss=tvdpp distill.val_fraction=0.25 distill.train.steps=10",
                           " distill.train.seq_len=64 distill.train.micro_batch_size=4 distill.train.eval_every=0",

@@ -224,22 +224,35 @@ TEST(SpeculativeDecoding, HeadGreedyIsLosslessAndCountsAsTheOnePassSimulation) {
   std::vector<std::vector<int64_t>> text;
   for (const auto& a : answers) text.push_back(a.tokens);
   auto head = head_over(*target, text, 4, 21);
-  SpeculativeDecoder dec(*target, *head);
-  SpecCounters all;
+  SpeculativeDecoder dec(*target, *head), hybrid(*target, *head, LookupDrafting{1, 3});
+  SpecCounters all, all_hybrid;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const GreedyAnswer& a = answers[i];
-    DraftChains chains;
-    if (prompts[i].size() >= 2) chains = teacher_forced_head_drafts(*target, *head, prompts[i], a.tokens, 5);
+    DraftChains chains, answer_path;
+    if (prompts[i].size() >= 2)
+      chains = teacher_forced_head_drafts(*target, *head, prompts[i], a.tokens, 5, &answer_path);
     for (int64_t g : {1, 2, 3, 5}) {
       const Decoded d = dec.decode(prompts[i], g, sp, 0);
       ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
           << "prompt " << i << ", gamma " << g;
       EXPECT_EQ(d.counters.num_drafter_calls, g * d.counters.num_drafts);
-      if (!chains.tokens.empty()) EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains))) << "prompt " << i << ", gamma " << g;
-      else EXPECT_EQ(d.accepted_per_step[0], -1) << "a one-token prompt's first step has no draft";
       all.add(g == 3 ? d.counters : SpecCounters{});
+      if (chains.tokens.empty()) {
+        EXPECT_EQ(d.accepted_per_step[0], -1) << "a one-token prompt's first step has no draft";
+        continue;
+      }
+      EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains))) << "prompt " << i << ", gamma " << g;
+      // Behind prompt lookup the head continues from the lookup's tokens: the answer-path chains count it.
+      const Decoded h = hybrid.decode(prompts[i], g, sp, 0);
+      ASSERT_EQ(h.tokens, d.tokens) << "hybrid, prompt " << i << ", gamma " << g;
+      EXPECT_EQ(h.counters, simulate_greedy(a, g, hybrid_chain_proposer(prompts[i], a.tokens, answer_path, 1, 3)))
+          << "hybrid, prompt " << i << ", gamma " << g;
+      all_hybrid.add(g == 5 ? h.counters : SpecCounters{});
     }
   }
+  // The hybrid drafted with both parts: lookup tokens (fewer head calls than draft tokens) and the head's.
+  EXPECT_GT(all_hybrid.num_drafter_calls, 0);
+  EXPECT_LT(all_hybrid.num_drafter_calls, all_hybrid.num_draft_tokens);
   // Drafts were both accepted (whole chains too) and rejected: the head's cache rolled back and caught up.
   EXPECT_GT(all.num_accepted_tokens, 0);
   EXPECT_GT(all.acceptance_counts.back(), 0);

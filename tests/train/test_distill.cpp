@@ -33,14 +33,14 @@ struct World {
     testing::write_text(d / "prompts.jsonl", prompts);
   }
   std::string generate(const std::string& out, const std::string& extra = "") const {
-    return str_cat(DRAFTALIGN_BIN, " generate run.threads=2 target.dir=", (d / "target").string(),
+    return str_cat(DRAFTALIGN_BIN, " generate run.threads=2 run.output_dir=", (d / "run").string(), " target.dir=", (d / "target").string(),
                    " generate.prompts=[", (d / "prompts.jsonl").string(), "] generate.output_dir=", (d / out).string(),
                    " generate.shard_size=16 generate.batch_size=16 generate.max_new_tokens=32 ", extra);
   }
   static constexpr double kLr = 0.001;  // distill's peak learning rate
   std::string distill(const std::string& data, const std::string& extra) const {
-    return str_cat(DRAFTALIGN_BIN, " distill run.threads=2 run.log_every=5 distill.teacher=online target.dir=",
-                   (d / "target").string(),
+    return str_cat(DRAFTALIGN_BIN, " distill run.threads=2 run.log_every=5 distill.teacher=online run.output_dir=", (d / "run").string(),
+                   " target.dir=", (d / "target").string(),
                    " distill.data_dir=", (d / data).string(), " distill.student=", (d / "drafter").string(),
                    " distill.output_dir=", (d / "out").string(),
                    " distill.val_fraction=0.25 distill.train.steps=30 distill.train.seq_len=64",
@@ -326,7 +326,7 @@ TEST(Distill, Eagle3HeadLearnsLoadsBackAndResumesExactly) {
     corpus += json({{"text", text}}).dump() + "\n";
   }
   testing::write_text(w.d / "corpus.jsonl", corpus);
-  r = run_command(str_cat(DRAFTALIGN_BIN, " prepare-data target.dir=", (w.d / "target").string(), " prepare.inputs=[",
+  r = run_command(str_cat(DRAFTALIGN_BIN, " prepare-data run.output_dir=", (w.d / "run").string(), " target.dir=", (w.d / "target").string(), " prepare.inputs=[",
                           (w.d / "corpus.jsonl").string(), "] prepare.output_dir=", (w.d / "shards").string(),
                           " prepare.val_fraction=0.05"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -354,7 +354,7 @@ TEST(Distill, Eagle3HeadLearnsLoadsBackAndResumesExactly) {
   EXPECT_EQ(loaded->config().taps, (std::vector<int64_t>{0, 1, 2}));
   EXPECT_EQ(loaded->config().vocab.size(), 600);
   // export: the head in bf16 beside the target's tokenizer; without its target, one clear error.
-  const std::string exp = str_cat(DRAFTALIGN_BIN, " export export.checkpoint=", (run / "final").string(),
+  const std::string exp = str_cat(DRAFTALIGN_BIN, " export run.output_dir=", (w.d / "run").string(), " export.checkpoint=", (run / "final").string(),
                                   " export.output_dir=", (w.d / "exported").string(), " export.dtype=bf16 target.dir=");
   r = run_command(exp + (w.d / "target").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
