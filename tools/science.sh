@@ -18,6 +18,9 @@
 #   on-policy          the lambda = 0.5 continuation against the lambda = 0 one
 #   hybrid             the +lookup row
 #   more distillation  twice the prompts and twice the steps (more compute: its minutes are in the table)
+#   greedy data        distilled on the target's greedy answers (T = 0) instead of its samples (T = 1)
+# Then every drafter again on an out-of-domain set (Vicuna-bench, <out>/report-ood), each distilled method against
+# the pretrained drafter.
 # With SCIENCE_PRETRAIN_LEVERS=1 (off by default: about 100 more minutes on 2 cores), the pretraining-side levers,
 # each arm pretrained and distilled once per PRETRAIN_SEEDS (default "1 2"):
 #   corpus             pretrained on the first demo's corpus (KJV, GCIDE, WordNet, fortunes)
@@ -132,6 +135,12 @@ if [ "${SCIENCE_ABLATION:-1}" = 1 ]; then
     distill.output_dir="$a/x2" "${common[@]}"
   drafter "TVD++, 2x distillation" x2/tvdpp-token-q "$a/x2/tvdpp-token-q"
   contrasts+=("x2/tvdpp-token-q vs distill/tvdpp-token-q")
+  # greedy data: the target's greedy answers (T = 0, the headline's decoding mode) in place of its samples.
+  step "generate greedy" run generate generate.temperature=0 generate.output_dir="$a/data-greedy" "${common[@]}"
+  seeded "distill greedy" "$a/greedy/tvdpp-token-q" distill.data_dir="$a/data-greedy" \
+    distill.output_dir="$a/greedy" "${common[@]}"
+  drafter "TVD++, greedy answers" greedy/tvdpp-token-q "$a/greedy/tvdpp-token-q"
+  contrasts+=("greedy/tvdpp-token-q vs distill/tvdpp-token-q")
 fi
 
 if [ "${SCIENCE_PRETRAIN_LEVERS:-0}" = 1 ]; then
@@ -170,3 +179,11 @@ for c in "${contrasts[@]}"; do quoted+=("'$c'"); done
 step evaluate run evaluate evaluate.drafters="$(list "${dirs[@]}")" evaluate.contrasts="$(list "${quoted[@]}")" \
   evaluate.report_dir="$out/report" "${common[@]}"
 $py tools/science_table.py "$out" | tee "$out/science.md"
+# Out of domain: the same drafters on the 80 Vicuna-bench questions (one turn; unlike the training prompts, never used
+# to choose anything), exact greedy tau only; distillation must not lower tau against the pretrained drafter there.
+ood=()
+for c in "${contrasts[@]}"; do [[ "$c" == *" vs pretrain" ]] && ood+=("'$c'"); done
+step "evaluate out of domain" run evaluate evaluate.drafters="$(list "${dirs[@]}")" \
+  evaluate.prompts=[.cache/prompts/vicuna.jsonl] evaluate.turns=1 evaluate.timed_prompts=0 \
+  evaluate.sampling_temperatures=[] evaluate.contrasts="$(list "${ood[@]}")" evaluate.report_dir="$out/report-ood" \
+  "${common[@]}"
