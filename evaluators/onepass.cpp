@@ -1,5 +1,7 @@
 #include "evaluators/onepass.h"
 
+#include <functional>
+
 #include "common/error.h"
 #include "model/generation.h"
 
@@ -73,13 +75,17 @@ torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_
 
 namespace {
 
-// Per chain step, [n, V] logits -> the greedy token and its probability appended to each chain.
-void extend_chains(const torch::Tensor& logits, DraftChains& chains) {
+// One chain step of every chain: logits [n, V] -> each chain's greedy token (through `to_ids`, e.g. a draft
+// vocabulary's map to the target's; identity when undefined) and the probability it was given.
+void extend_chains(const torch::Tensor& logits, DraftChains& chains,
+                   const std::function<torch::Tensor(const torch::Tensor&)>& to_ids = {}) {
   const auto [top, best] = torch::softmax(logits.to(torch::kFloat32), -1).max(-1);
-  const torch::Tensor t = best.cpu().contiguous(), p = top.cpu().contiguous();
-  for (int64_t i = 0; i < t.size(0); ++i) {
-    chains.tokens[static_cast<size_t>(i)].push_back(t[i].item<int64_t>());
-    chains.top_prob[static_cast<size_t>(i)].push_back(p[i].item<float>());
+  const torch::Tensor t = (to_ids ? to_ids(best) : best).cpu().contiguous(), p = top.cpu().contiguous();
+  const int64_t* ids = t.data_ptr<int64_t>();
+  const float* prob = p.data_ptr<float>();
+  for (size_t i = 0; i < chains.tokens.size(); ++i) {
+    chains.tokens[i].push_back(ids[i]);
+    chains.top_prob[i].push_back(prob[i]);
   }
 }
 
@@ -151,11 +157,9 @@ DraftChains teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& 
   auto chains_of = [&](const std::vector<torch::Tensor>& steps) {
     DraftChains chains;
     chains.tokens.resize(static_cast<size_t>(n)), chains.top_prob.resize(static_cast<size_t>(n));
-    for (const auto& h : steps) extend_chains(head.logits(h.narrow(1, P - 2, n)).squeeze(0), chains);
-    for (auto& c : chains.tokens) {
-      const torch::Tensor ids = head.to_target(torch::tensor(c).to(device)).cpu().contiguous();
-      c.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
-    }
+    for (const auto& h : steps)
+      extend_chains(head.logits(h.narrow(1, P - 2, n)).squeeze(0), chains,
+                    [&](const torch::Tensor& ids) { return head.to_target(ids); });
     return chains;
   };
   if (answer_path != nullptr) {
