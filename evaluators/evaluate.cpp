@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/preempt.h"
 #include "config/fingerprint.h"
+#include "data/draft_vocab.h"
 #include "data/prompts.h"
 #include "data/shards.h"
 #include "evaluators/acceptance.h"
@@ -285,6 +286,15 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
   return turns;
 }
 
+// The share of the answers' tokens a draft vocabulary (target ids) holds: the tokens the drafter can propose at all.
+double answer_coverage(const std::vector<Turn>& turns, const std::vector<int64_t>& ids, int64_t vocab) {
+  data::TokenCounter counter(vocab);
+  for (const auto& t : turns) counter.add(t.answer.tokens, "the evaluated answers");
+  data::DraftVocab v;
+  v.target_vocab = vocab, v.ids = ids;
+  return v.coverage(counter.counts());
+}
+
 // 4. Exact greedy tau from one pass: every drafter reads every prompt + answer once.
 void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) {
   const config::EvaluateSection& e = ev.e;
@@ -320,6 +330,8 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       report.exact.push_back({ev.names[i], e.drafters[i], head->num_params(), "eagle3",
                               exact_points([&](size_t k) { return chain_proposer(chains[k], e.draft_stop_prob); }), group,
                               seed});
+      report.exact.back().draft_vocab = head->config().vocab.size();
+      report.exact.back().answer_coverage = answer_coverage(turns, head->config().vocab.ids, ev.target_cfg.vocab_size);
       if (e.hybrid)
         report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], head->num_params(), "hybrid",
                                 exact_points([&](size_t k) {
@@ -353,6 +365,11 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
                               return stop ? chain_proposer(chains[k], e.draft_stop_prob) : model_proposer(argmax[k]);
                             }),
                             group, seed});
+    if (drafter->has_draft_vocab()) {
+      report.exact.back().draft_vocab = drafter->head_rows();
+      report.exact.back().answer_coverage =
+          answer_coverage(turns, drafter->config().draft_token_ids, ev.target_cfg.vocab_size);
+    }
     if (e.hybrid)
       report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
                               exact_points([&](size_t k) {

@@ -472,6 +472,11 @@ json exact_json(const Report& r) {
     json points = json::array();
     for (int64_t g : row_gammas(row)) points.push_back(exact_point_json(r, row, g, categories, turns));
     json d = {{"name", row.name}, {"dir", row.dir}, {"params", row.params}, {"kind", row.kind}, {"points", points}};
+    if (row.members.front()->draft_vocab > 0) {  // a seed group's members share the shape; coverage is their mean
+      double coverage = 0;
+      for (const ExactDrafter* m : row.members) coverage += m->answer_coverage / static_cast<double>(row.members.size());
+      d["draft_vocab_size"] = row.members.front()->draft_vocab, d["answer_coverage"] = coverage;
+    }
     if (row.combined) {
       json seeds = json::array(), members = json::array();
       for (const ExactDrafter* m : row.members) seeds.push_back(m->seed), members.push_back(m->name);

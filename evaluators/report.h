@@ -58,6 +58,10 @@ struct ExactDrafter {
   // that combines every seed of it. "" and -1 for a drafter trained once.
   std::string group;
   int64_t seed = -1;
+  // A draft vocabulary (an EAGLE-3 head's, or an independent drafter's model.draft_vocab_size): its size, and the share
+  // of the evaluated answers' tokens in it (a token outside is one the drafter cannot propose). 0 and -1 without one.
+  int64_t draft_vocab = 0;
+  double answer_coverage = -1;
 };
 
 // One timed turn of one setting: the drafter's counters (first repeat) and, per repeat, the wall time of its decode

@@ -98,7 +98,8 @@ std::string exact_section(const json& r) {
       "call, with 95% intervals). `prompt-lookup` drafts by n-gram lookup in the context and needs no model. A row "
       "named after a method whose seeds are listed below it pools those seeds (its interval resamples seeds and "
       "questions); claims about a method are made on that row.\n\n";
-  md += "| drafter | kind | parameters | training seeds |\n|---|---|---:|---|\n";
+  md += "| drafter | kind | parameters | draft vocabulary (share of the answers' tokens) | training seeds |\n"
+        "|---|---|---:|---|---|\n";
   for (const auto& d : ex["drafters"]) {
     std::string seeds = "-";
     if (d.contains("seeds")) {
@@ -108,8 +109,12 @@ std::string exact_section(const json& r) {
     } else if (d.contains("seed")) {
       seeds = str_cat("seed ", d["seed"].get<int64_t>(), " of ", d["group"].get<std::string>());
     }
+    const std::string vocab = d.contains("draft_vocab_size")
+                                  ? str_cat(d["draft_vocab_size"].get<int64_t>(), " (",
+                                            fixed(100.0 * d["answer_coverage"].get<double>(), 1), "%)")
+                                  : "all";
     md += str_cat("| ", d["name"].get<std::string>(), " | ", d["kind"].get<std::string>(), " | ",
-                  d["params"].get<int64_t>(), " | ", seeds, " |\n");
+                  d["params"].get<int64_t>(), " | ", vocab, " | ", seeds, " |\n");
   }
   md += "\n" + gamma_table(
                    ex["drafters"], [](const json&) { return true; },

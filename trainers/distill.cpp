@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "data/draft_vocab.h"
 #include "data/shards.h"
 #include "evaluators/metrics.h"
 #include "evaluators/stats.h"
@@ -78,6 +79,25 @@ Tensor response_hidden(model::Llama& m, const Tensor& x, const Tensor& positions
 // Their logits, [N, V] (validation; training fuses the head with the loss).
 Tensor response_logits(model::Llama& m, const Tensor& x, const Tensor& positions) {
   return m.logits(response_hidden(m, x, positions));
+}
+
+// A drafter with a draft vocabulary chooses it again from the target's answers it distils on (their response tokens,
+// the training split only): most frequent first, the stop tokens always, and the pretraining corpus's choice filling
+// what the answers leave (data/draft_vocab.h rank_draft_tokens). Same data, same choice: exact on resume.
+void choose_draft_vocab(model::Llama& student, const std::vector<const Pair*>& train_set) {
+  const int64_t V = student.config().vocab_size;
+  data::TokenCounter counter(V);
+  for (const Pair* p : train_set)
+    counter.add(p->tokens.data() + p->prompt_len, static_cast<int64_t>(p->tokens.size()) - p->prompt_len,
+                "distill.data_dir");
+  data::DraftVocab before, after;
+  before.target_vocab = after.target_vocab = V;
+  before.ids = student.config().draft_token_ids;
+  after.ids = data::rank_draft_tokens(counter.counts(), student.head_rows(), student.config().eos_token_ids, before.ids);
+  student.set_draft_vocab(after.ids);
+  log::info("distill: draft vocabulary of ", after.size(), " tokens chosen on the ", counter.total(),
+            " training answer tokens: it covers ", 100.0 * after.coverage(counter.counts()), "% of them (the "
+            "pretraining corpus's choice ", 100.0 * before.coverage(counter.counts()), "%)");
 }
 
 }  // namespace
@@ -268,6 +288,7 @@ int distill(const config::Config& given) {
       val_cluster.push_back(it->second);
     }
   }
+  if (student->has_draft_vocab()) choose_draft_vocab(*student, train_set);
   EpochOrder order(static_cast<int64_t>(train_set.size()), static_cast<uint64_t>(cfg.run.seed));
   log::info("distill: ", distill_run_name(d), " from ", d.student, " (", student->num_params(), " parameters) against ",
             offline ? "the stored top-k log-probs" : cfg.target.dir, "; ", train_set.size(), " training and ",
@@ -295,14 +316,16 @@ int distill(const config::Config& given) {
     }
     r.student_head = student->head_weight();
     if (offline) {
-      r.topk_ids = b.topk_ids, r.topk_logprobs = b.topk_logprobs;
+      r.topk_ids = student->head_row_of(b.topk_ids), r.topk_logprobs = b.topk_logprobs;  // as head rows
     } else {
       torch::NoGradGuard no_grad;
       r.teacher_hidden = response_hidden(*target, b.x, b.positions);
-      r.teacher_head = target->head_weight();
+      r.teacher_head = student->has_draft_vocab() ? target->head_weight().index_select(0, student->draft_ids())
+                                                  : target->head_weight();
     }
-    // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew.
-    r.targets = b.y.reshape({-1}).index_select(0, b.positions);
+    // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew. With a
+    // draft vocabulary, as rows of its head (-1, not trained, outside it).
+    r.targets = student->head_row_of(b.y.reshape({-1}).index_select(0, b.positions));
     if (b.ce_rows.defined()) {
       const Tensor keep = torch::zeros_like(r.targets, torch::kBool).index_fill_(0, b.ce_rows, true);
       r.targets = torch::where(keep, r.targets, torch::full_like(r.targets, -100));
@@ -364,8 +387,9 @@ int distill(const config::Config& given) {
       // Sums over this rank's share of the held-out records: alpha against the real target, response tokens, CE,
       // greedy agreement with the target, and (offline) alpha over the stored top-k + rest bins.
       const int64_t n_val = static_cast<int64_t>(val_set.size());
-      // Slots 0-4: the totals; then alpha and tokens of each held-out record, for the interval over its prompts.
-      const Tensor c = held_out_sums(*student, rt, n_val, mbs, 5 + 2 * n_val, [&](const std::vector<int64_t>& mine,
+      // Slots 0-5: the totals; then alpha and tokens of each held-out record, for the interval over its prompts. With
+      // a draft vocabulary the CE is over the tokens in it (slot 5 counts them), alpha and agreement over all.
+      const Tensor c = held_out_sums(*student, rt, n_val, mbs, 6 + 2 * n_val, [&](const std::vector<int64_t>& mine,
                                                                                    Tensor& sums) {
         std::vector<const Pair*> recs;
         for (const int64_t i : mine) recs.push_back(val_set[i]);
@@ -377,12 +401,15 @@ int distill(const config::Config& given) {
         sums[0] += a.sum();
         sums[1] += static_cast<double>(b.positions.size(0));
         // Per record: the row of each position (positions are flat indices into B x T), scattered to its slots.
-        const Tensor slot = torch::tensor(mine, torch::kInt64).to(rt.device).mul(2).add(5);
+        const Tensor slot = torch::tensor(mine, torch::kInt64).to(rt.device).mul(2).add(6);
         const Tensor rows = b.positions.div(b.x.size(1), "floor");
         sums.index_add_(0, slot.index_select(0, rows), a);
         sums.index_add_(0, slot.index_select(0, rows).add(1), torch::ones_like(a));
-        sums[2] += F::cross_entropy(s.to(torch::kFloat32), y, F::CrossEntropyFuncOptions().reduction(torch::kSum))
+        const Tensor in_head = student->head_row_of(y).ge(0);
+        const Tensor y_in = torch::where(in_head, y, torch::full_like(y, -100));  // ignored by cross_entropy
+        sums[2] += F::cross_entropy(s.to(torch::kFloat32), y_in, F::CrossEntropyFuncOptions().reduction(torch::kSum))
                        .to(torch::kFloat64);
+        sums[5] += in_head.sum().to(torch::kFloat64);
         sums[3] += s.argmax(-1).eq(p.argmax(-1)).sum().to(torch::kFloat64);
         if (offline) {
           const TopkBins bins = topk_bins(s, b.topk_ids, b.topk_logprobs);
@@ -392,13 +419,13 @@ int distill(const config::Config& given) {
       // The interval of held-out alpha: a bootstrap over the held-out prompts (all responses to one prompt together).
       std::vector<double> alpha_by_prompt(val_clusters, 0.0), tokens_by_prompt(val_clusters, 0.0);
       for (int64_t i = 0; i < n_val; ++i) {
-        alpha_by_prompt[val_cluster[i]] += c[5 + 2 * i].item<double>();
-        tokens_by_prompt[val_cluster[i]] += c[6 + 2 * i].item<double>();
+        alpha_by_prompt[val_cluster[i]] += c[6 + 2 * i].item<double>();
+        tokens_by_prompt[val_cluster[i]] += c[7 + 2 * i].item<double>();
       }
       const eval::Interval alpha_ci =
           eval::bootstrap_ratio(alpha_by_prompt, tokens_by_prompt, 2000, static_cast<uint64_t>(cfg.run.seed) ^ 0xa1);
       const double tokens = std::max(1.0, c[1].item<double>());
-      const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / tokens;
+      const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / std::max(1.0, c[5].item<double>());
       const double agree = c[3].item<double>() / tokens;
       nlohmann::json tau = nlohmann::json::array();
       for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(eval::iid_tokens_per_call(alpha, g));

@@ -43,7 +43,13 @@ int export_drafter(const config::Config& cfg) {
   DA_CHECK(stdfs::is_directory(src), "export.checkpoint: ", src.string(), " is not a directory (a drafter checkpoint: ",
            "config.json + model.safetensors, e.g. <output_dir>/final or <output_dir>/checkpoints/step-NNNNNNN)");
   if (io::is_eagle3_dir(src)) return export_head(cfg);
-  auto model = model::load_llama(src, torch::kCPU, torch::kFloat32);
+  auto drafter = model::load_llama(src, torch::kCPU, torch::kFloat32);
+  // A draft vocabulary's head becomes a full one with zero rows outside it (model/llama.h with_full_head).
+  auto model = model::with_full_head(*drafter);
+  if (drafter->has_draft_vocab())
+    log::info("export: ", src.string(), " has a draft vocabulary of ", drafter->head_rows(), " tokens: written with an ",
+              "untied lm_head over all ", drafter->config().vocab_size, " tokens whose other rows are zero (their logit "
+              "is 0; the greedy token is the drafter's wherever its top logit is positive)");
   // The tokenizer files travel with the weights: the checkpoint's own, else the target's.
   const bool own = stdfs::exists(src / "tokenizer.json") || stdfs::exists(src / "tokenizer.model");
   const stdfs::path tokenizer_dir = own ? src : stdfs::path(cfg.target.dir);

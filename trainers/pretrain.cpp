@@ -6,6 +6,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "data/draft_vocab.h"
 #include "data/shards.h"
 #include "io/hf_checkpoint.h"
 #include "tokenizer/tokenizer.h"
@@ -69,16 +70,26 @@ struct Teacher {
 struct BatchLoss {
   Tensor loss, kd, ce;  // kd and ce: detached, with a teacher
 };
+// With a draft vocabulary (model.draft_vocab_size) the head's logits cover its tokens only: the cross-entropy is the
+// mean over the positions whose next token is one of them (the others are masked, as EAGLE-3 trains its head), and
+// the target's distribution is restricted to them (its head's rows gathered, so it is renormalised there).
 BatchLoss next_token_loss(model::Llama& model, const Batch& b, bool autocast, const Teacher& teacher = {}) {
   AutocastGuard guard(autocast);
   const Tensor h = model.hidden(b.x, b.segments);
-  const Tensor hidden = h.reshape({-1, h.size(-1)}), targets = b.y.reshape({-1});
-  const double count = static_cast<double>(targets.size(0));
+  const Tensor hidden = h.reshape({-1, h.size(-1)}), targets = model.head_row_of(b.y.reshape({-1}));
+  const double rows = static_cast<double>(targets.size(0));
+  const double count = model.has_draft_vocab() ? std::max(1.0, targets.ge(0).sum().item<double>()) : rows;
   if (!teacher.model) {
     const HeadScore score = [&](const Tensor& logits, int64_t begin, int64_t end) {
       return cross_entropy_chunk(logits, targets.narrow(0, begin, end - begin), count);
     };
     return {fused_head_loss(hidden, model.head_weight(), score), {}, {}};
+  }
+  Tensor teacher_head;  // [head rows, H']
+  {
+    torch::NoGradGuard no_grad;
+    teacher_head = model.has_draft_vocab() ? teacher.model->head_weight().index_select(0, model.draft_ids())
+                                           : teacher.model->head_weight();
   }
   Tensor teacher_hidden;
   {
@@ -93,9 +104,9 @@ BatchLoss next_token_loss(model::Llama& model, const Batch& b, bool autocast, co
     Tensor target_logits;
     {
       torch::NoGradGuard no_grad;
-      target_logits = torch::matmul(teacher_hidden.narrow(0, begin, end - begin), teacher.model->head_weight().t());
+      target_logits = torch::matmul(teacher_hidden.narrow(0, begin, end - begin), teacher_head.t());
     }
-    const double share = static_cast<double>(end - begin) / count;  // this chunk's part of the mean over all rows
+    const double share = static_cast<double>(end - begin) / rows;  // this chunk's part of the mean over all rows
     const HeadChunk kd = score_by_autograd(logits, [&](const Tensor& leaf) {
       return kd_loss(leaf, target_logits, teacher.kd) * share;
     });
@@ -193,6 +204,24 @@ std::shared_ptr<model::Llama> load_teacher(const config::Config& cfg, int64_t vo
   return target;
 }
 
+// model.draft_vocab_size: the head's tokens are the n most frequent of the training split (the stop tokens always),
+// the same on every rank and on resume, since the count is of the data alone.
+void choose_draft_vocab(model::Llama& model, const data::TokenStream& train, int64_t n, const std::string& data_dir) {
+  data::TokenCounter counter(model.config().vocab_size);
+  std::vector<int64_t> chunk;
+  for (int64_t at = 0; at < train.size(); at += int64_t{1} << 20) {
+    chunk.resize(static_cast<size_t>(std::min<int64_t>(int64_t{1} << 20, train.size() - at)));
+    train.read(at, static_cast<int64_t>(chunk.size()), chunk.data());
+    counter.add(chunk, data_dir.c_str());
+  }
+  const std::vector<int64_t> ids = data::rank_draft_tokens(counter.counts(), n, model.config().eos_token_ids);
+  model.set_draft_vocab(ids);
+  data::DraftVocab v;
+  v.target_vocab = model.config().vocab_size, v.ids = ids;
+  log::info("pretrain: draft vocabulary of ", n, " tokens (of ", model.config().vocab_size, ") covering ",
+            100.0 * v.coverage(counter.counts()), "% of the ", counter.total(), " training tokens");
+}
+
 }  // namespace
 
 int pretrain(const config::Config& given) {
@@ -224,6 +253,7 @@ int pretrain(const config::Config& given) {
   DA_CHECK(t.seq_len <= model->config().max_position_embeddings, "pretrain.train.seq_len (", t.seq_len,
            ") exceeds the model's max_position_embeddings (", model->config().max_position_embeddings, ")");
   log::info("pretrain: ", train.size(), " train tokens = ", sampler.windows(), " windows of ", t.seq_len, " tokens");
+  if (p.model.draft_vocab_size > 0) choose_draft_vocab(*model, train, p.model.draft_vocab_size, p.data_dir);
   std::shared_ptr<model::Llama> target;
   Teacher teacher;
   if (p.teacher == config::PretrainTeacher::kTarget) {

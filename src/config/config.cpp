@@ -30,6 +30,10 @@ std::vector<Config::Problem> Config::cross_checks() const {
   if (pretrain.train.seq_len > m.max_position_embeddings)
     out.push_back({"pretrain.train.seq_len", str_cat("must not exceed pretrain.model.max_seq_len (", m.max_position_embeddings,
                                                      ")")});
+  if (pretrain.model.draft_vocab_size > m.vocab_size)
+    out.push_back({"pretrain.model.draft_vocab_size",
+                   str_cat(pretrain.model.draft_vocab_size, " is larger than the vocabulary (pretrain.model.vocab_size ",
+                           m.vocab_size, ")")});
   check_train(pretrain.train, "pretrain.train", out);
   if (pretrain.teacher == PretrainTeacher::kTarget) {
     if (pretrain.kd_loss == Loss::kCe)

@@ -95,6 +95,9 @@ struct TargetSection {
 // config.json is read into), so the YAML, the model and the exported checkpoint cannot drift apart.
 struct ModelShape {
   io::LlamaConfig llama = demo_drafter();
+  // > 0: the output head covers only the draft_vocab_size tokens most frequent in the pretraining corpus (pretrain
+  // chooses them; distill chooses again with the target's answers first), model/llama.h set_draft_vocab.
+  int64_t draft_vocab_size = 0;
 
   // ~16M parameters with SmolLM2's 49152-token vocabulary (12% of the 135M target; 4/5 of them are the embedding).
   static io::LlamaConfig demo_drafter() {
@@ -127,6 +130,10 @@ struct ModelShape {
     s.add("rope_theta", llama.rope_theta, "RoPE base frequency", Bounds::positive());
     s.add("rms_norm_eps", llama.rms_norm_eps, "RMSNorm epsilon", Bounds::positive());
     s.add("tie_embeddings", llama.tie_word_embeddings, "share the input embedding and the output projection");
+    s.add("draft_vocab_size", draft_vocab_size,
+          "0: the output head covers the whole vocabulary; N: only the N most frequent tokens (the corpus's, then "
+          "distill's answers first); the drafter proposes only those, the target still verifies in its vocabulary",
+          Bounds::at_least(0));
   }
 };
 

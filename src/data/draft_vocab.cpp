@@ -48,10 +48,19 @@ double DraftVocab::coverage(const std::vector<int64_t>& counts) const {
 }
 
 DraftVocab select_draft_vocab(const std::vector<int64_t>& counts, int64_t n, const std::vector<int64_t>& always) {
+  DraftVocab v;
+  v.target_vocab = static_cast<int64_t>(counts.size());
+  v.ids = rank_draft_tokens(counts, n, always);
+  std::sort(v.ids.begin(), v.ids.end());
+  return v;
+}
+
+std::vector<int64_t> rank_draft_tokens(const std::vector<int64_t>& counts, int64_t n, const std::vector<int64_t>& always,
+                                       const std::vector<int64_t>& prior) {
   const int64_t vocab = static_cast<int64_t>(counts.size());
   DA_CHECK(n >= 1, "draft vocabulary: draft_vocab_size must be at least 1, got ", n);
-  DA_CHECK(n <= vocab, "draft vocabulary: draft_vocab_size ", n, " is larger than the target's vocabulary of ", vocab,
-           " tokens");
+  DA_CHECK(n <= vocab, "draft vocabulary: draft_vocab_size ", n, " is larger than the target's vocabulary of ",
+           vocab, " tokens");
   DA_CHECK(static_cast<int64_t>(always.size()) <= n, "draft vocabulary: ", always.size(),
            " stop tokens must be in it, more than draft_vocab_size ", n);
   std::vector<uint8_t> forced(static_cast<size_t>(vocab), 0);
@@ -59,20 +68,21 @@ DraftVocab select_draft_vocab(const std::vector<int64_t>& counts, int64_t n, con
     DA_CHECK(t >= 0 && t < vocab, "draft vocabulary: stop token ", t, " is outside the target's vocabulary of ", vocab);
     forced[static_cast<size_t>(t)] = 1;
   }
+  std::vector<int64_t> place(static_cast<size_t>(vocab), vocab);  // place in `prior`; vocab = not in it
+  for (size_t i = 0; i < prior.size(); ++i) {
+    DA_CHECK(prior[i] >= 0 && prior[i] < vocab, "draft vocabulary: an earlier choice holds ", prior[i],
+             ", outside the vocabulary of ", vocab);
+    place[static_cast<size_t>(prior[i])] = std::min(place[static_cast<size_t>(prior[i])], static_cast<int64_t>(i));
+  }
   std::vector<int64_t> order(static_cast<size_t>(vocab));
   std::iota(order.begin(), order.end(), 0);
-  // Forced tokens first, then by count, then by id: a total order, so the choice never depends on the sort.
   std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int64_t a, int64_t b) {
-    const auto ka = forced[static_cast<size_t>(a)], kb = forced[static_cast<size_t>(b)];
-    if (ka != kb) return ka > kb;
-    const int64_t ca = counts[static_cast<size_t>(a)], cb = counts[static_cast<size_t>(b)];
-    return ca != cb ? ca > cb : a < b;
+    const auto ua = static_cast<size_t>(a), ub = static_cast<size_t>(b);
+    if (forced[ua] != forced[ub]) return forced[ua] > forced[ub];
+    if (counts[ua] != counts[ub]) return counts[ua] > counts[ub];
+    return place[ua] != place[ub] ? place[ua] < place[ub] : a < b;
   });
-  DraftVocab v;
-  v.target_vocab = vocab;
-  v.ids.assign(order.begin(), order.begin() + n);
-  std::sort(v.ids.begin(), v.ids.end());
-  return v;
+  return std::vector<int64_t>(order.begin(), order.begin() + n);
 }
 
 DraftVocab draft_vocab_from_maps(const std::vector<int64_t>& d2t, const std::vector<uint8_t>& t2d, const char* where) {

@@ -48,6 +48,13 @@ struct DraftVocab {
 // ids than n, an `always` id outside the vocabulary.
 DraftVocab select_draft_vocab(const std::vector<int64_t>& counts, int64_t n, const std::vector<int64_t>& always = {});
 
+// The independent drafter's draft vocabulary (model.draft_vocab_size; model/llama.h set_draft_vocab), most wanted
+// first: the `always` ids, then by count (descending), ties by place in `prior` (an earlier choice, its ids before all
+// others: distill counts the target's answers and lets the corpus's choice fill the rest), then by id. The errors of
+// select_draft_vocab.
+std::vector<int64_t> rank_draft_tokens(const std::vector<int64_t>& counts, int64_t n,
+                                       const std::vector<int64_t>& always = {}, const std::vector<int64_t>& prior = {});
+
 // Rebuilds a vocabulary from stored d2t and t2d maps (an EAGLE-3 checkpoint), checking that they agree: d2t[i] + i
 // ascending and in range, and exactly those entries set in t2d. `where` names the file in errors.
 DraftVocab draft_vocab_from_maps(const std::vector<int64_t>& d2t, const std::vector<uint8_t>& t2d, const char* where);

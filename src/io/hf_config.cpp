@@ -171,6 +171,22 @@ LlamaConfig read_hf_config(const std::filesystem::path& path) {
     }
   }
 
+  if (const json* ids = r.find(j, "draft_token_ids")) {
+    if (!ids->is_array() || ids->empty() || static_cast<int64_t>(ids->size()) > c.vocab_size)
+      r.fail("draft_token_ids", str_cat("expected a non-empty list of at most vocab_size (", c.vocab_size,
+                                        ") token ids"));
+    std::vector<bool> seen(static_cast<size_t>(c.vocab_size), false);
+    for (size_t i = 0; i < ids->size(); ++i) {
+      const json& e = (*ids)[i];
+      if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() >= c.vocab_size ||
+          seen[static_cast<size_t>(e.get<int64_t>())])
+        r.fail("draft_token_ids", str_cat("entry ", i, " (", e.dump(), ") is not a token id below vocab_size (",
+                                          c.vocab_size, ") that appears once"));
+      seen[static_cast<size_t>(e.get<int64_t>())] = true;
+      c.draft_token_ids.push_back(e.get<int64_t>());
+    }
+  }
+
   read_sliding_window(r, c);
 
   // RoPE: transformers 5 keeps theta and scaling together in rope_parameters; older files split them.
@@ -251,6 +267,7 @@ json to_hf_json(const LlamaConfig& c) {
   if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
   else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
+  if (!c.draft_token_ids.empty()) j["draft_token_ids"] = c.draft_token_ids;
   return j;
 }
 

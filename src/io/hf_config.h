@@ -47,6 +47,10 @@ struct LlamaConfig {
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;  // eos_token_id may be one id or a list
   int64_t pad_token_id = -1;
+  // A drafter's draft vocabulary (model.draft_vocab_size): the target ids its output head covers, most frequent first;
+  // empty: the whole vocabulary. Written as "draft_token_ids" in the config.json of draftalign's own checkpoints;
+  // transformers and vLLM ignore the key, and `export` writes a head over the whole vocabulary instead.
+  std::vector<int64_t> draft_token_ids;
 };
 
 // Reads and parses a JSON file; an Error names the file and the byte where parsing failed.

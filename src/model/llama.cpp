@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 
 #include "common/error.h"
@@ -245,6 +246,7 @@ Llama::Llama(const io::LlamaConfig& config, torch::TensorOptions options, bool i
   if (!config.tie_word_embeddings)
     lm_head_ = register_module(
         "lm_head", std::make_shared<Weight>(std::vector<int64_t>{config.vocab_size, config.hidden_size}, options));
+  set_draft_vocab(config.draft_token_ids);
   if (!initialise) return;
   torch::NoGradGuard no_grad;
   for (auto& p : named_parameters()) {
@@ -332,9 +334,54 @@ Tensor Llama::hidden(const Tensor& tokens, const Tensor& positions, const Tensor
   return run(tokens, positions, mask, nullptr);
 }
 
-const Tensor& Llama::head_weight() const { return lm_head_ ? lm_head_->weight : body_->embed_tokens->weight; }
+void Llama::set_draft_vocab(const std::vector<int64_t>& ids) {
+  const int64_t V = config_.vocab_size;
+  DA_CHECK(static_cast<int64_t>(ids.size()) <= V, "Llama: a draft vocabulary of ", ids.size(),
+           " tokens is larger than the vocabulary of ", V);
+  std::vector<int64_t> row(static_cast<size_t>(V), -1);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    DA_CHECK(ids[i] >= 0 && ids[i] < V && row[static_cast<size_t>(ids[i])] < 0, "Llama: draft vocabulary entry ", i,
+             " (", ids[i], ") is not a token id below ", V, " that appears once");
+    row[static_cast<size_t>(ids[i])] = static_cast<int64_t>(i);
+  }
+  config_.draft_token_ids = ids;
+  draft_ids_ = draft_row_ = Tensor();
+  if (ids.empty()) return;
+  const torch::Device device = body_->embed_tokens->weight.device();
+  draft_ids_ = torch::tensor(ids, torch::kInt64).to(device);
+  draft_row_ = torch::tensor(row, torch::kInt64).to(device);
+}
 
-Tensor Llama::logits(const Tensor& hidden) { return project(hidden, head_weight()); }
+int64_t Llama::head_rows() const {
+  return has_draft_vocab() ? static_cast<int64_t>(config_.draft_token_ids.size()) : config_.vocab_size;
+}
+
+const Tensor& Llama::draft_ids() const {
+  const torch::Device device = body_->embed_tokens->weight.device();
+  if (draft_ids_.defined() && draft_ids_.device() != device)  // the model moved since
+    draft_ids_ = draft_ids_.to(device), draft_row_ = draft_row_.to(device);
+  return draft_ids_;
+}
+
+Tensor Llama::head_row_of(const Tensor& ids) const {
+  if (!has_draft_vocab()) return ids;
+  draft_ids();
+  return draft_row_.to(ids.device()).index({ids.to(torch::kInt64)});
+}
+
+Tensor Llama::head_weight() const {
+  const Tensor& w = lm_head_ ? lm_head_->weight : body_->embed_tokens->weight;
+  return has_draft_vocab() ? w.index_select(0, draft_ids()) : w;
+}
+
+Tensor Llama::logits(const Tensor& hidden) {
+  if (!has_draft_vocab()) return project(hidden, head_weight());
+  const Tensor rows = project(hidden, head_weight());  // [..., N]
+  std::vector<int64_t> shape = rows.sizes().vec();
+  shape.back() = config_.vocab_size;
+  return torch::full(shape, -std::numeric_limits<double>::infinity(), rows.options())
+      .index_copy(rows.dim() - 1, draft_ids(), rows);
+}
 
 Tensor Llama::forward(const Tensor& tokens, const Tensor& segments) { return logits(hidden(tokens, segments)); }
 
@@ -491,6 +538,25 @@ void save_llama(const Llama& model, const std::filesystem::path& dir, torch::Sca
 
   copy_tokenizer_files(tokenizer_dir, out.path());
   out.commit();
+}
+
+std::shared_ptr<Llama> with_full_head(const Llama& drafter) {
+  io::LlamaConfig c = drafter.config();
+  const bool reduced = !c.draft_token_ids.empty();
+  if (reduced) c.draft_token_ids.clear(), c.tie_word_embeddings = false;
+  const Tensor& w = drafter.named_parameters()["model.embed_tokens.weight"];
+  auto out = std::make_shared<Llama>(c, w.options(), false);
+  torch::NoGradGuard no_grad;
+  const auto from = drafter.named_parameters();
+  for (auto& p : out->named_parameters()) {
+    if (p.key() != "lm_head.weight" || !reduced) {
+      p.value().copy_(from[p.key()]);
+      continue;
+    }
+    p.value().zero_();
+    p.value().index_copy_(0, drafter.draft_ids(), drafter.head_weight());
+  }
+  return out;
 }
 
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to) {

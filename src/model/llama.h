@@ -64,9 +64,23 @@ class Llama : public torch::nn::Module {
   // branches that share one prefix, each at its own positions, in one pass (evaluators/onepass.h). Full attention
   // models only.
   torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask);
-  // The output projection's weight [vocab, hidden]: lm_head.weight, or model.embed_tokens.weight when tied. Losses
-  // that fuse the head (train/losses.h, fused_head_loss) multiply by it themselves.
-  const torch::Tensor& head_weight() const;
+  // The output projection's weight [head rows, hidden]: lm_head.weight, or model.embed_tokens.weight when tied; with a
+  // draft vocabulary, only its rows (a differentiable gather). Losses that fuse the head (train/losses.h,
+  // fused_head_loss) multiply by it themselves.
+  torch::Tensor head_weight() const;
+
+  // The draft vocabulary (config().draft_token_ids; model.draft_vocab_size): the output head covers only these target
+  // ids, and logits() gives every other id -inf, so a drafter samples and argmaxes over the draft vocabulary while
+  // every consumer of its logits keeps working in target ids. The rows stay in the full embedding (and lm_head, when
+  // untied), so a new vocabulary is a new choice of rows, not new weights.
+  void set_draft_vocab(const std::vector<int64_t>& ids);
+  bool has_draft_vocab() const { return !config_.draft_token_ids.empty(); }
+  int64_t head_rows() const;  // draft vocabulary size, or vocab_size
+  // Target ids [N] -> their rows in head_weight() (the draft index), -1 for ids outside the draft vocabulary; the ids
+  // themselves without one.
+  torch::Tensor head_row_of(const torch::Tensor& ids) const;
+  // The head's target ids [head rows] int64 on this model's device (undefined without a draft vocabulary).
+  const torch::Tensor& draft_ids() const;
 
   // An empty cache on this model's device and dtype.
   KVCache new_cache(int64_t batch, int64_t capacity) const;
@@ -101,6 +115,8 @@ class Llama : public torch::nn::Module {
   std::shared_ptr<Body> body_;
   std::shared_ptr<Weight> lm_head_;  // null when tied to model.embed_tokens
   torch::Tensor inv_freq_;  // [head_dim / 2] fp32 RoPE frequencies; not a buffer, so .to(bf16) leaves it fp32
+  // The draft vocabulary on the weights' device: ids [N] and the inverse map [vocab] (-1 outside); undefined without.
+  mutable torch::Tensor draft_ids_, draft_row_;
 };
 
 // Decode steps of a fixed shape, replayed from CUDA graphs: at batch 1 an eager step is some 35 kernel launches per
@@ -149,6 +165,13 @@ std::shared_ptr<Llama> load_llama(const std::filesystem::path& dir, torch::Devic
 // empty). Written into a temporary sibling and renamed into place: `dir` is complete or untouched.
 void save_llama(const Llama& model, const std::filesystem::path& dir, torch::ScalarType dtype = torch::kFloat32,
                 const std::filesystem::path& tokenizer_dir = {});
+
+// A drafter with a draft vocabulary as a plain Llama over the whole vocabulary, for transformers and vLLM (`export`):
+// an untied lm_head [vocab, hidden] whose draft-vocabulary rows are the head's and whose other rows are zero, so those
+// tokens' logits are exactly 0. Its greedy token is the drafter's wherever the drafter's top logit is positive (a
+// token outside then never wins); its sampled drafts give the outside tokens probability exp(0) / Z. Without a draft
+// vocabulary, a copy.
+std::shared_ptr<Llama> with_full_head(const Llama& drafter);
 
 // Copies the tokenizer and chat-template files found in `from` (tokenizer.json / .model, tokenizer_config.json,
 // special_tokens_map.json, chat_template.jinja) into `to`; nothing when `from` is empty.

@@ -106,6 +106,10 @@ ModelIO llama_io(model::Llama& model, const stdfs::path& tokenizer_dir) {
     same("num_attention_heads", have.num_attention_heads, want.num_attention_heads);
     same("num_key_value_heads", have.num_key_value_heads, want.num_key_value_heads);
     same("tie_word_embeddings", have.tie_word_embeddings, want.tie_word_embeddings);
+    DA_CHECK(have.draft_token_ids == want.draft_token_ids, (dir / "config.json").string(), ": its draft vocabulary (",
+             have.draft_token_ids.size(), " tokens; 0 = the whole vocabulary) is not the configured model's (",
+             want.draft_token_ids.size(), ") (resume with the config and data the checkpoint was trained with, or "
+             "train.resume=none)");
     auto loaded = model::load_llama(dir, torch::kCPU, torch::kFloat32);
     torch::NoGradGuard no_grad;
     auto dst = model.named_parameters();

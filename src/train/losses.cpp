@@ -257,18 +257,36 @@ TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const T
            "topk_bins: student logits ", student_logits.sizes(), ", top-k ids ", topk_ids.sizes(), " and log-probs ",
            topk_logprobs.sizes(), " must be [N, V], [N, k], [N, k]");
   const int64_t vocab = student_logits.size(1), k = topk_ids.size(1);
-  DA_CHECK(k >= 1 && k <= vocab, "topk_bins: k = ", k, " must be in [1, ", vocab, "]");
+  DA_CHECK(k >= 1, "topk_bins: k = ", k, " must be at least 1");
   const auto type = student_logits.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
   const Tensor lq = torch::log_softmax(student_logits.to(type), -1);
   const Tensor ids = topk_ids.to(torch::kInt64);
+  const bool all_in = ids.min().item<int64_t>() >= 0;
+  DA_CHECK(!all_in || k <= vocab, "topk_bins: k = ", k, " must be in [1, ", vocab, "]");
   TopkBins b;
-  b.student = lq.gather(1, ids);
-  b.teacher = topk_logprobs.detach().to(type);
-  if (k == vocab) return b;
+  if (all_in) {
+    b.student = lq.gather(1, ids);
+    b.teacher = topk_logprobs.detach().to(type);
+    if (k == vocab) return b;
+  } else {
+    // A stored token the student cannot propose (-1: outside its draft vocabulary): its bin is the floor for both
+    // (contributing nothing to any loss), and the teacher's mass there goes to the rest bucket.
+    const Tensor in = ids.ge(0), floor = torch::full({}, std::log(1e-12), lq.options());
+    b.student = torch::where(in, lq.gather(1, ids.clamp_min(0)), floor);
+    b.teacher = torch::where(in, topk_logprobs.detach().to(type), floor);
+  }
   // The student's rest: logsumexp over the tokens outside the k (the k masked to -inf); the teacher's: log(1 - mass),
   // floored at 1e-12 so that a row whose stored mass rounds to 1 keeps every loss finite.
-  const Tensor outside = lq.scatter(1, ids, -std::numeric_limits<double>::infinity()).logsumexp(-1, true);
-  const Tensor rest = (1.0 - b.teacher.exp().sum(-1, true)).clamp_min(1e-12).log();
+  constexpr double kMinusInf = -std::numeric_limits<double>::infinity();
+  const Tensor outside =
+      (all_in ? lq.scatter(1, ids, kMinusInf)
+              : lq.masked_fill(torch::zeros_like(lq, torch::kInt32)  // the columns some in-vocabulary id keeps
+                                   .scatter_add(1, ids.clamp_min(0), ids.ge(0).to(torch::kInt32))
+                                   .gt(0),
+                               kMinusInf))
+          .logsumexp(-1, true);
+  const Tensor in_mass = all_in ? b.teacher.exp() : torch::where(ids.ge(0), b.teacher.exp(), torch::zeros_like(b.teacher));
+  const Tensor rest = (1.0 - in_mass.sum(-1, true)).clamp_min(1e-12).log();
   b.student = torch::cat({b.student, outside}, 1);
   b.teacher = torch::cat({b.teacher, rest}, 1);
   return b;

@@ -74,6 +74,8 @@ struct TopkBins {
   torch::Tensor student;  // [N, k (+ 1)] log-probabilities, differentiable in the student logits
   torch::Tensor teacher;  // [N, k (+ 1)] log-probabilities, no gradient
 };
+// A top-k id of -1 is a token the student cannot propose (outside its draft vocabulary, model.draft_vocab_size; ids
+// are then the student's columns): its bin is 1e-12 for both and the teacher's mass there joins the rest bucket.
 TopkBins topk_bins(const torch::Tensor& student_logits, const torch::Tensor& topk_ids,
                    const torch::Tensor& topk_logprobs);
 

@@ -203,6 +203,9 @@ TEST(ConfigErrors, CrossCheckNamesTheKeyAndItsPlace) {
   EXPECT_HAS(a.error, a.file + ":5:7: key 'distill.train.optim.min_lr': must not exceed distill.train.optim.lr");
   a = attempt(dir, "pretrain:\n  model:\n    hidden_size: 100\n    num_heads: 3\n");
   EXPECT_HAS(a.error, "key 'pretrain.model.num_heads': must divide pretrain.model.hidden_size (100)");
+  a = attempt(dir, "pretrain:\n  model:\n    draft_vocab_size: 60000\n");  // a draft vocabulary past the vocabulary
+  EXPECT_HAS(a.error, "pretrain.model.draft_vocab_size");
+  EXPECT_HAS(a.error, "60000 is larger than the vocabulary (pretrain.model.vocab_size 49152)");
 }
 
 TEST(ConfigOverrides, AppliedAfterTheFileInOrder) {

@@ -30,6 +30,25 @@ TEST(DraftVocab, MostCountedTokensWithTheirMaps) {
   EXPECT_EQ(select_draft_vocab(counter.counts(), 6).ids, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
 }
 
+// The independent drafter's ranking (model.draft_vocab_size): most wanted first, not sorted by id; an earlier choice
+// breaks ties, so distill's answers come first and the corpus's choice fills the rest in its own order.
+TEST(DraftVocab, RankedTokensPutStopsThenCountsThenTheEarlierChoice) {
+  TokenCounter counter(6);
+  counter.add({2, 3, 0, 2, 3, 0, 2, 3, 4, 0, 0}, "test");  // 0 -> 4, 2 -> 3, 3 -> 3, 4 -> 1
+  EXPECT_EQ(rank_draft_tokens(counter.counts(), 4), (std::vector<int64_t>{0, 2, 3, 4}));
+  EXPECT_EQ(rank_draft_tokens(counter.counts(), 3, {5}), (std::vector<int64_t>{5, 0, 2}));
+  // Ties (2 and 3 at 3; 1 and 5 never seen) follow the earlier choice, then the id.
+  EXPECT_EQ(rank_draft_tokens(counter.counts(), 6, {}, {5, 3, 1}), (std::vector<int64_t>{0, 3, 2, 4, 5, 1}));
+  TokenCounter none(6);
+  EXPECT_EQ(rank_draft_tokens(none.counts(), 3, {4}, {1, 0, 2}), (std::vector<int64_t>{4, 1, 0}));
+  // The same order as select_draft_vocab's choice, as a set.
+  std::vector<int64_t> ranked = rank_draft_tokens(counter.counts(), 3);
+  std::sort(ranked.begin(), ranked.end());
+  EXPECT_EQ(ranked, select_draft_vocab(counter.counts(), 3).ids);
+  EXPECT_HAS(testing::error_of([&] { rank_draft_tokens(counter.counts(), 7); }), "larger than the target's vocabulary of 6");
+  EXPECT_HAS(testing::error_of([&] { rank_draft_tokens(counter.counts(), 2, {}, {9}); }), "outside the vocabulary of 6");
+}
+
 TEST(DraftVocab, AgreesWithAFullSortOnRandomCounts) {
   std::mt19937_64 rng(7);
   for (int trial = 0; trial < 20; ++trial) {

@@ -7,9 +7,11 @@
 // interface: greedy output equal to the target's at every gamma with counters equal to the one-pass chain count
 // (chain_proposer), and sampled output distributed as the target's though the head's q is zero off its draft
 // vocabulary. Drafts that stop when the drafter is unsure (draft_stop_prob): lossless in both modes, and counted
-// exactly by the one-pass chains (a drafter model's own greedy chains, checked against its decoding).
+// exactly by the one-pass chains (a drafter model's own greedy chains, checked against its decoding). A drafter model
+// with a draft vocabulary: lossless in both modes, counted exactly, drafting only inside it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -343,6 +345,50 @@ TEST(SpeculativeDecoding, DraftsThatStopWhenUnsureAreLosslessAndCountAsTheOnePas
   EXPECT_HAS(testing::error_of([&] { by_model.decode(prompts[0], 2, sp, 0, -0.1); }), "draft_stop_prob");
 }
 
+// A drafter model with a draft vocabulary (model.draft_vocab_size) of 16 of the 64 tokens, chosen on the target's
+// answers: greedy output equal to the target's, every drafted token inside the vocabulary, and the counters those of
+// the one-pass simulation, with and without drafts that stop when unsure. The same weights over the whole vocabulary
+// draft differently (the restriction is live).
+TEST(SpeculativeDecoding, ADraftVocabularyDrafterIsLosslessAndCountsAsTheOnePassSimulation) {
+  const int64_t vocab = 64, max_new = 40, max_gamma = 5;
+  auto target = make(vocab, 2, 1, 8.0);
+  auto whole = make(vocab, 1, 2, 1.0, target.get()), drafter = make(vocab, 1, 2, 1.0, target.get());
+  model::SamplingParams sp;
+  sp.temperature = 0, sp.max_new_tokens = max_new, sp.stop_ids = {3};
+  const auto prompts = random_prompts(vocab, 8, 7);
+  const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, max_gamma, sp.stop_ids, 8);
+  data::TokenCounter counter(vocab);
+  for (const auto& a : answers) counter.add(a.tokens, "test");
+  drafter->set_draft_vocab(data::rank_draft_tokens(counter.counts(), 16, sp.stop_ids));
+  const std::vector<int64_t>& ids = drafter->config().draft_token_ids;
+  auto in_vocab = [&](int64_t t) { return std::find(ids.begin(), ids.end(), t) != ids.end(); };
+  SpeculativeDecoder dec(*target, drafter.get());
+  SpecCounters all;
+  int64_t differ = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const GreedyAnswer& a = answers[i];
+    const std::vector<int64_t> argmax = teacher_forced_argmax(*drafter, prompts[i], a.tokens);
+    const DraftChains chains = teacher_forced_chains(*drafter, prompts[i], a.tokens, max_gamma);
+    for (const auto& chain : chains.tokens)
+      for (int64_t t : chain) ASSERT_TRUE(in_vocab(t)) << "drafted token " << t << " is outside the draft vocabulary";
+    const std::vector<int64_t> unrestricted = teacher_forced_argmax(*whole, prompts[i], a.tokens);
+    for (size_t k = 0; k < argmax.size(); ++k) differ += argmax[k] != unrestricted[k];
+    for (int64_t g : {1, 2, 3, 5}) {
+      const Decoded d = dec.decode(prompts[i], g, sp, 0);
+      ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
+          << "prompt " << i << ", gamma " << g;
+      EXPECT_EQ(d.counters, simulate_greedy(a, g, model_proposer(argmax))) << "prompt " << i << ", gamma " << g;
+      const Decoded s = dec.decode(prompts[i], g, sp, 0, 0.5);
+      ASSERT_EQ(s.tokens, d.tokens) << "prompt " << i << ", gamma " << g << ", stopping";
+      EXPECT_EQ(s.counters, simulate_greedy(a, g, chain_proposer(chains, 0.5))) << "prompt " << i << ", gamma " << g;
+      all.add(g == 3 ? d.counters : SpecCounters{});
+    }
+  }
+  EXPECT_GT(differ, 0) << "the draft vocabulary never changed a drafted token";
+  EXPECT_GT(all.num_accepted_tokens, 0);
+  EXPECT_LT(all.num_accepted_tokens, all.num_draft_tokens);
+}
+
 TEST(SpeculativeDecoding, ADrafterEqualToTheTargetIsAlwaysAccepted) {
   auto target = make(64, 2, 1, 8.0);
   SpeculativeDecoder dec(*target, target.get());
@@ -367,6 +413,10 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
   // A random head whose draft vocabulary is half the tokens: q is zero on the rest.
   auto head = head_over(*target, {{0, 1, 2, 3}}, 4, 13);
   SpeculativeDecoder eagle3(*target, *head);
+  // The drafter model's weights with a draft vocabulary of half the tokens: its q is zero on the rest.
+  auto narrow = make(V, 1, 12, 12.0);
+  narrow->set_draft_vocab({2, 5, 1, 6});
+  SpeculativeDecoder reduced(*target, narrow.get());
   struct Setting {
     double temperature, top_p;
     int64_t top_k;
@@ -399,9 +449,13 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
       SpeculativeDecoder* dec;
       double stop;
     };
-    for (const Run run : {Run{&model_only, 0}, Run{&hybrid, 0}, Run{&eagle3, 0}, Run{&model_only, 0.7}}) {
+    for (const Run run : {Run{&model_only, 0}, Run{&hybrid, 0}, Run{&eagle3, 0}, Run{&reduced, 0},
+                          Run{&model_only, 0.7}}) {
       SpeculativeDecoder* dec = run.dec;
-      const std::string who = std::string(dec == &hybrid ? "hybrid" : dec == &eagle3 ? "eagle3 head" : "drafter") +
+      const std::string who = std::string(dec == &hybrid       ? "hybrid"
+                                          : dec == &eagle3     ? "eagle3 head"
+                                          : dec == &reduced ? "drafter with a draft vocabulary"
+                                                               : "drafter") +
                               (run.stop > 0 ? " stopping" : "");
       std::map<int64_t, int64_t> counts;
       SpecCounters c;
@@ -420,7 +474,7 @@ TEST(SpeculativeDecoding, SampledTokensFollowTheTargetsDistribution) {
       const auto [stat_q, crit_q] = testing::chi_square(counts, q_joint, n);
       std::printf("%s T %.1f: chi-square %.1f against the drafter, critical %.1f; acceptance %.3f\n", who.c_str(),
                   s.temperature, stat_q, crit_q, static_cast<double>(c.num_accepted_tokens) / c.num_draft_tokens);
-      if (dec != &eagle3) EXPECT_GT(stat_q, crit_q) << who << " T " << s.temperature << ": the test cannot tell the drafter from the target";
+      if (dec != &eagle3 && dec != &reduced) EXPECT_GT(stat_q, crit_q) << who << " T " << s.temperature << ": the test cannot tell the drafter from the target";
       EXPECT_GT(c.num_accepted_tokens, 0) << who;
       EXPECT_LT(c.num_accepted_tokens, c.num_draft_tokens) << who;
       // Lookup proposed some of the hybrid's draft tokens.

@@ -242,6 +242,75 @@ TEST(Llama, ExportOfATiedBf16DrafterOpensInTransformers) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
+// A draft vocabulary (model.draft_vocab_size): the head is the full head's rows at its ids, every other id gets
+// -inf (the drafter's argmax and samples stay inside it), the ids survive a save and load, and the export is a plain
+// Llama whose lm_head has those rows and zeros elsewhere, which transformers reproduces.
+TEST(Llama, ADraftVocabularyHeadIsTheFullHeadsRowsAndExportsToTransformers) {
+  testing::ScratchDir tmp;
+  io::LlamaConfig c;
+  c.vocab_size = 64, c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 2;
+  c.num_attention_heads = 4, c.num_key_value_heads = 1, c.head_dim = 8, c.max_position_embeddings = 32;
+  c.rms_norm_eps = 1e-5, c.rope_theta = 100000, c.tie_word_embeddings = true;
+  c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
+  torch::manual_seed(3);
+  Llama full(c);
+  c.draft_token_ids = {2, 40, 7, 13, 60, 0, 21, 33, 8, 50, 19, 27};  // most wanted first: not sorted
+  Llama m(c, {}, false);
+  {
+    torch::NoGradGuard no_grad;
+    auto dst = m.named_parameters();
+    for (const auto& p : full.named_parameters()) dst[p.key()].copy_(p.value());
+  }
+  const Tensor ids = torch::tensor(c.draft_token_ids, torch::kInt64);
+  EXPECT_EQ(m.head_rows(), 12);
+  EXPECT_EQ(m.head_weight().sizes(), (std::vector<int64_t>{12, 32}));
+  EXPECT_TRUE(torch::equal(m.head_row_of(torch::tensor({40, 41, 2})), torch::tensor({1, -1, 0})));
+  torch::NoGradGuard no_grad;
+  const Tensor tokens = torch::randint(0, 64, {2, 10});
+  const Tensor want = full.forward(tokens), got = m.forward(tokens);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_LT(max_diff(got.index_select(-1, ids), want.index_select(-1, ids)), 1e-5);
+  const Tensor outside = torch::ones({64}, torch::kBool).index_fill_(0, ids, false);
+  EXPECT_TRUE(got.index({"...", outside}).isneginf().all().item<bool>());
+  const Tensor argmax = got.argmax(-1);
+  EXPECT_TRUE(torch::isin(argmax, ids).all().item<bool>());
+  EXPECT_FALSE(torch::equal(argmax, want.argmax(-1))) << "the full head's argmax never left the draft vocabulary";
+
+  // Saved and read back: the ids are in config.json, the logits the same.
+  model::save_llama(m, tmp / "drafter");
+  auto back = model::load_llama(tmp / "drafter");
+  EXPECT_EQ(back->config().draft_token_ids, c.draft_token_ids);
+  EXPECT_TRUE(torch::equal(back->forward(tokens), got));
+
+  // The export: an untied lm_head over all 64 tokens, the draft rows and zeros; transformers gives its logits.
+  auto plain = model::with_full_head(m);
+  EXPECT_FALSE(plain->has_draft_vocab());
+  EXPECT_FALSE(plain->config().tie_word_embeddings);
+  const Tensor exported = plain->forward(tokens);
+  EXPECT_LT(max_diff(exported.index_select(-1, ids), want.index_select(-1, ids)), 1e-5);
+  EXPECT_TRUE(exported.index({"...", outside}).eq(0).all().item<bool>());
+  const Tensor positive = got.amax(-1).gt(0);  // where the drafter's top logit is positive its argmax is the export's
+  EXPECT_TRUE(positive.any().item<bool>());
+  EXPECT_TRUE(torch::equal(exported.argmax(-1).index({positive}), argmax.index({positive})));
+  model::save_llama(*plain, tmp / "export");
+  EXPECT_TRUE(io::SafetensorsFile::open(tmp / "export" / "model.safetensors").contains("lm_head.weight"));
+  EXPECT_EQ(testing::read_text(tmp / "export" / "config.json").find("draft_token_ids"), std::string::npos);
+  io::save_safetensors(tmp / "golden.safetensors", {{"tokens", tokens}, {"logits", exported}});
+  auto r = transformers_check(tmp / "export", tmp / "golden.safetensors");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  // A config.json whose draft_token_ids repeat an id is named.
+  std::string text = testing::read_text(tmp / "drafter" / "config.json");
+  const size_t at = text.find("\"draft_token_ids\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(text.find("40", at), 2, "13");
+  testing::write_text(tmp / "drafter" / "config.json", text);
+  const std::string e = testing::error_of([&] { model::load_llama(tmp / "drafter"); });
+  EXPECT_HAS(e, (tmp / "drafter" / "config.json").string());
+  EXPECT_HAS(e, "draft_token_ids");
+  EXPECT_HAS(testing::error_of([&] { m.set_draft_vocab(std::vector<int64_t>(65, 0)); }), "larger than the vocabulary of 64");
+}
+
 TEST(Llama, ExportLeavesThePreviousDirectoryOnFailure) {
   testing::ScratchDir tmp;
   Tiny t = load_tiny();

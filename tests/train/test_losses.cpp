@@ -196,6 +196,52 @@ TEST(TopkBins, FullTopkIsTheFullLossAndFewerBinsBoundTvdFromBelow) {
   EXPECT_THROW(topk_bins(c.student, ids, std::get<0>(top).narrow(0, 0, 2)), Error);
 }
 
+// A student with a draft vocabulary (its columns a subset of the teacher's tokens): a stored top-k token outside it
+// (-1) is a bin of 1e-12 for both, the teacher's mass there joins the rest, and the binning is the one of the teacher
+// and the student extended by zeros to the whole vocabulary, stored tokens outside dropped from the k.
+TEST(TopkBins, TokensOutsideADraftVocabularyJoinTheRestBucket) {
+  const Case c = random_case(5, 13, 21);
+  const Tensor lp = torch::log_softmax(c.teacher, -1);
+  const std::vector<int64_t> draft = {0, 2, 3, 5, 8, 9, 12};  // student column j = token draft[j]
+  const Tensor cols = torch::tensor(draft, torch::kInt64), student = c.student.index_select(1, cols);
+  std::vector<int64_t> to_col(13, -1);
+  for (size_t j = 0; j < draft.size(); ++j) to_col[static_cast<size_t>(draft[j])] = static_cast<int64_t>(j);
+  const auto top = lp.topk(4, -1);
+  const Tensor ids = std::get<1>(top), mapped = torch::tensor(to_col, torch::kInt64).index({ids});
+  ASSERT_TRUE(mapped.lt(0).any().item<bool>() && mapped.ge(0).any().item<bool>());
+  const TopkBins b = topk_bins(student, mapped, std::get<0>(top));
+  ASSERT_EQ(b.student.size(1), 5);
+  EXPECT_TRUE(b.student.isfinite().all().item<bool>() && b.teacher.isfinite().all().item<bool>());
+  EXPECT_LT(max_abs(b.student.exp().sum(-1) - 1), 1e-9);
+  EXPECT_LT(max_abs(b.teacher.exp().sum(-1) - 1), 1e-9);
+  // Row by row against the definition.
+  const Tensor q = torch::softmax(student.to(torch::kFloat64), -1), p = lp.exp();
+  for (int64_t r = 0; r < 5; ++r) {
+    double q_kept = 0, p_kept = 0;
+    for (int64_t i = 0; i < 4; ++i) {
+      const int64_t col = mapped[r][i].item<int64_t>();
+      const double sb = b.student[r][i].exp().item<double>(), tb = b.teacher[r][i].exp().item<double>();
+      if (col < 0) {
+        EXPECT_NEAR(sb, 1e-12, 1e-18);
+        EXPECT_NEAR(tb, 1e-12, 1e-18);
+        continue;
+      }
+      EXPECT_NEAR(sb, q[r][col].item<double>(), 1e-12);
+      EXPECT_NEAR(tb, p[r][ids[r][i].item<int64_t>()].item<double>(), 1e-12);
+      q_kept += sb, p_kept += tb;
+    }
+    EXPECT_NEAR(b.student[r][4].exp().item<double>(), 1 - q_kept, 1e-12) << "row " << r;
+    EXPECT_NEAR(b.teacher[r][4].exp().item<double>(), 1 - p_kept, 1e-12) << "row " << r;
+  }
+  KdOptions o;
+  o.loss = config::Loss::kFkl;
+  Tensor s = student.clone().set_requires_grad(true);
+  const TopkBins g = topk_bins(s, mapped, std::get<0>(top));
+  const Tensor loss = kd_loss(g.student, g.teacher, o);
+  loss.backward();
+  EXPECT_TRUE(loss.isfinite().item<bool>() && s.grad().isfinite().all().item<bool>());
+}
+
 TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
   const Case c = random_case(7, 17, 5);
   for (auto dtype : {torch::kFloat64, torch::kFloat32}) {

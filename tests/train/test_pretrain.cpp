@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/shards.h"
+#include "io/hf_config.h"
 #include "model/llama.h"
 #include "test_util.h"
 #include "tiny_models.h"
@@ -489,6 +490,55 @@ TEST(Pretrain, DistillationFromTheTargetLearnsItsDistributionsAndWeightZeroIsPla
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_HAS(r.output, "pretrain.kd_loss");
   EXPECT_FALSE(fsys::exists(d / "none/final"));
+}
+
+// pretrain.model.draft_vocab_size: the head covers the n most frequent tokens of the training split (the stop token
+// always), most frequent first, stored in the checkpoint's config.json; the loss falls, with and without the target as
+// teacher; a resume with another draft vocabulary is refused naming the file; n past the vocabulary is a config error.
+TEST(Pretrain, ADraftVocabularyIsTheCorpussMostFrequentTokensAndTrains) {
+  ScratchDir d;
+  const fsys::path shards = make_dataset(d);
+  const int64_t n = 12;
+  auto r = run_command(pretrain_cmd(shards, d / "dv", str_cat("pretrain.model.draft_vocab_size=", n)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_HAS(r.output, str_cat("draft vocabulary of ", n, " tokens (of 49152)"));
+  const io::LlamaConfig c = io::read_hf_config(d / "dv/final/config.json");
+  ASSERT_EQ(c.draft_token_ids.size(), static_cast<size_t>(n));
+  // The expected choice, counted here over the train split.
+  const data::DatasetIndex index = data::read_index(shards);
+  const data::TokenStream train(shards, index, "train");
+  std::vector<int64_t> tokens(static_cast<size_t>(train.size()));
+  train.read(0, train.size(), tokens.data());
+  std::map<int64_t, int64_t> count;
+  for (int64_t t : tokens) ++count[t];
+  EXPECT_EQ(c.draft_token_ids[0], index.eos_id) << "the stop token first";
+  for (int64_t i = 2; i < n; ++i)
+    EXPECT_GE(count[c.draft_token_ids[i - 1]], count[c.draft_token_ids[i]]) << "not most frequent first at " << i;
+  int64_t kth = count[c.draft_token_ids[n - 1]], above = 0;
+  for (const auto& [t, k] : count) above += k > kth && t != index.eos_id;
+  EXPECT_LE(above, n - 1) << "a token more frequent than the last chosen one is left out";
+  const std::vector<double> losses = losses_of(metrics_of(d / "dv"));
+  EXPECT_NEAR(losses.front(), std::log(static_cast<double>(n)), 0.3) << "cross-entropy over the n head tokens";
+  EXPECT_LT(losses.back(), losses.front() - 0.05);
+
+  const fsys::path target = testing::save_tiny(d / "target", 2, 11, 4.0);
+  r = run_command(pretrain_cmd(shards, d / "dv-kd", str_cat("pretrain.model.draft_vocab_size=", n,
+                                                            " pretrain.teacher=target target.dir=", target.string())));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<double> kd;
+  for (const auto& j : metrics_of(d / "dv-kd"))
+    if (j.contains("kd")) kd.push_back(j["kd"].get<double>());
+  ASSERT_EQ(kd.size(), 12u);
+  EXPECT_LT(kd.back(), kd.front());
+
+  r = run_command(pretrain_cmd(shards, d / "dv", str_cat("pretrain.model.draft_vocab_size=", n + 1,
+                                                         " pretrain.train.steps=15")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_HAS(r.output, (d / "dv/checkpoints/step-0000012/config.json").string() + ": its draft vocabulary (12 tokens");
+  r = run_command(pretrain_cmd(shards, d / "big", "pretrain.model.draft_vocab_size=50000"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_HAS(r.output, "50000 is larger than the vocabulary");
+  EXPECT_FALSE(fsys::exists(d / "big/final"));
 }
 
 TEST(Pretrain, DamagedCheckpointAndDataAreNamed) {
