@@ -221,13 +221,19 @@ TEST(Llama, ExportRoundTripsThroughTransformers) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
-TEST(Llama, ExportOfATiedBf16DrafterOpensInTransformers) {
-  testing::ScratchDir tmp;
+// A tiny drafter-like config: tied embeddings, 64 tokens.
+io::LlamaConfig tied_drafter_config() {
   io::LlamaConfig c;
   c.vocab_size = 64, c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 2;
   c.num_attention_heads = 4, c.num_key_value_heads = 1, c.head_dim = 8, c.max_position_embeddings = 32;
   c.rms_norm_eps = 1e-5, c.rope_theta = 100000, c.tie_word_embeddings = true;
   c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
+  return c;
+}
+
+TEST(Llama, ExportOfATiedBf16DrafterOpensInTransformers) {
+  testing::ScratchDir tmp;
+  io::LlamaConfig c = tied_drafter_config();
   torch::manual_seed(3);
   Llama m(c);
   model::save_llama(m, tmp / "drafter", torch::kBFloat16);
@@ -247,11 +253,7 @@ TEST(Llama, ExportOfATiedBf16DrafterOpensInTransformers) {
 // Llama whose lm_head has those rows and zeros elsewhere, which transformers reproduces.
 TEST(Llama, ADraftVocabularyHeadIsTheFullHeadsRowsAndExportsToTransformers) {
   testing::ScratchDir tmp;
-  io::LlamaConfig c;
-  c.vocab_size = 64, c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 2;
-  c.num_attention_heads = 4, c.num_key_value_heads = 1, c.head_dim = 8, c.max_position_embeddings = 32;
-  c.rms_norm_eps = 1e-5, c.rope_theta = 100000, c.tie_word_embeddings = true;
-  c.bos_token_id = 1, c.eos_token_ids = {2}, c.pad_token_id = 2;
+  io::LlamaConfig c = tied_drafter_config();
   torch::manual_seed(3);
   Llama full(c);
   c.draft_token_ids = {2, 40, 7, 13, 60, 0, 21, 33, 8, 50, 19, 27};  // most wanted first: not sorted
