@@ -320,8 +320,7 @@ int distill(const config::Config& given) {
     } else {
       torch::NoGradGuard no_grad;
       r.teacher_hidden = response_hidden(*target, b.x, b.positions);
-      r.teacher_head = student->has_draft_vocab() ? target->head_weight().index_select(0, student->draft_ids())
-                                                  : target->head_weight();
+      r.teacher_head = model::head_rows_for(*target, *student);
     }
     // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew. With a
     // draft vocabulary, as rows of its head (-1, not trained, outside it).

@@ -88,8 +88,7 @@ BatchLoss next_token_loss(model::Llama& model, const Batch& b, bool autocast, co
   Tensor teacher_head;  // [head rows, H']
   {
     torch::NoGradGuard no_grad;
-    teacher_head = model.has_draft_vocab() ? teacher.model->head_weight().index_select(0, model.draft_ids())
-                                           : teacher.model->head_weight();
+    teacher_head = model::head_rows_for(*teacher.model, model);
   }
   Tensor teacher_hidden;
   {

@@ -345,7 +345,7 @@ void Llama::set_draft_vocab(const std::vector<int64_t>& ids) {
     row[static_cast<size_t>(ids[i])] = static_cast<int64_t>(i);
   }
   config_.draft_token_ids = ids;
-  draft_ids_ = draft_row_ = Tensor();
+  draft_ids_ = draft_row_ = head_rows_ = Tensor();
   if (ids.empty()) return;
   const torch::Device device = body_->embed_tokens->weight.device();
   draft_ids_ = torch::tensor(ids, torch::kInt64).to(device);
@@ -371,7 +371,19 @@ Tensor Llama::head_row_of(const Tensor& ids) const {
 
 Tensor Llama::head_weight() const {
   const Tensor& w = lm_head_ ? lm_head_->weight : body_->embed_tokens->weight;
-  return has_draft_vocab() ? w.index_select(0, draft_ids()) : w;
+  if (!has_draft_vocab()) return w;
+  if (torch::GradMode::is_enabled()) return w.index_select(0, draft_ids());
+  // Without autograd the gathered rows are kept until the weight changes: an optimiser step or a load bumps its
+  // version counter, a move or a cast gives it new storage.
+  if (!head_rows_.defined() || head_rows_of_.version != w._version() || head_rows_of_.data != w.data_ptr()) {
+    head_rows_ = w.index_select(0, draft_ids());
+    head_rows_of_ = {w._version(), w.data_ptr()};
+  }
+  return head_rows_;
+}
+
+Tensor head_rows_for(const Llama& target, const Llama& drafter) {
+  return drafter.has_draft_vocab() ? target.head_weight().index_select(0, drafter.draft_ids()) : target.head_weight();
 }
 
 Tensor Llama::logits(const Tensor& hidden) {
@@ -544,8 +556,7 @@ std::shared_ptr<Llama> with_full_head(const Llama& drafter) {
   io::LlamaConfig c = drafter.config();
   const bool reduced = !c.draft_token_ids.empty();
   if (reduced) c.draft_token_ids.clear(), c.tie_word_embeddings = false;
-  const Tensor& w = drafter.named_parameters()["model.embed_tokens.weight"];
-  auto out = std::make_shared<Llama>(c, w.options(), false);
+  auto out = std::make_shared<Llama>(c, drafter.head_weight().options(), false);
   torch::NoGradGuard no_grad;
   const auto from = drafter.named_parameters();
   for (auto& p : out->named_parameters()) {

@@ -66,7 +66,8 @@ class Llama : public torch::nn::Module {
   torch::Tensor hidden(const torch::Tensor& tokens, const torch::Tensor& positions, const torch::Tensor& mask);
   // The output projection's weight [head rows, hidden]: lm_head.weight, or model.embed_tokens.weight when tied; with a
   // draft vocabulary, only its rows (a differentiable gather). Losses that fuse the head (train/losses.h,
-  // fused_head_loss) multiply by it themselves.
+  // fused_head_loss) multiply by it themselves. Under NoGradGuard the gathered rows are cached (decoding gathers
+  // once per weight update, not once per step); with autograd on, a fresh gather each call.
   torch::Tensor head_weight() const;
 
   // The draft vocabulary (config().draft_token_ids; model.draft_vocab_size): the output head covers only these target
@@ -117,6 +118,12 @@ class Llama : public torch::nn::Module {
   torch::Tensor inv_freq_;  // [head_dim / 2] fp32 RoPE frequencies; not a buffer, so .to(bf16) leaves it fp32
   // The draft vocabulary on the weights' device: ids [N] and the inverse map [vocab] (-1 outside); undefined without.
   mutable torch::Tensor draft_ids_, draft_row_;
+  // head_weight()'s gathered rows without autograd, and the weight they were gathered from (version, storage).
+  mutable torch::Tensor head_rows_;
+  mutable struct {
+    int64_t version = -1;
+    const void* data = nullptr;
+  } head_rows_of_;
 };
 
 // Decode steps of a fixed shape, replayed from CUDA graphs: at batch 1 an eager step is some 35 kernel launches per
@@ -172,6 +179,10 @@ void save_llama(const Llama& model, const std::filesystem::path& dir, torch::Sca
 // token outside then never wins); its sampled drafts give the outside tokens probability exp(0) / Z. Without a draft
 // vocabulary, a copy.
 std::shared_ptr<Llama> with_full_head(const Llama& drafter);
+
+// A target's (teacher's) head restricted to a drafter's draft vocabulary: its rows at drafter.draft_ids() [N, H'], so
+// a distribution over them is the target's renormalised on the draft vocabulary; the whole head without one.
+torch::Tensor head_rows_for(const Llama& target, const Llama& drafter);
 
 // Copies the tokenizer and chat-template files found in `from` (tokenizer.json / .model, tokenizer_config.json,
 // special_tokens_map.json, chat_template.jinja) into `to`; nothing when `from` is empty.

@@ -284,6 +284,20 @@ TEST(Llama, ADraftVocabularyHeadIsTheFullHeadsRowsAndExportsToTransformers) {
   EXPECT_EQ(back->config().draft_token_ids, c.draft_token_ids);
   EXPECT_TRUE(torch::equal(back->forward(tokens), got));
 
+  // Without autograd the gathered rows are cached, and they follow every change of the weight: in place (an
+  // optimiser step), a new draft vocabulary, a cast.
+  {
+    const Tensor emb = back->named_parameters()["model.embed_tokens.weight"];
+    ASSERT_TRUE(torch::equal(back->head_weight(), emb.index_select(0, ids)));
+    emb.add_(1.0);
+    EXPECT_TRUE(torch::equal(back->head_weight(), emb.index_select(0, ids)));
+    back->set_draft_vocab({5, 6});
+    EXPECT_TRUE(torch::equal(back->head_weight(), emb.index_select(0, torch::tensor({5, 6}))));
+    back->to(torch::kFloat64);
+    const Tensor emb64 = back->named_parameters()["model.embed_tokens.weight"];
+    EXPECT_TRUE(torch::equal(back->head_weight(), emb64.index_select(0, torch::tensor({5, 6}))));
+  }
+
   // The export: an untied lm_head over all 64 tokens, the draft rows and zeros; transformers gives its logits.
   auto plain = model::with_full_head(m);
   EXPECT_FALSE(plain->has_draft_vocab());
