@@ -317,6 +317,7 @@ int distill(const config::Config& given) {
     r.student_head = student->head_weight();
     if (offline) {
       r.topk_ids = student->head_row_of(b.topk_ids), r.topk_logprobs = b.topk_logprobs;  // as head rows
+      r.topk_outside = student->has_draft_vocab();
     } else {
       torch::NoGradGuard no_grad;
       r.teacher_hidden = response_hidden(*target, b.x, b.positions);

@@ -251,7 +251,7 @@ Tensor acceptance(const Tensor& student, const Tensor& teacher, double temperatu
   return torch::minimum(p, q).sum(-1);
 }
 
-TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const Tensor& topk_logprobs) {
+TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const Tensor& topk_logprobs, bool outside) {
   DA_CHECK(student_logits.dim() == 2 && topk_ids.dim() == 2 && topk_ids.sizes() == topk_logprobs.sizes() &&
                topk_ids.size(0) == student_logits.size(0),
            "topk_bins: student logits ", student_logits.sizes(), ", top-k ids ", topk_ids.sizes(), " and log-probs ",
@@ -261,7 +261,7 @@ TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const T
   const auto type = student_logits.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
   const Tensor lq = torch::log_softmax(student_logits.to(type), -1);
   const Tensor ids = topk_ids.to(torch::kInt64);
-  const bool all_in = ids.min().item<int64_t>() >= 0;
+  const bool all_in = !outside;
   DA_CHECK(!all_in || k <= vocab, "topk_bins: k = ", k, " must be in [1, ", vocab, "]");
   TopkBins b;
   if (all_in) {
@@ -278,16 +278,17 @@ TopkBins topk_bins(const Tensor& student_logits, const Tensor& topk_ids, const T
   // The student's rest: logsumexp over the tokens outside the k (the k masked to -inf); the teacher's: log(1 - mass),
   // floored at 1e-12 so that a row whose stored mass rounds to 1 keeps every loss finite.
   constexpr double kMinusInf = -std::numeric_limits<double>::infinity();
-  const Tensor outside =
-      (all_in ? lq.scatter(1, ids, kMinusInf)
-              : lq.masked_fill(torch::zeros_like(lq, torch::kInt32)  // the columns some in-vocabulary id keeps
-                                   .scatter_add(1, ids.clamp_min(0), ids.ge(0).to(torch::kInt32))
-                                   .gt(0),
-                               kMinusInf))
-          .logsumexp(-1, true);
+  const Tensor student_rest =
+      all_in ? lq.scatter(1, ids, kMinusInf).logsumexp(-1, true)
+             : lq.masked_fill(torch::zeros_like(lq, torch::kInt32)  // the columns some in-vocabulary id keeps
+                                  .scatter_add(1, ids.clamp_min(0), ids.ge(0).to(torch::kInt32))
+                                  .gt(0),
+                              kMinusInf)
+                   .logsumexp(-1, true)
+                   .clamp_min(std::log(1e-12));  // k ids may cover every column
   const Tensor in_mass = all_in ? b.teacher.exp() : torch::where(ids.ge(0), b.teacher.exp(), torch::zeros_like(b.teacher));
   const Tensor rest = (1.0 - in_mass.sum(-1, true)).clamp_min(1e-12).log();
-  b.student = torch::cat({b.student, outside}, 1);
+  b.student = torch::cat({b.student, student_rest}, 1);
   b.teacher = torch::cat({b.teacher, rest}, 1);
   return b;
 }
@@ -395,7 +396,8 @@ ChunkTerms chunk_terms(const Tensor& logits, int64_t begin, const DistillRows& r
       std::max(1.0, ce_count);
   Tensor student = logits, teacher;
   if (rows.topk_ids.defined()) {
-    TopkBins bins = topk_bins(logits, rows.topk_ids.narrow(0, begin, n), rows.topk_logprobs.narrow(0, begin, n));
+    TopkBins bins = topk_bins(logits, rows.topk_ids.narrow(0, begin, n), rows.topk_logprobs.narrow(0, begin, n),
+                              rows.topk_outside);
     student = bins.student, teacher = bins.teacher;
   } else {
     torch::NoGradGuard no_grad;

@@ -74,10 +74,12 @@ struct TopkBins {
   torch::Tensor student;  // [N, k (+ 1)] log-probabilities, differentiable in the student logits
   torch::Tensor teacher;  // [N, k (+ 1)] log-probabilities, no gradient
 };
-// A top-k id of -1 is a token the student cannot propose (outside its draft vocabulary, model.draft_vocab_size; ids
-// are then the student's columns): its bin is 1e-12 for both and the teacher's mass there joins the rest bucket.
+// With `outside` set, a top-k id of -1 is a token the student cannot propose (outside its draft vocabulary,
+// model.draft_vocab_size; ids are then the student's columns): its bin is 1e-12 for both and the teacher's mass there
+// joins the rest bucket; the student's rest is floored at 1e-12 too. The caller says so (no device-to-host look at the
+// ids per chunk); without it every id must be a column.
 TopkBins topk_bins(const torch::Tensor& student_logits, const torch::Tensor& topk_ids,
-                   const torch::Tensor& topk_logprobs);
+                   const torch::Tensor& topk_logprobs, bool outside = false);
 
 // --- The output head fused with its loss: the [N, V] logits never exist ------------------------------------------
 // A loss of logits = hidden W^T, computed over chunks of rows: each chunk's logits are made, scored (the loss and its
@@ -125,6 +127,7 @@ struct DistillRows {
   torch::Tensor student_head;                  // [V, H], differentiable (Llama::head_weight)
   torch::Tensor teacher_hidden, teacher_head;  // [N, H'], [V, H']: online teacher
   torch::Tensor topk_ids, topk_logprobs;       // [N, k]: offline teacher
+  bool topk_outside = false;                   // topk_ids may hold -1 (topk_bins' `outside`)
   torch::Tensor targets;                       // [N] int64: the next token, or -100 where CE does not apply
 };
 struct DistillTerms {

@@ -209,7 +209,7 @@ TEST(TopkBins, TokensOutsideADraftVocabularyJoinTheRestBucket) {
   const auto top = lp.topk(4, -1);
   const Tensor ids = std::get<1>(top), mapped = torch::tensor(to_col, torch::kInt64).index({ids});
   ASSERT_TRUE(mapped.lt(0).any().item<bool>() && mapped.ge(0).any().item<bool>());
-  const TopkBins b = topk_bins(student, mapped, std::get<0>(top));
+  const TopkBins b = topk_bins(student, mapped, std::get<0>(top), /*outside=*/true);
   ASSERT_EQ(b.student.size(1), 5);
   EXPECT_TRUE(b.student.isfinite().all().item<bool>() && b.teacher.isfinite().all().item<bool>());
   EXPECT_LT(max_abs(b.student.exp().sum(-1) - 1), 1e-9);
@@ -236,10 +236,16 @@ TEST(TopkBins, TokensOutsideADraftVocabularyJoinTheRestBucket) {
   KdOptions o;
   o.loss = config::Loss::kFkl;
   Tensor s = student.clone().set_requires_grad(true);
-  const TopkBins g = topk_bins(s, mapped, std::get<0>(top));
+  const TopkBins g = topk_bins(s, mapped, std::get<0>(top), /*outside=*/true);
   const Tensor loss = kd_loss(g.student, g.teacher, o);
   loss.backward();
   EXPECT_TRUE(loss.isfinite().item<bool>() && s.grad().isfinite().all().item<bool>());
+  // Ids that happen to be all in the draft vocabulary: the general path is the plain one.
+  const auto in_top = student.topk(3, -1);
+  const TopkBins plain = topk_bins(student, std::get<1>(in_top), std::get<0>(in_top));
+  const TopkBins general = topk_bins(student, std::get<1>(in_top), std::get<0>(in_top), /*outside=*/true);
+  EXPECT_LT(max_abs(plain.student - general.student), 1e-12);
+  EXPECT_LT(max_abs(plain.teacher - general.teacher), 1e-12);
 }
 
 TEST(KdLossFused, EqualsTheAutogradReferenceForEveryOption) {
