@@ -118,17 +118,13 @@ namespace {
 struct Evaluation {
   const config::Config& cfg;
   const config::EvaluateSection& e;
-  io::LlamaConfig target_cfg;
-  std::unique_ptr<tok::Tokenizer> tokenizer;
-  std::optional<tok::ChatTemplate> chat;
+  std::optional<train::Target> target;  // tokenizer, chat template, config.json, stop ids; the model once loaded
   data::PromptSet set;
   std::vector<ContrastSpec> contrasts;
   int64_t max_gamma = 0;
   int64_t positions = 0;  // the fewest positions of the target and the drafters
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;
-  std::shared_ptr<model::Llama> target;
-  std::vector<int64_t> stop_ids;
   std::vector<std::string> names, groups;  // of the drafters (drafter_names, drafter_groups)
   std::vector<std::shared_ptr<model::Llama>> drafters;      // null where the drafter is an EAGLE-3 head
   std::vector<std::shared_ptr<model::Eagle3Head>> heads;    // null where it is a model
@@ -139,13 +135,11 @@ struct Evaluation {
 void check_inputs(Evaluation& ev) {
   const config::EvaluateSection& e = ev.e;
   const config::Config& cfg = ev.cfg;
-  ev.target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
+  ev.target = train::open_target(cfg);
   io::HfCheckpoint::open(cfg.target.dir).check_llama();
-  ev.tokenizer = tok::load_tokenizer(cfg.target.dir);
-  ev.chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
-  ev.positions = ev.target_cfg.max_position_embeddings;
+  ev.positions = ev.target->config.max_position_embeddings;
   for (const auto& d : e.drafters)
-    ev.positions = std::min(ev.positions, check_drafter(d, ev.target_cfg, cfg, *ev.tokenizer));
+    ev.positions = std::min(ev.positions, check_drafter(d, ev.target->config, cfg, *ev.target->tokenizer));
   ev.contrasts = parse_contrasts(e.contrasts);
   check_contrasts(ev.contrasts, report_row_names(e.drafters, e.prompt_lookup, e.hybrid));
   ev.set = data::load_prompts(e.prompts, /*skip_bad=*/false, e.max_prompts);
@@ -158,9 +152,8 @@ void check_inputs(Evaluation& ev) {
 void load_models(Evaluation& ev) {
   ev.device = train::make_compute(ev.cfg.run).device;
   ev.dtype = train::pick_dtype(ev.cfg.target.dtype, ev.device);
-  ev.target = train::load_frozen_target(ev.cfg, ev.device);
-  ev.stop_ids = train::stop_ids_for(*ev.tokenizer, ev.target_cfg);
-  const torch::Tensor embed = ev.target->named_parameters()["model.embed_tokens.weight"];
+  ev.target->load_model(ev.cfg, ev.device);
+  const torch::Tensor embed = ev.target->model->named_parameters()["model.embed_tokens.weight"];
   for (const auto& dir : ev.e.drafters) {
     const bool head = io::is_eagle3_dir(dir);
     ev.drafters.push_back(head ? nullptr : model::load_llama(dir, ev.device, ev.dtype));
@@ -193,7 +186,7 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
       Turn t;
       t.info.id = turn == 1 ? p.id : str_cat(p.id, "#", turn);
       t.info.category = p.category, t.info.turn = turn, t.info.cluster = p.cluster;
-      t.tokens = ev.tokenizer->encode(ev.chat->render(conversations[static_cast<size_t>(i)]));
+      t.tokens = ev.target->tokenizer->encode(ev.target->chat.render(conversations[static_cast<size_t>(i)]));
       t.info.prompt_tokens = static_cast<int64_t>(t.tokens.size());
       t.seed = model::splitmix64(model::splitmix64(static_cast<uint64_t>(ev.cfg.run.seed)) ^
                                  (static_cast<uint64_t>(p.index) * 16 + static_cast<uint64_t>(turn)));
@@ -213,18 +206,18 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
     std::vector<std::vector<int64_t>> contexts;
     if (!context_prompts.empty()) {
       model::SamplingParams sp;
-      sp.temperature = 0, sp.max_new_tokens = e.context_max_new_tokens, sp.stop_ids = ev.stop_ids;
+      sp.temperature = 0, sp.max_new_tokens = e.context_max_new_tokens, sp.stop_ids = ev.target->stop_ids;
       log::info("evaluate: the target answers ", context_prompts.size(), " turn-", turn, " prompts in full (up to ",
                 e.context_max_new_tokens, " tokens) for the turn after");
       log::Progress context_progress(str_cat("full answers, turn ", turn),
                                      static_cast<int64_t>(context_prompts.size()) * e.context_max_new_tokens, "tok",
                                      stdout, -1, ev.cfg.run.progress_interval_s);
       int64_t written = 0;
-      contexts = sampled_answers(*ev.target, context_prompts, std::vector<uint64_t>(context_prompts.size(), 0), sp,
-                                 e.batch_size, [&](int64_t n) {
-                                   ev.stop_point(str_cat("while the target answered turn ", turn, " in full"));
-                                   context_progress.update(written += n);
-                                 });
+      const std::vector<uint64_t> seeds(context_prompts.size(), 0);
+      contexts = sampled_answers(*ev.target->model, context_prompts, seeds, sp, e.batch_size, [&](int64_t n) {
+        ev.stop_point(str_cat("while the target answered turn ", turn, " in full"));
+        context_progress.update(written += n);
+      });
       context_progress.finish();
     }
     // Each turn's full answer, or null where no turn follows it.
@@ -238,11 +231,9 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
     for (size_t k = 0; k < batch.size(); ++k) {
       const std::vector<int64_t>* full = full_of[k];
       if (full != nullptr && static_cast<int64_t>(full->size()) >= measured &&
-          std::none_of(full->begin(), full->begin() + measured, [&](int64_t x) {
-            return std::find(ev.stop_ids.begin(), ev.stop_ids.end(), x) != ev.stop_ids.end();
-          })) {
+          std::none_of(full->begin(), full->begin() + measured, [&](int64_t x) { return ev.target->is_stop(x); })) {
         answers[k].tokens.assign(full->begin(), full->begin() + measured);
-        answers[k].emitted = cut_answer(answers[k].tokens, e.max_new_tokens, ev.stop_ids);
+        answers[k].emitted = cut_answer(answers[k].tokens, e.max_new_tokens, ev.target->stop_ids);
       } else {
         to_decode.push_back(k);
       }
@@ -254,10 +245,11 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
                              stdout, -1, ev.cfg.run.progress_interval_s);
       int64_t made = 0;
       const std::vector<GreedyAnswer> decoded =
-          greedy_answers(*ev.target, prompts, e.max_new_tokens, ev.max_gamma, ev.stop_ids, e.batch_size, [&](int64_t n) {
-            ev.stop_point(str_cat("while the target answered turn ", turn));
-            progress.update(made += n);
-          });
+          greedy_answers(*ev.target->model, prompts, e.max_new_tokens, ev.max_gamma, ev.target->stop_ids, e.batch_size,
+                         [&](int64_t n) {
+                           ev.stop_point(str_cat("while the target answered turn ", turn));
+                           progress.update(made += n);
+                         });
       progress.finish();
       for (size_t j = 0; j < to_decode.size(); ++j) answers[to_decode[j]] = decoded[j];
     }
@@ -271,11 +263,11 @@ std::vector<Turn> answer_turns(Evaluation& ev, int64_t* too_long) {
         const data::Prompt& p = set.prompts[static_cast<size_t>(i)];
         // The answer as the conversation's assistant turn: its text without the stop token.
         std::vector<int64_t> said = *full_of[k];
-        if (!said.empty() && std::find(ev.stop_ids.begin(), ev.stop_ids.end(), said.back()) != ev.stop_ids.end())
+        if (!said.empty() && ev.target->is_stop(said.back()))
           said.pop_back();
         t.info.context_tokens = static_cast<int64_t>(said.size());
         auto& conv = conversations[static_cast<size_t>(i)];
-        conv.push_back({"assistant", tok::replace_invalid_utf8(ev.tokenizer->decode(said))});
+        conv.push_back({"assistant", tok::replace_invalid_utf8(ev.target->tokenizer->decode(said))});
         conv.push_back({"user", p.later_turns[static_cast<size_t>(turn - 1)]});
         next.push_back(i);
       }
@@ -322,7 +314,7 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       std::vector<DraftChains> chains, answer_path(turns.size());  // its own path; the answer's, for the hybrid
       for (size_t k = 0; k < turns.size(); ++k) {
         ev.stop_point(str_cat("in the exact pass of ", ev.names[i]));
-        chains.push_back(teacher_forced_head_drafts(*ev.target, *head, turns[k].tokens, turns[k].answer.tokens,
+        chains.push_back(teacher_forced_head_drafts(*ev.target->model, *head, turns[k].tokens, turns[k].answer.tokens,
                                                     max_exact, e.hybrid ? &answer_path[k] : nullptr));
       }
       const int64_t seed = seed_of_dir(e.drafters[i]);
@@ -331,7 +323,8 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
                               exact_points([&](size_t k) { return chain_proposer(chains[k], e.draft_stop_prob); }), group,
                               seed});
       report.exact.back().draft_vocab = head->config().vocab.size();
-      report.exact.back().answer_coverage = answer_coverage(turns, head->config().vocab.ids, ev.target_cfg.vocab_size);
+      report.exact.back().answer_coverage =
+          answer_coverage(turns, head->config().vocab.ids, ev.target->config.vocab_size);
       if (e.hybrid)
         report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], head->num_params(), "hybrid",
                                 exact_points([&](size_t k) {
@@ -368,7 +361,7 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
     if (drafter->has_draft_vocab()) {
       report.exact.back().draft_vocab = drafter->head_rows();
       report.exact.back().answer_coverage =
-          answer_coverage(turns, drafter->config().draft_token_ids, ev.target_cfg.vocab_size);
+          answer_coverage(turns, drafter->config().draft_token_ids, ev.target->config.vocab_size);
     }
     if (e.hybrid)
       report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
@@ -400,19 +393,20 @@ void sampling_check(Evaluation& ev, const std::vector<Turn>& turns, Report& repo
   for (double temperature : e.sampling_temperatures) {
     model::SamplingParams sp;
     sp.temperature = temperature, sp.top_p = e.top_p, sp.top_k = e.top_k;
-    sp.max_new_tokens = e.sampling_max_new_tokens, sp.stop_ids = ev.stop_ids;
+    sp.max_new_tokens = e.sampling_max_new_tokens, sp.stop_ids = ev.target->stop_ids;
     log::info("evaluate: speculative sampling check at T=", temperature, ": the target samples ", prompts.size(),
               " answers of up to ", e.sampling_max_new_tokens, " tokens; one-pass alpha and the real decoder at g=",
               e.sampling_gamma);
-    const auto answers = sampled_answers(*ev.target, prompts, seeds, sp, e.batch_size);
+    const auto answers = sampled_answers(*ev.target->model, prompts, seeds, sp, e.batch_size);
     std::vector<torch::Tensor> p;  // the target's distributions along each answer
     for (size_t k = 0; k < prompts.size(); ++k)
-      p.push_back(answers[k].empty() ? torch::Tensor() : teacher_forced_probs(*ev.target, prompts[k], answers[k], sp));
+      p.push_back(answers[k].empty() ? torch::Tensor()
+                                     : teacher_forced_probs(*ev.target->model, prompts[k], answers[k], sp));
     for (size_t row = 0; row < models.size(); ++row) {
       const size_t i = models[row];
       SamplingPoint point;
       point.temperature = temperature, point.gamma = e.sampling_gamma;
-      SpeculativeDecoder dec(*ev.target, ev.drafters[i].get());
+      SpeculativeDecoder dec(*ev.target->model, ev.drafters[i].get());
       for (size_t k = 0; k < prompts.size(); ++k) {
         double alpha = 0;
         if (p[k].defined()) {
@@ -443,7 +437,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
                                       max_timed_gamma + 1);
   }
   model::SamplingParams sp;
-  sp.top_p = e.top_p, sp.top_k = e.top_k, sp.max_new_tokens = e.timed_max_new_tokens, sp.stop_ids = ev.stop_ids;
+  sp.top_p = e.top_p, sp.top_k = e.top_k, sp.max_new_tokens = e.timed_max_new_tokens, sp.stop_ids = ev.target->stop_ids;
   // The step latencies are timed after the prompt and up to 2 * max_gamma answer tokens (an answer that ended
   // sooner gives fewer: reading past its end gave garbage ids, found by tools/mutation_sweep.py's tiny world).
   std::vector<int64_t> context = timed[0]->tokens;
@@ -452,7 +446,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
                  answer.begin() + std::min<int64_t>(2 * ev.max_gamma, static_cast<int64_t>(answer.size())));
   // One target step per block length: 1 (plain decoding, or a call without a draft) to max gamma + 1.
   for (int64_t block = 1; block <= max_timed_gamma + 1; ++block)
-    report.verify_seconds.push_back(decode_step_seconds(*ev.target, context, block));
+    report.verify_seconds.push_back(decode_step_seconds(*ev.target->model, context, block));
   report.target_step_seconds = report.verify_seconds[0];
   const int64_t kinds = static_cast<int64_t>(e.drafters.size()) * (e.hybrid ? 2 : 1) + (e.prompt_lookup ? 1 : 0);
   const int64_t decodes = static_cast<int64_t>(e.temperatures.size() * e.gammas.size() * timed.size()) * kinds *
@@ -464,7 +458,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
   int64_t done = 0;
   fs::ensure_dir(e.report_dir);
   SweepLog sweeps(stdfs::path(e.report_dir) / "sweep.jsonl", report.fingerprint);
-  SpeculativeDecoder plain(*ev.target, nullptr);
+  SpeculativeDecoder plain(*ev.target->model, nullptr);
   plain.reserve(capacity, max_timed_gamma + 1);
   timed_decode(plain, *timed[0], 0, sp);  // warm-up, not timed
   // Made, reserved and warmed up once, before any of its points is timed.
@@ -514,7 +508,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
     return point;
   };
   if (e.prompt_lookup) {
-    SpeculativeDecoder dec(*ev.target, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
+    SpeculativeDecoder dec(*ev.target->model, LookupDrafting{e.prompt_lookup_min, e.prompt_lookup_max});
     DrafterResult res;
     res.name = "prompt-lookup";
     if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(dec);
@@ -526,7 +520,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
   const LookupDrafting lookup{e.prompt_lookup_min, e.prompt_lookup_max};
   auto drafter_of = [&](size_t i, bool with_lookup) {
     std::unique_ptr<Drafter> d = ev.heads[i] ? head_drafter(*ev.heads[i]) : model_drafter(*ev.drafters[i]);
-    return with_lookup ? hybrid_drafter(lookup, ev.target_cfg.vocab_size, std::move(d)) : std::move(d);
+    return with_lookup ? hybrid_drafter(lookup, ev.target->config.vocab_size, std::move(d)) : std::move(d);
   };
   for (size_t i = 0; i < e.drafters.size(); ++i) {
     DrafterResult res;
@@ -539,7 +533,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
       res.step_seconds = decode_step_seconds(*ev.drafters[i], context);
     }
     for (bool with_lookup : e.hybrid ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
-      SpeculativeDecoder dec(*ev.target, drafter_of(i, with_lookup));
+      SpeculativeDecoder dec(*ev.target->model, drafter_of(i, with_lookup));
       res.name = ev.names[i] + (with_lookup ? "+lookup" : ""), res.points.clear();
       if (!sweeps.all_found(res.name, e.temperatures, e.gammas)) ready(dec);
       for (double t : e.temperatures)
@@ -600,7 +594,7 @@ int evaluate(const config::Config& cfg) {
   report.dtype = ev.dtype == torch::kBFloat16 ? "bf16" : "fp32";
   report.environment = runtime_environment(report.device);
   report.fingerprint = evaluate_fingerprint(cfg);
-  report.target_params = ev.target->num_params();
+  report.target_params = ev.target->model->num_params();
   report.prompt_files = e.prompts, report.prompts = static_cast<int64_t>(ev.set.prompts.size());
   report.turns = e.turns, report.max_new_tokens = e.max_new_tokens;
   report.context_max_new_tokens = e.context_max_new_tokens, report.skipped_turns = too_long;

@@ -182,9 +182,9 @@ int generate(const config::Config& cfg) {
   GenerateSummary sum;
 
   // Prompts -> requests.
-  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
-  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
-  const io::LlamaConfig target_cfg = io::read_hf_config(stdfs::path(cfg.target.dir) / "config.json");
+  train::Target target = train::open_target(cfg);
+  const tok::Tokenizer& tokenizer = *target.tokenizer;
+  const io::LlamaConfig& target_cfg = target.config;
   for (const auto& f : g.prompts)
     DA_CHECK(f != cfg.magpie.output || stdfs::is_regular_file(f), f, ": prompt file not found (generate.prompts); it is ",
              "magpie.output, the prompts the target writes: run `draftalign magpie` first (the pipeline does, with ",
@@ -199,8 +199,8 @@ int generate(const config::Config& cfg) {
   std::vector<Planned> planned;
   int64_t too_long = 0;
   for (const Prompt& p : prompts.prompts) {
-    const std::string text = chat.render(p.messages);
-    std::vector<int64_t> ids = tokenizer->encode(text);
+    const std::string text = target.chat.render(p.messages);
+    std::vector<int64_t> ids = tokenizer.encode(text);
     if (static_cast<int64_t>(ids.size()) + g.max_new_tokens > target_cfg.max_position_embeddings) {
       ++too_long;
       continue;
@@ -235,14 +235,14 @@ int generate(const config::Config& cfg) {
             sum.shards, " shards; this process (", part, "/", parts, ") has ", mine.size(), " left");
 
   if (!mine.empty()) {
-    auto target = train::load_frozen_target(cfg, train::make_compute(cfg.run).device);
+    target.load_model(cfg, train::make_compute(cfg.run).device);
     model::SamplingParams sp;
     sp.temperature = g.temperature, sp.top_p = g.top_p, sp.top_k = g.top_k, sp.max_new_tokens = g.max_new_tokens;
     sp.stop_strings = g.stop;
-    sp.stop_ids = train::stop_ids_for(*tokenizer, target_cfg, g.stop_ids, "generate.stop_ids");
+    sp.stop_ids = train::stop_ids_for(tokenizer, target_cfg, g.stop_ids, "generate.stop_ids");
     DA_CHECK(g.topk_logprobs <= target_cfg.vocab_size, "generate.topk_logprobs = ", g.topk_logprobs,
              " is more than the target's vocabulary of ", target_cfg.vocab_size, " tokens");
-    model::Generator gen(*target, sp, g.batch_size, g.topk_logprobs, tokenizer.get());
+    model::Generator gen(*target.model, sp, g.batch_size, g.topk_logprobs, &tokenizer);
     log::Progress progress("generate", static_cast<int64_t>(mine.size()), "shard", stdout, -1,
                            cfg.run.progress_interval_s);
     const auto start = std::chrono::steady_clock::now();
@@ -265,7 +265,7 @@ int generate(const config::Config& cfg) {
         progress.update(static_cast<int64_t>(s), str_cat(tokens, " tokens, ", static_cast<int64_t>(tokens / secs),
                                                          " tok/s"));
       });
-      write_shard(out, k, plan, part_plan, completions, *tokenizer, g.topk_logprobs);
+      write_shard(out, k, plan, part_plan, completions, tokenizer, g.topk_logprobs);
       progress.update(static_cast<int64_t>(s + 1));
     }
     progress.finish(str_cat(tokens, " tokens"));
@@ -498,14 +498,14 @@ int data_import(const config::Config& cfg) {
   const auto& d = cfg.data;
   DA_CHECK(!d.inputs.empty(), "data.inputs: no chat JSONL file given (data import)");
   const stdfs::path out = data_dir(cfg);
-  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
-  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  const train::Target target = train::open_target(cfg);
+  const tok::Tokenizer& tokenizer = *target.tokenizer;
   std::vector<Planned> planned;
   std::vector<model::Completion> done;
   int64_t conversations = 0, skipped = 0;
   // shard_size is part of the plan: a directory cut into other shards is refused, never left with stale shards.
   std::string first_skip, source = str_cat("import template=", cfg.target.chat_template, " shard_size=", d.shard_size,
-                                           " tokenizer=", checksum_hex(fs::read_file(tokenizer->file())));
+                                           " tokenizer=", checksum_hex(fs::read_file(tokenizer.file())));
   for (const std::string& file : d.inputs) {
     DA_CHECK(stdfs::is_regular_file(file), file, ": chat file not found (data.inputs)");
     const std::string text = fs::read_file(file);
@@ -520,8 +520,8 @@ int data_import(const config::Config& cfg) {
       const std::string where = str_cat(file, ":", line_no);
       const size_t before = planned.size();
       try {
-        import_conversation(data::parse_conversation(line, where), chat, *tokenizer, where, conversations, planned,
-                            done);
+        import_conversation(data::parse_conversation(line, where), target.chat, tokenizer, where, conversations,
+                            planned, done);
         ++conversations;
       } catch (const Error& e) {
         planned.resize(before), done.resize(before);
@@ -540,7 +540,7 @@ int data_import(const config::Config& cfg) {
   for (int64_t k = 0; k < shards; ++k) {
     const int64_t lo = k * d.shard_size, hi = std::min(n, lo + d.shard_size);
     write_shard(out, k, plan, std::vector<Planned>(planned.begin() + lo, planned.begin() + hi),
-                std::vector<model::Completion>(done.begin() + lo, done.begin() + hi), *tokenizer, 0);
+                std::vector<model::Completion>(done.begin() + lo, done.begin() + hi), tokenizer, 0);
   }
   GenerateSummary sum;
   DA_CHECK(finalize(out, plan, shards, skipped, sum), out.string(), ": a shard just written is missing");

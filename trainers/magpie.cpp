@@ -64,17 +64,18 @@ int magpie(const config::Config& cfg) {
     }
   const int64_t excluded = seen.size();
 
-  const auto tokenizer = tok::load_tokenizer(cfg.target.dir);
-  const auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  train::Target target = train::open_target(cfg);
+  const tok::Tokenizer& tokenizer = *target.tokenizer;
+  const tok::ChatTemplate& chat = target.chat;
   // Each is a render (a round trip to the template's co-process for a shipped template): once, not per sample.
   const std::string prefix_text = chat.user_prefix(m.system), turn_end = chat.user_turn_end();
-  const std::vector<int64_t> prefix = tokenizer->encode(prefix_text);
-  auto target = train::load_frozen_target(cfg, train::make_compute(cfg.run).device);
+  const std::vector<int64_t> prefix = tokenizer.encode(prefix_text);
+  target.load_model(cfg, train::make_compute(cfg.run).device);
   model::SamplingParams sp;
   sp.temperature = m.temperature, sp.top_p = m.top_p, sp.max_new_tokens = m.max_new_tokens;
   sp.stop_strings = {turn_end};
-  sp.stop_ids = train::stop_ids_for(*tokenizer, target->config());
-  model::Generator gen(*target, sp, m.batch_size, 0, tokenizer.get());
+  sp.stop_ids = target.stop_ids;
+  model::Generator gen(*target.model, sp, m.batch_size, 0, &tokenizer);
 
   const int64_t max_samples = m.max_samples > 0 ? m.max_samples : 4 * m.count;
   const uint64_t base =
@@ -96,9 +97,8 @@ int magpie(const config::Config& cfg) {
       const model::Completion& c = done[i];
       ++sum.samples;
       std::vector<int64_t> ids = c.tokens;
-      while (!ids.empty() && std::find(sp.stop_ids.begin(), sp.stop_ids.end(), ids.back()) != sp.stop_ids.end())
-        ids.pop_back();
-      std::string text = tokenizer->decode(ids);
+      while (!ids.empty() && target.is_stop(ids.back())) ids.pop_back();
+      std::string text = tokenizer.decode(ids);
       const size_t end = text.find(turn_end);
       if (end != std::string::npos) text.resize(end);
       text = tok::strip(text);

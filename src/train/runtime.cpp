@@ -10,6 +10,7 @@
 #include "common/device.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "io/hf_config.h"
 
 namespace draftalign::train {
 
@@ -95,6 +96,16 @@ std::vector<int64_t> stop_ids_for(const tok::Tokenizer& tokenizer, const io::Lla
   }
   return ids;
 }
+
+Target open_target(const config::Config& cfg) {
+  auto tokenizer = tok::load_tokenizer(cfg.target.dir);
+  auto chat = tok::ChatTemplate::from_dir(cfg.target.dir, cfg.target.chat_template);
+  io::LlamaConfig config = io::read_hf_config(std::filesystem::path(cfg.target.dir) / "config.json");
+  std::vector<int64_t> stops = stop_ids_for(*tokenizer, config);
+  return Target{std::move(tokenizer), std::move(chat), std::move(config), std::move(stops), nullptr};
+}
+
+void Target::load_model(const config::Config& cfg, torch::Device device) { model = load_frozen_target(cfg, device); }
 
 Runtime make_runtime(const config::RunSection& run, const config::TrainSection& train) {
   const Compute compute = make_compute(run);

@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "config/config.h"
 #include "model/llama.h"
+#include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 #include "train/dist.h"
 #include "train/launch_env.h"
@@ -53,6 +55,22 @@ std::shared_ptr<model::Llama> load_frozen_target(const config::Config& cfg, torc
 // own stop ids, each checked against the vocabulary, named by `extra_key` in the error), each once.
 std::vector<int64_t> stop_ids_for(const tok::Tokenizer& tokenizer, const io::LlamaConfig& config,
                                   const std::vector<int64_t>& extra = {}, const std::string& extra_key = "");
+
+// The target as every stage that talks to it sees it (generate, magpie, data import, evaluate), loaded in one place so
+// that they agree: target.dir's tokenizer, its chat template (target.chat_template), its config.json and the ids that
+// end an answer (stop_ids_for). The weights only when a stage needs them (load_model: load_frozen_target), so a stage
+// checks its inputs before it spends the time.
+struct Target {
+  std::unique_ptr<tok::Tokenizer> tokenizer;
+  tok::ChatTemplate chat;
+  io::LlamaConfig config;               // <target.dir>/config.json
+  std::vector<int64_t> stop_ids;        // the tokenizer's EOS, then config.json's eos_token_ids
+  std::shared_ptr<model::Llama> model;  // null until load_model
+
+  void load_model(const config::Config& cfg, torch::Device device);
+  bool is_stop(int64_t id) const { return std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end(); }
+};
+Target open_target(const config::Config& cfg);
 
 // Device, threads, process group and mixed precision of one training process.
 struct Runtime {
