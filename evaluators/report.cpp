@@ -800,7 +800,7 @@ std::string write_report(const stdfs::path& dir, const Report& r, const std::str
                        {"gamma", p.gamma},
                        {"prompt_id", pr.prompt_id},
                        {"prompt_tokens", pr.prompt_tokens},
-                       {"finish", pr.finish},
+                       {"finish", model::finish_name(pr.finish)},
                        {"counters", counters_json(pr.counters)},
                        {"block_efficiency", m.block_efficiency},
                        {"seconds", pr.seconds},

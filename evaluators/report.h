@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/device.h"
+#include "model/finish.h"
 #include "evaluators/metrics.h"
 #include "evaluators/stats.h"
 
@@ -69,7 +70,7 @@ struct ExactDrafter {
 struct PromptRun {
   std::string prompt_id;
   int64_t prompt_tokens = 0;
-  std::string finish;
+  model::Finish finish = model::Finish::kLength;
   SpecCounters counters;
   std::vector<double> seconds, baseline_seconds;  // per repeat
   int64_t baseline_tokens = 0;

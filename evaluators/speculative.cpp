@@ -430,7 +430,7 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   out.target_seconds_by_draft_length.assign(static_cast<size_t>(gamma + 1), 0.0);
   out.prefill_seconds = since(prefill_start);
   std::vector<int64_t> context = prompt;  // the prompt and the tokens emitted so far; `pending` last
-  while (true) {
+  for (bool finished = false; !finished;) {
     // 1. Draft up to gamma tokens.
     std::vector<int64_t> draft;
     std::vector<Tensor> qs;
@@ -478,15 +478,14 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
       out.tokens.push_back(x);
       context.push_back(x);
       if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), x) != sp.stop_ids.end()) {
-        out.finish = "eos";
+        out.finish = model::Finish::kEos, finished = true;
         break;
       }
       if (static_cast<int64_t>(out.tokens.size()) >= sp.max_new_tokens) {
-        out.finish = "length";
+        out.finish = model::Finish::kLength, finished = true;
         break;
       }
     }
-    if (!out.finish.empty()) break;
     pending = v.token;
   }
   out.counters.num_emitted_tokens = static_cast<int64_t>(out.tokens.size());

@@ -65,7 +65,7 @@ int64_t sample_from(const torch::Tensor& weights, double u);
 
 struct Decoded {
   std::vector<int64_t> tokens;  // the response (a stop token included)
-  std::string finish;           // "eos" or "length"
+  model::Finish finish = model::Finish::kLength;  // kEos or kLength
   SpecCounters counters;
   std::vector<int64_t> accepted_per_step;  // per target call: draft tokens accepted (-1: a step without a draft)
   double drafter_seconds = 0, target_seconds = 0;  // wall time inside each model's steps (host-synchronised)

@@ -94,7 +94,7 @@ json sweep_point_json(const SweepPoint& p) {
   for (const auto& pr : p.prompts)
     prompts.push_back({{"prompt_id", pr.prompt_id},
                        {"prompt_tokens", pr.prompt_tokens},
-                       {"finish", pr.finish},
+                       {"finish", model::finish_name(pr.finish)},
                        {"counters", counters_json(pr.counters)},
                        {"seconds", pr.seconds},
                        {"baseline_seconds", pr.baseline_seconds},
@@ -121,7 +121,8 @@ SweepPoint sweep_point_from_json(const json& j) {
   p.times = step_times_from_json(j.at("times")), p.baseline_times = step_times_from_json(j.at("baseline_times"));
   DA_CHECK(j.at("prompts").is_array(), "'prompts' is not a list");
   for (const auto& pr : j.at("prompts")) {
-    PromptRun run{pr.at("prompt_id"), count_at(pr, "prompt_tokens"), pr.at("finish"),
+    PromptRun run{pr.at("prompt_id"), count_at(pr, "prompt_tokens"),
+                  model::finish_from_name(pr.at("finish").get<std::string>(), "'finish'"),
                   counters_from_json(pr.at("counters"))};
     run.seconds = seconds_at(pr, "seconds"), run.baseline_seconds = seconds_at(pr, "baseline_seconds");
     run.baseline_tokens = count_at(pr, "baseline_tokens");

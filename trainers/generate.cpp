@@ -107,10 +107,10 @@ void write_shard(const stdfs::path& dir, int64_t k, const std::string& plan, con
     ids.push_back(p.request.id);
     prompt_index.push_back(p.prompt_index);
     seeds.push_back(static_cast<int64_t>(p.request.seed));
-    finish.push_back(c.finish == "eos" ? 0 : c.finish == "stop" ? 1 : 2);
+    finish.push_back(static_cast<uint8_t>(c.finish));
     if (topk > 0) topk_ids.push_back(c.topk_ids.to(torch::kInt32)), topk_lp.push_back(c.topk_logprobs);
     preview += json({{"request_id", p.request.id}, {"prompt_id", p.prompt_id}, {"prompt", p.prompt_text},
-                     {"response", tokenizer.decode(c.tokens)}, {"finish", c.finish},
+                     {"response", tokenizer.decode(c.tokens)}, {"finish", model::finish_name(c.finish)},
                      {"prompt_tokens", p.request.prompt.size()}, {"response_tokens", c.tokens.size()}})
                    .dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // a cut UTF-8 sequence -> U+FFFD
   }
@@ -415,14 +415,13 @@ std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_di
   const auto tokenizer = tok::load_tokenizer(tokenizer_dir);
   DA_CHECK(first < static_cast<int64_t>(records.size()), "data.first = ", first, " but ", dir.string(), " holds ",
            records.size(), " records");
-  const char* finish[] = {"eos", "stop", "length"};
   std::string out;
   for (int64_t i = first; i < std::min<int64_t>(first + samples, records.size()); ++i) {
     const Record& r = records[static_cast<size_t>(i)];
     const std::vector<int64_t> prompt(r.tokens.begin(), r.tokens.begin() + r.prompt_len);
     const std::vector<int64_t> response(r.tokens.begin() + r.prompt_len, r.tokens.end());
     out += str_cat("=== record ", i, ": request ", r.request, ", prompt ", r.prompt_index, ", ", r.shard, ", finish ",
-                   finish[r.finish], ", ", r.prompt_len, " prompt + ", r.response_len, " response tokens\n",
+                   model::finish_name(static_cast<model::Finish>(r.finish)), ", ", r.prompt_len, " prompt + ", r.response_len, " response tokens\n",
                    "--- prompt (as the target saw it)\n", tokenizer->decode(prompt), "\n--- response\n",
                    tokenizer->decode(response), "\n");
   }
@@ -485,7 +484,7 @@ void import_conversation(const std::vector<tok::Message>& messages, const tok::C
     model::Completion c;
     c.id = p.request.id;
     c.tokens = tokenizer.encode(response);
-    c.finish = "eos";
+    c.finish = model::Finish::kEos;
     DA_CHECK(!p.request.prompt.empty() && !c.tokens.empty(), where, ": message ", a, " renders to no tokens");
     planned.push_back(std::move(p));
     done.push_back(std::move(c));

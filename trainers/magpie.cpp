@@ -102,7 +102,7 @@ int magpie(const config::Config& cfg) {
       const size_t end = text.find(turn_end);
       if (end != std::string::npos) text.resize(end);
       text = tok::strip(text);
-      std::string why = c.finish == "length" ? "unfinished" : junk_reason(text, m);
+      std::string why = c.finish == model::Finish::kLength ? "unfinished" : junk_reason(text, m);
       if (why.empty()) {
         const int64_t dup = seen.find(text);
         if (dup >= 0) why = dup < excluded ? "evaluation overlap" : "duplicate";

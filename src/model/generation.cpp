@@ -97,7 +97,7 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
   if (use_cuda_graphs(device)) graphs = std::make_unique<DecodeGraphs>(model_, cache);
   std::vector<Slot> slots(static_cast<size_t>(B));
   size_t next = 0;
-  auto finish = [&](Slot& s, const std::string& why) {
+  auto finish = [&](Slot& s, Finish why) {
     Completion& c = out[static_cast<size_t>(s.request)];
     c.id = requests[static_cast<size_t>(s.request)].id;
     c.tokens = std::move(s.tokens);
@@ -138,18 +138,18 @@ std::vector<Completion> Generator::run(const std::vector<Request>& requests,
       if (topk_ > 0) s.topk_ids.push_back(topk_ids[static_cast<int64_t>(j)]), s.topk_lp.push_back(topk_lp[static_cast<int64_t>(j)]);
       const auto& p = params_;
       if (std::find(p.stop_ids.begin(), p.stop_ids.end(), t) != p.stop_ids.end()) {
-        finish(s, "eos");
+        finish(s, Finish::kEos);
         continue;
       }
       if (!p.stop_strings.empty()) {
         const std::string text = tokenizer_->decode(s.tokens);
         if (std::any_of(p.stop_strings.begin(), p.stop_strings.end(),
                         [&](const std::string& stop) { return text.find(stop) != std::string::npos; })) {
-          finish(s, "stop");
+          finish(s, Finish::kStop);
           continue;
         }
       }
-      if (static_cast<int64_t>(s.tokens.size()) >= p.max_new_tokens) finish(s, "length");
+      if (static_cast<int64_t>(s.tokens.size()) >= p.max_new_tokens) finish(s, Finish::kLength);
     }
     if (on_token) on_token(static_cast<int64_t>(rows.size()));
   };

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "model/finish.h"
 #include "model/llama.h"
 
 namespace draftalign::tok {
@@ -46,7 +47,7 @@ struct Request {
 struct Completion {
   int64_t id = 0;
   std::vector<int64_t> tokens;  // the response
-  std::string finish;           // "eos", "stop" or "length"
+  Finish finish = Finish::kLength;
   torch::Tensor topk_ids;       // [tokens, k] int64, the target's k most likely tokens at each step (k > 0)
   torch::Tensor topk_logprobs;  // [tokens, k] fp32, their log-probabilities at temperature 1
 };

@@ -120,7 +120,7 @@ Report small_report() {
   // Two timed turns (items 0 and 2: both turns of q1, one cluster), three repeats each.
   SweepPoint p;
   p.temperature = 0, p.gamma = 3;
-  PromptRun a{"q1", 5, "eos", {}}, b{"q1#2", 6, "length", {}};
+  PromptRun a{"q1", 5, model::Finish::kEos, {}}, b{"q1#2", 6, model::Finish::kLength, {}};
   for (PromptRun* x : {&a, &b}) {
     x->counters.record_draft(3, x == &a ? 0 : 1), x->counters.record_draft(3, 3);
     x->counters.record_target_call(3, 3), x->counters.record_target_call(3, 3);

@@ -131,7 +131,7 @@ TEST(SpeculativeDecoding, GreedyOutputIsTheTargetsOwnGreedyOutput) {
     for (int64_t g : {0, 1, 2, 3, 5}) {
       const Decoded d = dec.decode(prompt, g, sp, 0);
       ASSERT_EQ(d.tokens, want) << "gamma " << g << ", prompt of " << prompt.size() << " tokens";
-      EXPECT_EQ(d.finish, want.back() == 3 ? "eos" : "length");
+      EXPECT_EQ(d.finish, want.back() == 3 ? model::Finish::kEos : model::Finish::kLength);
       EXPECT_EQ(d.counters.num_emitted_tokens, static_cast<int64_t>(want.size()));
       EXPECT_EQ(d.counters.num_drafts, g == 0 ? 0 : d.counters.num_target_calls);
       EXPECT_EQ(d.counters.num_drafter_calls, g * d.counters.num_drafts);

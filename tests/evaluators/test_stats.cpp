@@ -229,7 +229,7 @@ TEST(Stats, SpeedupBoundHoldsForLookupRunsWithEmptyDrafts) {
     for (size_t k = 0; k < by_length.size(); ++k) t += by_length[k] = c.calls_by_draft_length[k] * verify[k];
     SpecCounters plain;
     for (int64_t i = 0; i < ans.emitted; ++i) plain.record_target_call(0, 0);
-    PromptRun run{str_cat("q", q), 10, "length", c};
+    PromptRun run{str_cat("q", q), 10, model::Finish::kLength, c};
     run.seconds = {t};
     run.baseline_seconds = {ans.emitted * verify[0]};
     run.baseline_tokens = ans.emitted;
@@ -281,7 +281,7 @@ TEST(Stats, SpeedupBoundFlagsATimingThatMissesSteps) {
     c.num_emitted_tokens = 8, c.num_drafter_calls = 5;
     SpecCounters plain;
     for (int i = 0; i < 8; ++i) plain.record_target_call(0, 0);
-    PromptRun run{str_cat("q", q), 10, "length", c};
+    PromptRun run{str_cat("q", q), 10, model::Finish::kLength, c};
     run.seconds = {5 * 0.010 * 0.5};  // half of its target calls' own time: a broken timing
     run.baseline_seconds = {8 * 0.010};
     run.baseline_tokens = 8;

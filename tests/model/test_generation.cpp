@@ -56,7 +56,7 @@ TEST(Generator, GreedyEqualsSingleSequenceGreedyForEveryRowOfARefilledBatch) {
     const auto want = greedy_decode(*model, {requests[i].prompt}, p.max_new_tokens, p.stop_ids)[0];
     EXPECT_EQ(out[i].tokens, want) << "request " << i << ": " << tokenizer->decode(out[i].tokens) << " vs "
                                    << tokenizer->decode(want);
-    EXPECT_EQ(out[i].finish, want.back() == p.stop_ids[0] ? "eos" : "length");
+    EXPECT_EQ(out[i].finish, want.back() == p.stop_ids[0] ? Finish::kEos : Finish::kLength);
     EXPECT_EQ(out[i].id, static_cast<int64_t>(i));
     total += static_cast<int64_t>(out[i].tokens.size());
     lengths.insert(out[i].tokens.size());
@@ -74,7 +74,7 @@ TEST(Generator, GreedyEqualsSingleSequenceGreedyForEveryRowOfARefilledBatch) {
   ASSERT_GE(full.size(), 4u);
   p.stop_strings = {tokenizer->decode({full.begin() + 1, full.begin() + 3})};
   const auto stopped = Generator(*model, p, 2, 0, tokenizer.get()).run({requests[0]})[0];
-  EXPECT_EQ(stopped.finish, "stop");
+  EXPECT_EQ(stopped.finish, Finish::kStop);
   ASSERT_LE(stopped.tokens.size(), 3u);
   EXPECT_TRUE(std::equal(stopped.tokens.begin(), stopped.tokens.end(), full.begin()));
   EXPECT_HAS(tokenizer->decode(stopped.tokens), p.stop_strings[0]);
@@ -162,11 +162,20 @@ TEST(Generator, SamplesOfARequestDoNotDependOnItsBatchAndStopsAreApplied) {
   }
 
   EXPECT_GT(distinct.size(), 3u) << "different seeds should give different samples";
-  std::set<std::string> finishes;
+  std::set<Finish> finishes;
   for (const auto& c : alone) finishes.insert(c.finish);
-  EXPECT_EQ(finishes, (std::set<std::string>{"eos", "length"}));
+  EXPECT_EQ(finishes, (std::set<Finish>{Finish::kEos, Finish::kLength}));
   for (const auto& c : alone)
-    if (c.finish == "eos") EXPECT_EQ(c.tokens.back(), 7);
+    if (c.finish == Finish::kEos) EXPECT_EQ(c.tokens.back(), 7);
+}
+
+// The names are what preview.jsonl and sweep.jsonl hold, the values what generate's shards store.
+TEST(Finish, NamesAndCodesRoundTripAndAnUnknownNameIsAnError) {
+  for (Finish f : {Finish::kEos, Finish::kStop, Finish::kLength})
+    EXPECT_EQ(finish_from_name(finish_name(f), "here"), f);
+  EXPECT_EQ(std::string(finish_name(static_cast<Finish>(1))), "stop");
+  EXPECT_HAS(testing::error_of([] { finish_from_name("done", "sweep.jsonl: 'finish'"); }),
+             "sweep.jsonl: 'finish': 'done' is not a finish reason (eos, stop or length)");
 }
 
 TEST(Generator, FirstTokensFollowTheModelsDistribution) {
