@@ -13,7 +13,7 @@ Prints a table (runs, exits 0 and 1, violations per input) and exits 1 when any 
 ones with the mutation and the output (the mutated file is kept under --keep DIR).
 
   python tools/mutation_sweep.py --bin build/draftalign --tokenizer .cache/models/SmolLM2-135M-Instruct --mutations 300
-(the ctest test BadInputSweep runs it with 300; thousands on demand, e.g. --mutations 5000 --jobs 2)
+(ctest's BadInputSweep runs 110, BadInputSweepFull 300 with --seed 1; thousands on demand, e.g. --mutations 5000)
 """
 import argparse
 import concurrent.futures

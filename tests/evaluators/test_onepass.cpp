@@ -83,7 +83,7 @@ TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
   ASSERT_TRUE(fsys::exists(kMtBench)) << "run tools/test.sh: it writes the MT-bench prompts";
   const auto [target, prompts, stops] = smol_world(8);
   ASSERT_EQ(prompts.size(), 8u);
-  const int64_t max_new = 32, max_gamma = 4;
+  const int64_t max_new = 16, max_gamma = 4;
   const std::vector<GreedyAnswer> answers = greedy_answers(*target, prompts, max_new, max_gamma, stops, 8);
 
   model::SamplingParams sp;
