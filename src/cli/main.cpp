@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "common/device.h"
 #include "evaluators/evaluate.h"
+#include "trainers/data_tools.h"
 #include "trainers/distill.h"
 #include "trainers/export.h"
 #include "trainers/generate.h"
