@@ -31,7 +31,7 @@ struct Record {
   std::string shard;
   Tensor topk_mass;  // [response_len] the target's probability mass in the stored top k (empty without top-k)
   int64_t request = 0, prompt_index = 0, prompt_len = 0, response_len = 0;
-  int finish = 0;
+  model::Finish finish = model::Finish::kLength;
   std::vector<int64_t> tokens;  // filled for `show` only
 };
 
@@ -63,8 +63,10 @@ std::vector<Record> read_records(const stdfs::path& dir, bool with_tokens, bool 
       r.prompt_len = plen[i].item<int32_t>();
       r.response_len = hi - lo - r.prompt_len;
       DA_CHECK(lo <= hi && r.response_len >= 0, file.string(), ": record ", i, " has bad offsets");
-      r.finish = fin[i].item<uint8_t>();
-      DA_CHECK(r.finish <= 2, file.string(), ": record ", i, " has finish code ", r.finish);
+      const int code = fin[i].item<uint8_t>();
+      DA_CHECK(code <= static_cast<int>(model::Finish::kLength), file.string(), ": record ", i, " has finish code ",
+               code);
+      r.finish = static_cast<model::Finish>(code);
       if (mass.defined()) {
         DA_CHECK(mass.dim() == 1 && row + r.response_len <= mass.size(0), file.string(), ": record ", i,
                  " has no top-k rows left");
@@ -135,7 +137,7 @@ std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
   int64_t finish[3] = {0, 0, 0}, prompt_tokens = 0, response_tokens = 0;
   std::vector<int64_t> plens, rlens;
   for (const auto& r : records) {
-    ++finish[r.finish];
+    ++finish[static_cast<int>(r.finish)];
     prompt_tokens += r.prompt_len, response_tokens += r.response_len;
     plens.push_back(r.prompt_len), rlens.push_back(r.response_len);
   }
@@ -165,7 +167,7 @@ std::string dataset_show(const stdfs::path& dir, const stdfs::path& tokenizer_di
     const std::vector<int64_t> prompt(r.tokens.begin(), r.tokens.begin() + r.prompt_len);
     const std::vector<int64_t> response(r.tokens.begin() + r.prompt_len, r.tokens.end());
     out += str_cat("=== record ", i, ": request ", r.request, ", prompt ", r.prompt_index, ", ", r.shard, ", finish ",
-                   model::finish_name(static_cast<model::Finish>(r.finish)), ", ", r.prompt_len, " prompt + ", r.response_len, " response tokens\n",
+                   model::finish_name(r.finish), ", ", r.prompt_len, " prompt + ", r.response_len, " response tokens\n",
                    "--- prompt (as the target saw it)\n", tokenizer->decode(prompt), "\n--- response\n",
                    tokenizer->decode(response), "\n");
   }

@@ -154,7 +154,9 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
             {"tokens", tokens},
             {"response_tokens", response_tokens},
             {"skipped_prompts", skipped},
-            {"finish", {{"eos", finishes[0]}, {"stop", finishes[1]}, {"length", finishes[2]}}}};
+            {"finish", json::object()}};
+  for (model::Finish f : {model::Finish::kEos, model::Finish::kStop, model::Finish::kLength})
+    m["finish"][model::finish_name(f)] = finishes[static_cast<int>(f)];
   fs::write_files_atomic({{dir / "preview.jsonl", preview}, {dir / "manifest.json", m.dump(2) + "\n"}});
   sum.records = records;
   sum.response_tokens = response_tokens;
