@@ -274,7 +274,7 @@ struct PretrainSection {
 struct GenerateSection {
   std::vector<std::string> prompts = {".cache/prompts/train.jsonl", "${magpie.output}"};
   std::string output_dir = "${run.output_dir}/distill-data";
-  double temperature = 1.0;
+  double temperature = 0.0;  // greedy answers, chosen on the development split (docs/RESULTS.md)
   double top_p = 1.0;
   int64_t top_k = 0;
   int64_t max_new_tokens = 96;
