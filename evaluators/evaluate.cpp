@@ -290,21 +290,22 @@ double answer_coverage(const std::vector<Turn>& turns, const std::vector<int64_t
 // 4. Exact greedy tau from one pass: every drafter reads every prompt + answer once.
 void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) {
   const config::EvaluateSection& e = ev.e;
-  // proposer(i): the drafter of turn i.
-  auto exact_points = [&](const std::function<Proposer(size_t)>& proposer) {
+  // drafter_of(i): the drafter of turn i, as the real decoder drafts (drafter.h; a model's drafts replayed).
+  const LookupDrafting lookup{e.prompt_lookup_min, e.prompt_lookup_max};
+  const int64_t vocab = ev.target->config.vocab_size;
+  auto exact_points = [&](const std::function<std::unique_ptr<Drafter>(size_t)>& drafter_of) {
     std::vector<ExactPoint> points;
     for (int64_t g : e.exact_gammas) points.push_back({g, {}});
     for (size_t i = 0; i < turns.size(); ++i) {
-      const Proposer propose = proposer(i);
-      for (auto& p : points) p.per_item.push_back(simulate_greedy(turns[i].answer, p.gamma, propose));
+      const std::unique_ptr<Drafter> drafter = drafter_of(i);
+      for (auto& p : points)
+        p.per_item.push_back(simulate_greedy(turns[i].tokens, turns[i].answer, p.gamma, *drafter, e.draft_stop_prob));
     }
     return points;
   };
   if (e.prompt_lookup)
-    report.exact.push_back({"prompt-lookup", "", 0, "prompt-lookup", exact_points([&](size_t i) {
-                              return lookup_proposer(turns[i].tokens, turns[i].answer.tokens, e.prompt_lookup_min,
-                                                     e.prompt_lookup_max);
-                            })});
+    report.exact.push_back(
+        {"prompt-lookup", "", 0, "prompt-lookup", exact_points([&](size_t) { return lookup_drafter(lookup, vocab); })});
   const int64_t max_exact = *std::max_element(e.exact_gammas.begin(), e.exact_gammas.end());
   for (size_t i = 0; i < e.drafters.size(); ++i) {
     if (model::Eagle3Head* head = ev.heads[i].get()) {
@@ -320,18 +321,15 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
       const int64_t seed = seed_of_dir(e.drafters[i]);
       const std::string& group = ev.groups[i];
       report.exact.push_back({ev.names[i], e.drafters[i], head->num_params(), "eagle3",
-                              exact_points([&](size_t k) { return chain_proposer(chains[k], e.draft_stop_prob); }), group,
-                              seed});
+                              exact_points([&](size_t k) { return chain_drafter(chains[k]); }), group, seed});
       report.exact.back().draft_vocab = head->config().vocab.size();
       report.exact.back().answer_coverage =
           answer_coverage(turns, head->config().vocab.ids, ev.target->config.vocab_size);
       if (e.hybrid)
-        report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], head->num_params(), "hybrid",
-                                exact_points([&](size_t k) {
-                                  return hybrid_chain_proposer(turns[k].tokens, turns[k].answer.tokens, answer_path[k],
-                                                               e.prompt_lookup_min, e.prompt_lookup_max);
-                                }),
-                                group.empty() ? "" : group + "+lookup", seed});
+        report.exact.push_back(
+            {ev.names[i] + "+lookup", e.drafters[i], head->num_params(), "hybrid",
+             exact_points([&](size_t k) { return hybrid_drafter(lookup, vocab, chain_drafter(answer_path[k])); }),
+             group.empty() ? "" : group + "+lookup", seed});
       continue;
     }
     model::Llama* drafter = ev.drafters[i].get();
@@ -355,7 +353,7 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
     const int64_t seed = seed_of_dir(e.drafters[i]);
     const std::string& group = ev.groups[i];
     report.exact.push_back({ev.names[i], e.drafters[i], drafter->num_params(), "model", exact_points([&](size_t k) {
-                              return stop ? chain_proposer(chains[k], e.draft_stop_prob) : model_proposer(argmax[k]);
+                              return stop ? chain_drafter(chains[k]) : argmax_drafter(argmax[k]);
                             }),
                             group, seed});
     if (drafter->has_draft_vocab()) {
@@ -364,12 +362,10 @@ void exact_pass(Evaluation& ev, const std::vector<Turn>& turns, Report& report) 
           answer_coverage(turns, drafter->config().draft_token_ids, ev.target->config.vocab_size);
     }
     if (e.hybrid)
-      report.exact.push_back({ev.names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
-                              exact_points([&](size_t k) {
-                                return hybrid_proposer(turns[k].tokens, turns[k].answer.tokens, argmax[k],
-                                                       e.prompt_lookup_min, e.prompt_lookup_max);
-                              }),
-                              group.empty() ? "" : group + "+lookup", seed});
+      report.exact.push_back(
+          {ev.names[i] + "+lookup", e.drafters[i], drafter->num_params(), "hybrid",
+           exact_points([&](size_t k) { return hybrid_drafter(lookup, vocab, argmax_drafter(argmax[k])); }),
+           group.empty() ? "" : group + "+lookup", seed});
   }
 }
 

@@ -57,7 +57,7 @@ torch::Tensor teacher_forced_probs(model::Llama& model, const std::vector<int64_
 // tokens): step 0 there embeds s[n-1] and proposes d_1; step j >= 1 embeds its own d_j, as the real decoder's head
 // does (Eagle3Head::draft_chain). `answer_path`, when given, receives the chains whose step j >= 1 embeds the answer's
 // s[n-1+j] instead: what the head drafts after a hybrid's lookup tokens when they all matched the answer
-// (acceptance.h, hybrid_chain_proposer).
+// (drafter.h: hybrid_drafter over chain_drafter).
 DraftChains teacher_forced_head_drafts(model::Llama& target, model::Eagle3Head& head, const std::vector<int64_t>& prompt,
                                        const std::vector<int64_t>& continuation, int64_t gamma,
                                        DraftChains* answer_path = nullptr);

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <random>
+#include <type_traits>
 
 #include "common/error.h"
-#include "evaluators/acceptance.h"
+#include "evaluators/decode_stream.h"
 
 namespace draftalign::eval {
 
@@ -76,284 +78,6 @@ Verdict accept_greedy(const Tensor& target_logits, const std::vector<int64_t>& d
   return v;
 }
 
-// A model with its cache and the number of valid positions, kept on the host so a rollback needs no device read.
-// On CUDA the short steps (a drafter's token, a target's verification of a draft) replay CUDA graphs
-// (model::DecodeGraphs, one per step length); prompts run eagerly, as does every step that reads hidden-state taps.
-// Held by a unique_ptr: the graphs keep the cache's address.
-struct DecodeStream {
-  static constexpr int64_t kMaxGraphTokens = 16;
-
-  model::Llama& model;
-  model::KVCache cache;
-  int64_t length = 0;
-  std::unique_ptr<model::DecodeGraphs> graphs;
-  // The tokens whose keys and values fill the cache's first positions since the last prefill (and their taps, when
-  // read): a decode only writes past them, so a later decode of the same prompt skips its prefill (a timed turn's
-  // repeats).
-  std::vector<int64_t> prefilled;
-  std::vector<Tensor> prefilled_taps;
-
-  // Makes the cache hold `head` and nothing after it: fed, or kept from the last prefill of the same tokens. With
-  // `taps` (indices), returns the hidden states there over `head`.
-  std::vector<Tensor> prefill(const std::vector<int64_t>& head, const std::vector<int64_t>& taps = {}) {
-    if (head == prefilled && !head.empty() && prefilled_taps.size() == taps.size()) {
-      truncate(static_cast<int64_t>(head.size()));
-      return prefilled_taps;
-    }
-    truncate(0);
-    prefilled.clear();
-    prefilled_taps.clear();
-    if (head.empty()) return {};
-    model::Taps t{taps, {}};
-    feed_last(head, taps.empty() ? nullptr : &t).argmax().item<int64_t>();  // a host read: the prefill has finished
-    prefilled = head;
-    prefilled_taps = t.out;
-    return t.out;
-  }
-
-  DecodeStream(model::Llama& m, int64_t capacity) : model(m), cache(m.new_cache(1, capacity)) {
-    if (model::use_cuda_graphs(cache.lengths.device())) graphs = std::make_unique<model::DecodeGraphs>(model, cache);
-  }
-
-  // Appends tokens; returns their logits [T, V] (and the hidden states at taps->at).
-  Tensor feed(const std::vector<int64_t>& tokens, model::Taps* taps = nullptr) {
-    const Tensor x = admit(tokens);
-    if (graphs && !taps && x.size(1) <= kMaxGraphTokens) return graphs->step(x).squeeze(0);
-    return model.forward(x, cache, {}, taps).squeeze(0);
-  }
-  // Appends tokens; returns the last one's logits [V]. Only that token goes through the output projection (on CUDA a
-  // short step still replays the graph, which projects all).
-  Tensor feed_last(const std::vector<int64_t>& tokens, model::Taps* taps = nullptr) {
-    const Tensor x = admit(tokens);
-    if (graphs && !taps && x.size(1) <= kMaxGraphTokens) return graphs->step(x).select(1, -1).squeeze(0);
-    return model.forward_last(x, cache, {}, taps).squeeze(0);
-  }
-  // The tokens as a [1, T] tensor on the cache's device, counted into `length`.
-  Tensor admit(const std::vector<int64_t>& tokens) {
-    const int64_t t = static_cast<int64_t>(tokens.size());
-    DA_CHECK(length + t <= cache.capacity(), "speculative decoding: the KV cache holds ", cache.capacity(),
-             " positions, ", length + t, " are needed");
-    length += t;
-    return torch::tensor(tokens, torch::kInt64).view({1, -1}).to(cache.lengths.device());
-  }
-  void truncate(int64_t n) {
-    length = n;
-    cache.lengths.fill_(n);
-  }
-};
-
-namespace {
-
-// The stream in `slot`, made (again) when there is none or it holds fewer than `capacity` positions; emptied.
-DecodeStream& stream_for(std::unique_ptr<DecodeStream>& slot, model::Llama& m, int64_t capacity) {
-  if (!slot || slot->cache.capacity() < capacity) slot = std::make_unique<DecodeStream>(m, capacity);
-  slot->truncate(0);
-  return *slot;
-}
-
-// Makes the stream in `slot` for `capacity` positions and runs a prefill and every block length once through it.
-void warm(std::unique_ptr<DecodeStream>& slot, model::Llama& m, int64_t capacity, int64_t max_block) {
-  DecodeStream& s = stream_for(slot, m, capacity);
-  s.prefilled.clear();
-  s.feed_last({0});  // a prompt's prefill, then every block length once (on CUDA: each graph captured now)
-  for (int64_t t = 1; t <= max_block; ++t) {
-    s.feed(std::vector<int64_t>(static_cast<size_t>(t), 0));
-    s.truncate(1);
-  }
-  s.truncate(0);
-}
-
-// The token a drafter picks from logits [1, V]: the argmax, or a draw from sampler.probs (its q goes to `qs`).
-int64_t pick(const Tensor& logits, const DraftSampler& sampler, std::vector<Tensor>& qs) {
-  if (sampler.greedy()) return logits.argmax().item<int64_t>();
-  qs.push_back(sampler.probs(logits).squeeze(0));
-  return sample_from(qs.back(), model::uniform01(*sampler.rng));
-}
-
-}  // namespace
-
-bool DraftSampler::stops(const Tensor& logits) const {
-  return stop_prob > 0 && torch::softmax(logits.to(torch::kFloat32), -1).max().item<double>() < stop_prob;
-}
-
-namespace {
-
-void check_positions(const model::Llama& m, int64_t capacity, const char* who) {
-  DA_CHECK(capacity <= m.config().max_position_embeddings, "speculative decoding: a decode of ", capacity,
-           " positions (prompt, new tokens and one block past them) exceeds the ", who, "'s ",
-           m.config().max_position_embeddings, " positions");
-}
-
-// A drafter model with its own KV cache. Its cache holds a token sequence (`held`); each propose() keeps the longest
-// prefix `held` shares with the context + draft so far and feeds the rest, so rolled-back drafts and accepted tokens
-// it did not propose (a hybrid's lookup tokens, the target's corrections) need no bookkeeping of their own.
-class ModelDrafter : public Drafter {
- public:
-  explicit ModelDrafter(model::Llama& m) : model_(m) {}
-  void reserve(int64_t capacity, int64_t max_block) override { warm(stream_, model_, capacity, max_block); }
-  void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>&) override {
-    check_positions(model_, capacity, "drafter");
-    held_.assign(prompt.begin(), prompt.end() - 1);
-    stream_for(stream_, model_, capacity).prefill(held_);
-  }
-  int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
-                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
-    std::vector<int64_t> seq = context;
-    seq.insert(seq.end(), draft.begin(), draft.end());
-    size_t keep = 0;
-    while (keep < held_.size() && keep + 1 < seq.size() && held_[keep] == seq[keep]) ++keep;
-    stream_->truncate(static_cast<int64_t>(keep));
-    held_.assign(seq.begin(), seq.end());
-    std::vector<int64_t> in(seq.begin() + static_cast<int64_t>(keep), seq.end());
-    int64_t calls = 0;
-    while (static_cast<int64_t>(draft.size()) < gamma) {
-      const Tensor logits = stream_->feed_last(in);  // [V]
-      ++calls;
-      draft.push_back(pick(logits.unsqueeze(0), sampler, qs));
-      if (sampler.stops(logits)) break;
-      in = {draft.back()};
-      if (static_cast<int64_t>(draft.size()) < gamma) held_.push_back(draft.back());  // d_gamma is never fed
-    }
-    return calls;
-  }
-
- private:
-  model::Llama& model_;
-  std::unique_ptr<DecodeStream> stream_;
-  std::vector<int64_t> held_;
-};
-
-// Prompt lookup; for sampling q is one-hot on the proposed token.
-class LookupDrafter : public Drafter {
- public:
-  LookupDrafter(LookupDrafting lookup, int64_t vocab) : lookup_(lookup), vocab_(vocab) {
-    DA_CHECK(lookup.n_min >= 1 && lookup.n_max >= lookup.n_min, "prompt lookup: n from ", lookup.n_min, " to ",
-             lookup.n_max);
-  }
-  void start(const std::vector<int64_t>&, int64_t, const std::vector<Tensor>&) override {}
-  int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
-                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
-    for (int64_t d : prompt_lookup(context, gamma - static_cast<int64_t>(draft.size()), lookup_.n_min, lookup_.n_max)) {
-      draft.push_back(d);
-      if (!sampler.greedy()) qs.push_back(torch::one_hot(torch::tensor(d), vocab_).to(torch::kFloat32));
-    }
-    return 0;
-  }
-
- private:
-  LookupDrafting lookup_;
-  int64_t vocab_;
-};
-
-// Lookup's tokens first, another drafter's (a model, an EAGLE-3 head) for the rest of the gamma.
-class HybridDrafter : public Drafter {
- public:
-  HybridDrafter(LookupDrafting lookup, int64_t vocab, std::unique_ptr<Drafter> rest)
-      : lookup_(lookup, vocab), rest_(std::move(rest)) {}
-  std::vector<int64_t> taps() const override { return rest_->taps(); }
-  void reserve(int64_t capacity, int64_t max_block) override { rest_->reserve(capacity, max_block); }
-  void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>& taps) override {
-    rest_->start(prompt, capacity, taps);
-  }
-  int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
-                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
-    lookup_.propose(context, gamma, sampler, draft, qs);
-    DraftSampler rest = sampler;
-    rest.stop_prob = 0;  // no stop after the lookup's tokens: the one-pass count has no chain past a rejected one
-    return static_cast<int64_t>(draft.size()) < gamma ? rest_->propose(context, gamma, rest, draft, qs) : 0;
-  }
-  void commit(const std::vector<int64_t>& draft, const Verdict& v, const std::vector<Tensor>& taps) override {
-    rest_->commit(draft, v, taps);
-  }
-
- private:
-  LookupDrafter lookup_;
-  std::unique_ptr<Drafter> rest_;
-};
-
-// An EAGLE-3 head. Its cache holds step-0 entries for the accepted prefix but the last token (`accepted_`), as the
-// target's does; `last_` is the head's output at the last of them, whose logits propose the first draft token. A
-// draft chain's entries sit past `accepted_` and are dropped by the next commit. Draft tokens already proposed (a
-// hybrid's lookup tokens) enter the chain as steps, as its own tokens would.
-class HeadDrafter : public Drafter {
- public:
-  explicit HeadDrafter(model::Eagle3Head& head) : head_(head) {}
-  std::vector<int64_t> taps() const override { return head_.config().taps; }
-  void reserve(int64_t capacity, int64_t) override { cache_for(capacity); }
-  void start(const std::vector<int64_t>& prompt, int64_t capacity, const std::vector<Tensor>& taps) override {
-    cache_for(capacity);
-    cache_.length = accepted_ = 0;
-    last_ = Tensor();
-    if (prompt.size() >= 2) extend(taps, std::vector<int64_t>(prompt.begin() + 1, prompt.end()));
-  }
-  int64_t propose(const std::vector<int64_t>&, int64_t gamma, const DraftSampler& sampler,
-                  std::vector<int64_t>& draft, std::vector<Tensor>& qs) override {
-    if (!last_.defined()) return 0;  // a one-token prompt: the first step is a plain target step
-    cache_.length = accepted_;
-    Tensor h = last_;
-    auto step_on = [&](int64_t token) {
-      h = head_.step(cache_, h, torch::tensor({token}, torch::kInt64).view({1, 1}).to(h.device()));
-    };
-    for (int64_t d : draft) step_on(d);
-    int64_t calls = 0;
-    while (static_cast<int64_t>(draft.size()) < gamma) {
-      if (calls > 0) step_on(draft.back());
-      ++calls;
-      const Tensor logits = head_.logits(h).view({1, -1});  // [1, draft vocab]
-      if (sampler.greedy()) {
-        draft.push_back(head_.to_target(logits.argmax(-1)).item<int64_t>());
-      } else {
-        // The draft vocabulary's logits in the target's (-inf elsewhere): the target's filters apply alike.
-        const Tensor full = torch::full({1, head_.config().vocab.target_vocab}, -INFINITY, logits.options())
-                                .index_put_({0, target_ids()}, logits[0]);
-        draft.push_back(pick(full, sampler, qs));
-      }
-      if (sampler.stops(logits)) break;
-    }
-    return calls;
-  }
-  void commit(const std::vector<int64_t>& draft, const Verdict& v, const std::vector<Tensor>& taps) override {
-    // Step-0 entries for the verified positions the target kept (pending, d_1..d_a), each with its next token.
-    std::vector<int64_t> next(draft.begin(), draft.begin() + v.accepted);
-    next.push_back(v.token);
-    std::vector<Tensor> kept;
-    for (const Tensor& t : taps) kept.push_back(t.narrow(1, 0, v.accepted + 1));
-    cache_.length = accepted_;
-    extend(kept, next);
-  }
-
- private:
-  void cache_for(int64_t capacity) {
-    if (!cache_.k.defined() || cache_.k.size(2) < capacity) cache_ = head_.new_cache(capacity);
-  }
-  void extend(const std::vector<Tensor>& taps, const std::vector<int64_t>& next) {
-    const Tensor g = head_.project(taps);
-    const Tensor h = head_.append(cache_, g, torch::tensor(next, torch::kInt64).view({1, -1}).to(g.device()));
-    last_ = h.narrow(1, h.size(1) - 1, 1);
-    accepted_ = cache_.length;
-  }
-  const Tensor& target_ids() {
-    if (!target_ids_.defined()) target_ids_ = torch::tensor(head_.config().vocab.ids, torch::kInt64).to(last_.device());
-    return target_ids_;
-  }
-
-  model::Eagle3Head& head_;
-  model::Eagle3Head::Cache cache_;
-  int64_t accepted_ = 0;
-  Tensor last_, target_ids_;
-};
-
-}  // namespace
-
-std::unique_ptr<Drafter> model_drafter(model::Llama& drafter) { return std::make_unique<ModelDrafter>(drafter); }
-std::unique_ptr<Drafter> lookup_drafter(LookupDrafting lookup, int64_t vocab) {
-  return std::make_unique<LookupDrafter>(lookup, vocab);
-}
-std::unique_ptr<Drafter> hybrid_drafter(LookupDrafting lookup, int64_t vocab, std::unique_ptr<Drafter> rest) {
-  return std::make_unique<HybridDrafter>(lookup, vocab, std::move(rest));
-}
-std::unique_ptr<Drafter> head_drafter(model::Eagle3Head& head) { return std::make_unique<HeadDrafter>(head); }
-
 SpeculativeDecoder::SpeculativeDecoder(model::Llama& target, std::unique_ptr<Drafter> drafter)
     : target_(target), drafter_(std::move(drafter)) {}
 
@@ -399,6 +123,68 @@ void SpeculativeDecoder::reserve(int64_t capacity, int64_t max_block) {
   if (drafter_) drafter_->reserve(capacity, max_block);
 }
 
+namespace {
+
+// One step's bookkeeping, the same in the decoder and the simulation: a target call that verified `proposed` draft
+// tokens (0: a plain target step) after `drafter_calls` drafter calls, `accepted` of them kept.
+void record_step(int64_t gamma, int64_t drafter_calls, int64_t proposed, int64_t accepted, SpecCounters& c,
+                 std::vector<int64_t>* per_step) {
+  c.num_drafter_calls += drafter_calls;
+  c.record_target_call(gamma, proposed);
+  if (proposed > 0) c.record_draft(gamma, accepted, proposed);
+  if (per_step != nullptr) per_step->push_back(proposed > 0 ? accepted : -1);
+}
+
+// Adds `seconds` the wall time of f() (each model step ends with a host read, so the time is the step's).
+template <class F>
+auto timed(double& seconds, F&& f) {
+  const auto t0 = Clock::now();
+  if constexpr (std::is_void_v<decltype(f())>) {
+    f();
+    seconds += since(t0);
+  } else {
+    auto r = f();
+    seconds += since(t0);
+    return r;
+  }
+}
+
+// Emits d_1..d_a and the target's token into `out` and `context`, up to a stop token or the length limit; whether
+// the answer is finished.
+bool emit(const std::vector<int64_t>& draft, const Verdict& v, const model::SamplingParams& sp, Decoded& out,
+          std::vector<int64_t>& context) {
+  std::vector<int64_t> fresh(draft.begin(), draft.begin() + v.accepted);
+  fresh.push_back(v.token);
+  for (int64_t x : fresh) {
+    out.tokens.push_back(x);
+    context.push_back(x);
+    if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), x) != sp.stop_ids.end()) {
+      out.finish = model::Finish::kEos;
+      return true;
+    }
+    if (static_cast<int64_t>(out.tokens.size()) >= sp.max_new_tokens) {
+      out.finish = model::Finish::kLength;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+Verdict SpeculativeDecoder::verify(DecodeStream& target, int64_t pending, const std::vector<int64_t>& draft,
+                                   const std::vector<Tensor>& qs, const DraftSampler& sampler, model::Taps* taps) {
+  std::vector<int64_t> block = {pending};
+  block.insert(block.end(), draft.begin(), draft.end());
+  const Tensor logits = target.feed(block, taps);  // [gamma + 1, V]
+  if (sampler.greedy()) return accept_greedy(logits, draft);
+  std::vector<double> u(draft.size());
+  for (double& x : u) x = model::uniform01(*sampler.rng);
+  const Tensor p = sampler.probs(logits);
+  return accept_reject(p, qs.empty() ? Tensor() : torch::stack(qs).to(p.device()), draft, u,
+                       model::uniform01(*sampler.rng));
+}
+
 Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t gamma, const model::SamplingParams& sp,
                                    uint64_t seed, double draft_stop_prob) {
   DA_CHECK(draft_stop_prob >= 0 && draft_stop_prob < 1, "speculative decoding: draft_stop_prob must be in [0, 1), got ",
@@ -412,84 +198,78 @@ Decoded SpeculativeDecoder::decode(const std::vector<int64_t>& prompt, int64_t g
   // Room for the prompt, the response and one block past its end (a block is verified before it is cut).
   const int64_t capacity = static_cast<int64_t>(prompt.size()) + sp.max_new_tokens + gamma + 1;
   check_positions(target_, capacity, "target");
-  auto probs = [&](const Tensor& logits) { return model::sampling_probs(logits, sp.temperature, sp.top_p, sp.top_k); };
   DraftSampler sampler;
-  if (sp.temperature != 0) sampler = DraftSampler{probs, &rng};
+  if (sp.temperature != 0)
+    sampler = DraftSampler{
+        [&](const Tensor& l) { return model::sampling_probs(l, sp.temperature, sp.top_p, sp.top_k); }, &rng};
   sampler.stop_prob = draft_stop_prob;
   Drafter* drafter = gamma > 0 ? drafter_.get() : nullptr;
   const std::vector<int64_t> taps = drafter ? drafter->taps() : std::vector<int64_t>{};
 
   // The target's cache holds every token but the last one (`pending`), which the next step feeds.
-  DecodeStream& target = stream_for(target_stream_, target_, capacity);
-  const auto prefill_start = Clock::now();
-  const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
-  const std::vector<Tensor> prefill_taps = target.prefill(head, taps);
-  if (drafter) drafter->start(prompt, capacity, prefill_taps);
-  int64_t pending = prompt.back();
   Decoded out;
   out.target_seconds_by_draft_length.assign(static_cast<size_t>(gamma + 1), 0.0);
-  out.prefill_seconds = since(prefill_start);
+  DecodeStream& target = stream_for(target_stream_, target_, capacity);
+  timed(out.prefill_seconds, [&] {
+    const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
+    const std::vector<Tensor> prefill_taps = target.prefill(head, taps);
+    if (drafter) drafter->start(prompt, capacity, prefill_taps);
+  });
+  int64_t pending = prompt.back();
   std::vector<int64_t> context = prompt;  // the prompt and the tokens emitted so far; `pending` last
   for (bool finished = false; !finished;) {
     // 1. Draft up to gamma tokens.
     std::vector<int64_t> draft;
     std::vector<Tensor> qs;
-    if (drafter) {
-      const auto t0 = Clock::now();
-      out.counters.num_drafter_calls += drafter->propose(context, gamma, sampler, draft, qs);
-      out.drafter_seconds += since(t0);
-    }
-
+    const int64_t calls =
+        drafter ? timed(out.drafter_seconds, [&] { return drafter->propose(context, gamma, sampler, draft, qs); }) : 0;
     // 2. Verify [pending, d_1..d_gamma] in one target call: p_1..p_{gamma+1}.
-    const auto t0 = Clock::now();
     const int64_t base = target.length;
-    std::vector<int64_t> block = {pending};
-    block.insert(block.end(), draft.begin(), draft.end());
     model::Taps block_taps{taps, {}};
-    const Tensor logits = target.feed(block, taps.empty() ? nullptr : &block_taps);  // [gamma + 1, V]
-    out.counters.record_target_call(gamma, static_cast<int64_t>(draft.size()));
-    Verdict v;
-    if (sampler.greedy()) {
-      v = accept_greedy(logits, draft);
-    } else {
-      std::vector<double> u(draft.size());
-      for (double& x : u) x = model::uniform01(rng);
-      const Tensor p = probs(logits);
-      v = accept_reject(p, qs.empty() ? Tensor() : torch::stack(qs).to(p.device()), draft, u, model::uniform01(rng));
-    }
-    const double verified = since(t0);
+    double verified = 0;
+    const Verdict v = timed(
+        verified, [&] { return verify(target, pending, draft, qs, sampler, taps.empty() ? nullptr : &block_taps); });
     out.target_seconds += verified;
     out.target_seconds_by_draft_length[draft.size()] += verified;
-    if (!draft.empty()) out.counters.record_draft(gamma, v.accepted, static_cast<int64_t>(draft.size()));
-    out.accepted_per_step.push_back(draft.empty() ? -1 : v.accepted);
-
+    record_step(gamma, calls, static_cast<int64_t>(draft.size()), v.accepted, out.counters, &out.accepted_per_step);
     // 3. Roll the target back to the accepted prefix; the drafter follows.
     target.truncate(base + 1 + v.accepted);
-    if (drafter) {
-      const auto t1 = Clock::now();
-      drafter->commit(draft, v, block_taps.out);
-      out.drafter_seconds += since(t1);
-    }
-
+    if (drafter) timed(out.drafter_seconds, [&] { drafter->commit(draft, v, block_taps.out); });
     // 4. Emit d_1..d_a and the target's token, up to a stop token or the length limit.
-    std::vector<int64_t> fresh(draft.begin(), draft.begin() + v.accepted);
-    fresh.push_back(v.token);
-    for (int64_t x : fresh) {
-      out.tokens.push_back(x);
-      context.push_back(x);
-      if (std::find(sp.stop_ids.begin(), sp.stop_ids.end(), x) != sp.stop_ids.end()) {
-        out.finish = model::Finish::kEos, finished = true;
-        break;
-      }
-      if (static_cast<int64_t>(out.tokens.size()) >= sp.max_new_tokens) {
-        out.finish = model::Finish::kLength, finished = true;
-        break;
-      }
-    }
+    finished = emit(draft, v, sp, out, context);
     pending = v.token;
   }
   out.counters.num_emitted_tokens = static_cast<int64_t>(out.tokens.size());
   return out;
+}
+
+SpecCounters simulate_greedy(const std::vector<int64_t>& prompt, const GreedyAnswer& answer, int64_t gamma,
+                             Drafter& drafter, double draft_stop_prob, std::vector<int64_t>* steps) {
+  DA_CHECK(gamma >= 1, "simulate_greedy: gamma must be >= 1, got ", gamma);
+  DA_CHECK(answer.emitted >= 1 && static_cast<int64_t>(answer.tokens.size()) >= answer.emitted - 1 + gamma,
+           "simulate_greedy: an answer of ", answer.emitted, " tokens needs a greedy continuation of at least ",
+           answer.emitted - 1 + gamma, " tokens, got ", answer.tokens.size());
+  DraftSampler sampler;
+  sampler.stop_prob = draft_stop_prob;
+  drafter.start(prompt, static_cast<int64_t>(prompt.size() + answer.tokens.size()), {});
+  SpecCounters c;
+  std::vector<int64_t> context = prompt;
+  for (int64_t pos = 0; pos < answer.emitted;) {
+    std::vector<int64_t> draft;
+    std::vector<Tensor> qs;
+    const int64_t calls = drafter.propose(context, gamma, sampler, draft, qs);
+    // The target's verdict: its greedy answer's tokens, kept while the draft matches them, then its next token.
+    Verdict v;
+    while (v.accepted < static_cast<int64_t>(draft.size()) && draft[v.accepted] == answer.tokens[pos + v.accepted])
+      ++v.accepted;
+    v.token = answer.tokens[pos + v.accepted];
+    record_step(gamma, calls, static_cast<int64_t>(draft.size()), v.accepted, c, steps);
+    drafter.commit(draft, v, {});
+    context.insert(context.end(), answer.tokens.begin() + pos, answer.tokens.begin() + pos + v.accepted + 1);
+    pos += v.accepted + 1;  // the accepted drafts and the target's own token
+  }
+  c.num_emitted_tokens = answer.emitted;
+  return c;
 }
 
 double decode_step_seconds(model::Llama& model, const std::vector<int64_t>& context, int64_t block, int64_t steps) {

@@ -14,12 +14,15 @@
 //
 // gamma = 0 is plain autoregressive decoding with the target, through the same code: the wall-clock baseline.
 //
-// Every kind of drafter goes through one interface (Drafter, below): a drafter model; prompt lookup (acceptance.h: the
+// Every kind of drafter goes through one interface (drafter.h): a drafter model; prompt lookup (acceptance.h: the
 // tokens that followed the latest earlier occurrence of the context's trailing n-gram), whose draft may be shorter
 // than gamma or empty (then the step is a plain target step) and whose q is one-hot on the proposed token, so a lookup
 // token is kept with probability p(d); the hybrid of both (the lookup's tokens first, the model's for the rest); and
 // an EAGLE-3 head, which drafts from the target's hidden states: the decoder reads the head's taps out of its own
 // target calls (the prefill and every verification) and hands them over with the verdict.
+//
+// simulate_greedy is the same step with the target's verdict read from its greedy answer instead of computed: exact
+// greedy tau from one pass (acceptance.h), through the same drafters and the same counting.
 #pragma once
 
 #include <torch/torch.h>
@@ -32,20 +35,14 @@
 #include <string>
 #include <vector>
 
+#include "evaluators/acceptance.h"
+#include "evaluators/drafter.h"
 #include "evaluators/metrics.h"
 #include "model/eagle3.h"
 #include "model/generation.h"
 #include "model/llama.h"
 
 namespace draftalign::eval {
-
-// The outcome of verifying one draft: how many draft tokens were accepted, then the target's own next token (the
-// correction after a rejection, or the bonus token after gamma acceptances).
-struct Verdict {
-  int64_t accepted = 0;
-  int64_t token = -1;
-  bool operator==(const Verdict&) const = default;
-};
 
 // Speculative sampling's accept/reject core for one sequence. Randomness comes in as arguments, so a test can check
 // hand-computed cases.
@@ -75,58 +72,7 @@ struct Decoded {
   double prefill_seconds = 0;  // the prompt into both caches, before the first step (the same for every drafter)
 };
 
-// Prompt-lookup drafting: n-grams from n_max down to n_min.
-struct LookupDrafting {
-  int64_t n_min = 1, n_max = 3;
-};
-
-// How a drafter picks its tokens in one decode: greedy (argmax) when `probs` is empty, else sampled with `rng` from
-// probs(logits [1, V]) [1, V], the target vocabulary's sampling distribution (the filters the target's p gets).
-// stop_prob > 0: a drafter model or head ends its draft after a token whose probability, the top-1 of its softmax at
-// temperature 1, is below stop_prob (transformers' assistant_confidence_threshold). The stop reads the drafter alone,
-// so sampling stays lossless.
-struct DraftSampler {
-  std::function<torch::Tensor(const torch::Tensor&)> probs;
-  std::mt19937_64* rng = nullptr;
-  double stop_prob = 0;
-  bool greedy() const { return !probs; }
-  // Whether a draft whose last token came from logits [1, V] ends here.
-  bool stops(const torch::Tensor& logits) const;
-};
-
-// One drafter as the decoder drives it. Per decode: start(), then per step propose() and, after the target verified
-// the block [pending, draft...], commit(). A drafter keeps its own caches in step with the accepted prefix.
-class Drafter {
- public:
-  virtual ~Drafter() = default;
-  // The target hidden states it reads (model::Taps indices); the decoder reads them out of its target calls.
-  virtual std::vector<int64_t> taps() const { return {}; }
-  // Makes its caches hold `capacity` positions now, running each step shape up to `max_block` once.
-  virtual void reserve(int64_t /*capacity*/, int64_t /*max_block*/) {}
-  // A new decode of `prompt` needing up to `capacity` positions. prefill_taps: the target's taps over prompt minus its
-  // last token, [1, n - 1, hidden] each (empty unless taps(), or for a one-token prompt).
-  virtual void start(const std::vector<int64_t>& prompt, int64_t capacity,
-                     const std::vector<torch::Tensor>& prefill_taps) = 0;
-  // Extends `draft` towards `gamma` tokens after `context` (the prompt and the tokens emitted so far; its last token
-  // is the one the target reads next). When sampling, one q [V] per token added to `qs`. Returns the model calls made.
-  virtual int64_t propose(const std::vector<int64_t>& context, int64_t gamma, const DraftSampler& sampler,
-                          std::vector<int64_t>& draft, std::vector<torch::Tensor>& qs) = 0;
-  // The verdict on `draft`; block_taps: the target's taps over the verified block [pending, draft...] (taps() only).
-  virtual void commit(const std::vector<int64_t>& /*draft*/, const Verdict& /*v*/,
-                      const std::vector<torch::Tensor>& /*block_taps*/) {}
-};
-
-// The drafters, over a target of `vocab` tokens where one is asked.
-std::unique_ptr<Drafter> model_drafter(model::Llama& drafter);
-std::unique_ptr<Drafter> lookup_drafter(LookupDrafting lookup, int64_t vocab);
-// Lookup's tokens first, then `rest` (a model drafter, a head) for the rest of each draft.
-std::unique_ptr<Drafter> hybrid_drafter(LookupDrafting lookup, int64_t vocab, std::unique_ptr<Drafter> rest);
-// An EAGLE-3 head over the target it was trained for: step 0 from the target's taps of the accepted prefix, each
-// further step from its own output (model::Eagle3Head::step), sampling from its draft vocabulary's distribution placed
-// in the target vocabulary (tokens outside it have q = 0).
-std::unique_ptr<Drafter> head_drafter(model::Eagle3Head& head);
-
-struct DecodeStream;  // a model's KV cache, its length and (on CUDA) its decode graphs (speculative.cpp)
+struct DecodeStream;  // a model's KV cache, its length and (on CUDA) its decode graphs (decode_stream.h)
 
 class SpeculativeDecoder {
  public:
@@ -155,10 +101,24 @@ class SpeculativeDecoder {
                  double draft_stop_prob = 0);
 
  private:
+  // The target's verdict on `draft` after `pending`: one call over the block (its taps read into `taps`), then greedy
+  // acceptance or speculative sampling's accept/reject with the sampler's uniforms.
+  Verdict verify(DecodeStream& target, int64_t pending, const std::vector<int64_t>& draft,
+                 const std::vector<torch::Tensor>& qs, const DraftSampler& sampler, model::Taps* taps);
+
   model::Llama& target_;
   std::unique_ptr<Drafter> drafter_;
   std::unique_ptr<DecodeStream> target_stream_;
 };
+
+// The counters of greedy speculative decoding of `answer` to `prompt` with draft length gamma, as decode() counts
+// them, the target's verdict on each draft read from its greedy answer (accept while a draft token equals the
+// answer's; then the answer's next token) instead of a target call. `drafter` drafts as in decode() (with
+// draft_stop_prob); for a model it is a replay drafter (drafter.h). A step whose draft is empty is a plain target
+// step. `steps`, when given, receives each target call's accepted count (-1 for a step without a draft), as
+// Decoded::accepted_per_step. They equal the real decoder's counter for counter up to floating-point near-ties.
+SpecCounters simulate_greedy(const std::vector<int64_t>& prompt, const GreedyAnswer& answer, int64_t gamma,
+                             Drafter& drafter, double draft_stop_prob = 0, std::vector<int64_t>* steps = nullptr);
 
 // The median wall time of one decode step of `model` that appends the last `block` tokens of `context` to a cache
 // holding the rest (each step rolled back): block 1 is a plain decode step, gamma + 1 a verification.

@@ -274,72 +274,6 @@ TEST(Report, AFailedWriteLeavesThePreviousReportWhole) {
   for (const char* f : files) EXPECT_TRUE(std::filesystem::exists(out / f)) << f;
 }
 
-// Greedy speculative decoding counted from one pass, on a hand-made answer: the target's greedy continuation is
-// 10, 11, ..., the drafter's argmax after each prefix agrees except at positions 2 and 5.
-TEST(OnePass, GreedyCountersOfHandMadeCases) {
-  GreedyAnswer a;
-  for (int64_t i = 0; i < 12; ++i) a.tokens.push_back(10 + i);
-  a.emitted = 8;
-  std::vector<int64_t> argmax = a.tokens;
-  argmax[2] = 99, argmax[5] = 99;
-  std::vector<int64_t> steps;
-  // g = 2: pos 0 accepts 10, 11, the target adds 12 (the miss at 2 is never proposed); pos 3 accepts 13, 14, + 15;
-  // pos 6 accepts 16, 17, + 18: the cut at 8.
-  SpecCounters c = simulate_greedy(a, 2, model_proposer(argmax), &steps);
-  EXPECT_EQ(steps, (std::vector<int64_t>{2, 2, 2}));
-  EXPECT_EQ(c.num_target_calls, 3);
-  EXPECT_EQ(c.num_emitted_tokens, 8);
-  EXPECT_EQ(c.num_drafts, 3);
-  EXPECT_EQ(c.num_draft_tokens, 6);
-  EXPECT_EQ(c.num_drafter_calls, 6);
-  EXPECT_EQ(c.acceptance_counts, (std::vector<int64_t>{0, 0, 3}));
-  // g = 1: pos 0 +1 -> 2; pos 2 rejected -> 3; pos 3 +1 -> 5; pos 5 rejected -> 6; pos 6 +1 -> 8.
-  steps.clear();
-  c = simulate_greedy(a, 1, model_proposer(argmax), &steps);
-  EXPECT_EQ(steps, (std::vector<int64_t>{1, 0, 1, 0, 1}));
-  EXPECT_EQ(c.num_accepted_tokens_per_pos, (std::vector<int64_t>{3}));
-  // g = 4: pos 0 accepts 10, 11 -> 3; pos 3 accepts 13, 14 -> 6; pos 6 accepts 16..19 (past the cut at 8: a draft is
-  // verified whole before the output is cut) -> done.
-  steps.clear();
-  c = simulate_greedy(a, 4, model_proposer(argmax), &steps);
-  EXPECT_EQ(steps, (std::vector<int64_t>{2, 2, 4}));
-  EXPECT_EQ(c.num_accepted_tokens, 8);
-  EXPECT_EQ(c.num_emitted_tokens, 8);
-  EXPECT_EQ(derive_metrics(c).block_efficiency, 8.0 / 3);
-  // A continuation too short for the last block is an error, not a silent undercount.
-  GreedyAnswer short_answer{{10, 11, 12}, 3};
-  EXPECT_THROW(simulate_greedy(short_answer, 2, model_proposer(argmax)), Error);
-  // A proposer with nothing to offer: every step is a plain target step.
-  c = simulate_greedy(a, 3, [](int64_t, int64_t) { return Proposal{}; });
-  EXPECT_EQ(c.num_target_calls, 8);
-  EXPECT_EQ(c.num_drafts, 0);
-  EXPECT_EQ(cut_answer({5, 6, 2, 7}, 10, {2}), 3);
-  EXPECT_EQ(cut_answer({5, 6, 2, 7}, 2, {2}), 2);
-  EXPECT_EQ(cut_answer({5, 6, 2, 7}, 10, {}), 4);
-}
-
-TEST(OnePass, ADraftStopsAfterItsFirstUnsureToken) {
-  DraftChains chains;
-  chains.tokens = {{10, 11, 12, 13}, {11, 12, 13, 14}, {12, 50, 51, 52}};
-  chains.top_prob = {{0.9f, 0.3f, 0.8f, 0.9f}, {0.2f, 0.9f, 0.9f, 0.9f}, {0.9f, 0.9f, 0.9f, 0.1f}};
-  auto proposal = [&](double stop, int64_t pos, int64_t gamma) { return chain_proposer(chains, stop)(pos, gamma); };
-  // Off: gamma tokens. On: up to and including the first token below the threshold (its call is spent anyway).
-  EXPECT_EQ(proposal(0, 0, 4).tokens, (std::vector<int64_t>{10, 11, 12, 13}));
-  EXPECT_EQ(proposal(0.5, 0, 4).tokens, (std::vector<int64_t>{10, 11}));
-  EXPECT_EQ(proposal(0.5, 0, 4).drafter_calls, 2);
-  EXPECT_EQ(proposal(0.5, 1, 4).tokens, (std::vector<int64_t>{11}));  // the first token is always proposed
-  EXPECT_EQ(proposal(0.5, 2, 3).tokens, (std::vector<int64_t>{12, 50, 51}));
-  EXPECT_EQ(proposal(0.95, 2, 3).drafter_calls, 1);
-  // Counted: answer 10 11 12 13 ...; g = 4 at 0.5: pos 0 proposes 10 11 (both kept) and the target adds 12; pos 3 has
-  // no chain here, so the answer is cut at 3.
-  GreedyAnswer a{{10, 11, 12, 13, 14, 15}, 3};
-  const SpecCounters c = simulate_greedy(a, 4, chain_proposer(chains, 0.5));
-  EXPECT_EQ(c.num_target_calls, 1);
-  EXPECT_EQ(c.num_draft_tokens, 2);
-  EXPECT_EQ(c.num_drafter_calls, 2);
-  EXPECT_EQ(c.acceptance_counts, (std::vector<int64_t>{0, 0, 1, 0, 0}));
-}
-
 TEST(OnePass, PromptLookupProposesWhatFollowedTheLatestOccurrence) {
   // The trailing 3-gram 1 2 3 occurred at the start: propose what followed it.
   EXPECT_EQ(prompt_lookup({1, 2, 3, 9, 8, 1, 2, 3}, 2, 1, 3), (std::vector<int64_t>{9, 8}));
@@ -351,10 +285,6 @@ TEST(OnePass, PromptLookupProposesWhatFollowedTheLatestOccurrence) {
   EXPECT_EQ(prompt_lookup({3, 3, 3}, 4, 1, 2), (std::vector<int64_t>{3}));
   EXPECT_EQ(prompt_lookup({1, 2, 3, 4}, 3, 1, 3), (std::vector<int64_t>{}));
   EXPECT_EQ(prompt_lookup({1, 2, 1}, 3, 2, 3), (std::vector<int64_t>{}));  // only a 1-gram recurs, n_min is 2
-  // Through the proposer: the context is prompt + answer[0..pos).
-  const std::vector<int64_t> prompt = {7, 8, 9, 7}, answer = {8, 9, 5};
-  EXPECT_EQ(lookup_proposer(prompt, answer, 1, 3)(0, 2).tokens, (std::vector<int64_t>{8, 9}));
-  EXPECT_EQ(lookup_proposer(prompt, answer, 1, 3)(1, 2).tokens, (std::vector<int64_t>{9, 7}));
   // A shorter draft is counted as what it is.
   SpecCounters c;
   c.record_draft(4, 1, 2);

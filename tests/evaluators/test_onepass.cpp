@@ -108,8 +108,9 @@ TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
       if (kind.model) argmax = teacher_forced_argmax(*kind.model, prompts[i], a.tokens);
       for (int64_t g : {1, 2, 4}) {
         std::vector<int64_t> steps;
-        const SpecCounters one = simulate_greedy(
-            a, g, kind.model ? model_proposer(argmax) : lookup_proposer(prompts[i], a.tokens, 1, 3), &steps);
+        const std::unique_ptr<Drafter> replay =
+            kind.model ? argmax_drafter(argmax) : lookup_drafter({1, 3}, target->config().vocab_size);
+        const SpecCounters one = simulate_greedy(prompts[i], a, g, *replay, 0, &steps);
         const Decoded real = dec.decode(prompts[i], g, sp, 0);
         ++compared;
         total.add(g == 4 ? one : SpecCounters{});
@@ -148,7 +149,7 @@ TEST(OnePass, CountersEqualTheRealSpeculativeDecoderOnSmolLM2) {
 }
 
 // An EAGLE-3 head on SmolLM2 through the real decoder: greedy output equal to the target's own at every g from 1 to 5,
-// counter for counter equal to the one-pass count (chain_proposer over teacher_forced_head_drafts). The head is
+// counter for counter equal to the one-pass count (chain_drafter over teacher_forced_head_drafts). The head is
 // random, with a draft vocabulary of the 8 tokens most frequent in the target's answers, so that its drafts are
 // sometimes accepted (the caches roll back after partial acceptances) and mostly not.
 TEST(OnePass, Eagle3HeadOnSmolLM2IsLosslessAndCountsExactly) {
@@ -180,7 +181,8 @@ TEST(OnePass, Eagle3HeadOnSmolLM2IsLosslessAndCountsExactly) {
       const Decoded real = dec.decode(prompts[i], g, sp, 0);
       ASSERT_EQ(real.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
           << "prompt " << i << ", g " << g;
-      EXPECT_EQ(real.counters, simulate_greedy(a, g, chain_proposer(chains))) << "prompt " << i << ", g " << g;
+      EXPECT_EQ(real.counters, simulate_greedy(prompts[i], a, g, *chain_drafter(chains)))
+          << "prompt " << i << ", g " << g;
       accepted += real.counters.num_accepted_tokens, drafted += real.counters.num_draft_tokens;
     }
   }

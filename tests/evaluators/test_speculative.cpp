@@ -3,12 +3,12 @@
 // exercised); a drafter equal to the target accepts everything; and the distribution of the first two tokens of
 // speculative sampling matches the target's exact distribution (chi-square), where the drafter's own samples fail the
 // same test. Hybrid drafting (prompt lookup, then the drafter) is lossless in both modes, and its greedy counters are
-// exactly those of the one-pass simulation (acceptance.h's hybrid_proposer). An EAGLE-3 head through the same drafter
-// interface: greedy output equal to the target's at every gamma with counters equal to the one-pass chain count
-// (chain_proposer), and sampled output distributed as the target's though the head's q is zero off its draft
-// vocabulary. Drafts that stop when the drafter is unsure (draft_stop_prob): lossless in both modes, and counted
-// exactly by the one-pass chains (a drafter model's own greedy chains, checked against its decoding). A drafter model
-// with a draft vocabulary: lossless in both modes, counted exactly, drafting only inside it.
+// exactly those of the one-pass simulation (simulate_greedy with the hybrid over a replayed argmax). An EAGLE-3 head
+// through the same drafter interface: greedy output equal to the target's at every gamma with counters equal to the
+// one-pass chain count (chain_drafter), and sampled output distributed as the target's though the head's q is zero off
+// its draft vocabulary. Drafts that stop when the drafter is unsure (draft_stop_prob): lossless in both modes, and
+// counted exactly by the one-pass chains (a drafter model's own greedy chains, checked against its decoding). A drafter
+// model with a draft vocabulary: lossless in both modes, counted exactly, drafting only inside it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -172,7 +172,8 @@ TEST(SpeculativeDecoding, HybridGreedyIsLosslessAndCountsAsTheOnePassSimulation)
       const Decoded d = hybrid.decode(prompts[i], g, sp, 0);
       ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
           << "prompt " << i << ", gamma " << g;
-      const SpecCounters one = simulate_greedy(a, g, hybrid_proposer(prompts[i], a.tokens, argmax, 1, 3));
+      const SpecCounters one = simulate_greedy(
+          prompts[i], a, g, *hybrid_drafter({1, 3}, target->config().vocab_size, argmax_drafter(argmax)));
       EXPECT_EQ(d.counters, one) << "prompt " << i << ", gamma " << g;
       all.add(g == 3 ? d.counters : SpecCounters{});
     }
@@ -183,15 +184,6 @@ TEST(SpeculativeDecoding, HybridGreedyIsLosslessAndCountsAsTheOnePassSimulation)
   EXPECT_LT(all.num_drafter_calls, all.num_draft_tokens);
   EXPECT_GT(all.num_accepted_tokens, 0);
   EXPECT_LT(all.num_accepted_tokens, all.num_draft_tokens);
-  // The one-pass hybrid proposer by hand. At answer position 0 the context 7 8 9 7 ends in 7, which followed by 8 9 7
-  // at the start: lookup's 3 tokens, then the drafter's argmax at position 3; at position 3 the context ends in 5,
-  // which never occurred: the drafter's 2 tokens.
-  const std::vector<int64_t> prompt = {7, 8, 9, 7}, answer = {8, 9, 5, 6, 1}, am = {50, 51, 52, 53, 54};
-  const Proposal p = hybrid_proposer(prompt, answer, am, 1, 3)(0, 4);
-  EXPECT_EQ(p.tokens, (std::vector<int64_t>{8, 9, 7, 53}));
-  EXPECT_EQ(p.drafter_calls, 1);
-  EXPECT_EQ(hybrid_proposer(prompt, answer, am, 1, 3)(3, 2).tokens, (std::vector<int64_t>{53, 54}));
-  EXPECT_EQ(hybrid_proposer(prompt, answer, am, 1, 3)(3, 2).drafter_calls, 2);
 }
 
 // An EAGLE-3 head over `target` (2 layers: taps 0, 1, 2) with random weights, whose draft vocabulary is the `n` most
@@ -243,11 +235,14 @@ TEST(SpeculativeDecoding, HeadGreedyIsLosslessAndCountsAsTheOnePassSimulation) {
         EXPECT_EQ(d.accepted_per_step[0], -1) << "a one-token prompt's first step has no draft";
         continue;
       }
-      EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains))) << "prompt " << i << ", gamma " << g;
+      EXPECT_EQ(d.counters, simulate_greedy(prompts[i], a, g, *chain_drafter(chains)))
+          << "prompt " << i << ", gamma " << g;
       // Behind prompt lookup the head continues from the lookup's tokens: the answer-path chains count it.
       const Decoded h = hybrid.decode(prompts[i], g, sp, 0);
       ASSERT_EQ(h.tokens, d.tokens) << "hybrid, prompt " << i << ", gamma " << g;
-      EXPECT_EQ(h.counters, simulate_greedy(a, g, hybrid_chain_proposer(prompts[i], a.tokens, answer_path, 1, 3)))
+      EXPECT_EQ(h.counters,
+                simulate_greedy(prompts[i], a, g,
+                                *hybrid_drafter({1, 3}, target->config().vocab_size, chain_drafter(answer_path))))
           << "hybrid, prompt " << i << ", gamma " << g;
       all_hybrid.add(g == 5 ? h.counters : SpecCounters{});
     }
@@ -330,7 +325,7 @@ TEST(SpeculativeDecoding, DraftsThatStopWhenUnsureAreLosslessAndCountAsTheOnePas
         const Decoded d = dec.decode(prompts[i], g, sp, 0, stop);
         ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
             << who << ", prompt " << i << ", gamma " << g;
-        EXPECT_EQ(d.counters, simulate_greedy(a, g, chain_proposer(chains[i], stop)))
+        EXPECT_EQ(d.counters, simulate_greedy(prompts[i], a, g, *chain_drafter(chains[i]), stop))
             << who << ", prompt " << i << ", gamma " << g;
         if (g == 5) with_stop.add(d.counters), without.add(dec.decode(prompts[i], g, sp, 0).counters);
       }
@@ -377,10 +372,12 @@ TEST(SpeculativeDecoding, ADraftVocabularyDrafterIsLosslessAndCountsAsTheOnePass
       const Decoded d = dec.decode(prompts[i], g, sp, 0);
       ASSERT_EQ(d.tokens, std::vector<int64_t>(a.tokens.begin(), a.tokens.begin() + a.emitted))
           << "prompt " << i << ", gamma " << g;
-      EXPECT_EQ(d.counters, simulate_greedy(a, g, model_proposer(argmax))) << "prompt " << i << ", gamma " << g;
+      EXPECT_EQ(d.counters, simulate_greedy(prompts[i], a, g, *argmax_drafter(argmax)))
+          << "prompt " << i << ", gamma " << g;
       const Decoded s = dec.decode(prompts[i], g, sp, 0, 0.5);
       ASSERT_EQ(s.tokens, d.tokens) << "prompt " << i << ", gamma " << g << ", stopping";
-      EXPECT_EQ(s.counters, simulate_greedy(a, g, chain_proposer(chains, 0.5))) << "prompt " << i << ", gamma " << g;
+      EXPECT_EQ(s.counters, simulate_greedy(prompts[i], a, g, *chain_drafter(chains), 0.5))
+          << "prompt " << i << ", gamma " << g;
       all.add(g == 3 ? d.counters : SpecCounters{});
     }
   }

@@ -17,7 +17,9 @@
 #include <random>
 
 #include "evaluators/acceptance.h"
+#include "evaluators/drafter.h"
 #include "evaluators/report.h"
+#include "evaluators/speculative.h"
 #include "evaluators/stats.h"
 #include "test_util.h"
 
@@ -221,7 +223,7 @@ TEST(Stats, SpeedupBoundHoldsForLookupRunsWithEmptyDrafts) {
     GreedyAnswer ans;
     for (int i = 0; i < 60; ++i) ans.tokens.push_back(i % 17 == 16 ? 3 + q % 4 : 100 + static_cast<int64_t>(rng() % 900));
     ans.emitted = 40;
-    const SpecCounters c = simulate_greedy(ans, gamma, lookup_proposer(prompt, ans.tokens, 1, 3));
+    const SpecCounters c = simulate_greedy(prompt, ans, gamma, *lookup_drafter({1, 3}, 1000));
     empty += c.calls_by_draft_length[0], calls += c.num_target_calls;
     // The correct timing: each call its own block's verification (lookup's n-gram search costs nothing here).
     std::vector<double> by_length(c.calls_by_draft_length.size());
