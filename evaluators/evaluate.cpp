@@ -106,7 +106,7 @@ std::string evaluate_fingerprint(const config::Config& cfg) {
 }
 
 bool evaluation_complete(const config::Config& cfg) {
-  const stdfs::path report = stdfs::path(cfg.evaluate.report_dir) / "report.json";
+  const stdfs::path report = stdfs::path(cfg.evaluate.report_dir) / kReportJson;
   if (!stdfs::exists(report)) return false;
   const nlohmann::json j = nlohmann::json::parse(fs::read_file(report), nullptr, false);
   return j.is_object() && j.contains("fingerprint") && j["fingerprint"] == evaluate_fingerprint(cfg);
@@ -453,7 +453,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
   log::Progress progress("evaluate", decodes, "decode", stdout, -1, ev.cfg.run.progress_interval_s);
   int64_t done = 0;
   fs::ensure_dir(e.report_dir);
-  SweepLog sweeps(stdfs::path(e.report_dir) / "sweep.jsonl", report.fingerprint);
+  SweepLog sweeps(stdfs::path(e.report_dir) / kSweepLog, report.fingerprint);
   SpeculativeDecoder plain(*ev.target->model, nullptr);
   plain.reserve(capacity, max_timed_gamma + 1);
   timed_decode(plain, *timed[0], 0, sp);  // warm-up, not timed
@@ -472,7 +472,7 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
       return *p;
     }
     ev.stop_point(str_cat("before the sweep point ", who, " T=", temperature, " g=", gamma, "; ", sweeps.size(),
-                          " finished points are kept in ", (stdfs::path(e.report_dir) / "sweep.jsonl").string()));
+                          " finished points are kept in ", (stdfs::path(e.report_dir) / kSweepLog).string()));
     sp.temperature = temperature;
     SweepPoint point;
     point.temperature = temperature, point.gamma = gamma;
@@ -609,8 +609,30 @@ int evaluate(const config::Config& cfg) {
   const std::string why_no_plots = write_report(e.report_dir, report, plot_python(e.python));
   if (!why_no_plots.empty()) log::warn("evaluate: ", why_no_plots);
   log_summary(report_json(report));
-  log::info("evaluate: report in ", (stdfs::path(e.report_dir) / "report.md").string());
+  log::info("evaluate: report in ", (stdfs::path(e.report_dir) / kReportMarkdown).string());
   return 0;
+}
+
+cli::Stage evaluate_stage() {
+  return {
+      .name = "evaluate",
+      .summary = "speculative decoding: block efficiency, acceptance, MBSU, speed-up",
+      .description =
+          "Is a drafter worth deploying? The target answers every prompt (every MT-bench turn, the second after its\n"
+          "own first answer) greedily once; each drafter in evaluate.drafters, and prompt lookup, reads prompt +\n"
+          "answer in one teacher-forced pass: exact greedy tau for every evaluate.exact_gammas, with 95% bootstrap\n"
+          "intervals over prompts, per turn and category, and paired differences. Then the real draft-then-verify\n"
+          "decoder on evaluate.timed_prompts turns at evaluate.gammas x evaluate.temperatures, each run alternated\n"
+          "with plain decoding: wall-clock speed-up (median, interval, checked against what tau allows), MBSU,\n"
+          "measured acceptance. Writes report.json, report.md, exact.jsonl, prompts.jsonl and plots to\n"
+          "evaluate.report_dir.",
+      .sections = {"run", "target", "evaluate"},
+      .run = evaluate,
+      .outputs =
+          [](const config::Config& c) {
+            return std::vector<std::string>{(stdfs::path(c.evaluate.report_dir) / kReportJson).string()};
+          },
+      .is_complete = evaluation_complete};
 }
 
 }  // namespace draftalign::eval

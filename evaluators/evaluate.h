@@ -11,6 +11,7 @@
 
 #include <string>
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::eval {
@@ -23,5 +24,7 @@ int evaluate(const config::Config& cfg);
 std::string evaluate_fingerprint(const config::Config& cfg);
 // Whether evaluate.report_dir holds a report made from these inputs (the pipeline skips the stage then).
 bool evaluation_complete(const config::Config& cfg);
+// `draftalign evaluate`.
+cli::Stage evaluate_stage();
 
 }  // namespace draftalign::eval

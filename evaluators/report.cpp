@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "evaluators/plot_script.h"  // generated from tools/plot_report.py
+#include "train/layout.h"
 
 namespace draftalign::eval {
 
@@ -79,7 +80,7 @@ struct DirName {
 DirName dir_name(const std::string& dir) {
   DirName d;
   d.unit = path_parts(dir);
-  if (d.unit.size() > 1 && d.unit.back() == "final") d.unit.pop_back();
+  if (d.unit.size() > 1 && d.unit.back() == train::kFinalDir) d.unit.pop_back();
   if (d.unit.size() > 1 && is_seed_part(d.unit.back())) {
     d.seed = std::atoll(d.unit.back().c_str() + 5);
     d.unit.pop_back();
@@ -810,13 +811,13 @@ std::string write_report(const stdfs::path& dir, const Report& r, const std::str
                  "\n";
       }
   // As one: a failed write (a full disk) leaves the previous report's files all as they were.
-  fs::write_files_atomic({{dir / "exact.jsonl", exact},
-                          {dir / "prompts.jsonl", lines},
-                          {dir / "report.md", report_markdown(j)},
+  fs::write_files_atomic({{dir / kExactJsonl, exact},
+                          {dir / kPromptsJsonl, lines},
+                          {dir / kReportMarkdown, report_markdown(j)},
                           {dir / "plot_report.py", plot_script()},
-                          {dir / "report.json", j.dump(2) + "\n"}});
+                          {dir / kReportJson, j.dump(2) + "\n"}});
   if (python.empty()) return "plots not made (evaluate.python = off)";
-  return run_python(python, dir / "plot_report.py", dir / "report.json");
+  return run_python(python, dir / "plot_report.py", dir / kReportJson);
 }
 
 }  // namespace draftalign::eval

@@ -34,6 +34,13 @@
 
 namespace draftalign::eval {
 
+// The report directory's files, as the header lists them.
+inline constexpr char kReportJson[] = "report.json";
+inline constexpr char kReportMarkdown[] = "report.md";
+inline constexpr char kExactJsonl[] = "exact.jsonl";
+inline constexpr char kPromptsJsonl[] = "prompts.jsonl";
+inline constexpr char kSweepLog[] = "sweep.jsonl";
+
 // One evaluated turn: a prompt's first user turn, or a later one asked after the target's own greedy answers.
 struct EvalItem {
   std::string id;  // the prompt's id, with "#2", "#3" for later turns

@@ -4,6 +4,7 @@
 
 #include "common/fs.h"
 #include "evaluators/report.h"
+#include "train/layout.h"
 
 namespace draftalign::eval {
 
@@ -18,9 +19,9 @@ json training_curves(const std::vector<std::string>& dirs, const std::vector<std
     json checkpoint_step = nullptr;
     stdfs::path run = dir;
     const std::string base = dir.filename().string();
-    if (base == "final") {
+    if (base == train::kFinalDir) {
       run = dir.parent_path();
-    } else if (base.rfind("step-", 0) == 0 && dir.parent_path().filename() == "checkpoints") {
+    } else if (base.rfind("step-", 0) == 0 && dir.parent_path().filename() == train::kCheckpointsDir) {
       run = dir.parent_path().parent_path();
       checkpoint_step = std::atoll(base.c_str() + 5);
     }

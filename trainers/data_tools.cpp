@@ -290,8 +290,45 @@ int data_import(const config::Config& cfg) {
   GenerateSummary sum;
   DA_CHECK(finalize(out, plan, shards, skipped, sum), out.string(), ": a shard just written is missing");
   log::info("data import: ", conversations, " conversations -> ", sum.records, " records (one per assistant turn), ",
-            sum.response_tokens, " response tokens in ", shards, " shards; ", (out / "manifest.json").string());
+            sum.response_tokens, " response tokens in ", shards, " shards; ", (out / data::kManifestFile).string());
   return 0;
+}
+
+cli::Stage data_stats_stage() {
+  return {
+      .name = "data stats",
+      .summary = "counts, finish reasons and length histograms of generated data",
+      .description =
+          "Reads the shards of a generate output directory (data.dir, default generate.output_dir), complete or not,\n"
+          "and prints record and token counts, finish reasons, and prompt and response length histograms.",
+      .sections = {"generate", "data"},
+      .run = data_stats,
+      .records_config = false};
+}
+
+cli::Stage data_show_stage() {
+  return {.name = "data show",
+          .summary = "print generated records, decoded",
+          .description =
+              "Prints data.samples records from data.first of a generate output directory (data.dir, default\n"
+              "generate.output_dir): the prompt as the target saw it (chat template included) and its response.",
+          .sections = {"target", "generate", "data"},
+          .run = data_show,
+          .records_config = false};
+}
+
+cli::Stage data_import_stage() {
+  return {
+      .name = "data import",
+      .summary = "turn chat JSONL (messages / ShareGPT) into distillation data",
+      .description =
+          "Renders each conversation of data.inputs with the target's chat template and writes a distillation data\n"
+          "directory (data.dir, default generate.output_dir) in generate's format: one record per assistant turn, the\n"
+          "loss on that turn's tokens. distill (online teacher) trains on it; `data show` prints it. Bad lines name\n"
+          "file:line: the import stops, or skips and counts them (data.on_bad_record = skip).",
+      .sections = {"run", "target", "generate", "data"},
+      .run = data_import,
+      .outputs = [](const config::Config& c) { return std::vector<std::string>{data_dir(c).string()}; }};
 }
 
 }  // namespace draftalign::train

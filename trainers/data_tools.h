@@ -2,6 +2,7 @@
 // (trainers/generate_output.h).
 #pragma once
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::train {
@@ -17,5 +18,10 @@ int data_show(const config::Config& cfg);
 // (generation prompt included), response = the turn as the template renders it (loss mask on it alone). Bad lines name
 // file:line and stop the import, or are skipped and counted (data.on_bad_record = skip).
 int data_import(const config::Config& cfg);
+
+// The three commands (read-only tools for stats and show: no outputs, no recorded config).
+cli::Stage data_stats_stage();
+cli::Stage data_show_stage();
+cli::Stage data_import_stage();
 
 }  // namespace draftalign::train

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
+#include <tuple>
 
 #include "common/checksum.h"
 #include "common/error.h"
@@ -117,9 +119,9 @@ std::vector<Pair> load_pairs(const stdfs::path& dir, bool need_topk, int64_t voc
   for (size_t k = 0; k < files.size(); ++k) {
     const stdfs::path& file = files[k];
     DA_CHECK(file.filename() == manifest.shards[k].file, file.string(), ": not listed in ",
-             (dir / "manifest.json").string(), " (it lists ", manifest.shards[k].file, " there)");
+             (dir / data::kManifestFile).string(), " (it lists ", manifest.shards[k].file, " there)");
     DA_CHECK(file_checksum_hex(file, manifest.checksum_algorithm) == manifest.shards[k].checksum, file.string(),
-             ": checksum does not match ", (dir / "manifest.json").string(),
+             ": checksum does not match ", (dir / data::kManifestFile).string(),
              " (the file changed since generate wrote "
              "it: run `draftalign generate` again on a fresh directory)");
     const auto f = io::SafetensorsFile::open(file);
@@ -233,111 +235,136 @@ std::vector<bool> held_out_by_prompt(const std::vector<std::vector<int64_t>>& pr
   return out;
 }
 
-std::string distill_run_name(const config::DistillSection& d) {
-  std::string name = config::loss_run_name(d);
-  if (d.kind == config::DrafterKind::kEagle3) name = "eagle3-" + name;
-  if (d.on_policy_fraction > 0) name += str_cat("-onpolicy", d.on_policy_fraction);
-  return name;
-}
+namespace {
 
-std::string distill_run_dir(const config::DistillSection& d) {
-  return config::seed_dir((stdfs::path(d.output_dir) / distill_run_name(d)).string(), d.seed);
-}
+// The held-out pass's sums (held_out_sums), one named slot each; then, for held-out record i, its alpha at
+// kValSlots + 2 i and its response tokens at kValSlots + 2 i + 1 (for the interval over its prompts).
+enum ValSlot : int64_t {
+  kValAlpha,         // alpha against the real target, summed over response tokens
+  kValTokens,        // response tokens
+  kValCe,            // the student's cross-entropy on the target's tokens inside its head
+  kValAgree,         // greedy agreement with the target
+  kValAlphaOffline,  // alpha over the stored top-k + rest bins (offline teacher only)
+  kValCeTokens,      // the tokens kValCe is over (with a draft vocabulary, those inside it)
+  kValSlots
+};
 
-int distill(const config::Config& given) {
-  if (given.distill.kind == config::DrafterKind::kEagle3) return distill_eagle3(given);
-  // distill.seed >= 0: this seed's run, seeded by it (data order, on-policy samples) and written to <run>/seed-<n>.
-  const config::Config cfg = config::with_stage_seed(given, given.distill.seed);
-  const config::DistillSection& d = cfg.distill;
-  const config::TrainSection& t = d.train;
-  Runtime rt = make_runtime(cfg.run, t);
-  const stdfs::path out = distill_run_dir(d);
-  const bool offline = d.teacher == config::Teacher::kOffline;
-  DA_CHECK(!offline || d.temperature == 1.0, "distill.temperature = ", d.temperature,
-           " with distill.teacher = offline: the stored top-k log-probs are the target's at temperature 1, so an "
-           "offline run needs distill.temperature = 1 (or distill.teacher = online)");
-
-  // Models: the student in fp32 master weights, the teacher frozen in target.dtype (bf16 on CUDA by default).
-  auto student = model::load_llama(d.student, rt.device, torch::kFloat32);
-  const int64_t vocab = student->config().vocab_size;
-  // The target: the teacher when online, and always the reference of validation (an offline run scores its held-out
-  // records against the real target too, not against the stored top-k).
-  std::shared_ptr<model::Llama> target = train::load_frozen_target(cfg, rt.device);
-  DA_CHECK(target->config().vocab_size == vocab, "the drafter ", d.student, " has a vocabulary of ", vocab,
-           " tokens, the target ", cfg.target.dir, " one of ", target->config().vocab_size,
-           ": distillation needs the same vocabulary");
-  DA_CHECK(t.seq_len < target->config().max_position_embeddings, "distill.train.seq_len (", t.seq_len,
-           ") must be below the target's max_position_embeddings (", target->config().max_position_embeddings, ")");
-  DA_CHECK(t.seq_len < student->config().max_position_embeddings, "distill.train.seq_len (", t.seq_len,
-           ") must be below the drafter's max_position_embeddings (", student->config().max_position_embeddings, ")");
-  const int64_t pad = student->config().eos_token_ids.empty() ? 0 : student->config().eos_token_ids[0];
-
-  // Data: held out by prompt (every round(1 / val_fraction)-th distinct prompt, in order of first appearance, with
-  // all its responses), so that no prompt has answers on both sides; the rest in a seeded order per epoch.
-  const std::vector<Pair> pairs = load_pairs(d.data_dir, offline, vocab);
-  const auto [train_set, val_set] = split_pairs(pairs, d, t);
-  // The held-out records' prompts: the unit of held-out alpha's interval.
-  std::vector<size_t> val_cluster;
-  size_t val_clusters = 0;
-  {
-    std::map<std::vector<int64_t>, size_t> index;
-    for (const Pair* p : val_set) {
-      const auto [it, fresh] = index.emplace(std::vector<int64_t>(p->tokens.begin(), p->tokens.begin() + p->prompt_len),
-                                             val_clusters);
-      val_clusters += fresh;
-      val_cluster.push_back(it->second);
-    }
+// The stage as torchtune's KD recipe reads: set-up (the models, then the data), the loss of a micro-batch, and the
+// held-out validation; run_training (train_loop.h) runs the steps, checkpoints and exact resume.
+class DistillRecipe {
+ public:
+  explicit DistillRecipe(const config::Config& cfg)
+      : cfg_(cfg),
+        d_(cfg_.distill),
+        t_(d_.train),
+        rt_(make_runtime(cfg_.run, t_)),
+        offline_(d_.teacher == config::Teacher::kOffline),
+        kd_(KdOptions::of(d_)) {
+    DA_CHECK(!offline_ || d_.temperature == 1.0, "distill.temperature = ", d_.temperature,
+             " with distill.teacher = offline: the stored top-k log-probs are the target's at temperature 1, so an "
+             "offline run needs distill.temperature = 1 (or distill.teacher = online)");
+    load_models();
+    load_data();
   }
-  if (student->has_draft_vocab()) choose_draft_vocab(*student, train_set);
-  EpochOrder order(static_cast<int64_t>(train_set.size()), static_cast<uint64_t>(cfg.run.seed));
-  log::info("distill: ", distill_run_name(d), " from ", d.student, " (", student->num_params(), " parameters) against ",
-            offline ? "the stored top-k log-probs" : cfg.target.dir, "; ", train_set.size(), " training and ",
-            val_set.size(), " held-out records; kd_weight ", d.kd_weight, ", ce_weight ", d.ce_weight,
-            ", temperature ", d.temperature);
 
-  const KdOptions kd = KdOptions::of(d);
+  void train() {
+    Recipe recipe;
+    recipe.name = "distill";
+    recipe.validate_at_start = true;
+    recipe.micro_batch = [this](const std::vector<int64_t>& sequences) { return micro_batch(sequences); };
+    if (!val_set_.empty()) recipe.validate = [this](int64_t step) { return validate(step); };
+    run_training(cfg_, t_, config::distill_run_dir(d_), d_.student, rt_, *student_, recipe);
+  }
 
-  // The logits of the response positions (validation), and the rows of a training micro-batch's objective: the
-  // student's and (online) the target's final hidden states there with their heads, or (offline) the stored top-k;
-  // distill_objective fuses the heads with the loss, so neither model's [N, V] logits exist.
-  auto student_rows = [&](const PairBatch& b) {
-    AutocastGuard guard(rt.bf16_autocast);
-    return response_logits(*student, b.x, b.positions);
-  };
-  auto target_rows = [&](const PairBatch& b) {
-    torch::NoGradGuard no_grad;
-    return response_logits(*target, b.x, b.positions);
-  };
-  auto objective_rows = [&](const PairBatch& b) {
+ private:
+  // The student in fp32 master weights; the target frozen in target.dtype (bf16 on CUDA by default): the teacher when
+  // online, and always the reference of validation (an offline run scores its held-out records against the real
+  // target too, not against the stored top-k).
+  void load_models() {
+    student_ = model::load_llama(d_.student, rt_.device, torch::kFloat32);
+    const int64_t vocab = student_->config().vocab_size;
+    target_ = train::load_frozen_target(cfg_, rt_.device);
+    DA_CHECK(target_->config().vocab_size == vocab, "the drafter ", d_.student, " has a vocabulary of ", vocab,
+             " tokens, the target ", cfg_.target.dir, " one of ", target_->config().vocab_size,
+             ": distillation needs the same vocabulary");
+    DA_CHECK(t_.seq_len < target_->config().max_position_embeddings, "distill.train.seq_len (", t_.seq_len,
+             ") must be below the target's max_position_embeddings (", target_->config().max_position_embeddings, ")");
+    DA_CHECK(t_.seq_len < student_->config().max_position_embeddings, "distill.train.seq_len (", t_.seq_len,
+             ") must be below the drafter's max_position_embeddings (", student_->config().max_position_embeddings,
+             ")");
+    pad_ = student_->config().eos_token_ids.empty() ? 0 : student_->config().eos_token_ids[0];
+  }
+
+  // The records, held out by prompt (every round(1 / val_fraction)-th distinct prompt, in order of first appearance,
+  // with all its responses), so that no prompt has answers on both sides; the rest in a seeded order per epoch.
+  void load_data() {
+    pairs_ = load_pairs(d_.data_dir, offline_, student_->config().vocab_size);
+    std::tie(train_set_, val_set_) = split_pairs(pairs_, d_, t_);
+    std::map<std::vector<int64_t>, size_t> index;  // the held-out records' prompts: the unit of alpha's interval
+    for (const Pair* p : val_set_) {
+      const auto [it, fresh] =
+          index.emplace(std::vector<int64_t>(p->tokens.begin(), p->tokens.begin() + p->prompt_len), val_clusters_);
+      val_clusters_ += fresh;
+      val_cluster_.push_back(it->second);
+    }
+    if (student_->has_draft_vocab()) choose_draft_vocab(*student_, train_set_);
+    order_ =
+        std::make_unique<EpochOrder>(static_cast<int64_t>(train_set_.size()), static_cast<uint64_t>(cfg_.run.seed));
+    log::info("distill: ", config::distill_run_name(d_), " from ", d_.student, " (", student_->num_params(),
+              " parameters) against ", offline_ ? "the stored top-k log-probs" : cfg_.target.dir, "; ",
+              train_set_.size(), " training and ", val_set_.size(), " held-out records; kd_weight ", d_.kd_weight,
+              ", ce_weight ", d_.ce_weight, ", temperature ", d_.temperature);
+  }
+
+  // The loss of one micro-batch of the global sequences `sequences` (train/sampler.h).
+  MicroBatch micro_batch(const std::vector<int64_t>& sequences) {
+    std::vector<const Pair*> recs;
+    for (const int64_t g : sequences) recs.push_back(train_set_[order_->at(g)]);
+    std::vector<Pair> sampled;
+    if (d_.on_policy_fraction > 0) with_on_policy(recs, sequences, sampled);
+    const PairBatch b = make_batch(recs, t_.seq_len, pad_, offline_, rt_.device);
+    // Every record's prompt fills the whole train.seq_len window: nothing to learn from (run_training counts it).
+    if (b.positions.size(0) == 0) return MicroBatch::empty({"kd", "ce", "alpha"});
+    const DistillRows rows = objective_rows(b);
+    AutocastGuard guard(rt_.bf16_autocast);  // the heads' products in bf16, as the student's forward
+    const DistillTerms o = distill_objective(rows, kd_, d_.loss, d_.kd_weight, d_.ce_weight);
+    const double n = static_cast<double>(b.positions.size(0));
+    return MicroBatch{o.loss, b.positions.size(0), {{"kd", o.kd}, {"ce", o.ce}, {"alpha", o.alpha_sum / n}}};
+  }
+
+  // The rows of a training micro-batch's objective: the student's and (online) the target's final hidden states at
+  // the response positions with their heads, or (offline) the stored top-k; distill_objective fuses the heads with the
+  // loss, so neither model's [N, V] logits exist.
+  DistillRows objective_rows(const PairBatch& b) {
     DistillRows r;
     {
-      AutocastGuard guard(rt.bf16_autocast);
-      r.student_hidden = response_hidden(*student, b.x, b.positions);
+      AutocastGuard guard(rt_.bf16_autocast);
+      r.student_hidden = response_hidden(*student_, b.x, b.positions);
     }
-    r.student_head = student->head_weight();
-    if (offline) {
-      r.topk_ids = student->head_row_of(b.topk_ids), r.topk_logprobs = b.topk_logprobs;  // as head rows
-      r.topk_outside = student->has_draft_vocab();
+    r.student_head = student_->head_weight();
+    if (offline_) {
+      r.topk_ids = student_->head_row_of(b.topk_ids), r.topk_logprobs = b.topk_logprobs;  // as head rows
+      r.topk_outside = student_->has_draft_vocab();
     } else {
       torch::NoGradGuard no_grad;
-      r.teacher_hidden = response_hidden(*target, b.x, b.positions);
-      r.teacher_head = model::head_rows_for(*target, *student);
+      r.teacher_hidden = response_hidden(*target_, b.x, b.positions);
+      r.teacher_head = model::head_rows_for(*target_, *student_);
     }
     // CE only on the target's own responses: on the student's samples it would reinforce whatever it drew. With a
     // draft vocabulary, as rows of its head (-1, not trained, outside it).
-    r.targets = student->head_row_of(b.y.reshape({-1}).index_select(0, b.positions));
+    r.targets = student_->head_row_of(b.y.reshape({-1}).index_select(0, b.positions));
     if (b.ce_rows.defined()) {
       const Tensor keep = torch::zeros_like(r.targets, torch::kBool).index_fill_(0, b.ce_rows, true);
       r.targets = torch::where(keep, r.targets, torch::full_like(r.targets, -100));
     }
     return r;
-  };
+  }
 
   // On-policy sequences (distill.on_policy_fraction): the record's prompt with a response the student samples now,
-  // as long as the target's (within the train.seq_len window), seeded by the run seed and the global sequence
-  // index, so a resumed run samples the same tokens from the same restored weights.
-  auto with_on_policy = [&](std::vector<const Pair*>& recs, const std::vector<int64_t>& sequences,
-                            std::vector<Pair>& sampled) {
+  // as long as the target's (within the train.seq_len window), seeded by the run seed and the global sequence index,
+  // so a resumed run samples the same tokens from the same restored weights. `sampled` holds the new records.
+  void with_on_policy(std::vector<const Pair*>& recs, const std::vector<int64_t>& sequences,
+                      std::vector<Pair>& sampled) {
     std::vector<size_t> which;
     std::vector<std::vector<int64_t>> prompts;
     std::vector<int64_t> room;
@@ -345,14 +372,15 @@ int distill(const config::Config& given) {
     for (size_t i = 0; i < recs.size(); ++i) {
       const int64_t g = sequences[i];
       const Pair& p = *recs[i];
-      const int64_t n = std::min<int64_t>(static_cast<int64_t>(p.tokens.size()), t.seq_len + 1) - p.prompt_len;
-      if (!on_policy_sequence(g, d.on_policy_fraction) || n <= 0) continue;
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(p.tokens.size()), t_.seq_len + 1) - p.prompt_len;
+      if (!on_policy_sequence(g, d_.on_policy_fraction) || n <= 0) continue;
       which.push_back(i);
       prompts.emplace_back(p.tokens.begin(), p.tokens.begin() + p.prompt_len);
       room.push_back(n);
-      seeds.push_back(model::splitmix64(static_cast<uint64_t>(cfg.run.seed) ^ model::splitmix64(static_cast<uint64_t>(g))));
+      seeds.push_back(
+          model::splitmix64(static_cast<uint64_t>(cfg_.run.seed) ^ model::splitmix64(static_cast<uint64_t>(g))));
     }
-    const auto responses = sample_responses(*student, prompts, room, seeds, d.on_policy_temperature);
+    const auto responses = sample_responses(*student_, prompts, room, seeds, d_.on_policy_temperature);
     sampled.reserve(which.size());
     for (size_t k = 0; k < which.size(); ++k) {
       Pair p = *recs[which[k]];
@@ -362,92 +390,127 @@ int distill(const config::Config& given) {
       sampled.push_back(std::move(p));
       recs[which[k]] = &sampled.back();
     }
-  };
+  }
 
-  const int64_t mbs = t.micro_batch_size;
-  Recipe recipe;
-  recipe.name = "distill";
-  recipe.validate_at_start = true;
-  recipe.micro_batch = [&](const std::vector<int64_t>& sequences) {
+  // Adds the held-out records `mine` (indices into val_set_) into `sums` (ValSlot), the real target as reference.
+  void add_held_out(const std::vector<int64_t>& mine, Tensor& sums) {
     std::vector<const Pair*> recs;
-    for (const int64_t g : sequences) recs.push_back(train_set[order.at(g)]);
-    std::vector<Pair> sampled;
-    if (d.on_policy_fraction > 0) with_on_policy(recs, sequences, sampled);
-    const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
-    // Every record's prompt fills the whole train.seq_len window: nothing to learn from (run_training counts it).
-    if (b.positions.size(0) == 0) return MicroBatch::empty({"kd", "ce", "alpha"});
-    const DistillRows rows = objective_rows(b);
-    AutocastGuard guard(rt.bf16_autocast);  // the heads' products in bf16, as the student's forward
-    const DistillTerms o = distill_objective(rows, kd, d.loss, d.kd_weight, d.ce_weight);
-    const double n = static_cast<double>(b.positions.size(0));
-    return MicroBatch{o.loss, b.positions.size(0), {{"kd", o.kd}, {"ce", o.ce}, {"alpha", o.alpha_sum / n}}};
-  };
-  if (!val_set.empty())
-    recipe.validate = [&](int64_t step) {
-      // Sums over this rank's share of the held-out records: alpha against the real target, response tokens, CE,
-      // greedy agreement with the target, and (offline) alpha over the stored top-k + rest bins.
-      const int64_t n_val = static_cast<int64_t>(val_set.size());
-      // Slots 0-5: the totals; then alpha and tokens of each held-out record, for the interval over its prompts. With
-      // a draft vocabulary the CE is over the tokens in it (slot 5 counts them), alpha and agreement over all.
-      const Tensor c = held_out_sums(*student, rt, n_val, mbs, 6 + 2 * n_val, [&](const std::vector<int64_t>& mine,
-                                                                                   Tensor& sums) {
-        std::vector<const Pair*> recs;
-        for (const int64_t i : mine) recs.push_back(val_set[i]);
-        const PairBatch b = make_batch(recs, t.seq_len, pad, offline, rt.device);
-        if (b.positions.size(0) == 0) return;
-        const Tensor s = student_rows(b), p = target_rows(b);
-        const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
-        const Tensor a = acceptance(s, p, d.temperature).to(torch::kFloat64);  // [N]
-        sums[0] += a.sum();
-        sums[1] += static_cast<double>(b.positions.size(0));
-        // Per record: the row of each position (positions are flat indices into B x T), scattered to its slots.
-        const Tensor slot = torch::tensor(mine, torch::kInt64).to(rt.device).mul(2).add(6);
-        const Tensor rows = b.positions.div(b.x.size(1), "floor");
-        sums.index_add_(0, slot.index_select(0, rows), a);
-        sums.index_add_(0, slot.index_select(0, rows).add(1), torch::ones_like(a));
-        const Tensor in_head = student->head_row_of(y).ge(0);
-        const Tensor y_in = torch::where(in_head, y, torch::full_like(y, -100));  // ignored by cross_entropy
-        sums[2] += F::cross_entropy(s.to(torch::kFloat32), y_in, F::CrossEntropyFuncOptions().reduction(torch::kSum))
-                       .to(torch::kFloat64);
-        sums[5] += in_head.sum().to(torch::kFloat64);
-        sums[3] += s.argmax(-1).eq(p.argmax(-1)).sum().to(torch::kFloat64);
-        if (offline) {
-          const TopkBins bins = topk_bins(s, b.topk_ids, b.topk_logprobs);
-          sums[4] += acceptance(bins.student, bins.teacher, 1.0).sum().to(torch::kFloat64);
-        }
-      });
-      // The interval of held-out alpha: a bootstrap over the held-out prompts (all responses to one prompt together).
-      std::vector<double> alpha_by_prompt(val_clusters, 0.0), tokens_by_prompt(val_clusters, 0.0);
-      for (int64_t i = 0; i < n_val; ++i) {
-        alpha_by_prompt[val_cluster[i]] += c[6 + 2 * i].item<double>();
-        tokens_by_prompt[val_cluster[i]] += c[7 + 2 * i].item<double>();
-      }
-      const eval::Interval alpha_ci =
-          eval::bootstrap_ratio(alpha_by_prompt, tokens_by_prompt, 2000, static_cast<uint64_t>(cfg.run.seed) ^ 0xa1);
-      const double tokens = std::max(1.0, c[1].item<double>());
-      const double alpha = c[0].item<double>() / tokens, ce = c[2].item<double>() / std::max(1.0, c[5].item<double>());
-      const double agree = c[3].item<double>() / tokens;
-      nlohmann::json tau = nlohmann::json::array();
-      for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(eval::iid_tokens_per_call(alpha, g));
-      log::info("distill: step ", step, " held-out (real target, ", n_val, " records of ", val_clusters,
-                " prompts): alpha ", alpha, " [", alpha_ci.lo, ", ", alpha_ci.hi, "], greedy agreement ", agree,
-                ", response CE ", ce, ", i.i.d. tau prediction (1..", kMaxGamma, ") ", tau[0].get<double>(), " .. ",
-                tau[kMaxGamma - 1].get<double>(), " (", static_cast<int64_t>(tokens), " tokens)");
-      nlohmann::json out = {{"val_alpha", alpha},
-                            {"val_tvd", 1.0 - alpha},
-                            {"val_greedy_agreement", agree},
-                            {"val_tau_iid_prediction", tau},
-                            {"val_ce", ce},
-                            {"val_tokens", static_cast<int64_t>(tokens)},
-                            {"val_records", n_val},
-                            {"val_prompts", static_cast<int64_t>(val_clusters)},
-                            {"val_alpha_lo", alpha_ci.lo},
-                            {"val_alpha_hi", alpha_ci.hi}};
-      if (offline) out["val_alpha_offline_teacher"] = c[4].item<double>() / tokens;
-      return out;
-    };
-  run_training(cfg, t, out, d.student, rt, *student, recipe);
+    for (const int64_t i : mine) recs.push_back(val_set_[i]);
+    const PairBatch b = make_batch(recs, t_.seq_len, pad_, offline_, rt_.device);
+    if (b.positions.size(0) == 0) return;
+    Tensor s, p;
+    {
+      AutocastGuard guard(rt_.bf16_autocast);
+      s = response_logits(*student_, b.x, b.positions);
+    }
+    {
+      torch::NoGradGuard no_grad;
+      p = response_logits(*target_, b.x, b.positions);
+    }
+    const Tensor y = b.y.reshape({-1}).index_select(0, b.positions);
+    const Tensor a = acceptance(s, p, d_.temperature).to(torch::kFloat64);  // [N]
+    sums[kValAlpha] += a.sum();
+    sums[kValTokens] += static_cast<double>(b.positions.size(0));
+    // Per record: the row of each position (positions are flat indices into B x T), scattered to its slots.
+    const Tensor slot = torch::tensor(mine, torch::kInt64).to(rt_.device).mul(2).add(kValSlots);
+    const Tensor rows = b.positions.div(b.x.size(1), "floor");
+    sums.index_add_(0, slot.index_select(0, rows), a);
+    sums.index_add_(0, slot.index_select(0, rows).add(1), torch::ones_like(a));
+    // With a draft vocabulary the CE is over the tokens in it; alpha and agreement over all.
+    const Tensor in_head = student_->head_row_of(y).ge(0);
+    const Tensor y_in = torch::where(in_head, y, torch::full_like(y, -100));  // ignored by cross_entropy
+    sums[kValCe] += F::cross_entropy(s.to(torch::kFloat32), y_in, F::CrossEntropyFuncOptions().reduction(torch::kSum))
+                        .to(torch::kFloat64);
+    sums[kValCeTokens] += in_head.sum().to(torch::kFloat64);
+    sums[kValAgree] += s.argmax(-1).eq(p.argmax(-1)).sum().to(torch::kFloat64);
+    if (offline_) {
+      const TopkBins bins = topk_bins(s, b.topk_ids, b.topk_logprobs);
+      sums[kValAlphaOffline] += acceptance(bins.student, bins.teacher, 1.0).sum().to(torch::kFloat64);
+    }
+  }
+
+  // Held-out alpha against the real target (with its interval over the held-out prompts), greedy agreement, response
+  // CE and the i.i.d. tau it predicts, for the record of `step`; every rank calls it.
+  nlohmann::json validate(int64_t step) {
+    const int64_t n_val = static_cast<int64_t>(val_set_.size());
+    const Tensor c =
+        held_out_sums(*student_, rt_, n_val, t_.micro_batch_size, kValSlots + 2 * n_val,
+                      [this](const std::vector<int64_t>& mine, Tensor& sums) { add_held_out(mine, sums); });
+    // The interval of held-out alpha: a bootstrap over the held-out prompts (all responses to one prompt together).
+    std::vector<double> alpha_by_prompt(val_clusters_, 0.0), tokens_by_prompt(val_clusters_, 0.0);
+    for (int64_t i = 0; i < n_val; ++i) {
+      alpha_by_prompt[val_cluster_[i]] += c[kValSlots + 2 * i].item<double>();
+      tokens_by_prompt[val_cluster_[i]] += c[kValSlots + 2 * i + 1].item<double>();
+    }
+    const eval::Interval alpha_ci =
+        eval::bootstrap_ratio(alpha_by_prompt, tokens_by_prompt, 2000, static_cast<uint64_t>(cfg_.run.seed) ^ 0xa1);
+    const double tokens = std::max(1.0, c[kValTokens].item<double>());
+    const double alpha = c[kValAlpha].item<double>() / tokens;
+    const double ce = c[kValCe].item<double>() / std::max(1.0, c[kValCeTokens].item<double>());
+    const double agree = c[kValAgree].item<double>() / tokens;
+    nlohmann::json tau = nlohmann::json::array();
+    for (int64_t g = 1; g <= kMaxGamma; ++g) tau.push_back(eval::iid_tokens_per_call(alpha, g));
+    log::info("distill: step ", step, " held-out (real target, ", n_val, " records of ", val_clusters_,
+              " prompts): alpha ", alpha, " [", alpha_ci.lo, ", ", alpha_ci.hi, "], greedy agreement ", agree,
+              ", response CE ", ce, ", i.i.d. tau prediction (1..", kMaxGamma, ") ", tau[0].get<double>(), " .. ",
+              tau[kMaxGamma - 1].get<double>(), " (", static_cast<int64_t>(tokens), " tokens)");
+    nlohmann::json out = {{"val_alpha", alpha},
+                          {"val_tvd", 1.0 - alpha},
+                          {"val_greedy_agreement", agree},
+                          {"val_tau_iid_prediction", tau},
+                          {"val_ce", ce},
+                          {"val_tokens", static_cast<int64_t>(tokens)},
+                          {"val_records", n_val},
+                          {"val_prompts", static_cast<int64_t>(val_clusters_)},
+                          {"val_alpha_lo", alpha_ci.lo},
+                          {"val_alpha_hi", alpha_ci.hi}};
+    if (offline_) out["val_alpha_offline_teacher"] = c[kValAlphaOffline].item<double>() / tokens;
+    return out;
+  }
+
+  const config::Config cfg_;
+  const config::DistillSection& d_;
+  const config::TrainSection& t_;
+  Runtime rt_;
+  const bool offline_;
+  const KdOptions kd_;
+  std::shared_ptr<model::Llama> student_, target_;
+  int64_t pad_ = 0;
+  std::vector<Pair> pairs_;
+  std::vector<const Pair*> train_set_, val_set_;
+  std::vector<size_t> val_cluster_;  // each held-out record's prompt (0 .. val_clusters_ - 1)
+  size_t val_clusters_ = 0;
+  std::unique_ptr<EpochOrder> order_;
+};
+
+}  // namespace
+
+int distill(const config::Config& given) {
+  if (given.distill.kind == config::DrafterKind::kEagle3) return distill_eagle3(given);
+  // distill.seed >= 0: this seed's run, seeded by it (data order, on-policy samples) and written to <run>/seed-<n>.
+  DistillRecipe(config::with_stage_seed(given, given.distill.seed)).train();
   return 0;
+}
+
+cli::Stage distill_stage() {
+  return {
+      .name = "distill",
+      .summary = "finetune the drafter on the target's distributions (TVD++, FKL, RKL, TVD)",
+      .description =
+          "Knowledge distillation of the pretrained drafter against the target's token distributions on the\n"
+          "generated responses, with TVD++ (fused CUDA kernel on GPU) or a baseline loss. Online teacher (the target\n"
+          "runs alongside) or offline (the top-k log-probs generate stored). Loss on response tokens only; logs the\n"
+          "held-out expected acceptance alpha and tau(g). Data parallel, checkpoints and exact resume as pretrain.",
+      .sections = {"run", "target", "distill"},
+      .run = distill,
+      .outputs =
+          [](const config::Config& c) {
+            return std::vector<std::string>{(stdfs::path(config::distill_run_dir(c.distill)) / kFinalDir).string()};
+          },
+      .is_complete =
+          [](const config::Config& c) {
+            return training_complete(config::distill_run_dir(c.distill), config::distill_train(c.distill).steps);
+          }};
 }
 
 }  // namespace draftalign::train

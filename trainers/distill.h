@@ -7,7 +7,7 @@
 // offline = the top-k log-probabilities generate stored (generate.topk_logprobs = k): the loss compares teacher and
 // student over k + 1 bins, the k stored tokens and one "rest" bucket of all the others (losses.h's topk_bins), which
 // invents no mass; its TVD is a lower bound of the true one. The stored log-probs are at temperature 1, so an offline
-// run needs distill.temperature = 1. With k = V it is the online loss exactly (tests/train/test_distill.cpp).
+// run needs distill.temperature = 1. With k = V it is the online loss exactly (tests/trainers/test_distill.cpp).
 //
 // Data: records are held out for validation by prompt (every round(1 / val_fraction)-th distinct prompt with all its
 // responses, so answers to one prompt never land on both sides); the others are visited in
@@ -32,8 +32,9 @@
 // offline run also logs val_alpha_offline_teacher, alpha over the top-k + rest bins it trains on (an upper bound of the
 // real alpha, by the data-processing inequality).
 //
-// Output: <output_dir>/<run name>/ (with distill.seed = n: <output_dir>/<run name>/seed-n/) with checkpoints, metrics.jsonl and final/ (an HF directory); the run name is the
-// loss (tvdpp-<scope>-<weighting> for TVD++, then -vocab for tvdpp_stats = vocab and -onpolicy<lambda>), so the losses of an ablation sit side by side.
+// Output: <output_dir>/<run name>/ (with distill.seed = n: <output_dir>/<run name>/seed-n/) with checkpoints,
+// metrics.jsonl and final/ (an HF directory); the run name is the loss (tvdpp-<scope>-<weighting> for TVD++, then
+// -vocab for tvdpp_stats = vocab and -onpolicy<lambda>), so the losses of an ablation sit side by side.
 #pragma once
 
 #include <torch/torch.h>
@@ -43,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::model {
@@ -86,14 +88,11 @@ std::vector<std::vector<int64_t>> sample_responses(model::Llama& student, const 
                                                    const std::vector<int64_t>& max_new,
                                                    const std::vector<uint64_t>& seeds, double temperature);
 
-// The sub-directory of distill.output_dir this configuration writes to (its run name).
-std::string distill_run_name(const config::DistillSection& d);
-// The run's directory: output_dir/<run name>, or output_dir/<run name>/seed-<n> for distill.seed = n >= 0.
-std::string distill_run_dir(const config::DistillSection& d);
-
 // Runs the stage; returns the exit code. Throws Error on bad data, checkpoints or config. distill.kind = eagle3 runs
 // distill_eagle3.
 int distill(const config::Config& cfg);
+// `draftalign distill`: complete when its run (config::distill_run_dir) has its final drafter and last checkpoint.
+cli::Stage distill_stage();
 
 // distill.kind = eagle3 (distill_eagle3.cpp): an EAGLE-3 head trained against the online target.
 int distill_eagle3(const config::Config& cfg);

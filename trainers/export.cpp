@@ -61,4 +61,17 @@ int export_drafter(const config::Config& cfg) {
   return 0;
 }
 
+cli::Stage export_stage() {
+  return {.name = "export",
+          .summary = "write a checkpoint as a Hugging Face directory",
+          .description =
+              "Writes export.checkpoint as a Hugging Face directory (config.json, generation_config.json, "
+              "model.safetensors\n"
+              "in export.dtype, the tokenizer files: the checkpoint's own, else the target's) that transformers'\n"
+              "AutoModelForCausalLM and vLLM load, written atomically and checked after writing.",
+          .sections = {"run", "target", "export"},
+          .run = export_drafter,
+          .outputs = [](const config::Config& c) { return std::vector<std::string>{c.export_.output_dir}; }};
+}
+
 }  // namespace draftalign::train

@@ -3,10 +3,13 @@
 // after writing; transformers' AutoModelForCausalLM and vLLM load it.
 #pragma once
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::train {
 
 int export_drafter(const config::Config& cfg);
+// `draftalign export`: always writes (no completeness check).
+cli::Stage export_stage();
 
 }  // namespace draftalign::train

@@ -157,7 +157,7 @@ bool finalize(const stdfs::path& dir, const std::string& plan, int64_t shards, i
             {"finish", json::object()}};
   for (model::Finish f : {model::Finish::kEos, model::Finish::kStop, model::Finish::kLength})
     m["finish"][model::finish_name(f)] = finishes[static_cast<int>(f)];
-  fs::write_files_atomic({{dir / "preview.jsonl", preview}, {dir / "manifest.json", m.dump(2) + "\n"}});
+  fs::write_files_atomic({{dir / "preview.jsonl", preview}, {dir / data::kManifestFile, m.dump(2) + "\n"}});
   sum.records = records;
   sum.response_tokens = response_tokens;
   return true;
@@ -262,13 +262,40 @@ int generate(const config::Config& cfg) {
   sum.complete = finalize(out, plan, sum.shards, sum.skipped_prompts, sum);
   if (sum.complete)
     log::info("generate: complete: ", sum.records, " records, ", sum.response_tokens, " response tokens; ",
-              (out / "manifest.json").string(), ", ", (out / "preview.jsonl").string());
+              (out / data::kManifestFile).string(), ", ", (out / "preview.jsonl").string());
   else
     log::info("generate: this process's shards are done; manifest.json is written when every shard exists (the last "
               "process to finish writes it, or re-run generate)");
   return 0;
 }
 
-// --- data show / data stats -------------------------------------------------------------------------------------------
+bool generate_complete(const config::Config& cfg) {
+  // plan.json records the request count the plan was made for; the fingerprint covers everything that count comes
+  // from (the prompt files by content, the target, the options), so it is not recounted here.
+  const stdfs::path out = cfg.generate.output_dir;
+  if (!stdfs::exists(out / data::kManifestFile) || !stdfs::exists(out / "plan.json")) return false;
+  const json plan = json::parse(fs::read_file(out / "plan.json"), nullptr, false);
+  const json manifest = json::parse(fs::read_file(out / data::kManifestFile), nullptr, false);
+  if (!plan.is_object() || !plan.contains("requests") || !plan["requests"].is_number_integer() ||
+      !manifest.is_object() || !manifest.contains("plan"))
+    return false;
+  const std::string expected = plan_fingerprint(cfg, plan["requests"].get<int64_t>());
+  return plan.contains("plan") && plan["plan"] == expected && manifest["plan"] == expected;
+}
+
+cli::Stage generate_stage() {
+  return {
+      .name = "generate",
+      .summary = "the target answers instruction prompts (distillation data)",
+      .description =
+          "Batched KV-cache sampling (continuous batching) from the target on instruction prompts; writes\n"
+          "prompt/response shards, a manifest and a JSONL preview. Resumable: a restarted run does only the shards\n"
+          "that are missing. Ranks (torchrun/srun) or generate.shard=i/n processes take disjoint shards.",
+      .sections = {"run", "target", "generate"},
+      .run = generate,
+      .outputs = [](const config::Config& c) { return std::vector<std::string>{c.generate.output_dir}; },
+      .is_complete = generate_complete,
+      .flags = {{"--shard", "generate.shard"}}};
+}
 
 }  // namespace draftalign::train

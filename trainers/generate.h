@@ -17,6 +17,7 @@
 //   topk_mass fp32 [R] (their probability mass, which `data stats` summarises).
 #pragma once
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::train {
@@ -24,5 +25,10 @@ namespace draftalign::train {
 // The stage. Returns 0 also when this process's shards are done but others' are not (generate.shard, ranks):
 // <output_dir>/manifest.json exists exactly when every shard does.
 int generate(const config::Config& cfg);
+// Whether generate.output_dir is complete for this config: manifest.json is written and it, and plan.json, record
+// this config's plan fingerprint.
+bool generate_complete(const config::Config& cfg);
+// `draftalign generate` (its flag: --shard i/n = generate.shard=i/n).
+cli::Stage generate_stage();
 
 }  // namespace draftalign::train

@@ -38,21 +38,31 @@ std::string magpie_fingerprint(const config::Config& cfg) {
   return config::stage_fingerprint(cfg, "magpie/v2", {"run", "target", "magpie"});
 }
 
+// <magpie.output>.manifest.json: the settings' fingerprint, the sample and drop counts.
+stdfs::path manifest_of(const config::MagpieSection& m) { return m.output + ".manifest.json"; }
+
+// The manifest of magpie.output when it was made with these settings, else null.
+json matching_manifest(const config::Config& cfg) {
+  const stdfs::path out = cfg.magpie.output, manifest = manifest_of(cfg.magpie);
+  if (!stdfs::exists(out) || !stdfs::exists(manifest)) return nullptr;
+  const json old = json::parse(fs::read_file(manifest), nullptr, false);
+  return old.is_object() && old.contains("plan") && old["plan"] == magpie_fingerprint(cfg) ? old : json(nullptr);
+}
+
 }  // namespace
+
+bool magpie_complete(const config::Config& cfg) { return !matching_manifest(cfg).is_null(); }
 
 int magpie(const config::Config& cfg) {
   const config::MagpieSection& m = cfg.magpie;
-  const stdfs::path out = m.output, manifest = out.string() + ".manifest.json";
+  const stdfs::path out = m.output, manifest = manifest_of(m);
   for (const auto& f : m.exclude) DA_CHECK(stdfs::is_regular_file(f), "magpie.exclude: ", f, ": prompt file not found");
   const std::string plan = magpie_fingerprint(cfg);
   MagpieCounts sum;
-  if (stdfs::exists(out) && stdfs::exists(manifest)) {
-    const json old = json::parse(fs::read_file(manifest), nullptr, false);
-    if (old.is_object() && old.contains("plan") && old["plan"] == plan) {
-      log::info("magpie: ", out.string(), " holds ", old.contains("kept") ? old["kept"].dump() : "its",
-                " prompts made with these settings; kept as it is");
-      return 0;
-    }
+  if (const json old = matching_manifest(cfg); !old.is_null()) {
+    log::info("magpie: ", out.string(), " holds ", old.contains("kept") ? old["kept"].dump() : "its",
+              " prompts made with these settings; kept as it is");
+    return 0;
   }
 
   // Everything the kept prompts must not repeat: every turn of every evaluation prompt.
@@ -143,6 +153,25 @@ int magpie(const config::Config& cfg) {
           "\n");
   log::info("magpie: kept ", sum.kept, " of ", sum.samples, " samples -> ", out.string(), "; dropped ", dropped.dump());
   return 0;
+}
+
+cli::Stage magpie_stage() {
+  return {
+      .name = "magpie",
+      .summary = "the target writes instruction prompts (Magpie: sampled from the bare user-turn prefix)",
+      .description =
+          "The target samples user turns from its chat template's bare prefix (system turn, then the opening of a\n"
+          "user turn); unfinished, junk, duplicate and near-duplicate samples, and any that overlap the evaluation\n"
+          "prompts (magpie.exclude), are dropped until magpie.count are kept. Writes magpie.output, a prompt JSONL\n"
+          "with provenance (seed, temperature), and a manifest; list it in generate.prompts, with\n"
+          "generate.prompt_weights for the mix with other prompt files.",
+      .sections = {"run", "target", "magpie"},
+      .run = magpie,
+      .outputs =
+          [](const config::Config& c) {
+            return std::vector<std::string>{c.magpie.output, manifest_of(c.magpie).string()};
+          },
+      .is_complete = magpie_complete};
 }
 
 }  // namespace draftalign::train

@@ -18,11 +18,16 @@
 // sample and drop counts. A run whose manifest matches the settings is not redone.
 #pragma once
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::train {
 
 // The stage: writes magpie.output and its manifest (or keeps them when the manifest matches); returns 0.
 int magpie(const config::Config& cfg);
+// Whether magpie.output and its manifest exist and the manifest records these settings' fingerprint.
+bool magpie_complete(const config::Config& cfg);
+// `draftalign magpie`.
+cli::Stage magpie_stage();
 
 }  // namespace draftalign::train

@@ -11,10 +11,6 @@
 #include "config/schema.h"
 #include "evaluators/evaluate.h"
 #include "evaluators/report.h"
-#include "io/hf_checkpoint.h"
-#include "io/hf_config.h"
-#include "io/safetensors.h"
-#include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/launch_env.h"
 #include "trainers/distill.h"
@@ -22,7 +18,6 @@
 #include "trainers/magpie.h"
 #include "trainers/prepare_data.h"
 #include "trainers/pretrain.h"
-#include "trainers/train_loop.h"
 
 namespace draftalign::train {
 
@@ -39,7 +34,7 @@ std::vector<int64_t> stage_seeds(const config::Config& cfg, bool pretraining) {
 // The pretrained drafter a distillation of `seed` starts from.
 std::string student_of(const config::Config& cfg, int64_t seed) {
   if (seed < 0 || !cfg.pipeline.seed_pretraining) return cfg.distill.student;
-  return (stdfs::path(config::seed_dir(cfg.pretrain.output_dir, seed)) / "final").string();
+  return (stdfs::path(config::seed_dir(cfg.pretrain.output_dir, seed)) / kFinalDir).string();
 }
 
 }  // namespace
@@ -59,11 +54,11 @@ config::Config pipeline_stage_config(const config::Config& cfg, const std::strin
     for (int64_t s : stage_seeds(cfg, false)) {
       config::DistillSection d = config::with_run(c.distill, run);
       d.seed = s;
-      add((stdfs::path(distill_run_dir(d)) / "final").string());
+      add((stdfs::path(config::distill_run_dir(d)) / kFinalDir).string());
     }
   // With seeded pretraining there is no unseeded <pretrain>/final: the seeded drafters stand in for it.
   const bool seeded_pretraining = stage_seeds(cfg, true).front() >= 0;
-  const std::string unseeded_pretrain = (stdfs::path(cfg.pretrain.output_dir) / "final").string();
+  const std::string unseeded_pretrain = (stdfs::path(cfg.pretrain.output_dir) / kFinalDir).string();
   for (const auto& d : cfg.evaluate.drafters)
     if (!(seeded_pretraining && d == unseeded_pretrain)) add(d);
   return c;
@@ -71,32 +66,14 @@ config::Config pipeline_stage_config(const config::Config& cfg, const std::strin
 
 namespace {
 
-// A training run is complete when its final drafter and the checkpoint of its last step are both there (a changed
-// train.steps makes it incomplete again: the run resumes from its newest checkpoint).
-bool training_complete(const stdfs::path& out, int64_t steps) {
-  if (!stdfs::exists(checkpoint_dir(out, steps) / "trainer_state.json")) return false;
-  try {
-    if (io::is_eagle3_dir(out / "final")) {
-      // An EAGLE-3 head: its weights file holds the head's tensors and maps (load_eagle3 checks the rest).
-      const io::SafetensorsFile f = io::SafetensorsFile::open(out / "final" / "model.safetensors");
-      for (const char* name : {"fc.weight", "lm_head.weight", "d2t", "t2d"})
-        DA_CHECK(f.contains(name), (out / "final" / "model.safetensors").string(), ": no tensor '", name, "'");
-      return true;
-    }
-    io::HfCheckpoint::open(out / "final").check_llama();
-    return true;
-  } catch (const Error& e) {
-    log::warn("pipeline: ", (out / "final").string(), " is not a complete drafter (", e.what(), "); training again");
-    return false;
-  }
-}
-
-void stage(const std::string& name, int index, int total) {
-  // A signal that reached a stage as it finished (pretrain's last step) stops the pipeline here.
-  preempt::throw_if_stop_requested(
-      str_cat("pipeline stopped before [", index, "/", total, "] ", name, "; run it again to go on"));
-  log::info("pipeline: [", index, "/", total, "] ", name);
-}
+// One step of the pipeline: a stage and the config it runs with.
+struct Step {
+  cli::Stage stage;
+  config::Config cfg;
+  std::string label;      // what the log calls it: "pretrain", "distill fkl seed 2"
+  std::string record_as;  // its config is recorded as <run.output_dir>/pipeline-<record_as>.config.yaml ("": not)
+  std::string note;       // what the pipeline set in cfg itself, logged before it runs ("": nothing)
+};
 
 // A stage's config as the pipeline ran it, beside the pipeline's own (<run.output_dir>/pipeline-<name>.config.yaml).
 void record(config::Config c, const std::string& name) {
@@ -104,9 +81,53 @@ void record(config::Config c, const std::string& name) {
                         config::to_yaml(c, "draftalign pipeline: the config its " + name + " stage ran with"));
 }
 
-}  // namespace
+// What a distill run of pipeline.losses sets in the distill section, when it differs from the config's own.
+std::string loss_note(const config::DistillSection& mine, const config::DistillSection& theirs,
+                      const std::string& run) {
+  if (mine.loss == theirs.loss && mine.tvdpp_scope == theirs.tvdpp_scope &&
+      mine.tvdpp_weighting == theirs.tvdpp_weighting && mine.tvdpp_stats == theirs.tvdpp_stats)
+    return "";
+  return str_cat("pipeline: distill.loss = ", mine.loss,
+                 mine.loss == config::Loss::kTvdpp
+                     ? str_cat(", tvdpp_scope = ", mine.tvdpp_scope, ", tvdpp_weighting = ", mine.tvdpp_weighting,
+                               ", tvdpp_stats = ", mine.tvdpp_stats)
+                     : std::string(),
+                 " for this run (from pipeline.losses: ", run, "; the config's own are not used)");
+}
 
-int pipeline(const config::Config& cfg) {
+// Every step in order: prepare-data, pretrain (per pretraining seed), [magpie], generate, distill (per loss and
+// seed), evaluate.
+std::vector<Step> plan(const config::Config& cfg) {
+  const config::Config c = pipeline_stage_config(cfg);
+  std::vector<Step> steps;
+  steps.push_back({prepare_data_stage(), c, "prepare-data", "", ""});
+  for (int64_t seed : stage_seeds(cfg, true)) {
+    config::Config p = c;
+    p.pretrain.seed = seed;
+    steps.push_back({pretrain_stage(), p, seed >= 0 ? str_cat("pretrain seed ", seed) : "pretrain",
+                     seed >= 0 ? str_cat("pretrain-seed-", seed) : "", ""});
+  }
+  if (c.pipeline.target_prompts) steps.push_back({magpie_stage(), c, "magpie", "", ""});
+  steps.push_back({generate_stage(), c, "generate", "", ""});
+  for (const auto& run : c.pipeline.losses)
+    for (int64_t seed : stage_seeds(cfg, false)) {
+      const config::Config d = pipeline_stage_config(cfg, run, seed);
+      const std::string seeded = seed >= 0 ? str_cat(" seed ", seed) : std::string();
+      steps.push_back(
+          {distill_stage(), d, str_cat("distill ", run, seeded),
+           str_cat("distill-", config::distill_run_name(d.distill), seed >= 0 ? str_cat("-seed-", seed) : ""),
+           loss_note(d.distill, cfg.distill, run)});
+    }
+  steps.push_back({eval::evaluate_stage(), c, "evaluate", "evaluate",
+                   c.evaluate.drafters != cfg.evaluate.drafters
+                       ? str_cat("pipeline: evaluate.drafters = ", config::join(c.evaluate.drafters),
+                                 " (the pretrained drafter(s) and each distilled drafter, then the config's own list)")
+                       : ""});
+  return steps;
+}
+
+// The checks that need no stage to run: a mistake here fails now, not after hours of training.
+void check(const config::Config& cfg) {
   // The stages hand over through files: with several processes a rank would read what another has not yet written.
   const int world = dist_env_from_environment().world;
   DA_CHECK(world == 1, "pipeline: runs its stages in one process, but the launcher started ", world,
@@ -118,74 +139,51 @@ int pipeline(const config::Config& cfg) {
                                                    c.magpie.output) != c.generate.prompts.end(),
            "pipeline.target_prompts: magpie.output (", c.magpie.output, ") is not among generate.prompts, so the ",
            "prompts the target writes would not be answered; add it there");
-  // The evaluation's contrasts name report rows: a wrong one fails now, not after hours of training.
+  // The evaluation's contrasts name report rows.
   eval::check_contrasts(eval::parse_contrasts(c.evaluate.contrasts),
                         eval::report_row_names(c.evaluate.drafters, c.evaluate.prompt_lookup, c.evaluate.hybrid));
-  const std::vector<int64_t> pretrain_seeds = stage_seeds(cfg, true), distill_seeds = stage_seeds(cfg, false);
-  const int total = 3 + static_cast<int>(pretrain_seeds.size()) +
-                    static_cast<int>(c.pipeline.losses.size() * distill_seeds.size()) + (c.pipeline.target_prompts ? 1 : 0);
-  int k = 0;
+}
 
-  stage("prepare-data: " + c.prepare.output_dir, ++k, total);
-  prepare_data(c);
+}  // namespace
 
-  for (int64_t seed : pretrain_seeds) {
-    config::Config p = c;
-    p.pretrain.seed = seed;
-    const std::string out = config::seed_dir(p.pretrain.output_dir, seed);
-    stage("pretrain: " + out, ++k, total);
-    if (seed >= 0) record(p, str_cat("pretrain-seed-", seed));
-    if (training_complete(out, p.pretrain.train.steps))
-      log::info("pipeline: pretrain is complete (", out, "/final), skipped");
-    else
-      pretrain(p);
-  }
-
-  if (c.pipeline.target_prompts) {
-    stage("magpie: " + c.magpie.output, ++k, total);
-    magpie(c);
-  }
-
-  stage("generate: " + c.generate.output_dir, ++k, total);
-  generate(c);
-  DA_CHECK(stdfs::exists(stdfs::path(c.generate.output_dir) / "manifest.json"),
-           "pipeline: generate did not finish every shard (", c.generate.output_dir,
-           "); with generate.shard set, run the other processes, then the pipeline again");
-
-  for (const auto& run : c.pipeline.losses)
-    for (int64_t seed : distill_seeds) {
-      const config::Config d = pipeline_stage_config(cfg, run, seed);
-      const stdfs::path out = distill_run_dir(d.distill);
-      stage(str_cat("distill ", run, seed >= 0 ? str_cat(" seed ", seed) : std::string(), ": ", out.string()), ++k,
-            total);
-      const config::DistillSection& mine = d.distill;
-      const config::DistillSection& theirs = cfg.distill;
-      if (mine.loss != theirs.loss || mine.tvdpp_scope != theirs.tvdpp_scope ||
-          mine.tvdpp_weighting != theirs.tvdpp_weighting || mine.tvdpp_stats != theirs.tvdpp_stats)
-        log::info("pipeline: distill.loss = ", mine.loss,
-                  mine.loss == config::Loss::kTvdpp ? str_cat(", tvdpp_scope = ", mine.tvdpp_scope, ", tvdpp_weighting = ",
-                                                              mine.tvdpp_weighting, ", tvdpp_stats = ", mine.tvdpp_stats)
-                                                    : std::string(),
-                  " for this run (from pipeline.losses: ", run, "; the config's own are not used)");
-      record(d, str_cat("distill-", distill_run_name(d.distill), seed >= 0 ? str_cat("-seed-", seed) : std::string()));
-      if (training_complete(out, config::distill_train(d.distill).steps))
-        log::info("pipeline: distill ", run, " is complete (", (out / "final").string(), "), skipped");
-      else
-        distill(d);
+int pipeline(const config::Config& cfg) {
+  check(cfg);
+  const std::vector<Step> steps = plan(cfg);
+  for (size_t k = 0; k < steps.size(); ++k) {
+    const Step& s = steps[k];
+    const std::string outputs = config::join(s.stage.outputs(s.cfg));
+    // A signal that reached a stage as it finished (pretrain's last step) stops the pipeline here.
+    preempt::throw_if_stop_requested(
+        str_cat("pipeline stopped before [", k + 1, "/", steps.size(), "] ", s.label, "; run it again to go on"));
+    log::info("pipeline: [", k + 1, "/", steps.size(), "] ", s.label, ": ", outputs);
+    if (!s.note.empty()) log::info(s.note);
+    if (!s.record_as.empty()) record(s.cfg, s.record_as);
+    if (s.stage.is_complete(s.cfg)) {
+      log::info("pipeline: ", s.label, " is complete (", outputs, "), skipped");
+      continue;
     }
-
-  stage("evaluate: " + c.evaluate.report_dir, ++k, total);
-  if (c.evaluate.drafters != cfg.evaluate.drafters)
-    log::info("pipeline: evaluate.drafters = ", config::join(c.evaluate.drafters), " (the pretrained drafter(s) and ",
-              "each distilled drafter, then the config's own list)");
-  record(c, "evaluate");
-  if (eval::evaluation_complete(c))
-    log::info("pipeline: ", (stdfs::path(c.evaluate.report_dir) / "report.json").string(),
-              " was made from these drafters and settings, skipped");
-  else
-    eval::evaluate(c);
-  log::info("pipeline: done; the report is ", (stdfs::path(c.evaluate.report_dir) / "report.md").string());
+    s.stage.run(s.cfg);
+    DA_CHECK(
+        s.stage.is_complete(s.cfg), "pipeline: ", s.label, " ran, but ", outputs, " is not complete (a stage run ",
+        "in parts, such as generate with generate.shard, needs every part: run the others, then the pipeline again)");
+  }
+  log::info("pipeline: done; the report is ",
+            (stdfs::path(steps.back().cfg.evaluate.report_dir) / eval::kReportMarkdown).string());
   return 0;
+}
+
+cli::Stage pipeline_stage() {
+  return {
+      .name = "pipeline",
+      .summary = "all stages in order, skipping finished ones",
+      .description =
+          "prepare-data -> pretrain -> [magpie, with pipeline.target_prompts] -> generate -> distill (each loss in "
+          "pipeline.losses) -> evaluate, skipping\n"
+          "stages whose outputs are complete and resuming an interrupted one. The stages chain through the config's\n"
+          "${...} references; the report compares the pretrained-only drafter with each distilled one.",
+      .sections = {"run", "target", "prepare", "pretrain", "generate", "magpie", "distill", "evaluate", "pipeline"},
+      .run = pipeline,
+      .outputs = [](const config::Config& c) { return eval::evaluate_stage().outputs(pipeline_stage_config(c)); }};
 }
 
 }  // namespace draftalign::train

@@ -4,19 +4,25 @@
 // -> distill (one run per entry of pipeline.losses: a loss, or a TVD++ variant by its run name) -> evaluate (the
 // pretrained-only drafter against each distilled one). The stages chain through the config's ${...} references
 // (pretrain reads ${prepare.output_dir}, distill starts from ${pretrain.output_dir}/final and reads
-// ${generate.output_dir}); what the pipeline sets itself, it logs and records (<run.output_dir>/pipeline-<stage>.config.yaml):
-// the distill loss options of each pipeline.losses run in turn (config::with_run), and evaluate.drafters, distill.student and every distilled drafter
-// ahead of the config's own list. A stage whose outputs are complete is skipped (prepare-data and
-// generate check their own outputs; a training run is complete when its final drafter and the checkpoint of its
-// last step exist; evaluate when report.json was made from the same inputs); an interrupted stage resumes (training
-// from its newest checkpoint, generate from its missing shards, evaluate from its unfinished sweep points).
+// ${generate.output_dir}); what the pipeline sets itself, it logs and records
+// (<run.output_dir>/pipeline-<stage>.config.yaml): the distill loss options of each pipeline.losses run in turn
+// (config::with_run), and evaluate.drafters, distill.student and every distilled drafter ahead of the config's own
+// list. Each step is a stage (cli/stage.h) and the config it runs with; the loop is
+//   for (step : plan) if (!step.stage.is_complete(step.cfg)) step.stage.run(step.cfg);
+// (prepare-data and generate: their directory records this config's fingerprint; magpie: its manifest does; a
+// training run: its final drafter and the checkpoint of its last step exist; evaluate: report.json was made from the
+// same inputs). An interrupted stage resumes (training from its newest checkpoint, generate from its missing shards,
+// evaluate from its unfinished sweep points); a stage that ran and is still not complete stops the pipeline.
 #pragma once
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::train {
 
 int pipeline(const config::Config& cfg);
+// `draftalign pipeline`: every stage's Stage in turn, `if (!stage.is_complete(c)) stage.run(c)`.
+cli::Stage pipeline_stage();
 
 // The config each stage of the pipeline runs with: `cfg` with the loss options of the run named `loss` (empty: the
 // first of pipeline.losses; config::with_run) and evaluate.drafters = distill.student, each pipeline.losses run's final drafter, then

@@ -119,6 +119,25 @@ std::string tokenizer_dir(const config::Config& cfg) {
   return cfg.prepare.tokenizer.empty() ? cfg.target.dir : cfg.prepare.tokenizer;
 }
 
+namespace {
+
+// Whether prepare.output_dir holds a dataset made from `source` (the fingerprint); a broken index is not.
+bool up_to_date(const stdfs::path& out_dir, const std::string& source) {
+  if (!stdfs::exists(out_dir / data::kIndexFile)) return false;
+  try {
+    return data::read_index(out_dir).source == source;
+  } catch (const Error& e) {
+    log::warn("prepare-data: rebuilding ", out_dir.string(), ": ", e.what());
+    return false;
+  }
+}
+
+}  // namespace
+
+bool prepare_data_complete(const config::Config& cfg) {
+  return up_to_date(cfg.prepare.output_dir, fingerprint(cfg, *tok::load_tokenizer(tokenizer_dir(cfg))));
+}
+
 int prepare_data(const config::Config& cfg) {
   const config::PrepareSection& p = cfg.prepare;
   DA_CHECK(!p.inputs.empty(), "prepare.inputs is empty: name at least one .jsonl or .txt file");
@@ -128,16 +147,10 @@ int prepare_data(const config::Config& cfg) {
 
   const std::string source = fingerprint(cfg, *tokenizer);
   const stdfs::path out_dir = p.output_dir;
-  if (stdfs::exists(out_dir / "index.json")) {
-    try {
-      const DatasetIndex old = data::read_index(out_dir);
-      if (old.source == source) {
-        log::info("prepare-data: ", out_dir.string(), " is up to date (", old.tokens("train"), " train tokens)");
-        return 0;
-      }
-    } catch (const Error& e) {
-      log::warn("prepare-data: rebuilding ", out_dir.string(), ": ", e.what());
-    }
+  if (up_to_date(out_dir, source)) {
+    log::info("prepare-data: ", out_dir.string(), " is up to date (", data::read_index(out_dir).tokens("train"),
+              " train tokens)");
+    return 0;
   }
 
   DatasetIndex index;
@@ -206,6 +219,20 @@ int prepare_data(const config::Config& cfg) {
   log::info("prepare-data: ", index.docs("train"), " train documents (", index.tokens("train"), " tokens), ",
             index.docs("val"), " validation documents (", index.tokens("val"), " tokens) in ", out_dir.string());
   return 0;
+}
+
+cli::Stage prepare_data_stage() {
+  return {
+      .name = "prepare-data",
+      .summary = "tokenize a text/JSONL corpus into binary shards",
+      .description =
+          "Tokenizes text (.txt, documents separated by blank lines) or JSONL files with the target's tokenizer into\n"
+          "binary token shards (magic, version, count, checksum) with index.json and a held-out validation split.\n"
+          "Deterministic whatever the number of workers; an up-to-date dataset is left as it is.",
+      .sections = {"run", "target", "prepare"},
+      .run = prepare_data,
+      .outputs = [](const config::Config& c) { return std::vector<std::string>{c.prepare.output_dir}; },
+      .is_complete = prepare_data_complete};
 }
 
 }  // namespace draftalign::train

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cli/stage.h"
 #include "config/config.h"
 #include "data/shards.h"
 
@@ -20,5 +21,9 @@ std::string tokenizer_dir(const config::Config& cfg);
 
 // The stage: writes prepare.output_dir (index.json says what it holds, skipped_empty included); returns 0.
 int prepare_data(const config::Config& cfg);
+// Whether prepare.output_dir is up to date: its index records the fingerprint of these inputs, options and tokenizer.
+bool prepare_data_complete(const config::Config& cfg);
+// `draftalign prepare-data`.
+cli::Stage prepare_data_stage();
 
 }  // namespace draftalign::train

@@ -284,4 +284,25 @@ int pretrain(const config::Config& given) {
   return 0;
 }
 
+namespace {
+// The run directory of pretrain.seed (config::seed_dir).
+std::string pretrain_run_dir(const config::Config& c) {
+  return config::seed_dir(c.pretrain.output_dir, c.pretrain.seed);
+}
+}  // namespace
+
+cli::Stage pretrain_stage() {
+  return {.name = "pretrain",
+          .summary = "pretrain the drafter on token shards (data parallel)",
+          .description =
+              "Trains a Llama-architecture drafter with next-token cross-entropy on the shards of prepare-data.\n"
+              "Data parallel over c10d (NCCL on GPU, Gloo on CPU) when launched with torchrun or srun.",
+          .sections = {"run", "pretrain"},
+          .run = pretrain,
+          .outputs =
+              [](const config::Config& c) { return std::vector<std::string>{pretrain_run_dir(c) + "/" + kFinalDir}; },
+          .is_complete =
+              [](const config::Config& c) { return training_complete(pretrain_run_dir(c), c.pretrain.train.steps); }};
+}
+
 }  // namespace draftalign::train

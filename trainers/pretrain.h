@@ -12,6 +12,7 @@
 
 #include <filesystem>
 
+#include "cli/stage.h"
 #include "config/config.h"
 
 namespace draftalign::train {
@@ -19,6 +20,9 @@ namespace draftalign::train {
 // Runs the stage; returns the exit code. Throws Error on a bad dataset, checkpoint or config, or on a non-finite loss
 // with train.on_nonfinite = stop.
 int pretrain(const config::Config& cfg);
+// `draftalign pretrain`: complete when its run (pretrain.output_dir, or its seed-<n> for pretrain.seed = n) has its
+// final drafter and last checkpoint.
+cli::Stage pretrain_stage();
 
 // pretrain.embedding_init = target-svd: the target's input embedding E [V, H] (model.embed_tokens.weight of the HF
 // directory `target_dir`) projected on its top `hidden` right singular vectors, E V_d [V, hidden] fp32: the rank-d

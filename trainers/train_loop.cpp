@@ -11,6 +11,8 @@
 #include "common/preempt.h"
 #include "common/trackers.h"
 #include "config/loader.h"
+#include "io/hf_checkpoint.h"
+#include "io/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/sampler.h"
@@ -175,11 +177,30 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
   }
   progress.finish();
   if (dist.rank() == 0) {
-    io.save(out / "final");
-    log::info(name, ": done; the drafter is in ", (out / "final").string(), " (", state.tokens, " tokens, ",
+    io.save(out / kFinalDir);
+    log::info(name, ": done; the drafter is in ", (out / kFinalDir).string(), " (", state.tokens, " tokens, ",
               state.skipped, " skipped steps)");
   }
   dist.barrier("end-of-training barrier");
+}
+
+bool training_complete(const stdfs::path& out, int64_t steps) {
+  if (!stdfs::exists(checkpoint_dir(out, steps) / kStateFile)) return false;
+  const stdfs::path final_dir = out / kFinalDir;
+  try {
+    if (io::is_eagle3_dir(final_dir)) {
+      // An EAGLE-3 head: its weights file holds the head's tensors and maps (load_eagle3 checks the rest).
+      const io::SafetensorsFile f = io::SafetensorsFile::open(final_dir / "model.safetensors");
+      for (const char* name : {"fc.weight", "lm_head.weight", "d2t", "t2d"})
+        DA_CHECK(f.contains(name), (final_dir / "model.safetensors").string(), ": no tensor '", name, "'");
+      return true;
+    }
+    io::HfCheckpoint::open(final_dir).check_llama();
+    return true;
+  } catch (const Error& e) {
+    log::warn((final_dir).string(), " is not a complete drafter (", e.what(), "); training again");
+    return false;
+  }
 }
 
 torch::Tensor held_out_sums(torch::nn::Module& model, Runtime& rt, int64_t n, int64_t batch, int64_t width,

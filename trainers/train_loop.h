@@ -62,6 +62,11 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
 void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out, Runtime& rt,
                   torch::nn::Module& model, const ModelIO& io, const Recipe& recipe);
 
+// Whether the training run in `out` is complete: its final drafter (<out>/final, a Llama or an EAGLE-3 head) and the
+// checkpoint of its last step `steps` both exist (a changed train.steps makes it incomplete again: the run resumes
+// from its newest checkpoint). pretrain's and distill's Stage::is_complete.
+bool training_complete(const stdfs::path& out, int64_t steps);
+
 // The held-out pass of a recipe's validate: with `model` in eval mode and no gradient, `add` is called on this rank's
 // share of n held-out items (rank_share) in groups of at most `batch`, in order, adding into `sums` (`width` float64
 // values on the runtime's device); returns the sums over all ranks, on the CPU.

@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include <filesystem>
 #include <utility>
 
 #include "common/error.h"
@@ -157,6 +158,17 @@ DistillSection with_run(DistillSection d, const std::string& run) {
   }
   d.loss = static_cast<Loss>(i);
   return d;
+}
+
+std::string distill_run_name(const DistillSection& d) {
+  std::string name = loss_run_name(d);
+  if (d.kind == DrafterKind::kEagle3) name = kEagle3Prefix + name;
+  if (d.on_policy_fraction > 0) name += str_cat("-onpolicy", d.on_policy_fraction);
+  return name;
+}
+
+std::string distill_run_dir(const DistillSection& d) {
+  return seed_dir((std::filesystem::path(d.output_dir) / distill_run_name(d)).string(), d.seed);
 }
 
 Config with_stage_seed(Config cfg, int64_t seed) {

@@ -9,6 +9,7 @@
 
 #include "config/schema.h"
 #include "io/hf_config.h"
+#include "train/layout.h"
 
 namespace draftalign::config {
 
@@ -404,7 +405,7 @@ struct DistillSection {
 
   DrafterKind kind = DrafterKind::kModel;
   std::string data_dir = "${generate.output_dir}";
-  std::string student = "${pretrain.output_dir}/final";
+  std::string student = std::string("${pretrain.output_dir}/") + train::kFinalDir;
   std::string output_dir = "${run.output_dir}/distill";
   int64_t seed = -1;
   Loss loss = Loss::kTvdpp;
@@ -471,7 +472,7 @@ TrainSection distill_train(const DistillSection& d);
 // The demo's budget on 2 CPU cores (at most 5 minutes): all 160 MT-bench turns x 48 tokens one-pass; 2 turns x 16
 // tokens timed greedy at g = 1; the sampling check on 8 turns x 32 tokens at T = 1, g = 1.
 struct EvaluateSection {
-  std::vector<std::string> drafters = {"${pretrain.output_dir}/final"};
+  std::vector<std::string> drafters = {std::string("${pretrain.output_dir}/") + train::kFinalDir};
   std::vector<std::string> prompts = {".cache/prompts/mt-bench.jsonl"};
   std::string report_dir = "${run.output_dir}/report";
   int64_t turns = 2;
@@ -555,9 +556,17 @@ struct EvaluateSection {
   }
 };
 
+// The sub-directory of distill.output_dir a distill configuration writes to (its run name): loss_run_name, prefixed
+// eagle3- for an EAGLE-3 head, suffixed -onpolicy<fraction> with on-policy data.
+std::string distill_run_name(const DistillSection& d);
+// The run's directory: output_dir/<run name>, or output_dir/<run name>/seed-<n> for distill.seed = n >= 0.
+std::string distill_run_dir(const DistillSection& d);
+
 // export: a training checkpoint -> a Hugging Face directory for transformers / vLLM.
 struct ExportSection {
-  std::string checkpoint = "${distill.output_dir}/tvdpp-token-q/final";
+  // The final drafter of the default distill run.
+  std::string checkpoint =
+      "${distill.output_dir}/" + distill_run_name(DistillSection{}) + "/" + std::string(train::kFinalDir);
   std::string output_dir = "${run.output_dir}/export/drafter";
   Dtype dtype = Dtype::kBf16;
 
@@ -594,8 +603,8 @@ struct DataSection {
 };
 
 // The distillation runs pipeline.losses can name: a loss (tvdpp with the distill section's TVD++ options, fkl, rkl,
-// tvd, ce) or a TVD++ variant by the name of its run directory, tvdpp-<scope>-<weighting>[-vocab] (distill.h's
-// distill_run_name), so an ablation of the TVD++ options is one pipeline config (configs/ablation.yaml); each but ce
+// tvd, ce) or a TVD++ variant by the name of its run directory, tvdpp-<scope>-<weighting>[-vocab]
+// (distill_run_name), so an ablation of the TVD++ options is one pipeline config (configs/ablation.yaml); each but ce
 // prefixed eagle3- is an EAGLE-3 head trained with that loss (distill.kind = eagle3, distill.eagle3).
 std::vector<std::string> distill_run_choices();
 // The part of a distill run's name its loss options make: the loss, or tvdpp-<scope>-<weighting>[-vocab].

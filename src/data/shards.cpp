@@ -111,11 +111,11 @@ void write_index(const stdfs::path& dir, const DatasetIndex& index) {
       list.push_back({{"file", s.file}, {"tokens", s.tokens}, {"docs", s.docs}, {"checksum", checksum_hex(s.checksum)}});
     j["splits"][split] = {{"tokens", index.tokens(split)}, {"docs", index.docs(split)}, {"shards", list}};
   }
-  fs::write_file_atomic(dir / "index.json", j.dump(2) + "\n");
+  fs::write_file_atomic(dir / kIndexFile, j.dump(2) + "\n");
 }
 
 DatasetIndex read_index(const stdfs::path& dir) {
-  const stdfs::path path = dir / "index.json";
+  const stdfs::path path = dir / kIndexFile;
   DA_CHECK(stdfs::exists(path), path.string(), ": not found; is ", dir.string(),
            " a dataset written by `draftalign prepare-data`?");
   json j;
@@ -228,7 +228,7 @@ Shard::~Shard() {
 
 TokenStream::TokenStream(const stdfs::path& dir, const DatasetIndex& index, const std::string& split) {
   auto it = index.splits.find(split);
-  DA_CHECK(it != index.splits.end() && !it->second.empty(), (dir / "index.json").string(), ": has no '", split,
+  DA_CHECK(it != index.splits.end() && !it->second.empty(), (dir / kIndexFile).string(), ": has no '", split,
            "' split");
   for (const auto& info : it->second) {
     starts_.push_back(total_);
@@ -266,7 +266,7 @@ std::string shard_name(int64_t k) {
 }
 
 GenerateManifest read_generate_manifest(const stdfs::path& dir) {
-  const stdfs::path path = dir / "manifest.json";
+  const stdfs::path path = dir / kManifestFile;
   const std::string file = path.string();
   DA_CHECK(stdfs::exists(path), file,
            " is missing: the generate run did not finish (run `draftalign generate` again to finish it)");

@@ -29,6 +29,8 @@ namespace stdfs = std::filesystem;
 inline constexpr char kShardMagic[8] = {'D', 'A', 'T', 'O', 'K', 'E', 'N', 'S'};
 inline constexpr uint32_t kShardVersion = 2;  // 2: XXH3-64 checksums (common/checksum.h); 1 is still read
 inline constexpr size_t kShardHeaderBytes = 64;
+inline constexpr char kIndexFile[] = "index.json";        // a prepare-data dataset's index
+inline constexpr char kManifestFile[] = "manifest.json";  // a finished generate (or data import) directory's manifest
 
 struct ShardInfo {
   std::string file;  // relative to the dataset directory

@@ -15,7 +15,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kCheckpointFiles[] = {"model.safetensors", "optimizer.pt", "rng.pt"};
 
 // This rank's generator states: the CPU one, and the CUDA one of the current device when training on CUDA.
@@ -30,7 +29,7 @@ std::vector<torch::Tensor> generator_states(torch::Device device) {
 stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%07lld", static_cast<long long>(step));
-  return output_dir / "checkpoints" / name;
+  return output_dir / kCheckpointsDir / name;
 }
 
 int64_t checkpoint_step(const stdfs::path& dir) {
@@ -46,7 +45,7 @@ namespace {
 
 std::vector<std::pair<int64_t, stdfs::path>> list_checkpoints(const stdfs::path& output_dir) {
   std::vector<std::pair<int64_t, stdfs::path>> out;
-  const stdfs::path root = output_dir / "checkpoints";
+  const stdfs::path root = output_dir / kCheckpointsDir;
   if (!stdfs::is_directory(root)) return out;
   for (const auto& e : stdfs::directory_iterator(root)) {
     const int64_t step = checkpoint_step(e.path());
@@ -73,7 +72,7 @@ std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, cons
 }
 
 void remove_unfinished_checkpoints(const stdfs::path& output_dir) {
-  const stdfs::path root = output_dir / "checkpoints";
+  const stdfs::path root = output_dir / kCheckpointsDir;
   if (!stdfs::is_directory(root)) return;
   std::vector<stdfs::path> stale;
   for (const auto& e : stdfs::directory_iterator(root)) {

@@ -20,6 +20,7 @@
 
 #include "model/llama.h"
 #include "train/dist.h"
+#include "train/layout.h"
 #include "train/optim.h"
 #include "train/trainer_state.h"
 

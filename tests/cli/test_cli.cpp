@@ -12,6 +12,12 @@ using testing::ScratchDir;
 const std::string kBin = DRAFTALIGN_BIN;
 const char* kCommands[] = {"prepare-data", "pretrain", "generate", "distill", "evaluate", "export", "pipeline"};
 
+// Two stages, one with a flag of its own.
+std::vector<Stage> flag_stages() {
+  return {Stage{"generate", "", "", {}, nullptr, nullptr, nullptr, {{"--shard", "generate.shard"}}},
+          Stage{"pretrain", "", "", {}, nullptr}};
+}
+
 TEST(ParseArgs, ConfigOverridesAndHelp) {
   Invocation a = parse_args({"pretrain", "--config", "x.yaml", "run.seed=3", "pretrain.train.steps=9"});
   EXPECT_EQ(a.command, "pretrain");
@@ -20,7 +26,12 @@ TEST(ParseArgs, ConfigOverridesAndHelp) {
   EXPECT_FALSE(a.help);
   EXPECT_EQ(parse_args({"pipeline", "configs/demo.yaml"}).config_file, "configs/demo.yaml");
   EXPECT_EQ(parse_args({"pipeline", "--config=a.yml"}).config_file, "a.yml");
-  EXPECT_EQ(parse_args({"generate", "--shard", "1/4"}).overrides, (std::vector<std::string>{"generate.shard=1/4"}));
+  EXPECT_EQ(parse_args({"generate", "--shard", "1/4"}, flag_stages()).overrides,
+            (std::vector<std::string>{"generate.shard=1/4"}));
+  EXPECT_HAS(testing::error_of([] {
+               parse_args({"generate", "--shard"}, flag_stages());
+             }),
+             "--shard needs a value (generate.shard)");
   EXPECT_TRUE(parse_args({"evaluate", "-h"}).help);
   EXPECT_THROW(parse_args({"pretrain", "--config"}), Error);
   EXPECT_THROW(parse_args({"pretrain", "--verbose"}), Error);
@@ -32,9 +43,10 @@ TEST(ParseArgs, ConfigOverridesAndHelp) {
              "two config files ('a.yaml' and 'b.yaml')");
   EXPECT_HAS(testing::error_of([] { parse_args({"pretrain", "a.yaml", "--config=b.yaml"}); }), "two config files");
   EXPECT_HAS(testing::error_of([] {
-               parse_args({"pretrain", "--shard", "0/2"});
+               parse_args({"pretrain", "--shard", "0/2"}, flag_stages());
              }),
-             "--shard is an option of generate only");
+             "--shard is an option of generate only, not of pretrain");
+  EXPECT_HAS(testing::error_of([] { parse_args({"generate", "--shard", "0/2"}); }), "unexpected argument '--shard'");
 }
 
 // The front end with a stage that records what it was given.
@@ -44,8 +56,11 @@ struct Fixture {
   int runs = 0;
   int64_t seed_seen = -1;
   void call(const std::vector<std::string>& args) {
-    std::vector<Command> commands = {
-        {"train", "a test stage", "Trains nothing.", {"run"},
+    std::vector<Stage> commands = {
+        {"train",
+         "a test stage",
+         "Trains nothing.",
+         {"run"},
          [this](const config::Config& c) {
            ++runs;
            seed_seen = c.run.seed;

@@ -9,8 +9,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config/config.h"
 #include "data/magpie.h"
 #include "data/prompts.h"
+#include "data/shards.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "test_util.h"
@@ -135,6 +137,41 @@ TEST(Generate, KilledRunResumesToTheSameRecordsAndShardsSplitAcrossProcesses) {
   r = run_command(generate_cmd(d, out, "generate.temperature=0.5"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_HAS(r.output, "made with other settings");
+}
+
+// The answers of each prompt, in request order, read from every shard of `out`.
+std::vector<std::vector<int32_t>> responses(const fsys::path& out) {
+  std::vector<std::vector<int32_t>> all;
+  for (const auto& file : shard_files(out)) {
+    const auto f = io::SafetensorsFile::open(file);
+    const auto tokens = f.get("tokens"), offsets = f.get("offsets"), plen = f.get("prompt_lens");
+    for (int64_t i = 0; i + 1 < offsets.size(0); ++i) {
+      const int64_t lo = offsets[i].item<int64_t>() + plen[i].item<int>(), hi = offsets[i + 1].item<int64_t>();
+      const auto r = tokens.slice(0, lo, hi).contiguous();
+      all.emplace_back(r.data_ptr<int32_t>(), r.data_ptr<int32_t>() + r.numel());
+    }
+  }
+  return all;
+}
+
+// The default answers are greedy (generate.temperature = 0, the distillation data chosen on the development split):
+// the responses of one prompt are the same whatever their seeds, and sampled ones (T = 1) are not.
+TEST(Generate, GreedyByDefaultSoEveryResponseOfAPromptIsTheSame) {
+  ScratchDir d;
+  make_target(d);
+  EXPECT_EQ(config::Config().generate.temperature, 0.0);
+  auto r = run_command(generate_cmd(d, d / "greedy", "generate.responses_per_prompt=2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto greedy = responses(d / "greedy");
+  ASSERT_EQ(greedy.size(), 40u);
+  for (size_t i = 0; i < greedy.size(); i += 2) EXPECT_EQ(greedy[i], greedy[i + 1]) << "prompt " << i / 2;
+  r = run_command(generate_cmd(d, d / "sampled", "generate.responses_per_prompt=2 generate.temperature=1"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto sampled = responses(d / "sampled");
+  ASSERT_EQ(sampled.size(), 40u);
+  int differ = 0;
+  for (size_t i = 0; i < sampled.size(); i += 2) differ += sampled[i] != sampled[i + 1];
+  EXPECT_GT(differ, 10) << "sampled answers of one prompt differ";
 }
 
 // Preemption and failed writes. SIGTERM mid-run drops the shard in progress and exits 75 with the written shards

@@ -7,7 +7,7 @@
 namespace draftalign::cli {
 namespace {
 
-std::string top_help(const std::vector<Command>& commands) {
+std::string top_help(const std::vector<Stage>& commands) {
   std::string out =
       "draftalign " DRAFTALIGN_VERSION
       ": train draft models for speculative decoding, aligned to a chat-tuned target\n\n"
@@ -28,9 +28,12 @@ std::string top_help(const std::vector<Command>& commands) {
   return out;
 }
 
-std::string command_help(const Command& c) {
+std::string command_help(const Stage& c) {
   config::Config defaults;
+  std::string flags;
+  for (const auto& f : c.flags) flags += str_cat("  ", f.name, " VALUE    the same as ", f.key, "=VALUE\n");
   return str_cat("usage: draftalign ", c.name, " [--config FILE.yaml] [section.key=value ...]\n\n", c.description,
+                 flags.empty() ? std::string() : "\n\nflags:\n" + flags.substr(0, flags.size() - 1),
                  "\n\noptions (key = default, then meaning and accepted values):\n",
                  config::options_help(defaults, c.sections));
 }
@@ -42,9 +45,24 @@ bool is_yaml_name(const std::string& a) {
   return a[0] != '-' && (ends(".yaml") || ends(".yml"));
 }
 
+// The stage named `name` among `stages`, or null.
+const Stage* find_stage(const std::vector<Stage>& stages, const std::string& name) {
+  for (const auto& s : stages)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+// The override a stage's own flag (Stage::flags) stands for, or null when `stage` has no flag `a`.
+const Flag* find_flag(const Stage* stage, const std::string& a) {
+  if (stage != nullptr)
+    for (const auto& f : stage->flags)
+      if (f.name == a) return &f;
+  return nullptr;
+}
+
 }  // namespace
 
-Invocation parse_args(const std::vector<std::string>& args) {
+Invocation parse_args(const std::vector<std::string>& args, const std::vector<Stage>& stages) {
   Invocation inv;
   auto set_config = [&](const std::string& file) {
     if (!inv.config_file.empty())
@@ -63,14 +81,9 @@ Invocation parse_args(const std::vector<std::string>& args) {
     } else if (a == "--config" || a == "-c") {
       if (i + 1 >= args.size()) throw Error(a + " needs a file name");
       set_config(args[++i]);
-    } else if (a == "--shard") {  // generate's independent processes: --shard i/n
-      if (inv.command != "generate")
-        throw Error(
-            str_cat("--shard is an option of generate only (independent processes that each write their "
-                    "share of the shards), not of ",
-                    inv.command.empty() ? "this command" : inv.command));
-      if (i + 1 >= args.size()) throw Error("--shard needs i/n (e.g. --shard 0/4)");
-      inv.overrides.push_back("generate.shard=" + args[++i]);
+    } else if (const Flag* flag = find_flag(find_stage(stages, inv.command), a)) {  // generate --shard i/n
+      if (i + 1 >= args.size()) throw Error(str_cat(a, " needs a value (", flag->key, ")"));
+      inv.overrides.push_back(flag->key + "=" + args[++i]);
     } else if (a.rfind("--config=", 0) == 0 && a.size() > 9) {
       set_config(a.substr(9));
     } else if (!a.empty() && a[0] != '-' && a.find('=') != std::string::npos) {
@@ -78,6 +91,12 @@ Invocation parse_args(const std::vector<std::string>& args) {
     } else if (is_yaml_name(a)) {
       set_config(a);  // `draftalign pipeline configs/demo.yaml`
     } else {
+      std::vector<std::string> owners;  // the stages that do take `a`
+      for (const auto& s : stages)
+        if (find_flag(&s, a) != nullptr) owners.push_back(s.name);
+      if (!owners.empty())
+        throw Error(str_cat(a, " is an option of ", config::join(owners), " only, not of ",
+                            inv.command.empty() ? "this command" : inv.command));
       throw Error(str_cat("unexpected argument '", a, "' (options are --config FILE, --help, section.key=value)"));
     }
   }
@@ -93,43 +112,37 @@ void init_rank_from_env() {
   }
 }
 
-int run_cli(const std::vector<std::string>& args, const std::vector<Command>& commands,
+int run_cli(const std::vector<std::string>& args, const std::vector<Stage>& stages,
             const std::function<std::string()>& version_info, std::FILE* out, std::FILE* err) {
   if (args.empty()) {
-    std::fputs(top_help(commands).c_str(), err);
+    std::fputs(top_help(stages).c_str(), err);
     return kUsage;
   }
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::fputs(top_help(commands).c_str(), out);
+    std::fputs(top_help(stages).c_str(), out);
     return kOk;
   }
   if (args[0] == "--version") {
     std::fprintf(out, "draftalign %s\n%s", DRAFTALIGN_VERSION, version_info ? version_info().c_str() : "");
     return kOk;
   }
-  const Command* cmd = nullptr;
-  auto find = [&](const std::string& name) {
-    for (const auto& c : commands)
-      if (c.name == name) return &c;
-    return static_cast<const Command*>(nullptr);
-  };
   std::vector<std::string> argv = args;
   // Two-word commands: `draftalign data show ...`.
-  if (argv.size() > 1 && find(argv[0] + " " + argv[1]) != nullptr) {
+  if (argv.size() > 1 && find_stage(stages, argv[0] + " " + argv[1]) != nullptr) {
     argv[0] += " " + argv[1];
     argv.erase(argv.begin() + 1);
   }
-  cmd = find(argv[0]);
+  const Stage* cmd = find_stage(stages, argv[0]);
   if (cmd == nullptr) {
     std::vector<std::string> subcommands;
-    for (const auto& c : commands)
+    for (const auto& c : stages)
       if (c.name.rfind(argv[0] + " ", 0) == 0) subcommands.push_back(c.name);
     if (!subcommands.empty()) {
       std::fprintf(err, "error: '%s' needs a subcommand: %s\n", argv[0].c_str(), config::join(subcommands).c_str());
       return kUsage;
     }
     std::vector<std::string> names;
-    for (const auto& c : commands) names.push_back(c.name);
+    for (const auto& c : stages) names.push_back(c.name);
     const std::string near = config::closest(args[0], names);
     std::fprintf(err, "error: unknown command '%s'%s; run draftalign --help\n", args[0].c_str(),
                  near.empty() ? "" : (" (did you mean '" + near + "'?)").c_str());
@@ -138,7 +151,7 @@ int run_cli(const std::vector<std::string>& args, const std::vector<Command>& co
 
   Invocation inv;
   try {
-    inv = parse_args(argv);
+    inv = parse_args(argv, stages);
   } catch (const Error& e) {
     std::fprintf(err, "error: %s\nusage: draftalign %s [--config FILE.yaml] [section.key=value ...]\n", e.what(),
                  cmd->name.c_str());
