@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <optional>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -29,15 +31,14 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
   run_training(cfg, t, out, rt, model, llama_io(model, tokenizer_dir), recipe);
 }
 
-void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out, Runtime& rt,
-                  torch::nn::Module& model, const ModelIO& io, const Recipe& recipe) {
-  const config::RunSection& run = cfg.run;
+namespace {
+
+// The state a run starts from: the checkpoint of train.resume (the same on every rank), loaded into `io` and `opt`,
+// or a fresh one. Rank 0 readies the output directory: unfinished checkpoints removed, metrics.jsonl cut back to the
+// resumed step (a fresh run removes it).
+TrainerState resume_or_start(const stdfs::path& out, const config::TrainSection& t, const ModelIO& io, AdamW& opt,
+                             Runtime& rt, const std::string& name, bool& resumed) {
   Dist& dist = *rt.dist;
-  preempt::StopOnSignal stop_on_signal;  // SIGTERM/SIGINT/SIGUSR1: checkpoint after the current step, then exit
-  const std::string& name = recipe.name;
-  model.train();
-  std::vector<torch::Tensor> params = model.parameters();
-  AdamW opt(params, t.optim);
   TrainerState state;
   std::optional<stdfs::path> resume = resume_checkpoint(out, t.resume);
   {
@@ -59,22 +60,110 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
     else
       stdfs::remove(out / "metrics.jsonl");
   }
-  std::unique_ptr<Trackers> trackers = std::make_unique<Trackers>();
-  if (dist.rank() == 0) {
-    TrackerSettings settings;
-    settings.report_to = run.report_to, settings.wandb_project = run.wandb_project;
-    settings.run_name = str_cat(name, ":", out.filename().string());
-    config::Config resolved = cfg;
-    settings.config_yaml = config::to_yaml(resolved, str_cat("resolved config of draftalign ", name));
-    trackers = std::make_unique<Trackers>(out, settings, resume.has_value());
+  resumed = resume.has_value();
+  return state;
+}
+
+// Where the metrics go: rank 0's trackers (metrics.jsonl and those of run.report_to); the other ranks' write nothing.
+std::unique_ptr<Trackers> open_trackers(const config::Config& cfg, const stdfs::path& out, const std::string& name,
+                                        bool resumed, const Dist& dist) {
+  if (dist.rank() != 0) return std::make_unique<Trackers>();
+  TrackerSettings settings;
+  settings.report_to = cfg.run.report_to, settings.wandb_project = cfg.run.wandb_project;
+  settings.run_name = str_cat(name, ":", out.filename().string());
+  config::Config resolved = cfg;
+  settings.config_yaml = config::to_yaml(resolved, str_cat("resolved config of draftalign ", name));
+  return std::make_unique<Trackers>(out, settings, resumed);
+}
+
+// One step's gradients on this rank: t.grad_accum micro-batches, each backward (the gradient sync armed on the last),
+// and their summed loss, tokens and logged parts (each divided by grad_accum).
+struct Accumulated {
+  torch::Tensor loss_sum;
+  int64_t tokens = 0;
+  std::vector<std::string> part_names;
+  std::vector<torch::Tensor> part_sums;
+};
+
+Accumulated accumulate(const Recipe& recipe, const config::TrainSection& t, TrainerState& state, GradSync& sync,
+                       const std::vector<torch::Tensor>& params, Runtime& rt) {
+  const Dist& dist = *rt.dist;
+  Accumulated a;
+  a.loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
+  for (int64_t m = 0; m < t.grad_accum; ++m) {
+    MicroBatch mb =
+        recipe.micro_batch(rank_sequences(state.consumed, m, t.micro_batch_size, dist.world(), dist.rank()));
+    if (m == t.grad_accum - 1) sync.arm();
+    if (mb.skipped) {
+      ++state.empty_micro_batches;
+      torch::Tensor zero = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
+      for (const auto& p : params) zero = zero + 0.0 * p.sum();  // every gradient hook fires, with zeros
+      zero.backward();
+    } else {
+      (mb.loss / static_cast<double>(t.grad_accum)).backward();
+      a.loss_sum += mb.loss.detach() / static_cast<double>(t.grad_accum);
+      a.tokens += mb.tokens;
+    }
+    for (size_t i = 0; i < mb.parts.size(); ++i) {
+      const torch::Tensor v =
+          mb.parts[i].second.detach().to(rt.device, torch::kFloat64) / static_cast<double>(t.grad_accum);
+      if (i == a.part_names.size())
+        a.part_names.push_back(mb.parts[i].first), a.part_sums.push_back(v);
+      else
+        a.part_sums[i] += v;
+    }
   }
-  Trackers& metrics = *trackers;
+  sync.finish();
+  return a;
+}
+
+// A step's numbers summed over the ranks in one all-reduce: [loss, tokens, parts..., stop].
+struct StepTotals {
+  double loss = 0;            // the mean over ranks
+  int64_t tokens = 0;         // over ranks
+  std::vector<double> parts;  // each the mean over ranks
+  bool stop = false;          // whether any rank was asked to stop: every rank then stops after this same step
+};
+
+StepTotals all_reduce(const Accumulated& a, Runtime& rt) {
+  Dist& dist = *rt.dist;
+  std::vector<torch::Tensor> packed = {a.loss_sum.to(torch::kFloat64).reshape({1}),
+                                       torch::tensor({static_cast<double>(a.tokens)}, torch::kFloat64).to(rt.device)};
+  for (const auto& v : a.part_sums) packed.push_back(v.reshape({1}));
+  packed.push_back(torch::tensor({preempt::stop_requested() ? 1.0 : 0.0}, torch::kFloat64).to(rt.device));
+  torch::Tensor sums = torch::cat(packed);
+  dist.all_reduce_sum(sums, "loss all-reduce");
+  sums = sums.cpu();
+  const double world = static_cast<double>(dist.world());
+  StepTotals s;
+  s.stop = sums[sums.size(0) - 1].item<double>() > 0;
+  s.loss = sums[0].item<double>() / world;
+  s.tokens = static_cast<int64_t>(sums[1].item<double>());
+  for (size_t i = 0; i < a.part_sums.size(); ++i)
+    s.parts.push_back(sums[2 + static_cast<int64_t>(i)].item<double>() / world);
+  return s;
+}
+
+}  // namespace
+
+void run_training(const config::Config& cfg, const config::TrainSection& t, const stdfs::path& out, Runtime& rt,
+                  torch::nn::Module& model, const ModelIO& io, const Recipe& recipe) {
+  const config::RunSection& run = cfg.run;
+  Dist& dist = *rt.dist;
+  preempt::StopOnSignal stop_on_signal;  // SIGTERM/SIGINT/SIGUSR1: checkpoint after the current step, then exit
+  const std::string& name = recipe.name;
+  model.train();
+  std::vector<torch::Tensor> params = model.parameters();
+  AdamW opt(params, t.optim);
+  bool resumed = false;
+  TrainerState state = resume_or_start(out, t, io, opt, rt, name, resumed);
+  const std::unique_ptr<Trackers> metrics = open_trackers(cfg, out, name, resumed, dist);
   auto validate = [&](int64_t step) {
     if (!recipe.validate) return;
     json record = recipe.validate(step);
     if (record.empty()) return;
     record["step"] = step;
-    metrics.write(record);
+    metrics->write(record);
   };
   if (recipe.validate_at_start && state.step == 0) validate(0);
 
@@ -84,10 +173,6 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
             world, " ranks x ", t.grad_accum, " accumulation)",
             sync.num_buckets() ? str_cat(", ", sync.num_buckets(), " gradient buckets") : std::string());
 
-  auto checkpoint_note = [&] {
-    auto last = latest_checkpoint(out);
-    return last ? "the last good checkpoint is " + last->string() : std::string("no checkpoint was written yet");
-  };
   log::Progress progress(name, t.steps, "step", stdout, -1, run.progress_interval_s);
   progress.skip(state.step);  // a resumed run's rate and ETA count only the steps it does
   auto interval_start = std::chrono::steady_clock::now();
@@ -95,80 +180,50 @@ void run_training(const config::Config& cfg, const config::TrainSection& t, cons
   for (int64_t step = state.step; step < t.steps; ++step) {
     const double lr = lr_at(step, t);
     opt.set_lr(lr);
-    // Summed over micro-batches here and over ranks below, in one all-reduce: [loss, tokens, parts...].
-    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
-    std::vector<std::string> part_names;
-    std::vector<torch::Tensor> part_sums;
-    int64_t tokens = 0;
-    for (int64_t m = 0; m < t.grad_accum; ++m) {
-      MicroBatch mb = recipe.micro_batch(rank_sequences(state.consumed, m, t.micro_batch_size, world, dist.rank()));
-      if (m == t.grad_accum - 1) sync.arm();
-      if (mb.skipped) {
-        ++state.empty_micro_batches;
-        torch::Tensor zero = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(rt.device));
-        for (const auto& p : params) zero = zero + 0.0 * p.sum();  // every gradient hook fires, with zeros
-        zero.backward();
-      } else {
-        (mb.loss / static_cast<double>(t.grad_accum)).backward();
-        loss_sum += mb.loss.detach() / static_cast<double>(t.grad_accum);
-        tokens += mb.tokens;
-      }
-      for (size_t i = 0; i < mb.parts.size(); ++i) {
-        const torch::Tensor v =
-            mb.parts[i].second.detach().to(rt.device, torch::kFloat64) / static_cast<double>(t.grad_accum);
-        if (i == part_names.size()) part_names.push_back(mb.parts[i].first), part_sums.push_back(v);
-        else part_sums[i] += v;
-      }
-    }
-    sync.finish();
-    std::vector<torch::Tensor> packed = {loss_sum.to(torch::kFloat64).reshape({1}),
-                                         torch::tensor({static_cast<double>(tokens)}, torch::kFloat64).to(rt.device)};
-    for (const auto& v : part_sums) packed.push_back(v.reshape({1}));
-    // Whether any rank was asked to stop, in the same all-reduce: every rank then stops after this same step.
-    packed.push_back(torch::tensor({preempt::stop_requested() ? 1.0 : 0.0}, torch::kFloat64).to(rt.device));
-    torch::Tensor sums = torch::cat(packed);
-    dist.all_reduce_sum(sums, "loss all-reduce");
-    sums = sums.cpu();
-    const bool stop = sums[sums.size(0) - 1].item<double>() > 0;
-    const double loss = sums[0].item<double>() / static_cast<double>(world);
-    const int64_t step_tokens = static_cast<int64_t>(sums[1].item<double>());
+    const Accumulated acc = accumulate(recipe, t, state, sync, params, rt);
+    const StepTotals sums = all_reduce(acc, rt);
     const double grad_norm = torch::nn::utils::clip_grad_norm_(
         params, t.optim.grad_clip > 0 ? t.optim.grad_clip : std::numeric_limits<double>::infinity());
-    const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
-    if (finite) {
+    if (std::isfinite(sums.loss) && std::isfinite(grad_norm)) {
       opt.step();
     } else if (t.on_nonfinite == config::OnNonfinite::kStop) {
-      throw Error(str_cat(name, ": non-finite loss or gradient (loss ", loss, ", gradient norm ", grad_norm,
-                          ") at step ", step + 1, "; ", checkpoint_note(), ". Lower ", name,
-                          ".train.optim.lr, or set ", name, ".train.on_nonfinite=skip to skip such steps"));
+      const auto last = latest_checkpoint(out);
+      throw Error(str_cat(
+          name, ": non-finite loss or gradient (loss ", sums.loss, ", gradient norm ", grad_norm, ") at step ",
+          step + 1, "; ", last ? "the last good checkpoint is " + last->string() : "no checkpoint was written yet",
+          ". Lower ", name, ".train.optim.lr, or set ", name, ".train.on_nonfinite=skip to skip such steps"));
     } else {
       ++state.skipped;
-      log::warn(name, ": step ", step + 1, " skipped: non-finite loss or gradient (loss ", loss, ", gradient norm ",
-                grad_norm, "); ", state.skipped, " skipped so far");
+      log::warn(name, ": step ", step + 1, " skipped: non-finite loss or gradient (loss ", sums.loss,
+                ", gradient norm ", grad_norm, "); ", state.skipped, " skipped so far");
     }
     opt.zero_grad();
     state.step = step + 1;
     state.consumed += global_batch;
-    state.tokens += step_tokens;
-    interval_tokens += step_tokens;
+    state.tokens += sums.tokens;
+    interval_tokens += sums.tokens;
 
     const bool last = state.step == t.steps;
     if (state.step % run.log_every == 0 || last) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - interval_start).count();
-      json record = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                     {"tokens", state.tokens}, {"tokens_per_s", interval_tokens / std::max(secs, 1e-9)},
-                     {"skipped", state.skipped}, {"empty_micro_batches", state.empty_micro_batches}};
-      for (size_t i = 0; i < part_names.size(); ++i)
-        record[part_names[i]] = sums[2 + static_cast<int64_t>(i)].item<double>() / static_cast<double>(world);
-      metrics.write(record);
+      json record = {{"step", state.step},
+                     {"loss", sums.loss},
+                     {"lr", lr},
+                     {"grad_norm", grad_norm},
+                     {"tokens", state.tokens},
+                     {"tokens_per_s", interval_tokens / std::max(secs, 1e-9)},
+                     {"skipped", state.skipped},
+                     {"empty_micro_batches", state.empty_micro_batches}};
+      for (size_t i = 0; i < acc.part_names.size(); ++i) record[acc.part_names[i]] = sums.parts[i];
+      metrics->write(record);
       interval_start = std::chrono::steady_clock::now();
       interval_tokens = 0;
     }
     if ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) validate(state.step);
     const bool saved = (t.save_every > 0 && state.step % t.save_every == 0) || last;
-    if (saved || stop) save_checkpoint(out, io, opt, state, dist, t.keep_last);
-    progress.update(state.step, str_cat("loss ", loss, " lr ", lr));
-    if (stop && !last) {
+    if (saved || sums.stop) save_checkpoint(out, io, opt, state, dist, t.keep_last);
+    progress.update(state.step, str_cat("loss ", sums.loss, " lr ", lr));
+    if (sums.stop && !last) {
       progress.finish();
       throw preempt::Preempted(str_cat(name, " stopped after step ", state.step, " of ", t.steps, "; ",
                                        checkpoint_dir(out, state.step).string(),
