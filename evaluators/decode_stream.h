@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "model/decode_graphs.h"
 #include "model/llama.h"
 
 namespace draftalign::eval {

@@ -1,5 +1,5 @@
 // tvd_launch.h: launcher of the fused TVD / TVD++ kernel (tvd.cu), in raw-pointer terms so the .cu file needs no ATen
-// header. The torch glue (kd_loss_fused, src/train/losses.cpp) turns the per-row statistics into the loss.
+// header. The torch glue (kd_loss_fused, kernels/tvd.{h,cpp}) turns the per-row statistics into the loss.
 //
 // One thread block per row of the [N, V] student and teacher logits. For each row it computes, in fp32, the two
 // log-sum-exps (one online pass), then the statistics below (a second pass), then the gradient of the loss with respect

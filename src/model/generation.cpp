@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "model/decode_graphs.h"
 #include "tokenizer/tokenizer.h"
 
 namespace draftalign::model {

@@ -21,43 +21,18 @@
 #include <string>
 
 #include "config/config.h"
+#include "kernels/tvd.h"
+#include "train/kd_options.h"
 
 namespace draftalign::train {
-
-// The loss options: a view of the distill section's loss fields (of(d)), or set directly by tests and benchmarks.
-struct KdOptions {
-  config::Loss loss = config::Loss::kTvdpp;  // fkl, rkl, tvd, tvdpp (ce is not a distribution loss: distill.cpp)
-  double temperature = 1.0;
-  config::TvdppScope tvdpp_scope = config::TvdppScope::kToken;
-  config::TvdppWeighting tvdpp_weighting = config::TvdppWeighting::kQ;
-  config::TvdppStats tvdpp_stats = config::TvdppStats::kQ;  // the reward normalisation's mean and std
-  double eps = 1e-6;                                        // in the reward normalisation
-
-  static KdOptions of(const config::DistillSection& d) {
-    return {d.loss, d.temperature, d.tvdpp_scope, d.tvdpp_weighting, d.tvdpp_stats};
-  }
-};
 
 // The loss (a scalar, differentiable in `student`), averaged over rows. Any float dtype; computed in fp32 at least.
 torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o);
 
-// TVD and TVD++ in one pass that yields the loss and d loss / d student together (the closed forms above), with no
-// autograd graph. On CUDA (fp32 or bf16 logits, either mix) the fused kernel of kernels/tvd.cu does it without any
-// [N, V] intermediate besides the gradient; elsewhere LibTorch runs the same algebra. `grad_out` (optional): a
-// row-contiguous tensor like `student` that receives the gradient, which may be `student` itself (in place).
-// `allow_row_cache` = false makes the kernel stream every pass even when a row fits in shared memory (benchmarks).
-struct KdFused {
-  torch::Tensor loss;   // scalar, fp32 (fp64 for fp64 inputs)
-  torch::Tensor grad;   // [N, V], the student's dtype: d loss / d student
-  torch::Tensor alpha;  // [N]: sum_x min(p, q) per row
-};
-KdFused kd_loss_forward_backward(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o,
-                                 torch::Tensor grad_out = {}, bool allow_row_cache = true);
-
-// kd_loss_forward_backward entering autograd as a torch::autograd::Function: backward only scales the stored
-// gradient. `alpha_sum` (optional) receives sum over rows of sum_x min(p, q).
-torch::Tensor kd_loss_fused(const torch::Tensor& student, const torch::Tensor& teacher, const KdOptions& o,
-                            torch::Tensor* alpha_sum = nullptr);
+// TVD and TVD++ fused (kernels/tvd.h: loss and gradient in one pass, the CUDA kernel on CUDA; an autograd Function).
+using kernels::kd_loss_forward_backward;
+using kernels::kd_loss_fused;
+using kernels::KdFused;
 
 // Per-row expected acceptance of speculative sampling with the drafter q for the target p: alpha = sum_x min(p, q)
 // = 1 - TVD(p, q), at temperature T. [N], no gradient.

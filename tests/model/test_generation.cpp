@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "model/decode_graphs.h"
 #include "model/generation.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
