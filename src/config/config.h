@@ -162,6 +162,10 @@ struct OptimSection {
   }
 };
 
+enum class ResumeFrom { kLatest, kNothing, kCheckpoint };
+DA_ENUM_NAMES(ResumeFrom, "auto", "none", "a checkpoint directory");
+using Resume = WordOrPath<ResumeFrom>;  // kCheckpoint: the directory is `path`
+
 // The training engine shared by pretraining and distillation.
 struct TrainSection {
   int64_t steps = 2000;
@@ -173,7 +177,7 @@ struct TrainSection {
   int64_t save_every = 500;
   int64_t keep_last = 2;
   double bucket_mb = 25.0;
-  std::string resume = "auto";
+  Resume resume;  // auto
   Dtype dtype = Dtype::kAuto;
   OnNonfinite on_nonfinite = OnNonfinite::kStop;
   OptimSection optim;

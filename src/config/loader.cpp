@@ -168,6 +168,14 @@ void assign(const Field& f, const YAML::Node& n, const Place& place) {
       check_choice(f, x, place, n);
       e.set(static_cast<int>(std::find(e.names.begin(), e.names.end(), x) - e.names.begin()));
     }
+    // One of the words, or any other non-empty text as the path (the last value).
+    void operator()(const WordOrPathRef& w) const {
+      std::string x;
+      if (!parse_string(n, x) || x.empty()) bad(n);
+      const auto word = std::find(f.choices.begin(), f.choices.end(), x);
+      w.choice.set(static_cast<int>(word - f.choices.begin()));
+      *w.path = word == f.choices.end() ? x : "";
+    }
   };
   std::visit(V{f, n, place}, f.target);
 }
@@ -281,6 +289,8 @@ void expand_references(const Schema& cfg, LoadedConfig& out) {
     std::vector<std::string> chain = {f.path};
     if (auto* v = std::get_if<std::string*>(&f.target))
       *std::get<std::string*>(cfg.fields()[k].target) = expanded(raw, out, **v, chain);
+    if (auto* v = std::get_if<WordOrPathRef>(&f.target); v && v->is_path())
+      *std::get<WordOrPathRef>(cfg.fields()[k].target).path = expanded(raw, out, *v->path, chain);
     if (auto* v = std::get_if<std::vector<std::string>*>(&f.target))
       for (size_t j = 0; j < (*v)->size(); ++j)
         (*std::get<std::vector<std::string>*>(cfg.fields()[k].target))[j] = expanded(raw, out, (**v)[j], chain);

@@ -101,6 +101,9 @@ std::string Field::expected() const {
       return among.empty() ? "a list of strings" : "a list, each " + among;
     }
     std::string operator()(const EnumRef&) const { return among; }
+    std::string operator()(const WordOrPathRef& w) const {
+      return among + ", or a path (" + w.choice.names.back() + ")";
+    }
   };
   return std::visit(V{range, among}, target);
 }
@@ -117,6 +120,7 @@ std::string Field::value_text() const {
     std::string operator()(std::vector<double>* v) const { return list_text(*v, number_text); }
     std::string operator()(std::vector<std::string>* v) const { return list_text(*v, quoted); }
     std::string operator()(const EnumRef& e) const { return quoted(e.names.at(static_cast<size_t>(e.get()))); }
+    std::string operator()(const WordOrPathRef& w) const { return w.is_path() ? quoted(*w.path) : (*this)(w.choice); }
   };
   return std::visit(V{}, target);
 }

@@ -66,8 +66,24 @@ struct EnumRef {
   std::vector<std::string> names;  // every name of the enum, by value
 };
 
+// A word of an enum or, in place of its last value, a path: train.resume is auto, none, or a checkpoint directory.
+// The enum's last name says what the path is (it is not itself a word the option accepts). Code compares `choice`,
+// and reads `path` only when choice is the last value.
+template <class E>
+struct WordOrPath {
+  E choice{};
+  std::string path;
+};
+
+// A WordOrPath field as the schema sees it: the choice (its last name standing for "a path"), and the path.
+struct WordOrPathRef {
+  EnumRef choice;
+  std::string* path;
+  bool is_path() const { return choice.get() + 1 == static_cast<int>(choice.names.size()); }
+};
+
 using Target = std::variant<int64_t*, double*, bool*, std::string*, std::vector<int64_t>*, std::vector<double>*,
-                            std::vector<std::string>*, EnumRef>;
+                            std::vector<std::string>*, EnumRef, WordOrPathRef>;
 
 // What an option is to a stage's completion fingerprint (config/fingerprint.h): whether changing it changes what the
 // stage computes.
@@ -123,6 +139,17 @@ class Schema {
     Field& f =
         add_field(key, help, EnumRef{[&v] { return static_cast<int>(v); }, [&v](int i) { v = static_cast<E>(i); }, names});
     f.choices = allowed.empty() ? names : std::move(allowed);
+    return f;
+  }
+
+  // A word of E (every name but the last, which are the field's choices) or a path.
+  template <class E>
+  requires std::is_enum_v<E>
+  Field& add(std::string_view key, WordOrPath<E>& v, std::string_view help) {
+    std::vector<std::string> names(EnumNames<E>::names.begin(), EnumNames<E>::names.end());
+    EnumRef choice{[&v] { return static_cast<int>(v.choice); }, [&v](int i) { v.choice = static_cast<E>(i); }, names};
+    Field& f = add_field(key, help, WordOrPathRef{std::move(choice), &v.path});
+    f.choices.assign(names.begin(), names.end() - 1);
     return f;
   }
 

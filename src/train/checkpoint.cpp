@@ -63,12 +63,18 @@ std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir) {
   return all.back().second;
 }
 
-std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const std::string& resume) {
-  if (resume == "none") return std::nullopt;
-  if (resume == "auto") return latest_checkpoint(output_dir);
-  DA_CHECK(stdfs::exists(stdfs::path(resume) / kStateFile), "train.resume: ", resume,
+std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const config::Resume& resume) {
+  switch (resume.choice) {
+    case config::ResumeFrom::kNothing:
+      return std::nullopt;
+    case config::ResumeFrom::kLatest:
+      return latest_checkpoint(output_dir);
+    case config::ResumeFrom::kCheckpoint:
+      break;
+  }
+  DA_CHECK(stdfs::exists(stdfs::path(resume.path) / kStateFile), "train.resume: ", resume.path,
            " is not a checkpoint directory (no ", kStateFile, "); use auto, none or a checkpoints/step-N path");
-  return stdfs::path(resume);
+  return stdfs::path(resume.path);
 }
 
 void remove_unfinished_checkpoints(const stdfs::path& output_dir) {

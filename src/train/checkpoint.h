@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "config/config.h"
 #include "model/llama.h"
 #include "train/dist.h"
 #include "train/layout.h"
@@ -33,8 +34,9 @@ stdfs::path checkpoint_dir(const stdfs::path& output_dir, int64_t step);
 int64_t checkpoint_step(const stdfs::path& dir);
 // The newest complete checkpoint under <output_dir>/checkpoints, if any.
 std::optional<stdfs::path> latest_checkpoint(const stdfs::path& output_dir);
-// The checkpoint train.resume asks for: auto = latest_checkpoint, none = nothing, else that path (which must exist).
-std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const std::string& resume);
+// The checkpoint train.resume asks for: auto = latest_checkpoint, none = nothing, else that directory (which must be
+// a checkpoint).
+std::optional<stdfs::path> resume_checkpoint(const stdfs::path& output_dir, const config::Resume& resume);
 
 // Removes the temporary directories ("step-N.tmp-<pid>") of checkpoints whose writing was cut short (a run stopped
 // at once by a second signal, or killed). Complete checkpoints are left as they are.

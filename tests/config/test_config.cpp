@@ -169,6 +169,36 @@ TEST(ConfigErrors, ChoiceSuggestsTheNearest) {
   EXPECT_HAS(a.error, "got 'kl'");
 }
 
+// train.resume is a word (auto, none) or a checkpoint directory, typed: code reads the choice, never compares text.
+TEST(ConfigLoad, ResumeIsAWordOrADirectory) {
+  ScratchDir dir;
+  auto a = attempt(dir, "");
+  ASSERT_EQ(a.error, "");
+  EXPECT_EQ(a.loaded.cfg.pretrain.train.resume.choice, ResumeFrom::kLatest);
+  a = attempt(dir, "pretrain:\n  train:\n    resume: none\n");
+  ASSERT_EQ(a.error, "");
+  EXPECT_EQ(a.loaded.cfg.pretrain.train.resume.choice, ResumeFrom::kNothing);
+  EXPECT_EQ(a.loaded.cfg.pretrain.train.resume.path, "");
+  // Any other text is a directory, references expanded; it dumps and loads back as the same path.
+  a = attempt(
+      dir, "run:\n  output_dir: runs/r\n",
+      {"distill.train.resume=${run.output_dir}/pretrain/checkpoints/step-0000010", "pretrain.train.resume=auto"});
+  ASSERT_EQ(a.error, "");
+  const Resume& r = a.loaded.cfg.distill.train.resume;
+  EXPECT_EQ(r.choice, ResumeFrom::kCheckpoint);
+  EXPECT_EQ(r.path, "runs/r/pretrain/checkpoints/step-0000010");
+  EXPECT_EQ(a.loaded.cfg.pretrain.train.resume.choice, ResumeFrom::kLatest);
+  write_text(dir / "dump.yaml", to_yaml(a.loaded.cfg, "dump"));
+  const LoadedConfig back = load_config((dir / "dump.yaml").string(), {});
+  EXPECT_EQ(back.cfg.distill.train.resume.choice, ResumeFrom::kCheckpoint);
+  EXPECT_EQ(back.cfg.distill.train.resume.path, r.path);
+  // Empty, or not a string: an error naming the key and what it accepts.
+  a = attempt(dir, "distill:\n  train:\n    resume: \"\"\n");
+  EXPECT_HAS(a.error, "key 'distill.train.resume': expected one of: auto, none, or a path (a checkpoint directory)");
+  a = attempt(dir, "distill:\n  train:\n    resume: [a]\n");
+  EXPECT_HAS(a.error, "key 'distill.train.resume': expected one of: auto, none, or a path");
+}
+
 TEST(ConfigErrors, DuplicateKey) {
   ScratchDir dir;
   auto a = attempt(dir, "run:\n  seed: 1\n  seed: 2\n");

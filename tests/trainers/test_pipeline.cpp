@@ -344,6 +344,7 @@ TEST(Pipeline, EvaluateFingerprintCoversEveryOption) {
             return;
           }
       }
+      void operator()(const config::WordOrPathRef& w) const { *w.path += "x"; }
     };
     std::visit(V{f}, f.target);
   };
