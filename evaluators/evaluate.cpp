@@ -24,6 +24,7 @@
 #include "evaluators/onepass.h"
 #include "evaluators/report.h"
 #include "evaluators/speculative.h"
+#include "evaluators/summary.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "model/eagle3.h"
@@ -540,29 +541,26 @@ void timed_sweep(Evaluation& ev, const std::vector<Turn>& turns, Report& report)
   progress.finish();
 }
 
-void log_summary(const nlohmann::json& j) {
-  for (const auto& d : j["exact_greedy"]["drafters"]) {
+void log_summary(const Summary& s) {
+  for (const auto& row : s.exact.rows) {
     std::string line;
-    for (const auto& p : d["points"]) line += str_cat(" g=", p["gamma"].get<int64_t>(), ":", p["tau"].get<double>());
-    log::info("evaluate: exact greedy tau, ", d["name"].get<std::string>(), ":", line);
+    for (const auto& p : row.points) line += str_cat(" g=", p.gamma, ":", p.tau.value);
+    log::info("evaluate: exact greedy tau, ", row.name, ":", line);
   }
-  for (const auto& x : j["exact_greedy"]["differences"])
-    if (x["significant"].get<bool>())
-      log::info("evaluate: ", x["drafter"].get<std::string>(), " vs ", x["versus"].get<std::string>(), " at g=",
-                x["gamma"].get<int64_t>(), ": ", x["difference"].get<double>(), " (Holm-adjusted p ",
-                x["p_holm"].get<double>(), ")");
-  for (const auto& d : j["drafters"])
-    for (const auto& p : d["points"])
-      log::info("evaluate: timed ", d["name"].get<std::string>(), " T=", p["temperature"].get<double>(), " g=",
-                p["gamma"].get<int64_t>(), ": tau ", p["tau"].get<double>(), ", speed-up ", p["speedup"].get<double>(),
-                "x (bound ", p["speedup_bound"].get<double>(), ")");
-  for (const auto& d : j["sampling"]["drafters"])
-    for (const auto& p : d["points"])
-      log::info("evaluate: sampling T=", p["temperature"].get<double>(), ", ", d["name"].get<std::string>(),
-                ": one-pass alpha ", p["alpha"].get<double>(), ", measured first-position acceptance ",
-                p["measured_first_position_acceptance"].get<double>(), " (z ", p["agreement_z"].get<double>(),
-                "); at g=", p["gamma"].get<int64_t>(), " tau ", p["measured_tau"].get<double>(),
-                " measured, ", p["tau_iid_estimate"][p["gamma"].get<int64_t>() - 1].get<double>(), " i.i.d. estimate");
+  for (const auto& x : s.exact.differences)
+    if (x.significant)
+      log::info("evaluate: ", x.drafter, " vs ", x.versus, " at g=", x.gamma, ": ", x.difference, " (Holm-adjusted p ",
+                x.p_holm, ")");
+  for (const auto& d : s.timed)
+    for (const auto& p : d.points)
+      log::info("evaluate: timed ", d.name, " T=", p.temperature, " g=", p.gamma, ": tau ", p.tau.value, ", speed-up ",
+                p.speedup, "x (bound ", p.speedup_bound, ")");
+  for (const auto& d : s.sampling)
+    for (const auto& p : d.points)
+      log::info("evaluate: sampling T=", p.temperature, ", ", d.name, ": one-pass alpha ", p.alpha.value,
+                ", measured first-position acceptance ", p.measured_first_position_acceptance.value, " (z ",
+                p.agreement_z, "); at g=", p.gamma, " tau ", p.measured_tau.value, " measured, ",
+                p.tau_iid_estimate[static_cast<size_t>(p.gamma - 1)], " i.i.d. estimate");
 }
 
 }  // namespace
@@ -606,9 +604,10 @@ int evaluate(const config::Config& cfg) {
   timed_sweep(ev, turns, report);
 
   // 7. The report.
-  const std::string why_no_plots = write_report(e.report_dir, report, plot_python(e.python));
+  const Summary summary = summarize(report);
+  const std::string why_no_plots = write_report(e.report_dir, report, summary, plot_python(e.python));
   if (!why_no_plots.empty()) log::warn("evaluate: ", why_no_plots);
-  log_summary(report_json(report));
+  log_summary(summary);
   log::info("evaluate: report in ", (stdfs::path(e.report_dir) / kReportMarkdown).string());
   return 0;
 }

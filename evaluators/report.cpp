@@ -1,5 +1,6 @@
-// report.cpp: report.json from the counters (report_json), the names and groups of drafters, the stratified samples,
-// the contrasts, and writing the report directory. The Markdown is report_markdown.cpp's, sweep.jsonl sweep_log.cpp's.
+// report.cpp: report.json from the counters and their summary (report_json; the statistics are summary.cpp's), the
+// names and groups of drafters, the stratified samples, the contrasts, and writing the report directory. The Markdown
+// is report_markdown.cpp's, sweep.jsonl sweep_log.cpp's.
 #include "evaluators/report.h"
 
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "evaluators/plot_script.h"  // generated from tools/plot_report.py
+#include "evaluators/summary.h"
 #include "train/layout.h"
 
 namespace draftalign::eval {
@@ -225,278 +227,70 @@ json metrics_json(const SpecMetrics& m) {
 
 json interval_json(const Interval& i) { return json::array({i.lo, i.hi}); }
 
-// A bootstrap seed per statistic: the report's seed mixed with what the statistic is of.
-uint64_t stat_seed(uint64_t seed, const std::string& what) {
-  uint64_t h = seed ^ 0x9E3779B97F4A7C15ULL;
-  for (unsigned char ch : what) h = (h ^ ch) * 0x100000001B3ULL;
-  return h;
+// An estimate as two keys: "<name>" and "<name>_ci".
+void put(json& j, const std::string& name, const Estimate& e) {
+  j[name] = e.value;
+  j[name + "_ci"] = interval_json(e.ci);
 }
 
-// The parts of a counter that ratios are made of.
-using Part = double (*)(const SpecCounters&);
-double emitted(const SpecCounters& c) { return static_cast<double>(c.num_emitted_tokens); }
-double calls(const SpecCounters& c) { return static_cast<double>(c.num_target_calls); }
-double drafts(const SpecCounters& c) { return static_cast<double>(c.num_drafts); }
-double accepted(const SpecCounters& c) { return static_cast<double>(c.num_accepted_tokens); }
-double first(const SpecCounters& c) {
-  return c.num_accepted_tokens_per_pos.empty() ? 0.0 : static_cast<double>(c.num_accepted_tokens_per_pos[0]);
+json subset_json(const SubsetTau& s, const char* key, const json& value) {
+  json x = {{"items", s.items}, {"clusters", s.clusters}, {key, value}};
+  put(x, "tau", s.tau);
+  return x;
 }
 
-// The items a statistic covers, in their clusters: cluster_of[i] is item i's cluster among the selected ones, -1 when
-// item i is left out. Only clusters with a selected item count (a question without a second turn is no draw of the
-// turn-2 table).
-struct Selection {
-  std::vector<int64_t> cluster_of;
-  int64_t clusters = 0, items = 0;
-};
-
-template <class Keep>
-Selection select_items(const std::vector<EvalItem>& items, const std::vector<int64_t>& which, Keep keep) {
-  Selection s;
-  std::map<std::string, int64_t> index;
-  for (int64_t i : which) {
-    const EvalItem& it = items[static_cast<size_t>(i)];
-    if (!keep(it)) {
-      s.cluster_of.push_back(-1);
-      continue;
-    }
-    const auto [at, fresh] = index.emplace(it.cluster, s.clusters);
-    if (fresh) ++s.clusters;
-    s.cluster_of.push_back(at->second);
-    ++s.items;
-  }
-  return s;
-}
-
-std::vector<int64_t> all_indices(size_t n) {
-  std::vector<int64_t> v(n);
-  std::iota(v.begin(), v.end(), int64_t{0});
-  return v;
-}
-
-// Cluster totals of num and den, one row per seed (per_seed[s][k]: seed s's counters of the selection's k-th item).
-SeedCounts seed_counts(const std::vector<const std::vector<SpecCounters>*>& per_seed, const Selection& sel, Part num,
-                       Part den) {
-  SeedCounts out;
-  for (const auto* per_item : per_seed) {
-    std::vector<double> a(static_cast<size_t>(sel.clusters), 0.0), b(a);
-    for (size_t k = 0; k < sel.cluster_of.size(); ++k) {
-      const int64_t c = sel.cluster_of[k];
-      if (c < 0) continue;
-      a[static_cast<size_t>(c)] += num((*per_item)[k]);
-      b[static_cast<size_t>(c)] += den((*per_item)[k]);
-    }
-    out.num.push_back(std::move(a));
-    out.den.push_back(std::move(b));
-  }
-  return out;
-}
-
-// {value, interval} of a pooled ratio.
-json ratio_json(const SeedCounts& s, int64_t resamples, uint64_t seed) {
-  if (s.clusters() == 0) return json::array({0.0, json::array({0.0, 0.0})});
-  return json::array({s.ratio(), interval_json(percentile_interval(bootstrap_draws(s, nullptr, resamples, seed)))});
-}
-
-// An exact greedy row: a drafter trained once, one seed of a method, or a method's seeds combined.
-struct Row {
-  std::string name, dir, kind, group;
-  int64_t params = 0, seed = -1;
-  bool combined = false;
-  std::vector<const ExactDrafter*> members;  // the drafter itself, or every seed of the method
-};
-
-std::vector<Row> exact_rows(const std::vector<ExactDrafter>& exact) {
-  std::vector<Row> rows;
-  std::set<std::string> groups_done;
-  for (const auto& d : exact) {
-    if (!d.group.empty() && groups_done.insert(d.group).second) {
-      Row c;
-      c.name = d.group, c.kind = d.kind, c.params = d.params, c.combined = true;
-      for (const auto& m : exact)
-        if (m.group == d.group) c.members.push_back(&m);
-      rows.push_back(std::move(c));
-    }
-    Row r;
-    r.name = d.name, r.dir = d.dir, r.kind = d.kind, r.group = d.group, r.params = d.params, r.seed = d.seed;
-    r.members = {&d};
-    rows.push_back(std::move(r));
-  }
-  return rows;
-}
-
-// Each member's per-item counters at gamma g; empty when a member lacks g.
-std::vector<const std::vector<SpecCounters>*> at_gamma(const Row& row, int64_t g) {
-  std::vector<const std::vector<SpecCounters>*> out;
-  for (const ExactDrafter* m : row.members) {
-    const auto it = std::find_if(m->points.begin(), m->points.end(), [&](const ExactPoint& p) { return p.gamma == g; });
-    if (it == m->points.end()) return {};
-    out.push_back(&it->per_item);
-  }
-  return out;
-}
-
-std::vector<int64_t> row_gammas(const Row& row) {
-  std::vector<int64_t> gs;
-  for (const auto& p : row.members[0]->points)
-    if (!at_gamma(row, p.gamma).empty()) gs.push_back(p.gamma);
-  return gs;
-}
-
-// The gamma of the per-turn, per-category and difference tables: 4 when measured, else the largest below it, else the
-// smallest.
-int64_t headline_gamma(const std::vector<ExactDrafter>& exact) {
-  std::vector<int64_t> gs;
-  for (const auto& d : exact)
-    for (const auto& p : d.points) gs.push_back(p.gamma);
-  if (gs.empty()) return 0;
-  std::sort(gs.begin(), gs.end());
-  int64_t best = gs.front();
-  for (int64_t g : gs)
-    if (g <= 4) best = g;
-  return best;
-}
-
-json exact_point_json(const Report& r, const Row& row, int64_t g, const std::vector<std::string>& categories,
-                      const std::vector<int64_t>& turns) {
-  const auto per_seed = at_gamma(row, g);
-  const std::vector<int64_t> every = all_indices(r.items.size());
-  const Selection all = select_items(r.items, every, [](const EvalItem&) { return true; });
-  SpecCounters total;
-  for (const auto* per_item : per_seed)
-    for (const auto& c : *per_item) total.add(c);
-  const std::string key = str_cat(row.name, "/", g);
-  const json tau = ratio_json(seed_counts(per_seed, all, emitted, calls), r.resamples, stat_seed(r.seed, key));
-  const json a1 = ratio_json(seed_counts(per_seed, all, first, drafts), r.resamples, stat_seed(r.seed, key + "/a1"));
-  const json rate = ratio_json(seed_counts(per_seed, all, drafts, calls), r.resamples, stat_seed(r.seed, key + "/pr"));
-  const json per_call =
-      ratio_json(seed_counts(per_seed, all, accepted, calls), r.resamples, stat_seed(r.seed, key + "/apc"));
-  json point = {{"gamma", g},
-                {"counters", counters_json(total)},
-                {"metrics", metrics_json(derive_metrics(total))},
-                {"tau", tau[0]},
-                {"tau_ci", tau[1]},
-                {"first_position_acceptance", a1[0]},  // given a draft: accepted at position 1 / drafts
-                {"first_position_acceptance_ci", a1[1]},
-                {"proposal_rate", rate[0]},  // drafts / target calls: 1 for a model drafter
-                {"proposal_rate_ci", rate[1]},
-                {"accepted_per_call", per_call[0]},  // accepted draft tokens / target calls
-                {"accepted_per_call_ci", per_call[1]}};
-  auto subset = [&](auto keep, const std::string& what) {
-    const Selection sel = select_items(r.items, every, keep);
-    const json t = ratio_json(seed_counts(per_seed, sel, emitted, calls), r.resamples, stat_seed(r.seed, key + what));
-    return json{{"items", sel.items}, {"clusters", sel.clusters}, {"tau", t[0]}, {"tau_ci", t[1]}};
-  };
+json exact_point_json(const ExactPointSummary& p) {
+  json point = {{"gamma", p.gamma}, {"counters", counters_json(p.counters)}, {"metrics", metrics_json(p.metrics)}};
+  put(point, "tau", p.tau);
+  put(point, "first_position_acceptance", p.first_position_acceptance);
+  put(point, "proposal_rate", p.proposal_rate);
+  put(point, "accepted_per_call", p.accepted_per_call);
   json by_turn = json::array(), by_category = json::array();
-  for (int64_t t : turns) {
-    json x = subset([t](const EvalItem& it) { return it.turn == t; }, str_cat("/turn", t));
-    x["turn"] = t;
-    by_turn.push_back(x);
-  }
-  for (const auto& cat : categories) {
-    json x = subset([&cat](const EvalItem& it) { return it.category == cat; }, "/" + cat);
-    x["category"] = cat;
-    by_category.push_back(x);
-  }
+  for (const auto& s : p.by_turn) by_turn.push_back(subset_json(s, "turn", s.turn));
+  for (const auto& s : p.by_category) by_category.push_back(subset_json(s, "category", s.category));
   point["by_turn"] = by_turn;
   point["by_category"] = by_category;
   return point;
 }
 
-// The family of paired comparisons at gamma g: the declared contrasts, or every pair of rows that are not single seeds
-// of a combined method. Each: the difference in tau, its 95% interval and the one at the Bonferroni level, the
-// bootstrap p-value and Holm's adjustment of it.
-json differences_json(const Report& r, const std::vector<Row>& rows, int64_t g) {
-  std::vector<std::pair<size_t, size_t>> family;
-  auto row_of = [&](const std::string& name) {
-    for (size_t i = 0; i < rows.size(); ++i)
-      if (rows[i].name == name) return i;
-    throw Error(str_cat("evaluate.contrasts: '", name, "' is not a row of this report"));
-  };
-  if (!r.contrasts.empty()) {
-    for (const auto& c : r.contrasts) family.push_back({row_of(c.drafter), row_of(c.versus)});
-  } else {
-    for (size_t a = 0; a < rows.size(); ++a)
-      for (size_t b = a + 1; b < rows.size(); ++b)
-        if (rows[a].seed < 0 && rows[b].seed < 0) family.push_back({a, b});
-  }
-  std::vector<std::pair<size_t, size_t>> tested;
-  for (const auto& [a, b] : family)
-    if (!at_gamma(rows[a], g).empty() && !at_gamma(rows[b], g).empty()) tested.push_back({a, b});
-  const double m = static_cast<double>(tested.size());
-  const Selection all = select_items(r.items, all_indices(r.items.size()), [](const EvalItem&) { return true; });
-  json out = json::array();
-  std::vector<double> p;
-  for (const auto& [a, b] : tested) {
-    const SeedCounts x = seed_counts(at_gamma(rows[a], g), all, emitted, calls);
-    const SeedCounts y = seed_counts(at_gamma(rows[b], g), all, emitted, calls);
-    const std::vector<double> draws =
-        bootstrap_draws(x, &y, r.resamples, stat_seed(r.seed, str_cat(rows[a].name, "-", rows[b].name, "/", g)));
-    p.push_back(bootstrap_p_value(draws));
-    out.push_back({{"drafter", rows[a].name},
-                   {"versus", rows[b].name},
-                   {"gamma", g},
-                   {"difference", x.ratio() - y.ratio()},
-                   {"difference_ci", interval_json(percentile_interval(draws, 0.95))},
-                   {"corrected_ci", interval_json(percentile_interval(draws, 1 - 0.05 / m))},
-                   {"p", p.back()}});
-  }
-  const std::vector<double> holm = holm_adjust(p);
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i]["p_holm"] = holm[i];
-    out[i]["significant"] = holm[i] < 0.05;
-  }
-  return {{"gamma", g},
-          {"contrasts", r.contrasts.empty() ? "every pair of rows (single seeds of a combined method left out)"
-                                            : "declared (evaluate.contrasts)"},
-          {"size", tested.size()},
-          {"correction",
-           "Holm's step-down correction of two-sided bootstrap p-values (significant: adjusted p < 0.05); "
-           "corrected intervals at the Bonferroni level 1 - 0.05 / size"},
-          {"differences", out}};
-}
-
-json exact_json(const Report& r) {
-  std::vector<std::string> categories;
-  std::vector<int64_t> turns;
-  std::set<std::string> clusters;
-  for (const auto& it : r.items) {
-    if (!it.category.empty() && std::find(categories.begin(), categories.end(), it.category) == categories.end())
-      categories.push_back(it.category);
-    if (std::find(turns.begin(), turns.end(), it.turn) == turns.end()) turns.push_back(it.turn);
-    clusters.insert(it.cluster);
-  }
-  std::sort(turns.begin(), turns.end());
-  const std::vector<Row> rows = exact_rows(r.exact);
+json exact_json(const ExactSummary& s) {
   json drafters = json::array();
-  for (const Row& row : rows) {
+  for (const ExactRowSummary& row : s.rows) {
     json points = json::array();
-    for (int64_t g : row_gammas(row)) points.push_back(exact_point_json(r, row, g, categories, turns));
+    for (const auto& p : row.points) points.push_back(exact_point_json(p));
     json d = {{"name", row.name}, {"dir", row.dir}, {"params", row.params}, {"kind", row.kind}, {"points", points}};
-    if (row.members.front()->draft_vocab > 0) {  // a seed group's members share the shape; coverage is their mean
-      double coverage = 0;
-      for (const ExactDrafter* m : row.members) coverage += m->answer_coverage / static_cast<double>(row.members.size());
-      d["draft_vocab_size"] = row.members.front()->draft_vocab, d["answer_coverage"] = coverage;
-    }
-    if (row.combined) {
-      json seeds = json::array(), members = json::array();
-      for (const ExactDrafter* m : row.members) seeds.push_back(m->seed), members.push_back(m->name);
-      d["combined"] = true, d["seeds"] = seeds, d["members"] = members;
-    } else if (row.seed >= 0) {
+    if (row.draft_vocab > 0) d["draft_vocab_size"] = row.draft_vocab, d["answer_coverage"] = row.answer_coverage;
+    if (row.combined)
+      d["combined"] = true, d["seeds"] = row.seeds, d["members"] = row.members;
+    else if (row.seed >= 0)
       d["group"] = row.group, d["seed"] = row.seed;
-    }
     drafters.push_back(d);
   }
-  json out = {{"items", r.items.size()},
-              {"clusters", clusters.size()},
-              {"turns", turns},
-              {"categories", categories},
-              {"drafters", drafters}};
-  const json family = differences_json(r, rows, headline_gamma(r.exact));
-  out["differences"] = family["differences"];
-  out["family"] = family;
-  out["family"].erase("differences");
-  return out;
+  json differences = json::array();
+  for (const Difference& x : s.differences)
+    differences.push_back({{"drafter", x.drafter},
+                           {"versus", x.versus},
+                           {"gamma", x.gamma},
+                           {"difference", x.difference},
+                           {"difference_ci", interval_json(x.ci)},
+                           {"corrected_ci", interval_json(x.corrected_ci)},
+                           {"p", x.p},
+                           {"p_holm", x.p_holm},
+                           {"significant", x.significant}});
+  return {{"items", s.items},
+          {"clusters", s.clusters},
+          {"turns", s.turns},
+          {"categories", s.categories},
+          {"drafters", drafters},
+          {"differences", differences},
+          {"family",
+           {{"gamma", s.family_gamma},
+            {"contrasts", s.declared ? "declared (evaluate.contrasts)"
+                                     : "every pair of rows (single seeds of a combined method left out)"},
+            {"size", s.differences.size()},
+            {"correction",
+             "Holm's step-down correction of two-sided bootstrap p-values (significant: adjusted p < 0.05); "
+             "corrected intervals at the Bonferroni level 1 - 0.05 / size"}}}};
 }
 
 // a += b elementwise, a grown to b's length (settings of different draft lengths pool into one list).
@@ -524,162 +318,66 @@ void StepTimes::add(const StepTimes& o) {
 
 namespace {
 
-// What the bound charges a step: the time of a target call by the draft length it verified and of a drafter step,
-// each the mean over the timed decodes themselves (every repeat of every turn). A target call is priced the same
-// whatever decoder made it (plain decoding's steps are calls that verified nothing), pooled over every setting of every
-// drafter, so one decoder's timing is checked against prices the others measured too; a drafter step is its row's own.
-struct StepCosts {
-  std::vector<double> verify;  // [draft length]; 0 where no call of that length was timed
-  double plain = 0;            // a target call without a draft (verify[0])
-};
-
-StepCosts step_costs(const Report& r) {
-  StepTimes all;
-  for (const auto& d : r.drafters)
-    for (const auto& p : d.points) all.add(p.times), all.add(p.baseline_times);
-  StepCosts c;
-  for (size_t k = 0; k < all.target_calls.size(); ++k)
-    c.verify.push_back(all.target_calls[k] > 0 ? all.target_seconds[k] / static_cast<double>(all.target_calls[k]) : 0);
-  c.plain = c.verify.empty() ? 0.0 : c.verify[0];
-  return c;
+json timed_point_json(const SweepPoint& p, const TimedPointSummary& t) {
+  auto optional = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };
+  json j = {{"temperature", p.temperature},
+            {"gamma", p.gamma},
+            {"counters", counters_json(p.counters)},
+            {"metrics", metrics_json(t.metrics)},
+            {"mbsu", optional(t.mbsu)},  // null: no drafter model
+            {"mbsu_latency", optional(t.mbsu_latency)},
+            {"seconds", p.seconds},
+            {"baseline_seconds", p.baseline_seconds},
+            {"baseline_tokens", p.baseline_counters.num_emitted_tokens},
+            {"tokens_per_s", t.tokens_per_s},
+            {"baseline_tokens_per_s", t.baseline_tokens_per_s},
+            {"speedup", t.speedup},
+            {"speedup_ci", interval_json(t.speedup_ci)},
+            {"speedup_bound", t.speedup_bound},
+            {"exceeds_bound", t.exceeds_bound}};
+  put(j, "tau", t.tau);
+  put(j, "first_position_acceptance", t.first_position_acceptance);
+  return j;
 }
 
-// A drafter row's mean drafting time per drafter call over its timed decodes (0 without a call: prompt lookup).
-double drafter_step(const DrafterResult& d) {
-  StepTimes t;
-  for (const auto& p : d.points) t.add(p.times);
-  return t.drafter_calls > 0 ? t.drafter_seconds / static_cast<double>(t.drafter_calls) : 0.0;
-}
-
-// The speed-up bound from the counters: emitted tokens x one plain step over what the decoder's calls cost at least,
-// each target call its own block's verification time and each drafter call one drafter step (prompt lookup's search
-// is not charged, which only raises the bound). 0 when a block length was not timed.
-double speedup_bound(const SpecCounters& c, const std::vector<double>& verify, double plain_step, double drafter_step) {
-  double cost = static_cast<double>(c.num_drafter_calls) * drafter_step;
-  for (size_t k = 0; k < c.calls_by_draft_length.size(); ++k) {
-    if (c.calls_by_draft_length[k] == 0) continue;
-    if (k >= verify.size() || verify[k] <= 0) return 0.0;
-    cost += static_cast<double>(c.calls_by_draft_length[k]) * verify[k];
-  }
-  return cost > 0 ? static_cast<double>(c.num_emitted_tokens) * plain_step / cost : 0.0;
-}
-
-// One timed point of drafter d; drafter_s is d's mean drafting time per call (drafter_step).
-json timed_point_json(const Report& r, const StepCosts& costs, const DrafterResult& d, double drafter_s,
-                      const SweepPoint& p, double c, double c_latency) {
-  DA_CHECK(p.prompts.size() == r.timed_items.size(), "report: ", d.name, " has ", p.prompts.size(),
-           " timed turns, the report ", r.timed_items.size());
-  const Selection sel = select_items(r.items, r.timed_items, [](const EvalItem&) { return true; });
-  const size_t n = static_cast<size_t>(sel.clusters);
-  // Per cluster: tokens and the per-turn median seconds over the repeats, with the drafter and plain.
-  std::vector<double> tokens(n), secs(n), base_tokens(n), base_secs(n);
-  std::vector<SpecCounters> per_turn;
-  for (size_t k = 0; k < p.prompts.size(); ++k) {
-    const PromptRun& pr = p.prompts[k];
-    const size_t at = static_cast<size_t>(sel.cluster_of[k]);
-    tokens[at] += static_cast<double>(pr.counters.num_emitted_tokens);
-    secs[at] += median(pr.seconds);
-    base_tokens[at] += static_cast<double>(pr.baseline_tokens);
-    base_secs[at] += median(pr.baseline_seconds);
-    per_turn.push_back(pr.counters);
-  }
-  const SeedCounts spec = SeedCounts::one(tokens, secs), plain = SeedCounts::one(base_tokens, base_secs);
-  const std::string key = str_cat(d.name, "/T", p.temperature, "/g", p.gamma);
-  const double tps = spec.ratio(), base_tps = plain.ratio();
-  const double speedup = base_tps > 0 ? tps / base_tps : 0.0;
-  const Interval speedup_ci = percentile_interval(
-      bootstrap_draws(spec, &plain, r.resamples, stat_seed(r.seed, key + "/s"), Contrast::kRatio));
-  const std::vector<const std::vector<SpecCounters>*> one = {&per_turn};
-  const json tau = ratio_json(seed_counts(one, sel, emitted, calls), r.resamples, stat_seed(r.seed, key));
-  const json a1 = ratio_json(seed_counts(one, sel, first, drafts), r.resamples, stat_seed(r.seed, key + "/a1"));
-  const SpecMetrics m = derive_metrics(p.counters);
-  const double bound = speedup_bound(p.counters, costs.verify, costs.plain, drafter_s);
-  return {{"temperature", p.temperature},
-          {"gamma", p.gamma},
-          {"counters", counters_json(p.counters)},
-          {"metrics", metrics_json(m)},
-          {"tau", tau[0]},
-          {"tau_ci", tau[1]},
-          {"first_position_acceptance", a1[0]},
-          {"first_position_acceptance_ci", a1[1]},
-          {"mbsu", c > 0 ? json(mbsu(m.block_efficiency, p.gamma, c)) : json(nullptr)},  // null: no drafter model
-          {"mbsu_latency", c_latency > 0 ? json(mbsu(m.block_efficiency, p.gamma, c_latency)) : json(nullptr)},
-          {"seconds", p.seconds},
-          {"baseline_seconds", p.baseline_seconds},
-          {"baseline_tokens", p.baseline_counters.num_emitted_tokens},
-          {"tokens_per_s", tps},
-          {"baseline_tokens_per_s", base_tps},
-          {"speedup", speedup},
-          {"speedup_ci", interval_json(speedup_ci)},
-          {"speedup_bound", bound},
-          {"exceeds_bound", bound > 0 && speedup > 1.1 * bound}};
-}
-
-json timed_json(const Report& r, const StepCosts& costs) {
+json timed_json(const Report& r, const std::vector<TimedSummary>& timed) {
   json drafters = json::array();
-  for (const auto& d : r.drafters) {
-    const double c = d.params > 0 ? static_cast<double>(r.target_params) / d.params : 0.0;
-    const double c_latency = d.step_seconds > 0 ? r.target_step_seconds / d.step_seconds : 0.0;
-    const double drafter_s = drafter_step(d);
+  for (size_t i = 0; i < timed.size(); ++i) {
+    const TimedSummary& d = timed[i];
     json points = json::array();
-    for (const auto& p : d.points) points.push_back(timed_point_json(r, costs, d, drafter_s, p, c, c_latency));
+    for (size_t k = 0; k < d.points.size(); ++k)
+      points.push_back(timed_point_json(r.drafters[i].points[k], d.points[k]));
     drafters.push_back({{"name", d.name},
                         {"dir", d.dir},
                         {"params", d.params},
-                        {"param_ratio", c},
+                        {"param_ratio", d.param_ratio},
                         {"step_seconds", d.step_seconds},
-                        {"timed_drafting_seconds_per_call", drafter_s},
-                        {"latency_ratio", c_latency},
+                        {"timed_drafting_seconds_per_call", d.drafting_seconds_per_call},
+                        {"latency_ratio", d.latency_ratio},
                         {"points", points}});
   }
   return drafters;
 }
 
-// The speculative sampling check: the one-pass alpha (and the i.i.d. tau estimate from it) beside the real decoder's
-// measured first-position acceptance and tau on the same turns. The two agree when |z| is small, z being their
-// difference over the combined standard error (each read off its bootstrap interval).
-json sampling_json(const Report& r) {
-  const Selection sel = select_items(r.items, r.sampling_items, [](const EvalItem&) { return true; });
-  json sampling = json::array();
-  for (const auto& d : r.sampling) {
+json sampling_json(const Report& r, const std::vector<SamplingSummary>& sampling) {
+  json drafters = json::array();
+  for (const auto& d : sampling) {
     json points = json::array();
-    for (const auto& p : d.points) {
-      DA_CHECK(p.measured.size() == r.sampling_items.size(), "report: the sampling check of ", d.name, " has ",
-               p.measured.size(), " turns, the report ", r.sampling_items.size());
-      const std::string key = str_cat(d.name, "/sampling/T", p.temperature);
-      const SeedCounts alpha_counts = SeedCounts::one(cluster_sums(p.alpha_sum, sel.cluster_of, sel.clusters),
-                                                      cluster_sums(p.positions, sel.cluster_of, sel.clusters));
-      const double alpha = alpha_counts.ratio();
-      const Interval alpha_ci =
-          percentile_interval(bootstrap_draws(alpha_counts, nullptr, r.resamples, stat_seed(r.seed, key)));
-      const std::vector<const std::vector<SpecCounters>*> one = {&p.measured};
-      const json a1 = ratio_json(seed_counts(one, sel, first, drafts), r.resamples, stat_seed(r.seed, key + "/a1"));
-      const json tau = ratio_json(seed_counts(one, sel, emitted, calls), r.resamples, stat_seed(r.seed, key + "/t"));
-      const double measured = a1[0].get<double>();
-      // Floored at 1e-4, the precision of an fp32 sum over the vocabulary: a drafter equal to the target has intervals
-      // of width 0 and alpha 1 up to rounding.
-      const double se = std::max(1e-4, std::hypot(alpha_ci.hi - alpha_ci.lo,
-                                                  a1[1][1].get<double>() - a1[1][0].get<double>()) / (2 * 1.959964));
-      json estimate = json::array();
-      for (int64_t g = 1; g <= std::max<int64_t>(8, p.gamma); ++g) estimate.push_back(iid_tokens_per_call(alpha, g));
-      SpecCounters total;
-      for (const auto& c : p.measured) total.add(c);
-      points.push_back({{"temperature", p.temperature},
-                        {"turns", p.positions.size()},
-                        {"clusters", sel.clusters},
-                        {"positions", std::accumulate(p.positions.begin(), p.positions.end(), 0.0)},
-                        {"alpha", alpha},
-                        {"alpha_ci", interval_json(alpha_ci)},
-                        {"tau_iid_estimate", estimate},
-                        {"gamma", p.gamma},
-                        {"measured_first_position_acceptance", measured},
-                        {"measured_first_position_acceptance_ci", a1[1]},
-                        {"measured_drafts", total.num_drafts},
-                        {"measured_tau", tau[0]},
-                        {"measured_tau_ci", tau[1]},
-                        {"agreement_z", (measured - alpha) / se}});
+    for (const auto& s : d.points) {
+      json p = {{"temperature", s.temperature},
+                {"turns", s.turns},
+                {"clusters", s.clusters},
+                {"positions", s.positions},
+                {"tau_iid_estimate", s.tau_iid_estimate},
+                {"gamma", s.gamma},
+                {"measured_drafts", s.measured_drafts},
+                {"agreement_z", s.agreement_z}};
+      put(p, "alpha", s.alpha);
+      put(p, "measured_first_position_acceptance", s.measured_first_position_acceptance);
+      put(p, "measured_tau", s.measured_tau);
+      points.push_back(p);
     }
-    sampling.push_back({{"name", d.name}, {"points", points}});
+    drafters.push_back({{"name", d.name}, {"points", points}});
   }
   json ids = json::array();
   for (int64_t i : r.sampling_items) ids.push_back(r.items[static_cast<size_t>(i)].id);
@@ -687,16 +385,15 @@ json sampling_json(const Report& r) {
           {"turn_ids", ids},
           {"sample", "a fixed-seed sample of the evaluated turns, stratified by category"},
           {"max_new_tokens", r.sampling_max_new_tokens},
-          {"drafters", sampling}};
+          {"drafters", drafters}};
 }
 
 }  // namespace
 
-json report_json(const Report& r) {
+json report_json(const Report& r) { return report_json(r, summarize(r)); }
+
+json report_json(const Report& r, const Summary& s) {
   const RuntimeEnvironment& env = r.environment;
-  const StepCosts costs = step_costs(r);
-  std::set<std::string> clusters;
-  for (const auto& it : r.items) clusters.insert(it.cluster);
   json out = {{"format", "draftalign-evaluate"},
               {"version", 4},
               {"fingerprint", r.fingerprint},
@@ -712,7 +409,7 @@ json report_json(const Report& r) {
                 {"params", r.target_params},
                 {"step_seconds", r.target_step_seconds},
                 {"verify_seconds_by_block", r.verify_seconds},
-                {"timed_verify_seconds_by_block", costs.verify}}},
+                {"timed_verify_seconds_by_block", s.timed_verify_seconds}}},
               {"device", r.device},
               {"dtype", r.dtype},
               {"prompt_files", r.prompt_files},
@@ -724,12 +421,12 @@ json report_json(const Report& r) {
               {"bootstrap",
                {{"resamples", r.resamples},
                 {"level", 0.95},
-                {"clusters", clusters.size()},
+                {"clusters", s.clusters},
                 {"over",
                  "clusters of evaluated turns: every turn of a prompt (an MT-bench question) is one cluster, unless "
                  "the prompt file names a 'cluster' key; rows that combine training seeds also resample the seeds "
                  "(two-level)"}}}};
-  out["exact_greedy"] = exact_json(r);
+  out["exact_greedy"] = exact_json(s.exact);
   json ids = json::array();
   for (int64_t i : r.timed_items) ids.push_back(r.items[static_cast<size_t>(i)].id);
   out["timed"] = {{"prompts", r.timed_items.size()},
@@ -739,8 +436,8 @@ json report_json(const Report& r) {
                   {"top_p", r.top_p},
                   {"top_k", r.top_k},
                   {"repeats", r.repeats}};
-  out["drafters"] = timed_json(r, costs);
-  out["sampling"] = sampling_json(r);
+  out["drafters"] = timed_json(r, s.timed);
+  out["sampling"] = sampling_json(r, s.sampling);
   out["training_curves"] = r.training_curves;
   return out;
 }
@@ -770,8 +467,12 @@ std::string run_python(const std::string& python, const stdfs::path& script, con
 }  // namespace
 
 std::string write_report(const stdfs::path& dir, const Report& r, const std::string& python) {
+  return write_report(dir, r, summarize(r), python);
+}
+
+std::string write_report(const stdfs::path& dir, const Report& r, const Summary& s, const std::string& python) {
   fs::ensure_dir(dir);
-  const json j = report_json(r);
+  const json j = report_json(r, s);
   std::string exact;
   for (const auto& d : r.exact)
     for (const auto& p : d.points)

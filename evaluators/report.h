@@ -186,7 +186,12 @@ int64_t seed_of_dir(const std::string& dir);
 // A counter set as JSON, with vLLM's names (report.json, exact.jsonl, prompts.jsonl, sweep.jsonl).
 nlohmann::json counters_json(const SpecCounters& c);
 
-// The JSON of a report, derived metrics, tokens/s and speed-ups included (per-prompt records left out).
+// The report's derived numbers: intervals, differences, speed-ups (summary.h).
+struct Summary;
+
+// The JSON of a report with its summary: the counters and settings, the derived metrics, tokens/s and speed-ups
+// (per-prompt records left out). The one-argument form summarizes first.
+nlohmann::json report_json(const Report& r, const Summary& s);
 nlohmann::json report_json(const Report& r);
 // Markdown tables from report_json's output.
 std::string report_markdown(const nlohmann::json& report);
@@ -224,7 +229,10 @@ class SweepLog {
 };
 
 // Writes report.json, report.md, exact.jsonl and prompts.jsonl into `dir`, then the plots with `python` (skipped when
-// empty). Returns "" or why the plots were not made (the report itself is complete either way).
+// empty). Returns "" or why the plots were not made (the report itself is complete either way). Without `s`, the
+// summary is made first.
+std::string write_report(const std::filesystem::path& dir, const Report& r, const Summary& s,
+                         const std::string& python);
 std::string write_report(const std::filesystem::path& dir, const Report& r, const std::string& python);
 
 // Short unique names for drafter directories, for tables and plots: "runs/demo/pretrain/final" -> "pretrain",

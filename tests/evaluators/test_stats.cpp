@@ -21,6 +21,7 @@
 #include "evaluators/report.h"
 #include "evaluators/speculative.h"
 #include "evaluators/stats.h"
+#include "evaluators/summary.h"
 #include "test_util.h"
 
 namespace draftalign::eval {
@@ -78,6 +79,55 @@ Report twin_report(const std::vector<SpecCounters>& turn1, bool twin) {
   d.points = {p};
   r.exact = {d};
   return r;
+}
+
+// evaluate logs its summary from the Summary that report.json is written from: the two carry the same numbers, and a
+// drafter that needs fewer target calls on every question is better than one that needs more, with Holm's p < 0.05.
+TEST(Stats, TheSummaryIsWhatTheReportSays) {
+  std::mt19937_64 rng(5);
+  std::vector<SpecCounters> fewer, more;
+  for (int q = 0; q < 20; ++q) {
+    SpecCounters a, b;
+    a.num_emitted_tokens = b.num_emitted_tokens = 20;
+    a.num_target_calls = 6 + static_cast<int64_t>(rng() % 5);
+    b.num_target_calls = 11 + static_cast<int64_t>(rng() % 5);
+    fewer.push_back(a), more.push_back(b);
+  }
+  Report r = twin_report(fewer, true);
+  ExactDrafter other = r.exact[0];
+  other.name = "pre";
+  for (size_t i = 0; i < other.points[0].per_item.size(); ++i) other.points[0].per_item[i] = more[i % more.size()];
+  r.exact.push_back(other);
+  const Summary s = summarize(r);
+  const json j = report_json(r, s);
+  EXPECT_EQ(j, report_json(r)) << "summarize is deterministic";
+  const json& rows = j["exact_greedy"]["drafters"];
+  ASSERT_EQ(s.exact.rows.size(), 2u);
+  ASSERT_EQ(rows.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const ExactPointSummary& p = s.exact.rows[i].points.at(0);
+    const json& q = rows[i]["points"][0];
+    EXPECT_EQ(rows[i]["name"], s.exact.rows[i].name);
+    EXPECT_EQ(q["tau"].get<double>(), p.tau.value);
+    EXPECT_EQ(q["tau_ci"][0].get<double>(), p.tau.ci.lo);
+    EXPECT_EQ(q["tau_ci"][1].get<double>(), p.tau.ci.hi);
+    ASSERT_EQ(p.by_turn.size(), 2u);
+    EXPECT_EQ(q["by_turn"][1]["tau"].get<double>(), p.by_turn[1].tau.value);
+    EXPECT_EQ(q["by_turn"][1]["turn"], 2);
+  }
+  ASSERT_EQ(s.exact.differences.size(), 1u);
+  const Difference& d = s.exact.differences[0];
+  const json& x = j["exact_greedy"]["differences"][0];
+  EXPECT_EQ(x["drafter"], "kd");
+  EXPECT_EQ(x["versus"], "pre");
+  EXPECT_EQ(x["difference"].get<double>(), d.difference);
+  EXPECT_EQ(x["corrected_ci"][0].get<double>(), d.corrected_ci.lo);
+  EXPECT_EQ(x["p_holm"].get<double>(), d.p_holm);
+  EXPECT_GT(d.difference, 0);
+  EXPECT_GT(d.corrected_ci.lo, 0);
+  EXPECT_TRUE(d.significant);
+  EXPECT_EQ(x["significant"], true);
+  EXPECT_EQ(j["exact_greedy"]["family"]["size"], 1);
 }
 
 TEST(Stats, ClusterIntervalOfTwinTurnsIsTheOneTurnInterval) {
