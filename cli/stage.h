@@ -36,6 +36,10 @@ struct Stage {
   // A stage prints its resolved config and records it in <run.output_dir>/<name>.config.yaml; a read-only tool
   // (`data show`) does neither.
   bool records_config = true;
+  // Whether `run` may return with its outputs incomplete by design (generate with generate.shard writes one part of
+  // them). The pipeline checks such a stage again after it runs and stops, naming what is missing; any other stage is
+  // complete once `run` returns (its tests check is_complete after run), so its inputs are not hashed a second time.
+  bool runs_in_parts = false;
 };
 
 }  // namespace draftalign::cli

@@ -67,7 +67,7 @@ int64_t check_drafter(const std::string& dir, const io::LlamaConfig& target_cfg,
     // when it loads (model::load_eagle3).
     const stdfs::path file = stdfs::path(dir) / "config.json";
     const nlohmann::json j = io::read_json_file(file);
-    const io::LlamaConfig c = io::read_hf_config(file);
+    const io::LlamaConfig c = io::parse_hf_config(j, file.string());
     const int64_t hidden = j.value("target_hidden_size", c.hidden_size);
     DA_CHECK(c.vocab_size == target_cfg.vocab_size && hidden == target_cfg.hidden_size, "evaluate.drafters: ", file.string(),
              " is an EAGLE-3 head for a target of vocabulary ", c.vocab_size, " and hidden size ", hidden,

@@ -129,11 +129,8 @@ std::string topk_mass_summary(const std::vector<Record>& records) {
 std::string dataset_stats(const stdfs::path& dir, int64_t bins) {
   const auto records = read_records(dir, /*with_tokens=*/false, /*with_topk_mass=*/true);
   const auto files = shard_files(dir);
-  int64_t expected = -1;
-  if (stdfs::exists(dir / "plan.json")) {
-    const json plan = json::parse(fs::read_file(dir / "plan.json"), nullptr, false);
-    if (plan.is_object() && plan.contains("shards") && plan["shards"].is_number_integer()) expected = plan["shards"];
-  }
+  const std::optional<PlanFile> plan = read_plan_file(dir);
+  const int64_t expected = plan ? plan->shards : -1;
   int64_t finish[3] = {0, 0, 0}, prompt_tokens = 0, response_tokens = 0;
   std::vector<int64_t> plens, rlens;
   for (const auto& r : records) {

@@ -54,14 +54,26 @@ std::string plan_fingerprint(const config::Config& cfg, int64_t requests) {
 
 }  // namespace
 
+std::optional<PlanFile> read_plan_file(const stdfs::path& dir) {
+  const stdfs::path file = dir / kPlanFile;
+  if (!stdfs::exists(file)) return std::nullopt;
+  const json j = json::parse(fs::read_file(file), nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  PlanFile p;
+  if (j.contains("plan") && j["plan"].is_string()) p.plan = j["plan"].get<std::string>();
+  if (j.contains("requests") && j["requests"].is_number_integer()) p.requests = j["requests"].get<int64_t>();
+  if (j.contains("shards") && j["shards"].is_number_integer()) p.shards = j["shards"].get<int64_t>();
+  return p;
+}
+
 void claim_output_dir(const stdfs::path& out, const std::string& plan, int64_t requests, int64_t shards,
                       const char* what, const char* key) {
   fs::ensure_dir(out);
-  const stdfs::path plan_file = out / "plan.json";
+  const stdfs::path plan_file = out / kPlanFile;
   if (stdfs::exists(plan_file)) {
-    const json old = json::parse(fs::read_file(plan_file), nullptr, false);
-    DA_CHECK(old.is_object() && old.contains("plan") && old["plan"] == plan, out.string(), " holds ", what, " (",
-             plan_file.string(), "); use another ", key, " or delete it");
+    const std::optional<PlanFile> old = read_plan_file(out);
+    DA_CHECK(old && old->plan == plan, out.string(), " holds ", what, " (", plan_file.string(), "); use another ", key,
+             " or delete it");
   } else {
     fs::write_file_atomic(plan_file, json({{"plan", plan}, {"requests", requests}, {"shards", shards}}).dump(2) + "\n");
   }
@@ -273,14 +285,13 @@ bool generate_complete(const config::Config& cfg) {
   // plan.json records the request count the plan was made for; the fingerprint covers everything that count comes
   // from (the prompt files by content, the target, the options), so it is not recounted here.
   const stdfs::path out = cfg.generate.output_dir;
-  if (!stdfs::exists(out / data::kManifestFile) || !stdfs::exists(out / "plan.json")) return false;
-  const json plan = json::parse(fs::read_file(out / "plan.json"), nullptr, false);
+  if (!stdfs::exists(out / data::kManifestFile)) return false;
+  const std::optional<PlanFile> plan = read_plan_file(out);
+  if (!plan || plan->requests < 0) return false;
   const json manifest = json::parse(fs::read_file(out / data::kManifestFile), nullptr, false);
-  if (!plan.is_object() || !plan.contains("requests") || !plan["requests"].is_number_integer() ||
-      !manifest.is_object() || !manifest.contains("plan"))
-    return false;
-  const std::string expected = plan_fingerprint(cfg, plan["requests"].get<int64_t>());
-  return plan.contains("plan") && plan["plan"] == expected && manifest["plan"] == expected;
+  if (!manifest.is_object() || !manifest.contains("plan")) return false;
+  const std::string expected = plan_fingerprint(cfg, plan->requests);
+  return plan->plan == expected && manifest["plan"] == expected;
 }
 
 cli::Stage generate_stage() {
@@ -295,7 +306,8 @@ cli::Stage generate_stage() {
       .run = generate,
       .outputs = [](const config::Config& c) { return std::vector<std::string>{c.generate.output_dir}; },
       .is_complete = generate_complete,
-      .flags = {{"--shard", "generate.shard"}}};
+      .flags = {{"--shard", "generate.shard"}},
+      .runs_in_parts = true};
 }
 
 }  // namespace draftalign::train

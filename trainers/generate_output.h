@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,16 @@ struct Planned {
   int64_t prompt_index = 0;
   std::string prompt_id, prompt_text;
 };
+
+// plan.json: the fingerprint of the plan the directory's records follow, and the request and shard counts it was made
+// for (-1 where the file lacks one).
+inline constexpr char kPlanFile[] = "plan.json";
+struct PlanFile {
+  std::string plan;
+  int64_t requests = -1, shards = -1;
+};
+// The plan.json of `dir`; nullopt when there is none or it is not a JSON object.
+std::optional<PlanFile> read_plan_file(const std::filesystem::path& dir);
 
 // Makes `out` the directory of `plan`: writes plan.json, or checks the one there. A directory made for another plan
 // is refused (its shards would mix with the new ones): `what` says what it holds, `key` which setting to change.

@@ -97,8 +97,8 @@ std::string loss_note(const config::DistillSection& mine, const config::DistillS
 
 // Every step in order: prepare-data, pretrain (per pretraining seed), [magpie], generate, distill (per loss and
 // seed), evaluate.
-std::vector<Step> plan(const config::Config& cfg) {
-  const config::Config c = pipeline_stage_config(cfg);
+// `c` is pipeline_stage_config(cfg).
+std::vector<Step> plan(const config::Config& cfg, const config::Config& c) {
   std::vector<Step> steps;
   steps.push_back({prepare_data_stage(), c, "prepare-data", "", ""});
   for (int64_t seed : stage_seeds(cfg, true)) {
@@ -126,15 +126,14 @@ std::vector<Step> plan(const config::Config& cfg) {
   return steps;
 }
 
-// The checks that need no stage to run: a mistake here fails now, not after hours of training.
-void check(const config::Config& cfg) {
+// The checks that need no stage to run: a mistake here fails now, not after hours of training. `c` is
+// pipeline_stage_config(cfg).
+void check(const config::Config& cfg, const config::Config& c) {
   // The stages hand over through files: with several processes a rank would read what another has not yet written.
   const int world = dist_env_from_environment().world;
   DA_CHECK(world == 1, "pipeline: runs its stages in one process, but the launcher started ", world,
            "; launch the stages one by one instead (prepare-data and evaluate as one process; pretrain, generate and "
            "distill under torchrun or srun), as the header of configs/llama2-7b-chat-gpu.yaml shows");
-  DA_CHECK(!cfg.pipeline.losses.empty(), "pipeline.losses: must not be empty");
-  const config::Config c = pipeline_stage_config(cfg);
   DA_CHECK(!c.pipeline.target_prompts || std::find(c.generate.prompts.begin(), c.generate.prompts.end(),
                                                    c.magpie.output) != c.generate.prompts.end(),
            "pipeline.target_prompts: magpie.output (", c.magpie.output, ") is not among generate.prompts, so the ",
@@ -147,8 +146,10 @@ void check(const config::Config& cfg) {
 }  // namespace
 
 int pipeline(const config::Config& cfg) {
-  check(cfg);
-  const std::vector<Step> steps = plan(cfg);
+  DA_CHECK(!cfg.pipeline.losses.empty(), "pipeline.losses: must not be empty");
+  const config::Config c = pipeline_stage_config(cfg);
+  check(cfg, c);
+  const std::vector<Step> steps = plan(cfg, c);
   for (size_t k = 0; k < steps.size(); ++k) {
     const Step& s = steps[k];
     const std::string outputs = config::join(s.stage.outputs(s.cfg));
@@ -164,7 +165,8 @@ int pipeline(const config::Config& cfg) {
     }
     s.stage.run(s.cfg);
     DA_CHECK(
-        s.stage.is_complete(s.cfg), "pipeline: ", s.label, " ran, but ", outputs, " is not complete (a stage run ",
+        !s.stage.runs_in_parts || s.stage.is_complete(s.cfg), "pipeline: ", s.label, " ran, but ", outputs,
+        " is not complete (a stage run ",
         "in parts, such as generate with generate.shard, needs every part: run the others, then the pipeline again)");
   }
   log::info("pipeline: done; the report is ",

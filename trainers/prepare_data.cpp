@@ -121,21 +121,23 @@ std::string tokenizer_dir(const config::Config& cfg) {
 
 namespace {
 
-// Whether prepare.output_dir holds a dataset made from `source` (the fingerprint); a broken index is not.
-bool up_to_date(const stdfs::path& out_dir, const std::string& source) {
-  if (!stdfs::exists(out_dir / data::kIndexFile)) return false;
+// The index of prepare.output_dir when it holds a dataset made from `source` (the fingerprint); nullopt when it holds
+// none, another, or a broken one.
+std::optional<DatasetIndex> up_to_date(const stdfs::path& out_dir, const std::string& source) {
+  if (!stdfs::exists(out_dir / data::kIndexFile)) return std::nullopt;
   try {
-    return data::read_index(out_dir).source == source;
+    DatasetIndex index = data::read_index(out_dir);
+    if (index.source == source) return index;
   } catch (const Error& e) {
     log::warn("prepare-data: rebuilding ", out_dir.string(), ": ", e.what());
-    return false;
   }
+  return std::nullopt;
 }
 
 }  // namespace
 
 bool prepare_data_complete(const config::Config& cfg) {
-  return up_to_date(cfg.prepare.output_dir, fingerprint(cfg, *tok::load_tokenizer(tokenizer_dir(cfg))));
+  return up_to_date(cfg.prepare.output_dir, fingerprint(cfg, *tok::load_tokenizer(tokenizer_dir(cfg)))).has_value();
 }
 
 int prepare_data(const config::Config& cfg) {
@@ -147,9 +149,8 @@ int prepare_data(const config::Config& cfg) {
 
   const std::string source = fingerprint(cfg, *tokenizer);
   const stdfs::path out_dir = p.output_dir;
-  if (up_to_date(out_dir, source)) {
-    log::info("prepare-data: ", out_dir.string(), " is up to date (", data::read_index(out_dir).tokens("train"),
-              " train tokens)");
+  if (const std::optional<DatasetIndex> done = up_to_date(out_dir, source)) {
+    log::info("prepare-data: ", out_dir.string(), " is up to date (", done->tokens("train"), " train tokens)");
     return 0;
   }
 

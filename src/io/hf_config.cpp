@@ -116,8 +116,10 @@ json read_json_file(const std::filesystem::path& file) {
 }
 
 LlamaConfig read_hf_config(const std::filesystem::path& path) {
-  const std::string file = path.string();
-  const json j = read_json_file(path);
+  return parse_hf_config(read_json_file(path), path.string());
+}
+
+LlamaConfig parse_hf_config(const json& j, const std::string& file) {
   if (!j.is_object()) throw Error(file + ": not a JSON object");
   Reader r(file, j);
   LlamaConfig c;

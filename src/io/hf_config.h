@@ -60,8 +60,9 @@ nlohmann::json read_json_file(const std::filesystem::path& file);
 // draft_vocab_size. False when there is no readable config.json (the caller's own checks say why).
 bool is_eagle3_dir(const std::filesystem::path& dir);
 
-// Parses and validates `file` (a config.json).
+// Parses and validates `file` (a config.json); parse_hf_config does it for its JSON, already read (errors name `file`).
 LlamaConfig read_hf_config(const std::filesystem::path& file);
+LlamaConfig parse_hf_config(const nlohmann::json& j, const std::string& file);
 
 // The config.json of an exported checkpoint, in the classic layout (rope_theta, rope_scaling, torch_dtype) that
 // transformers 4 and 5 and vLLM all read. read_hf_config(to_hf_json(c)) == c.

@@ -250,6 +250,15 @@ TEST(Pipeline, RunsEveryStageThenSkipsWhatIsCompleteAndRedoesWhatIsMissing) {
   r = w.run("export", "export.checkpoint=" + (w.d / "nothing").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_HAS(r.output, "nothing is not a directory");
+
+  // A stage that runs in parts (generate with generate.shard) is checked again after it runs: the pipeline stops
+  // there, naming what is missing, and nothing after it runs.
+  fs::remove_tree(out / "data");
+  r = w.run("pipeline", "generate.shard=0/2");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_HAS(r.output, "pipeline: generate ran, but " + (out / "data").string() + " is not complete");
+  EXPECT_TRUE(fsys::exists(out / "data" / "shard-00000.safetensors"));
+  EXPECT_EQ(r.output.find("distill: step"), std::string::npos) << "a stage after the incomplete one ran";
 }
 
 // Seeds end to end: every pretraining and distillation once per seed, each from its own seed's drafter, different
